@@ -1,0 +1,64 @@
+from controllers.policy import AccessRequest, evaluate
+
+
+def policy(name, namespaces, vaults):
+    return {"metadata": {"name": name}, "spec": {"namespaces": namespaces, "vaults": vaults}}
+
+
+def request(namespace="team-a", labels=None, vault_name="Team A", vault_id="aaaaaaaaaaaaaaaaaaaaaaaaaa",
+            title="db", tags=()):
+    return AccessRequest(namespace, labels or {}, vault_id, vault_name, title, list(tags))
+
+
+def test_no_policy_allows_everything():
+    assert evaluate([], request()).allowed
+
+
+def test_namespace_by_name_and_vault_by_name_case_insensitively():
+    policies = [policy("a", {"names": ["team-a"]}, [{"vault": "team a"}])]
+    decision = evaluate(policies, request())
+    assert decision.allowed and decision.policy == "a"
+
+
+def test_vault_by_id():
+    policies = [policy("a", {"names": ["team-a"]}, [{"vault": "aaaaaaaaaaaaaaaaaaaaaaaaaa"}])]
+    assert evaluate(policies, request(vault_name="Renamed")).allowed
+
+
+def test_deny_by_default_names_the_gap():
+    policies = [policy("a", {"names": ["team-b"]}, [{"vault": "Team A"}])]
+    decision = evaluate(policies, request())
+    assert not decision.allowed
+    assert decision.message == 'no OnePasswordAccessPolicy grants namespace "team-a" access to vault "Team A"'
+
+
+def test_label_selected_namespace():
+    policies = [policy("a", {"selector": {"matchLabels": {"team": "a"}}}, [{"vault": "Team A"}])]
+    assert evaluate(policies, request(labels={"team": "a"})).allowed
+    assert not evaluate(policies, request(labels={"team": "b"})).allowed
+    expressions = {"matchExpressions": [{"key": "team", "operator": "In", "values": ["a", "c"]}]}
+    policies = [policy("b", {"selector": expressions}, [{"vault": "Team A"}])]
+    assert evaluate(policies, request(labels={"team": "c"})).allowed
+    assert not evaluate(policies, request(labels={})).allowed
+
+
+def test_tag_and_prefix_limits():
+    policies = [policy("a", {"names": ["team-a"]}, [{"vault": "Team A", "tags": ["k8s"], "titlePrefix": "app-"}])]
+    assert evaluate(policies, request(title="app-db", tags=["k8s", "x"])).allowed
+    untagged = evaluate(policies, request(title="app-db", tags=["x"]))
+    assert not untagged.allowed and "only items tagged k8s" in untagged.message
+    unprefixed = evaluate(policies, request(title="db", tags=["k8s"]))
+    assert not unprefixed.allowed and "title starts with 'app-'" in unprefixed.message
+
+
+def test_any_policy_suffices():
+    policies = [
+        policy("narrow", {"names": ["team-a"]}, [{"vault": "Team A", "tags": ["never"]}]),
+        policy("wide", {"names": ["team-a"]}, [{"vault": "Team A"}]),
+    ]
+    assert evaluate(policies, request()).policy == "wide"
+
+
+def test_invalid_selector_grants_nothing():
+    bad = {"matchExpressions": [{"key": "team", "operator": "Near"}]}
+    assert not evaluate([policy("a", {"selector": bad}, [{"vault": "Team A"}])], request()).allowed
