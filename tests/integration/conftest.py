@@ -1,0 +1,90 @@
+"""Fixtures backed by one real control plane per test session (``opsync.envtest``).
+
+- ``control_plane``: the started ``ControlPlane`` (etcd, kube-apiserver with RBAC, kube-controller-manager,
+  the CRDs from ``crds/``). Missing binaries fail the run with how to get them: integration tests are never
+  skipped.
+- ``api_client``: an admin ``kubernetes_asyncio`` ``ApiClient``; ``kube``: an admin ``opsync.client.Client``.
+- ``namespace``: a fresh namespace for one test, deleted afterwards.
+
+When any test fails, the component logs are kept in ``.envtest-logs/`` (or ``$OPSYNC_ENVTEST_LOGS``) with
+the failed test ids, and the folder is named in the terminal summary.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import AsyncIterator, Generator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+
+from opsync.envtest import ControlPlane, EnvtestError
+
+if TYPE_CHECKING:
+    from opsync.client import Client
+
+REPO = Path(__file__).resolve().parents[2]
+FAILED = pytest.StashKey[list[str]]()
+KEPT_LOGS = pytest.StashKey[Path]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Remember failed tests (setup, call or teardown) so the session keeps the component logs."""
+    report: pytest.TestReport = yield
+    if report.failed:
+        item.session.stash.setdefault(FAILED, []).append(item.nodeid)
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    kept = terminalreporter.config.stash.get(KEPT_LOGS, None)
+    if kept is not None:
+        terminalreporter.write_line(f"control-plane logs kept in {kept}")
+
+
+@pytest.fixture(scope="session")
+async def control_plane(request: pytest.FixtureRequest) -> AsyncIterator[ControlPlane]:
+    plane = ControlPlane(logs_root=REPO / ".envtest-logs")
+    try:
+        await plane.start()
+    except EnvtestError as error:
+        message = f"no control plane for the integration tests: {error}"
+        raise pytest.fail.Exception(message, pytrace=False) from None
+    yield plane
+    failed = request.session.stash.get(FAILED, [])
+    kept = await plane.stop(keep_logs=bool(failed))
+    if kept is not None:
+        (kept / "failed-tests.txt").write_text("".join(f"{nodeid}\n" for nodeid in failed))
+        request.config.stash[KEPT_LOGS] = kept
+
+
+@pytest.fixture(scope="session")
+async def api_client(control_plane: ControlPlane) -> AsyncIterator[k8s.ApiClient]:
+    api = await k8s_config.new_client_from_config(config_file=control_plane.kubeconfig_path)
+    async with api:
+        yield api
+
+
+@pytest.fixture(scope="session")
+async def kube(control_plane: ControlPlane) -> AsyncIterator[Client]:
+    client = await control_plane.client()
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def namespace(request: pytest.FixtureRequest, api_client: k8s.ApiClient) -> AsyncIterator[str]:
+    """A new namespace named after the test; deleted (not awaited to be gone) afterwards."""
+    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{stem}-{secrets.token_hex(3)}"
+    core = k8s.CoreV1Api(api_client)
+    await core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+    yield name
+    await core.delete_namespace(name)

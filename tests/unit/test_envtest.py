@@ -1,0 +1,55 @@
+"""Where opsync.envtest finds its binaries, and what it says when they are missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from opsync.envtest import COMPONENTS, EnvtestError, find_assets
+
+
+def binaries(folder: Path, names: tuple[str, ...] = COMPONENTS) -> Path:
+    folder.mkdir(parents=True)
+    for name in names:
+        (folder / name).write_text("#!/bin/sh\n")
+        (folder / name).chmod(0o755)
+    return folder
+
+
+@pytest.fixture
+def no_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A cache root with nothing in it and no asset variables set."""
+    monkeypatch.delenv("KUBEBUILDER_ASSETS", raising=False)
+    monkeypatch.delenv("OPSYNC_ENVTEST_ASSETS", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "opsync" / "envtest"
+
+
+def test_kubebuilder_assets_wins_over_opsync_assets(
+    no_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kubebuilder = binaries(tmp_path / "kb")
+    monkeypatch.setenv("KUBEBUILDER_ASSETS", str(kubebuilder))
+    monkeypatch.setenv("OPSYNC_ENVTEST_ASSETS", str(binaries(tmp_path / "ours")))
+    assert find_assets() == kubebuilder
+
+
+def test_a_named_folder_without_the_binaries_is_an_error(
+    no_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPSYNC_ENVTEST_ASSETS", str(binaries(tmp_path / "partial", ("etcd",))))
+    with pytest.raises(EnvtestError, match=r"lacks kube-apiserver, kube-controller-manager: run `make envtest`"):
+        find_assets()
+
+
+def test_the_newest_complete_cached_version_is_used(no_env: Path) -> None:
+    binaries(no_env / "1.9.0")
+    newest = binaries(no_env / "1.37.2")
+    binaries(no_env / "1.38.0", ("etcd",))  # incomplete: ignored
+    assert find_assets() == newest
+
+
+def test_without_binaries_the_error_says_how_to_get_them(no_env: Path) -> None:
+    with pytest.raises(EnvtestError, match="run `make envtest`"):
+        find_assets()
