@@ -1,0 +1,159 @@
+"""The /metrics payload: controller-runtime's metric names, labels and buckets, scraped as text."""
+
+from __future__ import annotations
+
+import gc
+import itertools
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from opsync import metrics
+from opsync.queue import WorkQueue
+
+_names = itertools.count()
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{next(_names)}"
+
+
+def scrape() -> Samples:
+    """Every sample of ``render_latest()``, keyed by (name, labels)."""
+    body, _ = metrics.render_latest()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, metric: str, /, **labels: str) -> float | None:
+    return samples.get((metric, frozenset(labels.items())))
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_render_latest_is_the_prometheus_text_format_with_process_metrics() -> None:
+    body, content_type = metrics.render_latest()
+    assert content_type.startswith("text/plain")
+    names = {name for name, _ in scrape()}
+    assert {"process_resident_memory_bytes", "process_cpu_seconds_total", "python_info"} <= names
+    assert not any(name.endswith("_created") for name in names)  # controller-runtime has no such series
+    assert b"# TYPE controller_runtime_reconcile_time_seconds histogram" in body
+
+
+def test_a_registered_controller_starts_every_series_at_zero() -> None:
+    name = unique("ctrl")
+    metrics.register_controller(name, 4)
+    samples = scrape()
+    for result in ("success", "error", "requeue", "requeue_after"):
+        assert value(samples, "controller_runtime_reconcile_total", controller=name, result=result) == 0
+    for counter in (
+        "controller_runtime_reconcile_errors_total",
+        "controller_runtime_terminal_reconcile_errors_total",
+        "controller_runtime_reconcile_panics_total",
+        "controller_runtime_reconcile_timeouts_total",
+    ):
+        assert value(samples, counter, controller=name) == 0
+    assert value(samples, "controller_runtime_max_concurrent_reconciles", controller=name) == 4
+    assert value(samples, "controller_runtime_active_workers", controller=name) == 0
+
+
+def test_reconcile_time_has_controller_runtimes_buckets() -> None:
+    name = unique("ctrl")
+    metrics.RECONCILE_TIME.labels(controller=name).observe(0.3)
+    bounds = {
+        dict(labels)["le"]
+        for sample, labels in scrape()
+        if sample == "controller_runtime_reconcile_time_seconds_bucket" and ("controller", name) in labels
+    }
+    assert len(bounds) == 41  # 40 bounds and +Inf
+    assert {"0.005", "0.3", "1.25", "60.0", "+Inf"} <= bounds
+    assert value(scrape(), "controller_runtime_reconcile_time_seconds_count", controller=name) == 1
+
+
+async def test_a_named_queue_reports_the_seven_workqueue_metrics() -> None:
+    name, clock = unique("queue"), FakeClock()
+    queue: WorkQueue[str] = WorkQueue(name, clock=clock)
+    labels = {"name": name, "controller": name}
+    queue.add("a")
+    queue.add("b")
+    queue.add("a")  # already waiting: not an add
+    samples = scrape()
+    assert value(samples, "workqueue_adds_total", **labels) == 2
+    assert value(samples, "workqueue_depth", priority="", **labels) == 2
+
+    clock.now += 1.5
+    assert await queue.get() == "a"
+    clock.now += 2.0
+    assert await queue.get() == "b"
+    clock.now += 1.0
+    samples = scrape()
+    assert value(samples, "workqueue_depth", priority="", **labels) == 0
+    assert value(samples, "workqueue_queue_duration_seconds_count", **labels) == 2
+    assert value(samples, "workqueue_queue_duration_seconds_sum", **labels) == 1.5 + 3.5
+    assert value(samples, "workqueue_unfinished_work_seconds", **labels) == 3.0 + 1.0
+    assert value(samples, "workqueue_longest_running_processor_seconds", **labels) == 3.0
+
+    queue.done("a")
+    queue.done("b")
+    queue.add_after("a", 5.0)
+    queue.add_rate_limited("b")
+    samples = scrape()
+    assert value(samples, "workqueue_work_duration_seconds_count", **labels) == 2
+    assert value(samples, "workqueue_work_duration_seconds_sum", **labels) == 3.0 + 1.0
+    assert value(samples, "workqueue_retries_total", **labels) == 2
+    assert value(samples, "workqueue_unfinished_work_seconds", **labels) == 0
+    assert value(samples, "workqueue_longest_running_processor_seconds", **labels) == 0
+    bounds = {dict(key)["le"] for sample, key in samples if sample == "workqueue_queue_duration_seconds_bucket"}
+    assert {"1e-08", "1000.0", "+Inf"} <= bounds
+
+
+def test_a_key_due_after_a_delay_counts_in_depth_without_a_worker() -> None:
+    name, clock = unique("queue"), FakeClock()
+    queue: WorkQueue[str] = WorkQueue(name, clock=clock)
+    queue.add_after("a", 5.0)
+    assert value(scrape(), "workqueue_depth", name=name, controller=name, priority="") == 0
+    clock.now += 5.0
+    assert value(scrape(), "workqueue_depth", name=name, controller=name, priority="") == 1
+
+
+def test_queues_sharing_a_name_report_one_summed_series() -> None:
+    name = unique("queue")
+    first: WorkQueue[str] = WorkQueue(name)
+    second: WorkQueue[str] = WorkQueue(name)
+    first.add("a")
+    second.add("a")
+    samples = scrape()
+    depth = [v for (sample, labels), v in samples.items() if sample == "workqueue_depth" and ("name", name) in labels]
+    assert depth == [2]
+
+
+def test_unnamed_queues_report_nothing_and_a_dropped_queue_stops_reporting() -> None:
+    unnamed: WorkQueue[str] = WorkQueue()
+    unnamed.add_after("a", 0)
+    assert value(scrape(), "workqueue_adds_total", name="", controller="") is None
+
+    name = unique("queue")
+    queue: WorkQueue[str] = WorkQueue(name)
+    queue.add("a")
+    assert value(scrape(), "workqueue_depth", name=name, controller=name, priority="") == 1
+    del queue
+    gc.collect()
+    assert value(scrape(), "workqueue_depth", name=name, controller=name, priority="") is None
+
+
+def test_rest_client_and_leader_election_series() -> None:
+    host = unique("host")
+    metrics.REST_CLIENT_REQUESTS.labels(code="200", method="GET", host=host).inc()
+    metrics.LEADER_ELECTION_MASTER_STATUS.labels(name=host).set(1)
+    samples = scrape()
+    assert value(samples, "rest_client_requests_total", code="200", method="GET", host=host) == 1
+    assert value(samples, "leader_election_master_status", name=host) == 1
