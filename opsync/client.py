@@ -1,0 +1,426 @@
+"""A thin async Kubernetes REST client that speaks plain dicts.
+
+``Client`` sends requests through kubernetes-asyncio's ``ApiClient`` (so kubeconfig/in-cluster auth, token
+refresh and TLS come from there) but never builds generated model classes: bodies go out and come back as
+JSON dicts (``KubeObject``). Every request has a deadline and is counted in
+``rest_client_requests_total{code,method,host}``. Failures the API server reports become typed ``ApiError``
+subclasses whose message comes from the server's ``Status`` only, never from the request body (which may hold
+Secret data). Network failures propagate as ``aiohttp.ClientError`` or ``TimeoutError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, cast
+from urllib.parse import urlsplit
+
+import aiohttp
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+
+from opsync import metrics
+from opsync.resources import KubeObject, Resource
+
+log = logging.getLogger(__name__)
+
+PatchType = Literal["merge", "strategic", "json", "apply"]
+_PATCH_CONTENT_TYPES: dict[str, str] = {
+    "merge": "application/merge-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+    "json": "application/json-patch+json",
+    # JSON is YAML, so an apply body can be sent as JSON under the YAML media type the API asks for.
+    "apply": "application/apply-patch+yaml",
+}
+Query = list[tuple[str, str]]  # (name, value) pairs, in order; aliased since Client.list shadows ``list``
+_MUTATE_ATTEMPTS = 5  # as client-go's retry.DefaultRetry
+_MUTATE_BACKOFF = 0.01
+
+
+class ApiError(Exception):
+    """The API server refused a request. ``message`` comes from its ``Status`` body only."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str = "",
+        message: str = "",
+        *,
+        causes: tuple[str, ...] = (),
+        retry_after: float | None = None,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.causes = causes  # the ``reason`` of each ``details.causes`` entry
+        self.retry_after = retry_after
+        super().__init__(f"{status} {reason}: {message}" if message else f"{status} {reason}")
+
+
+class NotFoundError(ApiError):
+    """404: the object (or its namespace, or the resource) does not exist."""
+
+
+class ConflictError(ApiError):
+    """409 Conflict: the object changed since it was read (stale resourceVersion)."""
+
+
+class AlreadyExistsError(ApiError):
+    """409 AlreadyExists: create of a name that is taken."""
+
+
+class ForbiddenError(ApiError):
+    """403: RBAC (or an admission webhook) forbids the request."""
+
+
+class GoneError(ApiError):
+    """410, or a watch ERROR event with reason Expired/Gone: the resourceVersion is too old."""
+
+
+class InvalidError(ApiError):
+    """422: the object failed validation."""
+
+
+class TooManyRequestsError(ApiError):
+    """429: the server asks to slow down; ``retry_after`` says for how long when it said so."""
+
+
+def error_from_status(
+    http_status: int, status: Mapping[str, Any] | None, *, retry_after: float | None = None
+) -> ApiError:
+    """The typed error for an HTTP status code and the (optional) ``Status`` object the server sent."""
+    status = status if status and status.get("kind") == "Status" else {}
+    code = int(status.get("code") or http_status)
+    reason = str(status.get("reason") or "")
+    message = str(status.get("message") or "")
+    details = status.get("details") or {}
+    causes = tuple(str(cause.get("reason") or "") for cause in details.get("causes") or ())
+    if retry_after is None and details.get("retryAfterSeconds"):
+        retry_after = float(details["retryAfterSeconds"])
+    kind: type[ApiError]
+    if code == 410 or reason in ("Expired", "Gone"):
+        kind = GoneError
+    elif code == 404:
+        kind = NotFoundError
+    elif code == 409:
+        kind = AlreadyExistsError if reason == "AlreadyExists" else ConflictError
+    elif code == 403:
+        kind = ForbiddenError
+    elif code == 422:
+        kind = InvalidError
+    elif code == 429:
+        kind = TooManyRequestsError
+    else:
+        kind = ApiError
+    return kind(code, reason, message, causes=causes, retry_after=retry_after)
+
+
+def error_from_response(http_status: int, data: bytes, headers: Mapping[str, str]) -> ApiError:
+    try:
+        status = json.loads(data) if data else None
+    except ValueError:
+        status = None  # not a Status (a proxy's HTML page...): its text is not worth surfacing
+    retry_after: float | None = None
+    try:
+        retry_after = float(headers.get("Retry-After") or "") or None
+    except ValueError:
+        retry_after = None
+    return error_from_status(http_status, status if isinstance(status, dict) else None, retry_after=retry_after)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One watch event: ``type`` is ADDED, MODIFIED, DELETED or BOOKMARK (ERROR events are raised)."""
+
+    type: str
+    object: KubeObject
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+class Client:
+    """Async CRUD, patch and watch on any ``Resource``; returns plain dicts."""
+
+    def __init__(
+        self, api_client: k8s_client.ApiClient, *, request_timeout: float = 30.0, field_manager: str = "opsync"
+    ) -> None:
+        self._api = api_client
+        self.request_timeout = request_timeout
+        self.field_manager = field_manager
+        self._metric_host = urlsplit(self.host).netloc
+
+    @classmethod
+    async def from_kubeconfig(
+        cls,
+        path: str | None = None,
+        *,
+        context: str | None = None,
+        request_timeout: float = 30.0,
+        field_manager: str = "opsync",
+    ) -> Client:
+        """A client for ``path`` (default: ``$KUBECONFIG`` or ``~/.kube/config``) and ``context``."""
+        configuration = k8s_client.Configuration()
+        await k8s_config.load_kube_config(
+            config_file=path, context=context, client_configuration=configuration, persist_config=False
+        )
+        return cls(k8s_client.ApiClient(configuration), request_timeout=request_timeout, field_manager=field_manager)
+
+    @classmethod
+    def in_cluster(cls, *, request_timeout: float = 30.0, field_manager: str = "opsync") -> Client:
+        """A client for the pod's ServiceAccount (token re-read as kubelet rotates it).
+
+        Call it with an event loop running: the connection pool is made here.
+        """
+        configuration = k8s_client.Configuration()
+        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return cls(k8s_client.ApiClient(configuration), request_timeout=request_timeout, field_manager=field_manager)
+
+    @property
+    def host(self) -> str:
+        """The API server URL, e.g. ``https://127.0.0.1:6443``."""
+        return str(self._api.configuration.host)
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._api.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # plumbing
+
+    async def _send(
+        self, method: str, path: str, query: Query, body: Any = None, content_type: str | None = None
+    ) -> aiohttp.ClientResponse:
+        """Send a request and return the unread response; count it whatever happens."""
+        headers = {"Accept": "application/json", "Content-Type": content_type or "application/json"}
+        code = "<error>"  # client-go's label for requests that got no HTTP status
+        try:
+            response = cast(
+                aiohttp.ClientResponse,
+                await self._api.call_api(
+                    path,
+                    method,
+                    query_params=query,
+                    header_params=headers,
+                    body=body,
+                    auth_settings=["BearerToken"],
+                    _preload_content=False,
+                ),
+            )
+            code = str(response.status)
+            return response
+        finally:
+            metrics.REST_CLIENT_REQUESTS.labels(code=code, method=method, host=self._metric_host).inc()
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        query: Query | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+    ) -> Any:
+        async with asyncio.timeout(self.request_timeout):
+            response = await self._send(method, path, query or [], body, content_type)
+            try:
+                data = await response.read()
+            finally:
+                response.release()
+        if response.status >= 300:
+            raise error_from_response(response.status, data, response.headers)
+        return json.loads(data) if data else None
+
+    @staticmethod
+    def _object_path(resource: Resource, name: str, namespace: str | None, subresource: str | None = None) -> str:
+        if resource.namespaced and not namespace:
+            raise ValueError(f"{resource} {name!r}: a namespace is required")
+        return resource.path(namespace, name, subresource)
+
+    # reads
+
+    async def get(self, resource: Resource, name: str, namespace: str | None = None) -> KubeObject:
+        """Read one object."""
+        return cast(KubeObject, await self._request("GET", self._object_path(resource, name, namespace)))
+
+    async def list(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = None,
+        continue_token: str | None = None,
+        resource_version: str | None = None,
+        resource_version_match: str | None = None,
+    ) -> KubeObject:
+        """One page of a list: ``{"items": [...], "metadata": {"resourceVersion", "continue"}}``.
+
+        ``namespace=None`` lists a namespaced resource across all namespaces.
+        """
+        query: Query = []
+        for key, value in (
+            ("labelSelector", label_selector),
+            ("fieldSelector", field_selector),
+            ("limit", str(limit) if limit else None),
+            ("continue", continue_token),
+            ("resourceVersion", resource_version),
+            ("resourceVersionMatch", resource_version_match),
+        ):
+            if value is not None:
+                query.append((key, value))
+        return cast(KubeObject, await self._request("GET", resource.path(namespace), query))
+
+    def watch(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        resource_version: str,
+        timeout_seconds: int,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        allow_bookmarks: bool = True,
+        inactivity_timeout: float = 70.0,
+    ) -> AsyncGenerator[WatchEvent, None]:
+        """Stream changes after ``resource_version``.
+
+        The stream ends normally when the server closes it (after ``timeout_seconds``) or when nothing (no event,
+        no bookmark) arrived for ``inactivity_timeout`` seconds: a silently dead connection must not stall the
+        caller forever. ERROR events are raised as ``ApiError`` (``GoneError`` for an expired resourceVersion).
+        """
+        query = [
+            ("watch", "true"),
+            ("resourceVersion", resource_version),
+            ("timeoutSeconds", str(timeout_seconds)),
+            ("allowWatchBookmarks", _flag(allow_bookmarks)),
+        ]
+        if label_selector is not None:
+            query.append(("labelSelector", label_selector))
+        if field_selector is not None:
+            query.append(("fieldSelector", field_selector))
+        return self._stream(resource.path(namespace), query, inactivity_timeout)
+
+    async def _stream(self, path: str, query: Query, inactivity_timeout: float) -> AsyncGenerator[WatchEvent, None]:
+        async with asyncio.timeout(self.request_timeout):
+            response = await self._send("GET", path, query)
+        try:
+            if response.status != 200:
+                async with asyncio.timeout(self.request_timeout):
+                    data = await response.read()
+                raise error_from_response(response.status, data, response.headers)
+            pending = bytearray()
+            while True:
+                try:
+                    async with asyncio.timeout(inactivity_timeout):
+                        chunk = await response.content.readany()
+                except TimeoutError:
+                    log.warning("watch %s: nothing received for %.0fs, reconnecting", path, inactivity_timeout)
+                    return
+                if not chunk:
+                    return  # the server ended the watch (timeoutSeconds elapsed)
+                pending += chunk
+                *lines, rest = pending.split(b"\n")
+                pending = bytearray(rest)
+                for line in lines:
+                    if line.strip():
+                        yield _watch_event(bytes(line))
+        finally:
+            response.close()  # a watch connection is never reused: ending it early must drop it
+
+    # writes
+
+    async def create(self, resource: Resource, body: KubeObject, namespace: str | None = None) -> KubeObject:
+        """Create ``body`` (in ``namespace``, default: the body's own)."""
+        namespace = namespace or (body.get("metadata") or {}).get("namespace")
+        if resource.namespaced and not namespace:
+            raise ValueError(f"{resource}: a namespace is required to create")
+        query = [("fieldManager", self.field_manager)]
+        return cast(KubeObject, await self._request("POST", resource.path(namespace), query, body))
+
+    async def replace(self, resource: Resource, body: KubeObject, *, subresource: str | None = None) -> KubeObject:
+        """Replace (PUT) the object named by ``body``'s metadata; its resourceVersion guards against races."""
+        meta = body.get("metadata") or {}
+        path = self._object_path(resource, meta["name"], meta.get("namespace"), subresource)
+        return cast(KubeObject, await self._request("PUT", path, [("fieldManager", self.field_manager)], body))
+
+    async def patch(
+        self,
+        resource: Resource,
+        name: str,
+        body: KubeObject | Sequence[Any],
+        namespace: str | None = None,
+        *,
+        patch_type: PatchType = "merge",
+        subresource: str | None = None,
+        force: bool = False,
+    ) -> KubeObject:
+        """Patch an object. ``apply`` is server-side apply as ``field_manager``; ``force`` takes over conflicting
+        fields (apply only)."""
+        if force and patch_type != "apply":
+            raise ValueError("force is only meaningful for server-side apply")
+        query = [("fieldManager", self.field_manager)]
+        if force:
+            query.append(("force", "true"))
+        path = self._object_path(resource, name, namespace, subresource)
+        return cast(KubeObject, await self._request("PATCH", path, query, body, _PATCH_CONTENT_TYPES[patch_type]))
+
+    async def delete(
+        self,
+        resource: Resource,
+        name: str,
+        namespace: str | None = None,
+        *,
+        propagation_policy: Literal["Foreground", "Background", "Orphan"] | None = None,
+        preconditions: Mapping[str, str] | None = None,
+    ) -> None:
+        """Delete an object; ``preconditions`` may pin its ``uid`` and/or ``resourceVersion``."""
+        options: KubeObject = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if propagation_policy:
+            options["propagationPolicy"] = propagation_policy
+        if preconditions:
+            options["preconditions"] = dict(preconditions)
+        await self._request("DELETE", self._object_path(resource, name, namespace), None, options)
+
+    async def mutate(
+        self, resource: Resource, name: str, namespace: str | None, fn: Callable[[KubeObject], bool]
+    ) -> KubeObject | None:
+        """Read the object, let ``fn`` change it in place, and write it back if ``fn`` returned True.
+
+        A write that loses a race (409 Conflict) is retried from a fresh read a few times. Returns the written
+        object, or None when ``fn`` decided nothing needed to change.
+        """
+        attempt = 1
+        while True:
+            obj = await self.get(resource, name, namespace)
+            if not fn(obj):
+                return None
+            try:
+                return await self.replace(resource, obj)
+            except ConflictError:
+                if attempt == _MUTATE_ATTEMPTS:
+                    raise
+            attempt += 1
+            # Jittered so that racing writers do not collide again in lock step.
+            await asyncio.sleep(_MUTATE_BACKOFF * (1 + random.random()))  # noqa: S311 -- not crypto
+
+
+def _watch_event(line: bytes) -> WatchEvent:
+    data = json.loads(line)
+    event_type, obj = str(data.get("type") or ""), data.get("object") or {}
+    if event_type == "ERROR":
+        raise error_from_status(int(obj.get("code") or 500), obj)
+    return WatchEvent(event_type, obj)

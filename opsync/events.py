@@ -1,0 +1,168 @@
+"""Kubernetes Events (core/v1), recorded without ever blocking the caller.
+
+``EventRecorder.event()`` only queues; ``run()`` (owned by the manager) writes. Like client-go's
+EventCorrelator, an identical event (same object, type, reason, message and source) seen again within ten
+minutes bumps the existing Event's ``count`` and ``lastTimestamp`` instead of adding another Event, so a
+controller retrying the same failure does not flood the namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from opsync.client import Client, NotFoundError
+from opsync.resources import EVENTS, KubeObject
+
+log = logging.getLogger(__name__)
+
+EventType = Literal["Normal", "Warning"]
+MAX_MESSAGE = 1024
+AGGREGATE_WINDOW = 600.0  # seconds: repeats within it update one Event
+_CORRELATION_ENTRIES = 4096  # as client-go's maxLruCacheEntries
+_META_FIELDS = ("namespace", "name", "uid", "resourceVersion")  # the involvedObject's, with apiVersion and kind
+_NAME_PREFIX = 230  # of the object's name in the Event's name: room for the unique suffix within 253
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    involved: dict[str, str]
+    type: str
+    reason: str
+    message: str
+    timestamp: str
+
+
+@dataclass(slots=True)
+class _Recorded:
+    """An Event written recently, kept to aggregate repeats into it."""
+
+    namespace: str
+    name: str
+    count: int
+    seen: float  # clock() of the last occurrence
+
+
+def _timestamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class EventRecorder:
+    """Records Events about objects on behalf of ``component`` (the Event's ``source.component``)."""
+
+    def __init__(
+        self,
+        client: Client,
+        component: str,
+        *,
+        host: str | None = None,
+        queue_size: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = f"events-{component}"
+        self._client = client
+        self.component = component
+        self.host = host
+        self._clock = clock
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(queue_size)
+        self._recent: OrderedDict[tuple[object, ...], _Recorded] = OrderedDict()
+
+    def event(self, obj: KubeObject, type_: EventType, reason: str, message: str) -> None:
+        """Queue an Event about ``obj``; never blocks. Dropped (with a log line) if the queue is full.
+
+        ``message`` must not contain secret values; it is cut to 1024 characters.
+        """
+        if type_ not in ("Normal", "Warning"):
+            log.error("event type %r is neither Normal nor Warning; dropped (reason %s)", type_, reason)
+            return
+        meta = obj.get("metadata") or {}
+        fields = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind")} | {f: meta.get(f) for f in _META_FIELDS}
+        involved = {field: str(value) for field, value in fields.items() if value}
+        pending = _Pending(involved, type_, reason, message[:MAX_MESSAGE], _timestamp())
+        try:
+            self._queue.put_nowait(pending)
+        except asyncio.QueueFull:
+            log.warning("event queue full; dropped event %s %s for %s", type_, reason, involved.get("name"))
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Write queued Events until ``stopping`` is set, then write what is still queued and return."""
+        stopped = asyncio.create_task(stopping.wait())
+        try:
+            while True:
+                next_event = asyncio.create_task(self._queue.get())
+                await asyncio.wait({next_event, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                if not next_event.done():
+                    next_event.cancel()
+                    break
+                await self._write(next_event.result())
+            while not self._queue.empty():
+                await self._write(self._queue.get_nowait())
+        finally:
+            stopped.cancel()
+
+    async def _write(self, pending: _Pending) -> None:
+        involved = pending.involved
+        # As client-go: the correlation key leaves out the resourceVersion, which changes with every write.
+        key = (
+            tuple(sorted((k, v) for k, v in involved.items() if k != "resourceVersion")),
+            pending.type,
+            pending.reason,
+            pending.message,
+        )
+        now = self._clock()
+        recorded = self._recent.get(key)
+        try:
+            if recorded is not None and now - recorded.seen < AGGREGATE_WINDOW:
+                try:
+                    await self._client.patch(
+                        EVENTS,
+                        recorded.name,
+                        {"count": recorded.count + 1, "lastTimestamp": pending.timestamp},
+                        recorded.namespace,
+                    )
+                    recorded.count += 1
+                    recorded.seen = now
+                    self._recent.move_to_end(key)
+                    return
+                except NotFoundError:
+                    pass  # the Event expired (apiserver --event-ttl): start a new one
+            created = await self._client.create(EVENTS, self._body(pending))
+            self._recent[key] = _Recorded(created["metadata"]["namespace"], created["metadata"]["name"], 1, now)
+            self._recent.move_to_end(key)
+            while len(self._recent) > _CORRELATION_ENTRIES:
+                self._recent.popitem(last=False)
+        except Exception as err:
+            log.warning(
+                "could not record event %s %s for %s: %s", pending.type, pending.reason, involved.get("name"), err
+            )
+
+    def _body(self, pending: _Pending) -> KubeObject:
+        involved = pending.involved
+        # Events about cluster-scoped objects live in "default", as client-go puts them.
+        namespace = involved.get("namespace") or "default"
+        source = {"component": self.component, **({"host": self.host} if self.host else {})}
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{involved.get('name', 'unknown')[:_NAME_PREFIX]}.{secrets.token_hex(8)}",
+                "namespace": namespace,
+            },
+            "involvedObject": involved,
+            "type": pending.type,
+            "reason": pending.reason,
+            "message": pending.message,
+            "source": source,
+            "reportingComponent": self.component,
+            **({"reportingInstance": self.host} if self.host else {}),
+            "firstTimestamp": pending.timestamp,
+            "lastTimestamp": pending.timestamp,
+            "count": 1,
+        }

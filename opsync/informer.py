@@ -1,0 +1,415 @@
+"""Informers: a local, indexed copy of one kind's objects, kept current by LIST + WATCH, with event handlers.
+
+An ``Informer`` follows client-go's reflector:
+
+* the first LIST is paged (``limit``/``continue``) and consistent (``resourceVersion=""``);
+* then a WATCH from the list's resourceVersion with bookmarks and a random 5-10 min ``timeoutSeconds``; every
+  event, bookmarks included, advances the resourceVersion, so a watch that ends is resumed without a relist;
+* a watch that goes silent for the inactivity timeout is dropped and resumed;
+* on 410 Gone / Expired it relists at the last resourceVersion (``NotOlderThan``, served from the apiserver's
+  watch cache), and only if that is refused too from scratch; a relist is diffed against the store so objects
+  that vanished meanwhile produce ``on_delete`` (client-go's tombstones) and changed ones ``on_update``;
+* failures back off exponentially (0.8 s to 30 s, full jitter), reset after 2 min without failure.
+
+One informer may cover several namespaces (one list/watch per namespace feeding one store), which is how the
+``Cache`` scopes a manager to a namespace list. Stored objects are shared, not copied: treat them as read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import aiohttp
+
+from opsync.client import ApiError, Client, GoneError, WatchEvent
+from opsync.resources import KubeObject, Resource
+
+log = logging.getLogger(__name__)
+
+Transform = Callable[[KubeObject], KubeObject]
+IndexFunc = Callable[[KubeObject], Iterable[str]]
+Key = tuple[str, str]  # (namespace or "", name)
+Objects = list[KubeObject]  # aliased: ``Store.list``/``Informer.list`` shadow ``list`` in their class bodies
+
+PAGE_SIZE = 500
+WATCH_TIMEOUT = (300, 600)  # seconds, as client-go's defaultMinWatchTimeout .. 2x
+INACTIVITY_TIMEOUT = 70.0
+_SHORT_WATCH = 1.0  # a watch that ends this fast without events counts as a failure (no hot reconnect loop)
+
+
+class ResourceEventHandler(Protocol):
+    """Receives an informer's changes, after its store has been updated."""
+
+    def on_add(self, obj: KubeObject, is_initial_list: bool) -> None: ...
+    def on_update(self, old: KubeObject, new: KubeObject) -> None: ...
+    def on_delete(self, obj: KubeObject) -> None: ...
+
+
+def strip_managed_fields(obj: KubeObject) -> KubeObject:
+    """Drop ``metadata.managedFields`` (often the biggest part of an object and useless to controllers)."""
+    meta = obj.get("metadata")
+    if meta and "managedFields" in meta:
+        obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    return obj
+
+
+def key_of(obj: KubeObject) -> Key:
+    """The store key of an object."""
+    meta = obj["metadata"]
+    return (meta.get("namespace") or "", meta["name"])
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """One change a store replacement found: ``old`` is None for an add, ``new`` is None for a delete."""
+
+    old: KubeObject | None
+    new: KubeObject | None
+
+
+class Store:
+    """Objects by namespace and name, plus secondary indexes kept current on every change."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, dict[str, KubeObject]] = {}
+        self._indexers: dict[str, IndexFunc] = {}
+        self._indices: dict[str, dict[str, set[Key]]] = {}
+        self._indexed: dict[str, dict[Key, tuple[str, ...]]] = {}  # what each object is indexed under
+
+    def __len__(self) -> int:
+        return sum(len(names) for names in self._items.values())
+
+    def get(self, namespace: str, name: str) -> KubeObject | None:
+        """The object ``namespace/name`` (namespace "" for cluster-scoped), or None."""
+        return self._items.get(namespace, {}).get(name)
+
+    def list(self, namespace: str | None = None) -> Objects:
+        """Every object, or those in ``namespace``."""
+        if namespace is not None:
+            return list(self._items.get(namespace, {}).values())
+        return [obj for names in self._items.values() for obj in names.values()]
+
+    def add_indexer(self, name: str, fn: IndexFunc) -> None:
+        """Index objects by the values ``fn`` returns; existing objects are indexed now."""
+        if name in self._indexers:
+            raise ValueError(f"indexer {name!r} already exists")
+        self._indexers[name] = fn
+        self._indices[name] = {}
+        self._indexed[name] = {}
+        for obj in self.list():
+            self._index(name, key_of(obj), obj)
+
+    def by_index(self, name: str, value: str) -> Objects:
+        """The objects indexer ``name`` mapped to ``value``."""
+        if name not in self._indexers:
+            raise KeyError(f"no indexer {name!r}")
+        keys = self._indices[name].get(value, ())
+        return [obj for obj in (self.get(*key) for key in sorted(keys)) if obj is not None]
+
+    def put(self, obj: KubeObject) -> KubeObject | None:
+        """Store ``obj``; return the object it replaced, if any."""
+        key = key_of(obj)
+        old = self._items.setdefault(key[0], {}).get(key[1])
+        self._items[key[0]][key[1]] = obj
+        for name in self._indexers:
+            self._unindex(name, key)
+            self._index(name, key, obj)
+        return old
+
+    def remove(self, key: Key) -> KubeObject | None:
+        """Remove the object at ``key``; return it, if there was one."""
+        names = self._items.get(key[0])
+        old = names.pop(key[1], None) if names is not None else None
+        if names is not None and not names:
+            del self._items[key[0]]
+        for name in self._indexers:
+            self._unindex(name, key)
+        return old
+
+    def replace(self, objects: Iterable[KubeObject], namespace: str | None = None) -> builtins.list[Delta]:
+        """Make the store's content (within ``namespace``, or all of it) equal ``objects``; return what changed."""
+        deltas: list[Delta] = []
+        stale = {key_of(obj) for obj in self.list(namespace)}
+        for obj in objects:
+            key = key_of(obj)
+            stale.discard(key)
+            old = self.get(*key)
+            if old != obj:
+                self.put(obj)
+                deltas.append(Delta(old, obj))
+        for key in sorted(stale):
+            deltas.append(Delta(self.remove(key), None))
+        return deltas
+
+    def _index(self, name: str, key: Key, obj: KubeObject) -> None:
+        try:
+            values = tuple(self._indexers[name](obj))
+        except Exception:
+            log.exception("indexer %s failed on %s/%s; not indexed", name, *key)
+            values = ()
+        self._indexed[name][key] = values
+        for value in values:
+            self._indices[name].setdefault(value, set()).add(key)
+
+    def _unindex(self, name: str, key: Key) -> None:
+        index = self._indices[name]
+        for value in self._indexed[name].pop(key, ()):
+            keys = index.get(value)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del index[value]
+
+
+class Backoff:
+    """Exponential backoff with full jitter that starts over after ``reset_after`` seconds without failure."""
+
+    def __init__(
+        self,
+        initial: float = 0.8,
+        maximum: float = 30.0,
+        factor: float = 2.0,
+        reset_after: float = 120.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.initial, self.maximum, self.factor, self.reset_after = initial, maximum, factor, reset_after
+        self._clock, self._rng = clock, rng
+        self._steps = 0
+        self._last: float | None = None
+
+    def next_delay(self) -> float:
+        """The delay before the next attempt, after a failure now."""
+        now = self._clock()
+        if self._last is not None and now - self._last >= self.reset_after:
+            self._steps = 0
+        self._last = now
+        ceiling = min(self.maximum, self.initial * self.factor**self._steps)
+        self._steps += 1
+        return ceiling * self._rng()
+
+
+@dataclass
+class _Scope:
+    """One list/watch stream: a namespace (None: all namespaces or cluster-scoped) and where it stands."""
+
+    namespace: str | None
+    resource_version: str = ""
+    relist: Literal["scratch", "last"] | None = "scratch"  # the next LIST to make, None while watching
+    synced: bool = False
+
+
+def _rv_unavailable(err: Exception) -> bool:
+    """Whether the server refused a resourceVersion as too old (410/Expired) or too new (etcd restored)."""
+    return isinstance(err, GoneError) or (isinstance(err, ApiError) and "ResourceVersionTooLarge" in err.causes)
+
+
+class Informer:
+    """A watched, indexed local copy of one kind in one scope, with event handlers."""
+
+    def __init__(
+        self,
+        client: Client,
+        resource: Resource,
+        *,
+        namespaces: Sequence[str] | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        transform: Transform | None = None,
+        page_size: int = PAGE_SIZE,
+        watch_timeout: tuple[int, int] = WATCH_TIMEOUT,
+        inactivity_timeout: float = INACTIVITY_TIMEOUT,
+    ) -> None:
+        """``namespaces=None`` (or a cluster-scoped ``resource``) watches everything with one stream;
+        otherwise one stream per namespace feeds the same store."""
+        self._client = client
+        self.resource = resource
+        self.label_selector = label_selector
+        self.field_selector = field_selector
+        self.transform = transform
+        self.page_size = page_size
+        self.watch_timeout = watch_timeout
+        self.inactivity_timeout = inactivity_timeout
+        scopes: Sequence[str | None] = namespaces if resource.namespaced and namespaces is not None else [None]
+        self._scopes = [_Scope(namespace) for namespace in dict.fromkeys(scopes)]
+        self._store = Store()
+        self._handlers: list[ResourceEventHandler] = []
+        self._synced = asyncio.Event()
+        # Counters for tests and debugging: completed LISTs (relists included), relists, WATCH requests.
+        self.list_count = 0
+        self.relist_count = 0
+        self.watch_count = 0
+
+    def __repr__(self) -> str:
+        scope = ",".join(s.namespace or "*" for s in self._scopes)
+        return f"Informer({self.resource}, namespaces={scope}, labels={self.label_selector!r})"
+
+    # the store
+
+    def get(self, namespace: str, name: str) -> KubeObject | None:
+        """The cached object (``namespace`` "" or None for cluster-scoped kinds), or None."""
+        return self._store.get(namespace or "", name)
+
+    def list(self, namespace: str | None = None) -> Objects:
+        """Every cached object, or those in ``namespace``."""
+        return self._store.list(namespace)
+
+    def add_indexer(self, name: str, fn: IndexFunc) -> None:
+        """Index objects by ``fn(obj)``'s values; may be called before or after the informer started."""
+        self._store.add_indexer(name, fn)
+
+    def by_index(self, name: str, value: str) -> Objects:
+        """The cached objects indexer ``name`` maps to ``value``."""
+        return self._store.by_index(name, value)
+
+    # handlers and sync
+
+    def add_handler(self, handler: ResourceEventHandler) -> None:
+        """Send future changes to ``handler``; objects already cached are replayed to it as initial adds."""
+        self._handlers.append(handler)
+        for obj in self._store.list():
+            self._call(handler.on_add, obj, True)
+
+    def has_synced(self) -> bool:
+        """True once the first full list of every scope has been stored and handed to the handlers."""
+        return self._synced.is_set()
+
+    async def wait_for_sync(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 -- the Cache contract
+        """Wait until synced; False if ``timeout`` seconds passed first."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._synced.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    # running
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """List and watch until ``stopping`` is set. The store and resourceVersions survive a later ``run``."""
+        tasks = [asyncio.create_task(self._reflect(scope), name=f"{self!r}") for scope in self._scopes]
+        try:
+            await stopping.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _reflect(self, scope: _Scope) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                if scope.relist is not None:
+                    await self._list(scope)
+                if await self._watch(scope):
+                    continue
+                log.warning("%r: watch closed at once without events", self)
+            except Exception as err:
+                if _rv_unavailable(err):
+                    # 410 on a watch: relist at the last RV first; refused there (or a too-large RV): from scratch.
+                    tolerable = scope.relist is None and isinstance(err, GoneError)
+                    scope.relist = "last" if tolerable else "scratch"
+                    log.info("%r: resourceVersion %s unavailable (%s), relisting", self, scope.resource_version, err)
+                else:
+                    expected = isinstance(err, ApiError | aiohttp.ClientError | TimeoutError)
+                    log.warning("%r: list/watch failed: %s", self, err, exc_info=not expected)
+                delay = backoff.next_delay()
+                if isinstance(err, ApiError) and err.retry_after:
+                    delay = max(delay, err.retry_after)
+                await asyncio.sleep(delay)
+
+    async def _list(self, scope: _Scope) -> None:
+        at_last = scope.relist == "last"
+        # As client-go: a relist at a known RV is not paged so the watch cache can serve it.
+        rv, match, limit = (scope.resource_version, "NotOlderThan", None) if at_last else ("", None, self.page_size)
+        items: list[KubeObject] = []
+        token: str | None = None
+        while True:
+            page = await self._client.list(
+                self.resource,
+                scope.namespace,
+                label_selector=self.label_selector,
+                field_selector=self.field_selector,
+                limit=limit,
+                continue_token=token,
+                # A continued page is pinned by its token; the server refuses an RV alongside it.
+                resource_version=rv if token is None else None,
+                resource_version_match=match if token is None else None,
+            )
+            items.extend(self._prepare(obj) for obj in page.get("items") or ())
+            token = page["metadata"].get("continue") or None
+            if token is None:
+                break
+        initial = not scope.synced
+        deltas = self._store.replace(items, scope.namespace)
+        scope.resource_version = page["metadata"]["resourceVersion"]
+        scope.relist, scope.synced = None, True
+        self.list_count += 1
+        if not initial:
+            self.relist_count += 1
+        for delta in deltas:
+            self._dispatch(delta.old, delta.new, initial=initial)
+        if all(s.synced for s in self._scopes):
+            self._synced.set()
+
+    async def _watch(self, scope: _Scope) -> bool:
+        """Watch until the stream ends; False if it ended at once without any event (treated as a failure)."""
+        self.watch_count += 1
+        started = time.monotonic()
+        received = False
+        stream = self._client.watch(
+            self.resource,
+            scope.namespace,
+            resource_version=scope.resource_version,
+            timeout_seconds=random.randint(*self.watch_timeout),  # noqa: S311 -- spreads reconnects, not crypto
+            label_selector=self.label_selector,
+            field_selector=self.field_selector,
+            inactivity_timeout=self.inactivity_timeout,
+        )
+        async with contextlib.aclosing(stream):
+            async for event in stream:
+                received = True
+                self._apply(event)
+                scope.resource_version = event.object["metadata"]["resourceVersion"]
+        return received or time.monotonic() - started >= _SHORT_WATCH
+
+    def _apply(self, event: WatchEvent) -> None:
+        if event.type == "BOOKMARK":
+            return
+        obj = self._prepare(event.object)
+        if event.type == "DELETED":
+            self._store.remove(key_of(obj))
+            self._dispatch(obj, None, initial=False)
+        else:
+            self._dispatch(self._store.put(obj), obj, initial=False)
+
+    def _prepare(self, obj: KubeObject) -> KubeObject:
+        # List items come without apiVersion/kind; consumers (events, owner references) need them.
+        obj.setdefault("apiVersion", self.resource.api_version)
+        obj.setdefault("kind", self.resource.kind)
+        obj = strip_managed_fields(obj)
+        return self.transform(obj) if self.transform is not None else obj
+
+    def _dispatch(self, old: KubeObject | None, new: KubeObject | None, *, initial: bool) -> None:
+        for handler in self._handlers:
+            if old is None and new is not None:
+                self._call(handler.on_add, new, initial)
+            elif old is not None and new is not None:
+                self._call(handler.on_update, old, new)
+            elif old is not None:
+                self._call(handler.on_delete, old)
+
+    def _call(self, method: Callable[..., None], *args: object) -> None:
+        try:
+            method(*args)
+        except Exception:
+            log.exception("%r: event handler %s failed", self, getattr(method, "__qualname__", method))

@@ -1,0 +1,266 @@
+"""The REST client against a real apiserver: CRUD, every patch type, typed errors, conflict retries, watches."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+from typing import Any
+
+import pytest
+
+from opsync import metrics
+from opsync.client import (
+    AlreadyExistsError,
+    Client,
+    ConflictError,
+    ForbiddenError,
+    InvalidError,
+    NotFoundError,
+    WatchEvent,
+)
+from opsync.envtest import ControlPlane
+from opsync.resources import CONFIGMAPS, DEPLOYMENTS, NAMESPACES, SECRETS, KubeObject
+
+pytestmark = pytest.mark.integration
+
+
+def configmap(name: str, data: dict[str, str] | None = None, **labels: str) -> KubeObject:
+    meta: dict[str, Any] = {"name": name, "labels": labels}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data or {}}
+
+
+def deployment(name: str) -> KubeObject:
+    containers = [{"name": "app", "image": "app:1"}, {"name": "sidecar", "image": "sidecar:1"}]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": containers}},
+        },
+    }
+
+
+async def test_create_get_list_replace_delete(kube: Client, namespace: str) -> None:
+    created = await kube.create(
+        CONFIGMAPS,
+        {
+            **configmap("a", {"k": "v"}, app="web"),
+            "metadata": {"name": "a", "namespace": namespace, "labels": {"app": "web"}},
+        },
+    )
+    assert created["metadata"]["uid"]
+    await kube.create(CONFIGMAPS, configmap("b"), namespace)
+
+    got = await kube.get(CONFIGMAPS, "a", namespace)
+    assert got["data"] == {"k": "v"}
+    page = await kube.list(CONFIGMAPS, namespace, label_selector="app=web")
+    assert [item["metadata"]["name"] for item in page["items"]] == ["a"]
+    assert page["metadata"]["resourceVersion"]
+
+    got["data"]["k"] = "w"
+    replaced = await kube.replace(CONFIGMAPS, got)
+    assert replaced["data"] == {"k": "w"}
+    assert replaced["metadata"]["resourceVersion"] != got["metadata"]["resourceVersion"]
+
+    await kube.delete(CONFIGMAPS, "a", namespace)
+    with pytest.raises(NotFoundError):
+        await kube.get(CONFIGMAPS, "a", namespace)
+
+
+async def test_list_pages_with_continue_tokens(kube: Client, namespace: str) -> None:
+    for i in range(5):
+        await kube.create(CONFIGMAPS, configmap(f"cm-{i}"), namespace)
+    seen: list[str] = []
+    token: str | None = None
+    pages = 0
+    while True:
+        page = await kube.list(CONFIGMAPS, namespace, limit=2, continue_token=token)
+        pages += 1
+        seen += [item["metadata"]["name"] for item in page["items"]]
+        token = page["metadata"].get("continue")
+        if not token:
+            break
+    assert pages >= 3
+    assert sorted(n for n in seen if n.startswith("cm-")) == [f"cm-{i}" for i in range(5)]
+
+
+async def test_cluster_scoped_objects(kube: Client, namespace: str) -> None:
+    ns = await kube.get(NAMESPACES, namespace)
+    assert ns["metadata"]["name"] == namespace
+    with pytest.raises(ValueError, match="namespace is required"):
+        await kube.get(CONFIGMAPS, "a")
+
+
+async def test_merge_strategic_and_json_patches(kube: Client, namespace: str) -> None:
+    await kube.create(CONFIGMAPS, configmap("a", {"keep": "1", "drop": "2"}), namespace)
+    merged = await kube.patch(CONFIGMAPS, "a", {"data": {"drop": None, "new": "3"}}, namespace)
+    assert merged["data"] == {"keep": "1", "new": "3"}
+
+    patched = await kube.patch(
+        CONFIGMAPS, "a", [{"op": "replace", "path": "/data/keep", "value": "x"}], namespace, patch_type="json"
+    )
+    assert patched["data"] == {"keep": "x", "new": "3"}
+
+    # Strategic merge patches merge containers by name where a merge patch would replace the whole list.
+    await kube.create(DEPLOYMENTS, deployment("web"), namespace)
+    change = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "app:2"}]}}}}
+    strategic = await kube.patch(DEPLOYMENTS, "web", change, namespace, patch_type="strategic")
+    images = {c["name"]: c["image"] for c in strategic["spec"]["template"]["spec"]["containers"]}
+    assert images == {"app": "app:2", "sidecar": "sidecar:1"}
+    merged_dep = await kube.patch(DEPLOYMENTS, "web", change, namespace, patch_type="merge")
+    assert [c["name"] for c in merged_dep["spec"]["template"]["spec"]["containers"]] == ["app"]
+
+
+async def test_server_side_apply_owns_fields_and_force_takes_them_over(kube: Client, namespace: str) -> None:
+    body = {**configmap("a", {"k": "mine"}), "metadata": {"name": "a", "namespace": namespace}}
+    applied = await kube.patch(CONFIGMAPS, "a", body, namespace, patch_type="apply")
+    assert applied["data"] == {"k": "mine"}
+    managers = {entry["manager"] for entry in applied["metadata"]["managedFields"]}
+    assert managers == {"opsync"}
+
+    other = Client(kube._api, field_manager="someone-else")  # same connection, another field manager
+    theirs = {**body, "data": {"k": "theirs"}}
+    with pytest.raises(ConflictError):
+        await other.patch(CONFIGMAPS, "a", theirs, namespace, patch_type="apply")
+    forced = await other.patch(CONFIGMAPS, "a", theirs, namespace, patch_type="apply", force=True)
+    assert forced["data"] == {"k": "theirs"}
+    with pytest.raises(ValueError, match="server-side apply"):
+        await kube.patch(CONFIGMAPS, "a", {}, namespace, force=True)
+
+
+async def test_typed_errors(control_plane: ControlPlane, kube: Client, namespace: str) -> None:
+    with pytest.raises(NotFoundError) as missing:
+        await kube.get(CONFIGMAPS, "nope", namespace)
+    assert missing.value.status == 404
+    assert "nope" in missing.value.message
+
+    await kube.create(CONFIGMAPS, configmap("a"), namespace)
+    with pytest.raises(AlreadyExistsError):
+        await kube.create(CONFIGMAPS, configmap("a"), namespace)
+
+    stale = await kube.get(CONFIGMAPS, "a", namespace)
+    await kube.patch(CONFIGMAPS, "a", {"data": {"x": "1"}}, namespace)
+    with pytest.raises(ConflictError):
+        await kube.replace(CONFIGMAPS, stale)
+
+    with pytest.raises(InvalidError) as invalid:
+        await kube.create(CONFIGMAPS, configmap("Not_A_Valid_Name"), namespace)
+    assert invalid.value.status == 422
+
+    nobody = await control_plane.service_account_client(namespace, "nobody")
+    async with nobody:
+        with pytest.raises(ForbiddenError):
+            await nobody.list(SECRETS, namespace)
+
+
+async def test_error_messages_never_echo_the_request_body(kube: Client, namespace: str) -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "Invalid_Name"},
+        "stringData": {"password": "hunter2-very-secret"},
+    }
+    with pytest.raises(InvalidError) as invalid:
+        await kube.create(SECRETS, secret, namespace)
+    assert "hunter2" not in str(invalid.value)
+
+
+async def test_delete_preconditions(kube: Client, namespace: str) -> None:
+    await kube.create(CONFIGMAPS, configmap("a"), namespace)
+    with pytest.raises(ConflictError):
+        await kube.delete(CONFIGMAPS, "a", namespace, preconditions={"uid": "not-the-uid"})
+    await kube.delete(CONFIGMAPS, "a", namespace, propagation_policy="Foreground")
+
+
+async def test_mutate_retries_a_conflicting_write(kube: Client, namespace: str) -> None:
+    created = await kube.create(CONFIGMAPS, configmap("a", {"n": "0"}), namespace)
+    await kube.patch(CONFIGMAPS, "a", {"data": {"other": "writer"}}, namespace)
+    calls = 0
+
+    def bump(cm: KubeObject) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the first attempt writes what it read before another writer's change: a conflict
+            cm["metadata"]["resourceVersion"] = created["metadata"]["resourceVersion"]
+        cm["data"]["n"] = "1"
+        return True
+
+    result = await kube.mutate(CONFIGMAPS, "a", namespace, bump)
+    assert calls == 2
+    assert result is not None
+    assert result["data"] == {"n": "1", "other": "writer"}
+
+
+async def test_mutate_gives_up_after_bounded_conflicts(kube: Client, namespace: str) -> None:
+    created = await kube.create(CONFIGMAPS, configmap("a"), namespace)
+    await kube.patch(CONFIGMAPS, "a", {"data": {"x": "1"}}, namespace)
+    calls = 0
+
+    def always_stale(cm: KubeObject) -> bool:
+        nonlocal calls
+        calls += 1
+        cm["metadata"]["resourceVersion"] = created["metadata"]["resourceVersion"]
+        return True
+
+    with pytest.raises(ConflictError):
+        await kube.mutate(CONFIGMAPS, "a", namespace, always_stale)
+    assert calls == 5
+
+
+async def test_concurrent_mutations_lose_no_update(kube: Client, namespace: str) -> None:
+    await kube.create(CONFIGMAPS, configmap("counter", {"n": "0"}), namespace)
+
+    def increment(cm: KubeObject) -> bool:
+        cm["data"]["n"] = str(int(cm["data"]["n"]) + 1)
+        return True
+
+    await asyncio.gather(*(kube.mutate(CONFIGMAPS, "counter", namespace, increment) for _ in range(3)))
+    assert (await kube.get(CONFIGMAPS, "counter", namespace))["data"]["n"] == "3"
+
+
+async def test_mutate_writes_nothing_when_nothing_changed(kube: Client, namespace: str) -> None:
+    created = await kube.create(CONFIGMAPS, configmap("a"), namespace)
+    assert await kube.mutate(CONFIGMAPS, "a", namespace, lambda cm: False) is None
+    after = await kube.get(CONFIGMAPS, "a", namespace)
+    assert after["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+
+
+async def test_watch_streams_changes_and_ends_with_the_server_timeout(kube: Client, namespace: str) -> None:
+    rv = (await kube.list(CONFIGMAPS, namespace))["metadata"]["resourceVersion"]
+    await kube.create(CONFIGMAPS, configmap("a"), namespace)
+    await kube.patch(CONFIGMAPS, "a", {"data": {"k": "v"}}, namespace)
+    await kube.delete(CONFIGMAPS, "a", namespace)
+
+    events: list[WatchEvent] = []
+    async with asyncio.timeout(30):  # the server ends the watch after timeoutSeconds; this only guards a hang
+        async for event in kube.watch(CONFIGMAPS, namespace, resource_version=rv, timeout_seconds=2):
+            events.append(event)
+    changes = [(e.type, e.object["metadata"]["name"]) for e in events if e.type != "BOOKMARK"]
+    assert changes == [("ADDED", "a"), ("MODIFIED", "a"), ("DELETED", "a")]
+
+
+async def test_a_silent_watch_is_ended_by_the_inactivity_deadline(kube: Client, namespace: str) -> None:
+    rv = (await kube.list(CONFIGMAPS, namespace))["metadata"]["resourceVersion"]
+    stream = kube.watch(
+        CONFIGMAPS, namespace, resource_version=rv, timeout_seconds=600, allow_bookmarks=False, inactivity_timeout=1
+    )
+    async with asyncio.timeout(30), aclosing(stream):  # the server would keep it open for 10 minutes
+        events = [event async for event in stream]
+    assert events == []
+
+
+async def test_requests_are_counted(kube: Client, namespace: str) -> None:
+    host = kube.host.split("://", 1)[1]
+
+    def count(code: str, method: str) -> float:
+        labels = {"code": code, "method": method, "host": host}
+        return metrics.REGISTRY.get_sample_value("rest_client_requests_total", labels) or 0.0
+
+    before_ok, before_missing = count("200", "GET"), count("404", "GET")
+    await kube.get(NAMESPACES, namespace)
+    with pytest.raises(NotFoundError):
+        await kube.get(CONFIGMAPS, "nope", namespace)
+    assert count("200", "GET") == before_ok + 1
+    assert count("404", "GET") == before_missing + 1

@@ -1,0 +1,269 @@
+"""The informer's store (lookups, indexes, relist diffs), its backoff, and its 410 ladder on a scripted client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import pytest
+
+from opsync.cache import metadata_only
+from opsync.client import Client, GoneError, WatchEvent
+from opsync.informer import Backoff, Delta, Informer, Store, strip_managed_fields
+from opsync.resources import CONFIGMAPS, KubeObject, Resource
+
+
+def obj(name: str, namespace: str = "ns", rv: str = "1", **labels: str) -> KubeObject:
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "resourceVersion": rv, "labels": labels}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}
+
+
+def by_app(o: KubeObject) -> list[str]:
+    app = o["metadata"]["labels"].get("app")
+    return [app] if app else []
+
+
+def names(objects: list[KubeObject]) -> list[str]:
+    return sorted(o["metadata"]["name"] for o in objects)
+
+
+class Recorder:
+    """An event handler noting (event, name, resourceVersion detail) tuples."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, Any]] = []
+
+    def on_add(self, o: KubeObject, is_initial_list: bool) -> None:
+        self.events.append(("add", o["metadata"]["name"], is_initial_list))
+
+    def on_update(self, old: KubeObject, new: KubeObject) -> None:
+        rvs = (old["metadata"]["resourceVersion"], new["metadata"]["resourceVersion"])
+        self.events.append(("update", new["metadata"]["name"], rvs))
+
+    def on_delete(self, o: KubeObject) -> None:
+        self.events.append(("delete", o["metadata"]["name"], None))
+
+
+def test_get_and_list_by_namespace() -> None:
+    store = Store()
+    store.put(obj("a", "one"))
+    store.put(obj("b", "two"))
+    store.put(obj("node", ""))
+    assert store.get("one", "a") == obj("a", "one")
+    assert store.get("two", "a") is None
+    assert names(store.list("one")) == ["a"]
+    assert names(store.list()) == ["a", "b", "node"]
+    assert store.get("", "node") is not None
+    assert len(store) == 3
+
+
+def test_put_returns_the_replaced_object_and_remove_the_removed_one() -> None:
+    store = Store()
+    assert store.put(obj("a", rv="1")) is None
+    assert store.put(obj("a", rv="2")) == obj("a", rv="1")
+    assert store.remove(("ns", "a")) == obj("a", rv="2")
+    assert store.remove(("ns", "a")) is None
+    assert store.list() == []
+
+
+def test_an_index_follows_adds_updates_and_deletes() -> None:
+    store = Store()
+    store.add_indexer("app", by_app)
+    store.put(obj("a", app="web"))
+    store.put(obj("b", app="web"))
+    assert names(store.by_index("app", "web")) == ["a", "b"]
+
+    store.put(obj("a", rv="2", app="db"))  # relabelled: leaves "web", joins "db"
+    assert names(store.by_index("app", "web")) == ["b"]
+    assert names(store.by_index("app", "db")) == ["a"]
+
+    store.remove(("ns", "b"))
+    assert store.by_index("app", "web") == []
+    assert names(store.by_index("app", "db")) == ["a"]
+
+
+def test_an_indexer_added_later_indexes_what_is_stored() -> None:
+    store = Store()
+    store.put(obj("a", app="web"))
+    store.put(obj("b"))
+    store.add_indexer("app", by_app)
+    assert names(store.by_index("app", "web")) == ["a"]
+    with pytest.raises(ValueError, match="already exists"):
+        store.add_indexer("app", by_app)
+    with pytest.raises(KeyError):
+        store.by_index("missing", "web")
+
+
+def test_a_failing_indexer_leaves_the_object_stored_but_unindexed() -> None:
+    store = Store()
+
+    def broken(o: KubeObject) -> list[str]:
+        raise RuntimeError("bug")
+
+    store.add_indexer("broken", broken)
+    store.put(obj("a"))
+    assert store.get("ns", "a") is not None
+    assert store.by_index("broken", "anything") == []
+
+
+def test_replace_reports_adds_changes_and_deletions_only() -> None:
+    store = Store()
+    store.add_indexer("app", by_app)
+    for o in (obj("same"), obj("changed", app="web"), obj("gone", app="web")):
+        store.put(o)
+
+    deltas = store.replace([obj("same"), obj("changed", rv="2"), obj("new", app="web")])
+
+    assert Delta(obj("changed", app="web"), obj("changed", rv="2")) in deltas
+    assert Delta(None, obj("new", app="web")) in deltas
+    assert Delta(obj("gone", app="web"), None) in deltas  # the tombstone: an object that vanished meanwhile
+    assert len(deltas) == 3  # nothing for the unchanged object
+    assert names(store.list()) == ["changed", "new", "same"]
+    assert names(store.by_index("app", "web")) == ["new"]
+
+
+def test_replace_within_a_namespace_leaves_other_namespaces_alone() -> None:
+    store = Store()
+    store.put(obj("a", "one"))
+    store.put(obj("b", "two"))
+    deltas = store.replace([], "one")
+    assert deltas == [Delta(obj("a", "one"), None)]
+    assert names(store.list()) == ["b"]
+
+
+def test_managed_fields_are_stripped_without_touching_the_input() -> None:
+    original = {"kind": "Secret", "metadata": {"name": "a", "managedFields": [{"manager": "x"}]}, "data": {"k": "dg=="}}
+    stripped = strip_managed_fields(original)
+    assert stripped == {"kind": "Secret", "metadata": {"name": "a"}, "data": {"k": "dg=="}}
+    assert "managedFields" in original["metadata"]
+
+
+def test_metadata_only_keeps_identity_and_metadata_but_no_payload() -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "a", "labels": {"x": "y"}, "managedFields": [{}]},
+        "data": {"password": "aHVudGVyMg=="},
+        "type": "Opaque",
+    }
+    assert metadata_only(secret) == {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "a", "labels": {"x": "y"}},
+    }
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_backoff_doubles_up_to_the_cap_with_full_jitter() -> None:
+    clock = FakeClock()
+    ceilings = Backoff(clock=clock, rng=lambda: 1.0)
+    assert [ceilings.next_delay() for _ in range(8)] == [0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 30.0, 30.0]
+    jittered = Backoff(clock=clock, rng=lambda: 0.25)
+    assert jittered.next_delay() == pytest.approx(0.2)
+
+
+def test_backoff_starts_over_after_a_quiet_period() -> None:
+    clock = FakeClock()
+    backoff = Backoff(clock=clock, rng=lambda: 1.0)
+    for _ in range(5):
+        backoff.next_delay()
+        clock.now += 10  # failures keep coming: no reset
+    assert backoff.next_delay() == 25.6
+    clock.now += 120  # two minutes without a failure
+    assert backoff.next_delay() == 0.8
+
+
+class ScriptedClient:
+    """Answers an informer's LIST and WATCH calls from a script (each entry a result or an error to raise)."""
+
+    def __init__(self, lists: list[KubeObject | Exception], watches: list[list[WatchEvent] | Exception]) -> None:
+        self.lists, self.watches = lists, watches
+        self.list_calls: list[tuple[str | None, str | None]] = []
+        self.watch_calls: list[str] = []
+
+    async def list(self, resource: Resource, namespace: str | None, **options: Any) -> KubeObject:
+        self.list_calls.append((options["resource_version"], options["resource_version_match"]))
+        result = self.lists.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def watch(self, resource: Resource, namespace: str | None, **options: Any) -> AsyncIterator[WatchEvent]:
+        self.watch_calls.append(options["resource_version"])
+        result = self.watches.pop(0) if self.watches else []
+        if isinstance(result, Exception):
+            raise result
+        for event in result:
+            yield event
+        if not self.watches:
+            await asyncio.Event().wait()  # the script is over: keep watching quietly
+
+
+def page(rv: str, *objects: KubeObject) -> KubeObject:
+    return {"items": [dict(o) for o in objects], "metadata": {"resourceVersion": rv}}
+
+
+async def test_the_410_ladder_falls_back_to_a_list_from_scratch_and_reports_the_gap() -> None:
+    expired = GoneError(410, "Expired", "too old resource version")
+    client = ScriptedClient(
+        lists=[page("10", obj("a"), obj("b")), expired, page("20", obj("b", rv="15"), obj("c"))],
+        watches=[expired],
+    )
+    informer = Informer(cast(Client, client), CONFIGMAPS)
+    recorder = Recorder()
+    informer.add_handler(recorder)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(informer.run(stopping))
+    try:
+        async with asyncio.timeout(30):
+            while informer.relist_count < 1:
+                await asyncio.sleep(0.01)
+    finally:
+        stopping.set()
+        await task
+
+    # The watch expired: relist at the last RV first; refused too, so from scratch ("" = a consistent read).
+    assert client.list_calls == [("", None), ("10", "NotOlderThan"), ("", None)]
+    assert client.watch_calls[:2] == ["10", "20"]
+    assert recorder.events == [
+        ("add", "a", True),
+        ("add", "b", True),
+        ("update", "b", ("1", "15")),
+        ("add", "c", False),
+        ("delete", "a", None),
+    ]
+    assert names(informer.list()) == ["b", "c"]
+    assert (informer.list_count, informer.relist_count) == (2, 1)
+
+
+async def test_an_expired_watch_relists_at_the_last_resource_version_and_resumes() -> None:
+    client = ScriptedClient(
+        lists=[page("10", obj("a")), page("30", obj("a"))],
+        watches=[
+            [WatchEvent("BOOKMARK", {"metadata": {"resourceVersion": "25"}})],  # a bookmark advances the RV
+            GoneError(410, "Expired", "too old resource version"),
+        ],
+    )
+    informer = Informer(cast(Client, client), CONFIGMAPS, watch_timeout=(1, 1))
+    recorder = Recorder()
+    informer.add_handler(recorder)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(informer.run(stopping))
+    try:
+        async with asyncio.timeout(30):
+            while len(client.watch_calls) < 3:
+                await asyncio.sleep(0.01)
+    finally:
+        stopping.set()
+        await task
+    assert client.watch_calls == ["10", "25", "30"]
+    assert client.list_calls == [("", None), ("25", "NotOlderThan")]
+    assert recorder.events == [("add", "a", True)]  # the relist found nothing new
