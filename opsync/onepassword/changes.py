@@ -1,0 +1,95 @@
+"""Cheap change detection: one ``GET`` per vault per poll while nothing changes.
+
+A vault's ``contentVersion`` rises whenever any of its items changes, and item summaries carry each item's
+``version``. So a poll reads every vault, and lists the items of only those whose ``contentVersion`` moved:
+V unchanged vaults cost V requests, whatever the number of items in them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from opsync.onepassword.client import ConnectClient
+from opsync.onepassword.errors import ConnectError
+
+
+@dataclass(frozen=True, slots=True)
+class VaultChange:
+    """What changed in one vault since the previous poll."""
+
+    vault_id: str
+    content_version: int
+    versions: Mapping[str, int]
+    """Every item now in the vault, with its version."""
+    changed: frozenset[str]
+    """Items added or at another version (all of them the first time the vault is seen)."""
+    removed: frozenset[str]
+    """Items gone."""
+    first_seen: bool
+    """No earlier poll read this vault, so every item counts as changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeReport:
+    """One poll: the vaults whose content moved, and the vaults that could not be read."""
+
+    changes: Mapping[str, VaultChange]
+    errors: Mapping[str, ConnectError]
+
+    def changed_items(self) -> set[tuple[str, str]]:
+        """(vault id, item id) of every added or changed item."""
+        return {(vault_id, item_id) for vault_id, change in self.changes.items() for item_id in change.changed}
+
+
+class VaultChangeDetector:
+    """Remembers each vault's ``contentVersion`` and item versions between polls."""
+
+    def __init__(self, client: ConnectClient, *, concurrency: int = 8) -> None:
+        self._client = client
+        self._concurrency = concurrency
+        self._seen: dict[str, tuple[int, dict[str, int]]] = {}  # vault id -> (content version, item versions)
+
+    def versions(self, vault_id: str) -> Mapping[str, int] | None:
+        """The item versions of ``vault_id`` as of the last poll that read them, if any."""
+        seen = self._seen.get(vault_id)
+        return dict(seen[1]) if seen else None
+
+    async def poll(self, vault_ids: Iterable[str]) -> ChangeReport:
+        """Read the given vaults; those not given are forgotten. Errors are per vault and reported."""
+        wanted = set(vault_ids)
+        for gone in self._seen.keys() - wanted:
+            del self._seen[gone]
+        gate = asyncio.Semaphore(self._concurrency)
+
+        async def one(vault_id: str) -> VaultChange | ConnectError | None:
+            async with gate:
+                try:
+                    return await self._poll_vault(vault_id)
+                except ConnectError as err:
+                    return err
+
+        ordered = sorted(wanted)
+        outcomes = await asyncio.gather(*(one(vault_id) for vault_id in ordered))
+        changes = {v: o for v, o in zip(ordered, outcomes, strict=True) if isinstance(o, VaultChange)}
+        errors = {v: o for v, o in zip(ordered, outcomes, strict=True) if isinstance(o, ConnectError)}
+        return ChangeReport(changes=changes, errors=errors)
+
+    async def _poll_vault(self, vault_id: str) -> VaultChange | None:
+        vault = await self._client.get_vault(vault_id)
+        seen = self._seen.get(vault_id)
+        if seen is not None and seen[0] == vault.content_version:
+            return None
+        # Read after the vault: a change in between moves contentVersion again and is seen next poll.
+        versions = {item.id: item.version for item in await self._client.list_items(vault_id)}
+        before = seen[1] if seen else {}
+        self._seen[vault_id] = (vault.content_version, versions)
+        return VaultChange(
+            vault_id=vault_id,
+            content_version=vault.content_version,
+            versions=versions,
+            changed=frozenset(i for i, version in versions.items() if before.get(i) != version),
+            removed=frozenset(before.keys() - versions.keys()),
+            first_seen=seen is None,
+        )

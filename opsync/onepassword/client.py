@@ -1,0 +1,246 @@
+"""``ConnectClient``: an async client for the 1Password Connect REST API.
+
+One aiohttp session per client, a timeout on every request, the token only ever in the ``Authorization``
+header. Connection failures, 5xx and 429 are retried (honouring ``Retry-After``) within a ``RetryPolicy``
+bounded in attempts and in total time; other failures raise at once. Every failure is a typed
+``ConnectError`` (see ``opsync.onepassword.errors``) whose text names the request, never the token and never
+an item's content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TypeVar
+from urllib.parse import quote
+
+import aiohttp
+from pydantic import TypeAdapter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential,
+    wait_random,
+)
+from yarl import URL
+
+from opsync import __version__
+from opsync.onepassword.errors import (
+    CertificateError,
+    ConnectError,
+    ConnectTimeoutError,
+    RateLimitedError,
+    Reply,
+    UnreachableError,
+    check,
+    parse_json,
+)
+from opsync.onepassword.models import Health, Item, ItemSummary, Vault
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+USER_AGENT = f"opsync/{__version__}"
+_VAULTS = TypeAdapter(list[Vault])
+_VAULT = TypeAdapter(Vault)
+_SUMMARIES = TypeAdapter(list[ItemSummary])
+_ITEM = TypeAdapter(Item)
+_HEALTH = TypeAdapter(Health)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """How hard to try: at most ``attempts`` requests, no new attempt after ``total`` seconds.
+
+    Waits grow exponentially from ``backoff`` (with as much jitter) up to ``max_backoff``; a 429's
+    ``Retry-After`` replaces the computed wait, and if that wait would end after ``total`` the error is
+    raised at once.
+    """
+
+    attempts: int = 4
+    total: float = 30.0
+    backoff: float = 0.25
+    max_backoff: float = 5.0
+
+
+def scim_filter(attribute: str, value: str) -> str:
+    """``<attribute> eq "<value>"`` with ``"`` and ``\\`` escaped as SCIM asks."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{attribute} eq "{escaped}"'
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def content_path(vault_id: str, item_id: str, file_id: str) -> str:
+    """The ``/content`` path of a file, for when an answer did not carry its ``content_path``."""
+    return f"/v1/vaults/{_segment(vault_id)}/items/{_segment(item_id)}/files/{_segment(file_id)}/content"
+
+
+class ConnectClient:
+    """An async client for one Connect server (``url`` like ``http://onepassword-connect:8080``).
+
+    Use as an async context manager or call ``close()``. For ``https``, ``ca_file`` is the CA bundle to trust
+    instead of the system's (which ``SSL_CERT_FILE`` can also replace). Build the client at start-up: reading
+    ``ca_file`` is blocking file I/O.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        ca_file: str | None = None,
+        max_connections: int = 32,
+    ) -> None:
+        """``timeout`` bounds each request (connect, send and read the whole answer), in seconds."""
+        base = URL(url)
+        if base.scheme not in ("http", "https") or not base.host or base.user or base.password:
+            raise ValueError(f"the Connect URL must be http(s)://host[:port], got {base.with_password(None)!s}")
+        token = token.strip()
+        if not token or not token.isprintable() or any(c.isspace() for c in token):
+            # Said without the token itself: it must never appear in a message.
+            raise ValueError("the Connect token is empty or contains whitespace or control characters")
+        self.url = str(base).rstrip("/")
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self._backoff = wait_exponential(multiplier=self.retry.backoff, max=self.retry.max_backoff) + wait_random(
+            0, self.retry.backoff)
+        self.server_version: str | None = None
+        """The ``1Password-Connect-Version`` of the last answer."""
+        self._authorization = f"Bearer {token}"
+        self._ssl: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
+        self._max_connections = max_connections
+        self._http: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"ConnectClient(url={self.url!r})"
+
+    async def __aenter__(self) -> ConnectClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the HTTP session (idempotent)."""
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    # --- API ---------------------------------------------------------------------------------------------
+
+    async def list_vaults(self, *, name: str | None = None) -> list[Vault]:
+        """The vaults the token may read; with ``name``, those Connect says are named so (case-insensitive)."""
+        params = {"filter": scim_filter("name", name)} if name is not None else None
+        return await self._json("GET", "/v1/vaults", _VAULTS, params=params)
+
+    async def get_vault(self, vault_id: str) -> Vault:
+        """One vault by id (cheap: use ``content_version`` to tell whether any of its items changed)."""
+        return await self._json("GET", f"/v1/vaults/{_segment(vault_id)}", _VAULT)
+
+    async def list_items(self, vault_id: str, *, title: str | None = None, tag: str | None = None) -> list[ItemSummary]:
+        """Item summaries of a vault (with ``version``), all or those with this ``title`` or ``tag``."""
+        if title is not None and tag is not None:
+            raise ValueError("filter items by title or by tag, not both")
+        params = None
+        if title is not None:
+            params = {"filter": scim_filter("title", title)}
+        elif tag is not None:
+            params = {"filter": scim_filter("tag", tag)}
+        return await self._json("GET", f"/v1/vaults/{_segment(vault_id)}/items", _SUMMARIES, params=params)
+
+    async def get_item(self, vault_id: str, item_id: str) -> Item:
+        """The full item: fields, sections and file metadata."""
+        return await self._json("GET", f"/v1/vaults/{_segment(vault_id)}/items/{_segment(item_id)}", _ITEM)
+
+    async def get_file_content(self, path: str) -> bytes:
+        """A file's bytes from its ``content_path`` (with or without the leading ``/``)."""
+        path = path if path.startswith("/") else "/" + path
+        return (await self._send("GET", path)).body
+
+    async def health(self) -> Health:
+        """``/health``: the server's name, version and dependencies. Not retried (it is a probe)."""
+        return parse_json(await self._attempt("GET", "/health", None), _HEALTH)
+
+    async def heartbeat(self) -> None:
+        """``/heartbeat``: returns if the server answers 200, raises a ``ConnectError`` otherwise."""
+        check(await self._attempt("GET", "/heartbeat", None))
+
+    # --- transport ---------------------------------------------------------------------------------------
+
+    async def _json(self, method: str, path: str, adapter: TypeAdapter[T],
+                    *, params: dict[str, str] | None = None) -> T:
+        return parse_json(await self._send(method, path, params), adapter)
+
+    async def _send(self, method: str, path: str, params: dict[str, str] | None = None) -> Reply:
+        """One logical request: attempts with retries, all within ``retry.total`` seconds."""
+        policy = self.retry
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(policy.attempts) | stop_before_delay(policy.total),
+            wait=self._wait,
+            retry=retry_if_exception(lambda err: isinstance(err, ConnectError) and err.transient),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            async with asyncio.timeout(policy.total):
+                async for attempt in retrying:
+                    with attempt:
+                        return check(await self._attempt(method, path, params))
+        except TimeoutError:
+            raise ConnectTimeoutError(f"{method} {path}: no answer within {policy.total:g}s",
+                                      method=method, path=path) from None
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, RateLimitedError) and error.retry_after is not None:
+            return error.retry_after
+        return self._backoff(state)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.info("retrying a Connect request", extra={
+            "reason": str(error), "attempt": state.attempt_number, "wait": round(state.upcoming_sleep, 3)})
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=self._max_connections)
+            self._http = aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT})
+        return self._http
+
+    async def _attempt(self, method: str, path: str, params: dict[str, str] | None) -> Reply:
+        """One HTTP exchange; any failure to get a whole answer becomes an ``UnreachableError``."""
+        url = URL(self.url + path, encoded=True)
+        headers = {"Authorization": self._authorization, "Accept": "application/json"}
+        where = f"{method} {path}"
+        try:
+            async with self._session().request(
+                method, url, params=params, headers=headers, allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as response:
+                body = await response.read()
+        except TimeoutError:
+            raise ConnectTimeoutError(f"{where}: no answer within {self.timeout:g}s",
+                                      method=method, path=path) from None
+        except aiohttp.ClientConnectorCertificateError as err:
+            raise CertificateError(f"{where}: TLS verification failed: {err.certificate_error}",
+                                   method=method, path=path) from None
+        except aiohttp.ClientError as err:
+            # The aiohttp error is not chained: it keeps the request's headers, token included.
+            raise UnreachableError(f"{where}: cannot reach Connect at {self.url}: {type(err).__name__}: {err}",
+                                   method=method, path=path) from None
+        self.server_version = response.headers.get("1Password-Connect-Version", self.server_version)
+        return Reply(method, path, response.status, response.headers, body)
+
