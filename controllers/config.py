@@ -1,0 +1,361 @@
+"""The operator's settings: the Go operator's environment variables and flags, validated.
+
+Where the Go operator silently falls back or crashes on a bad value, opsync refuses to start with a message
+that names the setting (``POLLING_INTERVAL: must be a whole number of seconds greater than 0, got "0"``).
+Flags of the Go operator that opsync does not implement are accepted, so existing manifests keep working, and
+ignored with a warning:
+
+- ``--metrics-secure`` (and the metrics certificate flags): opsync serves ``/metrics`` over plain HTTP; protect
+  it with a NetworkPolicy or a proxy. ``--metrics-secure=false`` matches opsync and is not reported.
+- ``--enable-http2``, ``--zap-devel``, ``--zap-stacktrace-level``, ``--zap-time-encoding``.
+
+Tokens are never part of an error message or of ``repr(settings)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from controllers.constants import (
+    DEFAULT_HEALTH_PROBE_BIND_ADDRESS,
+    DEFAULT_LEADER_ELECTION_ID,
+    DEFAULT_METRICS_BIND_ADDRESS,
+    DEFAULT_POLLING_INTERVAL,
+)
+from controllers.restarts import parse_bool
+from opsync.health import parse_bind_address
+from opsync.logging import parse_level
+
+DEFAULT_WORKERS = 4
+_NAMESPACE = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")
+_LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn"}
+_IGNORED_FLAGS = (
+    "metrics_secure",
+    "metrics_cert_path",
+    "metrics_cert_name",
+    "metrics_cert_key",
+    "enable_http2",
+    "zap_devel",
+    "zap_stacktrace_level",
+    "zap_time_encoding",
+)
+
+# field -> the name a user sets it by, for error messages
+_SETTING_NAMES = {
+    "connect_host": "OP_CONNECT_HOST",
+    "connect_token": "OP_CONNECT_TOKEN",
+    "watch_namespaces": "WATCH_NAMESPACE",
+    "polling_interval": "POLLING_INTERVAL",
+    "auto_restart": "AUTO_RESTART",
+    "allow_empty_values": "--allow-empty-values",
+    "enable_annotations": "--enable-annotations",
+    "leader_elect": "--leader-elect",
+    "leader_election_namespace": "--leader-election-namespace",
+    "leader_election_id": "--leader-election-id",
+    "metrics_bind_address": "--metrics-bind-address",
+    "health_probe_bind_address": "--health-probe-bind-address",
+    "log_level": "--log-level",
+    "log_format": "--log-format",
+    "kubeconfig": "--kubeconfig",
+    "workers": "--workers",
+}
+
+
+class ConfigError(Exception):
+    """A setting with a bad value; ``str()`` is ``"<setting>: <message>"``."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+        self.message = message
+
+
+def _quoted(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _go_bool(value: object) -> object:
+    """Strings are parsed as Go booleans (any case), empty meaning false; other values pass through."""
+    if not isinstance(value, str):
+        return value
+    parsed = parse_bool(value) if value else False
+    if parsed is None:
+        raise ValueError(f"must be true or false, got {_quoted(value)}")
+    return parsed
+
+
+class Settings(BaseModel):
+    """Everything ``opsync run`` is configured with. Build it with ``load_settings``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    connect_host: str
+    """The Connect server's base URL without a trailing slash (``OP_CONNECT_HOST``)."""
+    connect_token: SecretStr
+    """From ``OP_CONNECT_TOKEN_FILE`` (read at start-up) or ``OP_CONNECT_TOKEN``."""
+    connect_ca_file: Path | None = None
+    """CA bundle to verify Connect's certificate with (``OP_CONNECT_CA_FILE``, else ``SSL_CERT_FILE``)."""
+    watch_namespaces: tuple[str, ...] = ()
+    """``WATCH_NAMESPACE``: the namespaces to watch; empty means all."""
+    polling_interval: int = Field(DEFAULT_POLLING_INTERVAL, gt=0)
+    """``POLLING_INTERVAL``: seconds between polls of 1Password."""
+    auto_restart: bool = False
+    """``AUTO_RESTART``: restart workloads when their Secrets change, unless annotations say otherwise."""
+    allow_empty_values: bool = False
+    enable_annotations: bool = False
+    leader_elect: bool = False
+    leader_election_namespace: str | None = None
+    """None: the namespace opsync runs in (the caller finds it)."""
+    leader_election_id: str = DEFAULT_LEADER_ELECTION_ID
+    metrics_bind_address: str = DEFAULT_METRICS_BIND_ADDRESS
+    health_probe_bind_address: str = DEFAULT_HEALTH_PROBE_BIND_ADDRESS
+    log_level: str = "info"
+    """``debug``, ``info``, ``warn``, ``error`` or ``critical`` (normalised from ``--log-level``)."""
+    log_format: Literal["json", "console", "auto"] = "auto"
+    kubeconfig: str | None = None
+    """``--kubeconfig``, else ``KUBECONFIG``; None: in-cluster configuration."""
+    workers: int = Field(DEFAULT_WORKERS, ge=1)
+    """Concurrent reconciles per controller (the Go operator runs 1; keys are never reconciled twice at once)."""
+    warnings: tuple[str, ...] = ()
+    """Accepted but questionable settings, for the caller to log at start-up."""
+
+    @field_validator("auto_restart", "allow_empty_values", "enable_annotations", "leader_elect", mode="before")
+    @classmethod
+    def _bool(cls, value: object) -> object:
+        return _go_bool(value)
+
+    @field_validator("connect_host", mode="before")
+    @classmethod
+    def _url(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        url = urlsplit(value.strip())
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(
+                f"must be an http:// or https:// URL such as http://onepassword-connect:8080, got {_quoted(value)}"
+            )
+        if url.username is not None or url.password is not None:
+            raise ValueError(
+                "must not contain credentials; give the token in OP_CONNECT_TOKEN or OP_CONNECT_TOKEN_FILE"
+            )
+        try:
+            url.port  # noqa: B018 - raises for a port out of range or not a number
+        except ValueError:
+            raise ValueError(f"has an invalid port, got {_quoted(value)}") from None
+        return value.strip().rstrip("/")
+
+    @field_validator("watch_namespaces", mode="before")
+    @classmethod
+    def _namespaces(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        names = tuple(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
+        for name in names:
+            if len(name) > 63 or not _NAMESPACE.fullmatch(name):
+                raise ValueError(f"{_quoted(name)} is not a namespace name (lowercase letters, digits and '-')")
+        return names
+
+    @field_validator("polling_interval", mode="before")
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if not text:
+            return DEFAULT_POLLING_INTERVAL
+        if not re.fullmatch(r"\+?[0-9]+", text) or int(text) <= 0:
+            raise ValueError(f"must be a whole number of seconds greater than 0, got {_quoted(value)}")
+        return int(text)
+
+    @field_validator("metrics_bind_address", "health_probe_bind_address")
+    @classmethod
+    def _bind_address(cls, value: str) -> str:
+        try:
+            address = parse_bind_address(value)
+            valid = address is None or address[1] <= 65535
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ValueError(f"must be host:port (':8080', '127.0.0.1:0') or 0 to disable, got {_quoted(value)}")
+        return value
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _count(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if not re.fullmatch(r"\+?[0-9]+", value.strip()) or int(value) < 1:
+            raise ValueError(f"must be a whole number greater than 0, got {_quoted(value)}")
+        return int(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: object) -> object:
+        try:
+            level = parse_level(value) if isinstance(value, str | int) else None
+        except ValueError:
+            level = None
+        if level is None:
+            raise ValueError(f"must be debug, info, warn or error, got {_quoted(str(value))}")
+        return _LEVEL_NAMES.get(level, logging.getLevelName(level).lower())
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() not in ("json", "console", "auto"):
+            raise ValueError(f"must be json, console or auto, got {_quoted(value)}")
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+def _go_bool_flag(parser: argparse.ArgumentParser, flag: str, help_text: str) -> None:
+    """A Go-style boolean flag: ``--flag`` or ``--flag=true|false``."""
+    parser.add_argument(flag, nargs="?", const="true", metavar="BOOL", help=help_text)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the operator's flags (the Go operator's names; defaults apply when a flag is not given)."""
+    _go_bool_flag(parser, "--allow-empty-values", "write empty field values as empty keys")
+    _go_bool_flag(parser, "--enable-annotations", "copy OnePasswordItem annotations to their Secrets")
+    _go_bool_flag(parser, "--leader-elect", "run the controllers only in the replica holding the Lease")
+    parser.add_argument("--leader-election-namespace", help="namespace of the Lease (default: opsync's own)")
+    parser.add_argument("--leader-election-id", help=f"name of the Lease (default {DEFAULT_LEADER_ELECTION_ID})")
+    parser.add_argument(
+        "--metrics-bind-address", help=f"host:port for /metrics, 0 to disable (default {DEFAULT_METRICS_BIND_ADDRESS})"
+    )
+    parser.add_argument(
+        "--health-probe-bind-address",
+        help=f"host:port for /healthz and /readyz, 0 to disable (default {DEFAULT_HEALTH_PROBE_BIND_ADDRESS})",
+    )
+    parser.add_argument("--log-level", "--zap-log-level", dest="log_level", help="debug, info, warn or error")
+    parser.add_argument("--log-format", "--zap-encoder", dest="log_format", help="json, console or auto")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, else in-cluster)")
+    parser.add_argument("--workers", help=f"concurrent reconciles per controller (default {DEFAULT_WORKERS})")
+    for dest in _IGNORED_FLAGS:
+        flag = "--" + dest.replace("_", "-")
+        if dest in ("metrics_secure", "enable_http2", "zap_devel"):
+            parser.add_argument(flag, nargs="?", const="true", help=argparse.SUPPRESS)
+        else:
+            parser.add_argument(flag, help=argparse.SUPPRESS)
+
+
+def _token(environ: Mapping[str, str]) -> str:
+    """The Connect token from ``OP_CONNECT_TOKEN_FILE`` or ``OP_CONNECT_TOKEN`` (exactly one of them)."""
+    path, value = environ.get("OP_CONNECT_TOKEN_FILE", ""), environ.get("OP_CONNECT_TOKEN", "")
+    if path and value:
+        raise ConfigError("OP_CONNECT_TOKEN_FILE", "set either OP_CONNECT_TOKEN_FILE or OP_CONNECT_TOKEN, not both")
+    setting = "OP_CONNECT_TOKEN_FILE" if path else "OP_CONNECT_TOKEN"
+    if path:
+        try:
+            value = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            detail = error.strerror if isinstance(error, OSError) and error.strerror else "not a UTF-8 text file"
+            raise ConfigError(setting, f"cannot read {path}: {detail}") from None
+    value = value.strip()
+    if not value:
+        raise ConfigError(setting, f"{path} is empty" if path else "not set; opsync needs a Connect token")
+    if any(char.isspace() for char in value):
+        raise ConfigError(setting, "the token must be a single word (no spaces or line breaks)")
+    return value
+
+
+def _ca_file(environ: Mapping[str, str]) -> Path | None:
+    for setting in ("OP_CONNECT_CA_FILE", "SSL_CERT_FILE"):
+        if environ.get(setting):
+            path = Path(environ[setting])
+            if not path.is_file():
+                raise ConfigError(setting, f"{path} is not a readable file")
+            return path
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _warnings(settings: Settings, args: argparse.Namespace) -> tuple[str, ...]:
+    found = []
+    url = urlsplit(settings.connect_host)
+    if url.scheme == "http" and not _is_loopback(url.hostname or ""):
+        found.append(
+            f"OP_CONNECT_HOST: {settings.connect_host} is plain HTTP; the Connect token crosses the network "
+            "unencrypted (acceptable only inside a trusted cluster network; prefer https)"
+        )
+    for dest in _IGNORED_FLAGS:
+        value = getattr(args, dest, None)
+        if value is None or (dest == "metrics_secure" and parse_bool(value) is False):
+            continue
+        flag = "--" + dest.replace("_", "-")
+        if dest == "metrics_secure":
+            found.append(f"{flag}: ignored; opsync serves /metrics over plain HTTP (restrict it with a NetworkPolicy)")
+        else:
+            found.append(f"{flag}: accepted for compatibility with 1Password's operator and ignored")
+    return tuple(found)
+
+
+def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """The validated settings from parsed flags (``configure_parser``) and environment variables.
+
+    Raises ``ConfigError`` naming the first bad setting. Reads the token file and checks that a CA file exists;
+    otherwise no I/O.
+    """
+    if environ.get("OP_SERVICE_ACCOUNT_TOKEN"):
+        raise ConfigError(
+            "OP_SERVICE_ACCOUNT_TOKEN",
+            "1Password service accounts are not supported yet; use 1Password Connect "
+            "(OP_CONNECT_HOST with OP_CONNECT_TOKEN or OP_CONNECT_TOKEN_FILE)",
+        )
+    manage_connect = environ.get("MANAGE_CONNECT", "")
+    if manage_connect and parse_bool(manage_connect) is None:
+        raise ConfigError("MANAGE_CONNECT", f"must be true or false, got {_quoted(manage_connect)}")
+    if parse_bool(manage_connect):
+        raise ConfigError(
+            "MANAGE_CONNECT", "opsync does not deploy Connect; install it with 1Password's connect Helm chart"
+        )
+    if not environ.get("OP_CONNECT_HOST", "").strip():
+        raise ConfigError("OP_CONNECT_HOST", "not set; opsync needs the URL of a 1Password Connect server")
+    raw: dict[str, Any] = {
+        "connect_host": environ["OP_CONNECT_HOST"],
+        "connect_token": _token(environ),
+        "connect_ca_file": _ca_file(environ),
+        "watch_namespaces": environ.get("WATCH_NAMESPACE", ""),
+        "polling_interval": environ.get("POLLING_INTERVAL", ""),
+        "auto_restart": environ.get("AUTO_RESTART", ""),
+        "kubeconfig": getattr(args, "kubeconfig", None) or environ.get("KUBECONFIG") or None,
+    }
+    for name in _SETTING_NAMES:
+        value = getattr(args, name, None)
+        if name not in raw and value is not None:
+            raw[name] = value
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        cause = (first.get("ctx") or {}).get("error")
+        message = str(cause) if isinstance(cause, ValueError) else first["msg"]
+        raise ConfigError(_SETTING_NAMES.get(str(first["loc"][0]), str(first["loc"][0])), message) from None
+    return settings.model_copy(update={"warnings": _warnings(settings, args)})
+
+
+def settings_or_exit(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """``load_settings``, or print ``opsync: invalid configuration: <message>`` to stderr and exit with 2."""
+    try:
+        return load_settings(args, environ)
+    except ConfigError as error:
+        sys.stderr.write(f"opsync: invalid configuration: {error}\n")
+        raise SystemExit(2) from None

@@ -1,0 +1,167 @@
+"""What a failed sync means for the user: a ``Ready`` reason, a readable message, an Event and when to retry.
+
+Every failure of the item and workload reconcilers goes through ``classify`` so that the same problem reads
+the same everywhere. Messages come from error texts that never hold values: Connect errors carry the server's
+``message`` only, Kubernetes errors the ``Status`` message only, resolver errors ids and titles.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+import aiohttp
+
+from controllers.constants import (
+    MANAGED_LABEL,
+    MANAGED_LABEL_VALUE,
+    RATE_LIMIT_REQUEUE,
+    RECONCILE_ERROR_EVENT_MESSAGE,
+    ConditionReason,
+    EventReason,
+)
+from controllers.secretdata import InvalidSecretError
+from opsync.client import ApiError, InvalidError
+from opsync.controller import Request, Result
+from opsync.onepassword.errors import (
+    ConnectError,
+    ForbiddenError,
+    NotFoundError,
+    RateLimitedError,
+    UnauthorizedError,
+)
+from opsync.onepassword.paths import ItemPathError
+from opsync.onepassword.resolve import ResolveError
+from opsync.queue import BucketRateLimiter, ItemExponentialFailureRateLimiter, MaxOfRateLimiter, RateLimiter
+
+RETRIEVE_PREFIX = "failed to retrieve item: "
+"""The Go operator wraps every lookup error so; kept for messages users may grep for."""
+
+
+class Retry(Enum):
+    """When the key is tried again."""
+
+    BACKOFF = "backoff"
+    """With the controller's per-key exponential backoff (outages, conflicts, missing items)."""
+    AFTER = "after"
+    """After ``Failure.delay`` seconds (rate limits)."""
+    ON_CHANGE = "on-change"
+    """Only when the object changes: trying again cannot help."""
+
+
+class SecretConflictError(Exception):
+    """A Secret of the wanted name exists and belongs to someone else: opsync will not overwrite it."""
+
+    def __init__(self, namespace: str, name: str) -> None:
+        super().__init__(
+            f'Secret "{name}" already exists in namespace "{namespace}" and was not made by opsync or the '
+            f"1Password operator, so it is left alone. Delete or rename it, or label it "
+            f"{MANAGED_LABEL}={MANAGED_LABEL_VALUE} to let opsync take it over (its data will be replaced)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    reason: ConditionReason
+    message: str
+    retry: Retry
+    delay: float | None = None
+    event_reason: EventReason = EventReason.RECONCILE_ERROR
+
+    @property
+    def event_message(self) -> str:
+        """The Event text: the Go operator's wording for sync errors, the plain message otherwise."""
+        if self.event_reason is EventReason.RECONCILE_ERROR:
+            return RECONCILE_ERROR_EVENT_MESSAGE.format(error=self.message)
+        return self.message
+
+
+def _connect_reason(err: ConnectError) -> tuple[ConditionReason, Retry]:
+    if isinstance(err, UnauthorizedError):
+        return ConditionReason.UNAUTHORIZED, Retry.BACKOFF
+    if isinstance(err, ForbiddenError):
+        return ConditionReason.ACCESS_DENIED, Retry.BACKOFF
+    if isinstance(err, NotFoundError):
+        return ConditionReason.ITEM_NOT_FOUND, Retry.BACKOFF
+    return ConditionReason.CONNECT_UNAVAILABLE, Retry.BACKOFF
+
+
+def _rate_limited(err: RateLimitedError) -> Failure:
+    delay = err.retry_after if err.retry_after else RATE_LIMIT_REQUEUE
+    return Failure(
+        ConditionReason.RATE_LIMITED,
+        f"1Password rate limit hit. Requeuing after {_duration(delay)}.",
+        Retry.AFTER,
+        delay,
+        EventReason.RATE_LIMITED,
+    )
+
+
+def _duration(seconds: float) -> str:
+    whole = math.ceil(seconds)
+    if whole >= 60 and whole % 60 == 0:
+        minutes = whole // 60
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{whole} second{'s' if whole != 1 else ''}"
+
+
+def classify(err: Exception) -> Failure | None:
+    """The ``Failure`` an error stands for; None for errors that are bugs (let them propagate).
+
+    Write races (409 Conflict/AlreadyExists) are not failures: callers retry them quietly before this.
+    """
+    if isinstance(err, ItemPathError):
+        return Failure(ConditionReason.INVALID_ITEM_PATH, str(err), Retry.ON_CHANGE)
+    if isinstance(err, ResolveError):
+        message = RETRIEVE_PREFIX + str(err)
+        if err.cause is None:
+            # Without a Connect error behind it, the resolver found nothing under that name.
+            vault = str(err).startswith("failed to 'getVaultID'")
+            return Failure(
+                ConditionReason.VAULT_NOT_FOUND if vault else ConditionReason.ITEM_NOT_FOUND, message, Retry.BACKOFF
+            )
+        if isinstance(err.cause, RateLimitedError):
+            return _rate_limited(err.cause)
+        reason, retry = _connect_reason(err.cause)
+        return Failure(reason, message, retry)
+    if isinstance(err, RateLimitedError):
+        return _rate_limited(err)
+    if isinstance(err, ConnectError):
+        reason, retry = _connect_reason(err)
+        return Failure(reason, RETRIEVE_PREFIX + str(err), retry)
+    if isinstance(err, SecretConflictError):
+        return Failure(
+            ConditionReason.SECRET_CONFLICT, str(err), Retry.BACKOFF, event_reason=EventReason.SECRET_CONFLICT
+        )
+    # Retried with backoff although only a change can fix them: a key in backoff is one the poller leaves
+    # alone, so a broken item does not cost a reconcile (and an Event update) every poll.
+    if isinstance(err, InvalidSecretError):
+        return Failure(err.reason, str(err), Retry.BACKOFF)
+    if isinstance(err, InvalidError):
+        return Failure(
+            ConditionReason.INVALID_SECRET, f"the API server refused the Secret: {err.message}", Retry.BACKOFF
+        )
+    if isinstance(err, ApiError):
+        return Failure(ConditionReason.KUBERNETES_ERROR, f"Kubernetes API error: {err}", Retry.BACKOFF)
+    if isinstance(err, aiohttp.ClientError | TimeoutError):
+        return Failure(
+            ConditionReason.KUBERNETES_ERROR, f"Kubernetes API unreachable: {type(err).__name__}", Retry.BACKOFF
+        )
+    return None
+
+
+def retry_result(failure: Failure) -> Result | None:
+    """The reconcile result that retries ``failure`` as it asks."""
+    if failure.retry is Retry.AFTER and failure.delay:
+        return Result(requeue_after=failure.delay)
+    if failure.retry is Retry.ON_CHANGE:
+        return None
+    return Result(requeue=True)
+
+
+def rate_limiter() -> RateLimiter[Request]:
+    """Per-key backoff from 1 s to 5 min (controller-runtime's 5 ms start would hit an unreachable Connect
+    several times within a second; its 1000 s cap leaves a fixed problem unnoticed for a quarter hour), and
+    controller-runtime's overall 10 qps bucket."""
+    return MaxOfRateLimiter(ItemExponentialFailureRateLimiter(1.0, 300.0), BucketRateLimiter(10.0, 100))

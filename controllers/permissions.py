@@ -1,0 +1,80 @@
+"""Every Kubernetes permission ``opsync run`` needs, as data.
+
+One list for ``opsync check`` (a SelfSubjectAccessReview per entry) and for whoever writes RBAC (the Helm
+chart's rules should grant exactly these). Compared with the Go operator's ClusterRole this drops everything
+it never used (pods, services, configmaps, replicasets, servicemonitors...) and adds StatefulSets and
+DaemonSets, which opsync also syncs and restarts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Scope(StrEnum):
+    """Where a permission is needed."""
+
+    WATCHED = "watched"
+    """In every watched namespace (``WATCH_NAMESPACE``), or cluster-wide when all namespaces are watched."""
+    LEADER_ELECTION = "leader-election"
+    """In the namespace of the leader-election Lease, only with ``--leader-elect``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Permission:
+    group: str
+    resource: str
+    verbs: tuple[str, ...]
+    scope: Scope = Scope.WATCHED
+    subresource: str = ""
+    why: str = ""
+
+    @property
+    def display(self) -> str:
+        """``deployments.apps``, ``onepassworditems.onepassword.com/status``, ``secrets``."""
+        name = f"{self.resource}.{self.group}" if self.group else self.resource
+        return f"{name}/{self.subresource}" if self.subresource else name
+
+
+REQUIRED: tuple[Permission, ...] = (
+    Permission(
+        "onepassword.com",
+        "onepassworditems",
+        ("get", "list", "watch", "patch"),
+        why="read OnePasswordItems; remove the Go operator's finalizer",
+    ),
+    Permission("onepassword.com", "onepassworditems", ("patch",), subresource="status", why="report Ready"),
+    Permission(
+        "onepassword.com",
+        "onepassworditems",
+        ("update",),
+        subresource="finalizers",
+        why="blockOwnerDeletion on a Secret's owner reference, where OwnerReferencesPermissionEnforcement is on",
+    ),
+    Permission(
+        "",
+        "secrets",
+        ("get", "list", "watch", "create", "update", "delete"),
+        why="write the Secrets; get checks who owns an existing Secret before taking it over",
+    ),
+    Permission(
+        "apps",
+        "deployments",
+        ("get", "list", "watch", "patch"),
+        why="read item annotations and Secret references; restart; remove the Go operator's finalizer",
+    ),
+    Permission("apps", "statefulsets", ("get", "list", "watch", "patch"), why="as deployments"),
+    Permission("apps", "daemonsets", ("get", "list", "watch", "patch"), why="as deployments"),
+    Permission("", "namespaces", ("get", "list", "watch"), why="auto-restart annotations of Namespaces"),
+    Permission("", "events", ("create", "patch"), why="report failures and restarts"),
+    Permission(
+        "coordination.k8s.io",
+        "leases",
+        ("get", "create", "update"),
+        scope=Scope.LEADER_ELECTION,
+        why="leader election",
+    ),
+)
+"""Namespaces: with ``WATCH_NAMESPACE`` set, opsync lists and watches each watched Namespace by name
+(``fieldSelector=metadata.name=<ns>``), which RBAC grants with ``resourceNames``."""

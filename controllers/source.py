@@ -1,0 +1,148 @@
+"""Items for the reconcilers: fetched from Connect once per version and shared.
+
+The reconcilers are level-triggered: any event (their own writes, a hand edit, a relist) makes them compute
+the desired Secret again, and that needs the item. Asking Connect every time would cost a request per event
+(the Go operator fetches the item on every Deployment event). ``ItemSource`` instead keeps the last item it
+got for each path and hands it out again while it is current, where *current* means the poller has not seen
+a newer version of that item since. So:
+
+- a reconcile that finds everything in sync, or repairs a hand-edited Secret, calls Connect only if the item
+  changed (the poller says so) or was never fetched (after a restart);
+- several Secrets made from one item cost one fetch: concurrent callers share the request in flight, later
+  ones the result.
+
+The items held here are the same data the managed Secrets' cache holds; nothing is logged from them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+from controllers.constants import RATE_LIMIT_REQUEUE
+from controllers.metrics import CONNECT_REQUESTS, endpoint_template
+from controllers.secretdata import ItemInput, item_input_from_connect
+from opsync.onepassword.client import ConnectClient
+from opsync.onepassword.errors import RateLimitedError, Reply
+from opsync.onepassword.paths import parse_item_path
+from opsync.onepassword.resolve import ItemResolver, ResolvedItem, ResolveError
+
+log = logging.getLogger(__name__)
+
+ItemKey = tuple[str, str]
+"""(vault id, item id)."""
+
+
+class InstrumentedConnectClient(ConnectClient):
+    """A ``ConnectClient`` that counts every HTTP exchange in ``opsync_connect_requests_total``."""
+
+    async def _attempt(self, method: str, path: str, params: dict[str, str] | None) -> Reply:
+        code = "<error>"
+        try:
+            reply = await super()._attempt(method, path, params)
+            code = str(reply.status)
+            return reply
+        finally:
+            CONNECT_REQUESTS.labels(endpoint=endpoint_template(path), code=code).inc()
+
+
+class ItemSource:
+    """Resolved items by path, reused until the poller reports a newer version."""
+
+    def __init__(self, resolver: ItemResolver, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._resolver = resolver
+        self._clock = clock
+        self._items: dict[str, ResolvedItem] = {}  # path as written (titles or ids) -> last result
+        self._inflight: dict[str, asyncio.Task[ResolvedItem]] = {}
+        self._latest: dict[ItemKey, int] = {}  # newest version the poller has seen
+        self._gone: set[ItemKey] = set()  # items the poller saw disappear
+        self._paused_until = 0.0  # clock() before which Connect asked not to be called (429)
+
+    async def get(self, path: str) -> tuple[ResolvedItem, ItemInput]:
+        """The item at ``path`` with the input to build its Secret.
+
+        Raises ``ItemPathError`` for a malformed path, ``ResolveError`` when Connect cannot provide it, and
+        ``RateLimitedError`` without asking Connect while a rate limit it reported lasts.
+        """
+        parse_item_path(path)  # a malformed path fails here, never reaching Connect
+        held = self._items.get(path)
+        if held is None or not self._current(held):
+            held = await self._fetch(path)
+        return held, item_input_from_connect(held.item, held.files)
+
+    def rate_limited_for(self) -> float:
+        """Seconds until Connect may be called again after a 429 (0: now)."""
+        return max(0.0, self._paused_until - self._clock())
+
+    def note_rate_limit(self, error: RateLimitedError) -> None:
+        """Connect answered 429 (to anyone): nobody calls it before its ``Retry-After`` (else 15 minutes).
+
+        1Password's limits are per token, so one item's 429 is every item's: retrying the others, or
+        polling, would only prolong it.
+        """
+        wait = error.retry_after if error.retry_after else RATE_LIMIT_REQUEUE
+        if self._clock() + wait > self._paused_until:
+            self._paused_until = self._clock() + wait
+            log.warning("Connect rate limit: no requests for %.0f seconds", wait)
+
+    def _current(self, held: ResolvedItem) -> bool:
+        key = (held.vault_id, held.item.id)
+        return key not in self._gone and held.version >= self._latest.get(key, held.version)
+
+    async def _fetch(self, path: str) -> ResolvedItem:
+        if (wait := self.rate_limited_for()) > 0:
+            raise RateLimitedError(
+                f"status 429: rate limited by Connect; next request in {wait:.0f}s", retry_after=wait
+            )
+        task = self._inflight.get(path)
+        if task is None:
+            task = asyncio.create_task(self._resolver.resolve(path), name=f"resolve {path}")
+            self._inflight[path] = task
+            task.add_done_callback(lambda done: self._settle(path, done))
+        # Shielded: a caller that is cancelled (reconcile timeout) must not cancel the others' request.
+        return await asyncio.shield(task)
+
+    def _settle(self, path: str, task: asyncio.Task[ResolvedItem]) -> None:
+        if self._inflight.get(path) is task:
+            del self._inflight[path]
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            cause = error.cause if isinstance(error, ResolveError) else error
+            if isinstance(cause, RateLimitedError):
+                self.note_rate_limit(cause)
+            return
+        result = task.result()
+        key = (result.vault_id, result.item.id)
+        self._gone.discard(key)
+        self._latest[key] = max(self._latest.get(key, 0), result.version)
+        self._items[path] = result
+
+    def latest_version(self, vault_id: str, item_id: str) -> int | None:
+        """The newest version of an item known (from the poller or a fetch), None if never seen."""
+        return self._latest.get((vault_id, item_id))
+
+    def observe(self, vault_id: str, versions: Mapping[str, int], removed: Iterable[str] = ()) -> None:
+        """Record what the poller saw in a vault: every item's version, and the items that are gone."""
+        for item_id, version in versions.items():
+            key = (vault_id, item_id)
+            self._latest[key] = max(self._latest.get(key, 0), version)
+            self._gone.discard(key)
+        for item_id in removed:
+            self._gone.add((vault_id, item_id))
+
+    def retain(self, paths: Iterable[str]) -> None:
+        """Drop the items of paths no longer used by any OnePasswordItem, workload or Secret."""
+        keep = set(paths)
+        for path in self._items.keys() - keep:
+            del self._items[path]
+
+    async def close(self) -> None:
+        """Cancel requests still in flight (at shutdown)."""
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,53 @@
+"""What the operator's controllers watch: which updates matter, and the Namespaces' annotations."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opsync.cache import Cache, metadata_only
+from opsync.controller import Predicate
+from opsync.informer import Informer
+from opsync.resources import NAMESPACES, KubeObject
+
+_WATCHED_METADATA = ("labels", "annotations", "finalizers", "deletionTimestamp", "uid")
+
+
+def _watched(obj: KubeObject) -> tuple[Any, ...]:
+    meta = obj.get("metadata") or {}
+    return (meta.get("generation"), *(meta.get(key) for key in _WATCHED_METADATA))
+
+
+def spec_or_metadata_changed() -> Predicate:
+    """Updates that change the spec (``generation``), labels, annotations, finalizers or deletion.
+
+    Drops status-only updates: opsync's own status writes on OnePasswordItems, and the stream of status
+    updates a rolling Deployment makes, which would otherwise each cause a reconcile.
+    """
+    return Predicate(on_update=lambda old, new: _watched(old) != _watched(new))
+
+
+class NamespaceAnnotations:
+    """The annotations of the watched Namespaces, from a metadata-only cache.
+
+    With a namespace list, each Namespace is watched by name (``fieldSelector=metadata.name=<ns>``), which
+    needs no cluster-wide permission (RBAC grants it with ``resourceNames``, as in the Go operator's #245 fix).
+    """
+
+    def __init__(self, cache: Cache, namespaces: Sequence[str] | None) -> None:
+        if namespaces:
+            self.informers: list[Informer] = [
+                cache.informer(NAMESPACES, field_selector=f"metadata.name={name}", transform=metadata_only)
+                for name in namespaces
+            ]
+        else:
+            self.informers = [cache.informer(NAMESPACES, transform=metadata_only)]
+
+    def annotations(self, namespace: str) -> Mapping[str, str] | None:
+        """The Namespace's annotations; None when it is not known (not watched, or not in the cache)."""
+        for informer in self.informers:
+            found = informer.get("", namespace)
+            if found is not None:
+                annotations: Mapping[str, str] = (found.get("metadata") or {}).get("annotations") or {}
+                return annotations
+        return None

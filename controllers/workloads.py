@@ -1,0 +1,421 @@
+"""Annotated workloads → Secrets, and rolling restarts of workloads whose Secrets changed.
+
+Deployments, StatefulSets and DaemonSets annotated with ``operator.1password.io/item-path`` and ``item-name``
+get that Secret, as with the Go operator (which handles Deployments only). Two kinds of controllers share the
+workload caches and their indexes:
+
+``workload-secrets`` (key: namespace/Secret name)
+    Makes the Secret from the annotations of the workloads naming it. Several workloads may name one
+    Secret, and others may use it without naming it (env, envFrom, volumes, projected volumes, init
+    containers). The Go operator gives the Secret one owner reference, to the annotated Deployment, so
+    garbage collection deletes it with that Deployment even while others still use it. opsync instead gives
+    it a plain owner reference to **every workload that uses it**: the garbage collector deletes it only
+    when all of them are gone, and opsync deletes it itself when the last user stops using it (annotation
+    removed, reference dropped) while still existing. If the annotating workloads are gone but others still
+    use the Secret, it is kept and stays in sync from its own ``item-path`` annotation (as the Go poller
+    did). If several workloads name the Secret with different paths, the oldest workload wins and the
+    others get a Warning Event; a OnePasswordItem of the same name always wins over annotations.
+
+``onepassword-deployment``, ``onepassword-statefulset``, ``onepassword-daemonset`` (key: the workload)
+    Restart the workload once per change of the data of a managed Secret it uses (``controllers.restarts``:
+    the versions it was rolled for are recorded on it, so repeated reconciles do not roll again and a change
+    made while opsync was down still rolls once), and remove the Go operator's finalizer.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from controllers.constants import (
+    AUTO_RESTART_ANNOTATION,
+    DEPLOYMENT_EVENT_COMPONENT,
+    FINALIZER,
+    ITEM_NAME_ANNOTATION,
+    ITEM_PATH_ANNOTATION,
+    MANAGED_SELECTOR,
+    OPI_KIND,
+    EventReason,
+)
+from controllers.failures import classify, rate_limiter, retry_result
+from controllers.metrics import WORKLOAD_RESTARTS
+from controllers.restarts import plan_restart, recorded_versions, secret_names_used_by
+from controllers.secretdata import (
+    desired_secret,
+    operator_annotations,
+    secret_data_version,
+    secret_name,
+    workload_metadata,
+)
+from controllers.secrets import WORKLOAD_KINDS, SecretWriter, workload_owner_reference
+from controllers.source import ItemSource
+from controllers.watch import NamespaceAnnotations, spec_or_metadata_changed
+from opsync.cache import Cache
+from opsync.client import AlreadyExistsError, ApiError, ConflictError, NotFoundError
+from opsync.controller import Builder, Controller, Predicate, Request, Result, annotation_changed
+from opsync.events import EventRecorder
+from opsync.informer import Informer
+from opsync.manager import Manager
+from opsync.resources import ONEPASSWORDITEMS, SECRETS, KubeObject, Resource
+
+log = logging.getLogger(__name__)
+
+WORKLOAD_SECRETS_CONTROLLER = "workload-secrets"
+SECRET_USERS_INDEX = "opsync.dev/secret-users"  # noqa: S105 - an index name
+"""Workload index: ``namespace/secret`` for every Secret the workload uses or names in ``item-name``."""
+ITEM_NAME_INDEX = "opsync.dev/item-name"
+"""Workload index: ``namespace/secret`` for the Secret its ``item-name`` annotation names."""
+_PATCH_ATTEMPTS = 3
+_CONTROLLER_NAMES = {
+    "Deployment": "onepassword-deployment",
+    "StatefulSet": "onepassword-statefulset",
+    "DaemonSet": "onepassword-daemonset",
+}
+
+
+def annotated_secret(workload: KubeObject) -> str | None:
+    """The (sanitised) Secret name the workload's ``item-name`` annotation asks for, if any."""
+    raw = operator_annotations(workload).get(ITEM_NAME_ANNOTATION)
+    return secret_name(raw) if raw else None
+
+
+def _key(workload: KubeObject, name: str) -> str:
+    return str(Request(workload["metadata"].get("namespace") or "", name))
+
+
+def _secret_users(workload: KubeObject) -> list[str]:
+    names = secret_names_used_by(workload)
+    named = annotated_secret(workload)
+    if named:
+        names.add(named)
+    return [_key(workload, name) for name in sorted(names)]
+
+
+def _item_name(workload: KubeObject) -> list[str]:
+    named = annotated_secret(workload)
+    return [_key(workload, named)] if named else []
+
+
+def _secret_requests(workload: KubeObject) -> list[Request]:
+    return [Request(*key.split("/", 1)) for key in _secret_users(workload)]
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    kind: Resource
+    obj: KubeObject
+
+    @property
+    def name(self) -> str:
+        return str(self.obj["metadata"]["name"])
+
+    @property
+    def display(self) -> str:
+        return f"{self.kind.kind} {self.name}"
+
+
+class Workloads:
+    """The caches of the three workload kinds, indexed by the Secrets they use and name. Create it once."""
+
+    def __init__(self, cache: Cache) -> None:
+        self.informers: dict[Resource, Informer] = {kind: cache.informer(kind) for kind in WORKLOAD_KINDS}
+        for informer in self.informers.values():
+            informer.add_indexer(SECRET_USERS_INDEX, _secret_users)
+            informer.add_indexer(ITEM_NAME_INDEX, _item_name)
+
+    def _find(self, index: str, namespace: str, name: str) -> list[Workload]:
+        key = str(Request(namespace, name))
+        return [
+            Workload(kind, obj)
+            for kind, informer in self.informers.items()
+            for obj in informer.by_index(index, key)
+            if not obj["metadata"].get("deletionTimestamp")
+        ]
+
+    def users(self, namespace: str, secret: str) -> list[Workload]:
+        """Live workloads that use or name the Secret."""
+        return self._find(SECRET_USERS_INDEX, namespace, secret)
+
+    def naming(self, namespace: str, secret: str) -> list[Workload]:
+        """Live workloads whose ``item-name`` names the Secret, oldest first."""
+        found = self._find(ITEM_NAME_INDEX, namespace, secret)
+        order = {kind: rank for rank, kind in enumerate(WORKLOAD_KINDS)}
+        return sorted(found, key=lambda w: (w.obj["metadata"].get("creationTimestamp") or "", order[w.kind], w.name))
+
+
+def made_for_workloads(secret: KubeObject) -> bool:
+    """Whether a managed Secret was made from workload annotations (not for a OnePasswordItem)."""
+    meta = secret.get("metadata") or {}
+    refs = meta.get("ownerReferences") or []
+    if any(ref.get("kind") == OPI_KIND for ref in refs):
+        return False
+    kinds = {kind.kind for kind in WORKLOAD_KINDS}
+    return any(ref.get("kind") in kinds for ref in refs) or ITEM_NAME_ANNOTATION in (meta.get("annotations") or {})
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadOptions:
+    allow_empty_values: bool = False
+    auto_restart: bool = False
+
+
+class WorkloadSecretReconciler:
+    """Reconciles one Secret named by workload annotations; see the module docstring."""
+
+    def __init__(
+        self, manager: Manager, workloads: Workloads, source: ItemSource, writer: SecretWriter, options: WorkloadOptions
+    ) -> None:
+        self._workloads = workloads
+        self._items = manager.cache.informer(ONEPASSWORDITEMS)
+        self._source = source
+        self._writer = writer
+        self._options = options
+        self._events: EventRecorder = manager.event_recorder(DEPLOYMENT_EVENT_COMPONENT)
+
+    async def reconcile(self, request: Request) -> Result | None:
+        try:
+            return await self._reconcile(request.namespace, request.name)
+        except (ConflictError, AlreadyExistsError, NotFoundError):
+            return Result(requeue=True)  # raced with another writer: try again from the fresher cache
+
+    async def _reconcile(self, namespace: str, name: str) -> Result | None:
+        naming = self._workloads.naming(namespace, name)
+        if self._items.get(namespace, name) is not None:
+            for workload in naming:
+                self._events.event(
+                    workload.obj,
+                    "Warning",
+                    EventReason.SECRET_CONFLICT,
+                    f'Secret "{name}" belongs to OnePasswordItem "{name}": the {ITEM_PATH_ANNOTATION} '
+                    f"annotation of this {workload.kind.kind} is ignored",
+                )
+            return None
+        users = self._workloads.users(namespace, name)
+        existing = self._writer.secrets.get(namespace, name)
+        if not users:
+            if existing is not None and made_for_workloads(existing):
+                await self._writer.delete(existing)
+                log.info("deleted the Secret no workload uses any more", extra={"secret": name})
+            return None
+        if naming:
+            source = naming[0].obj
+            self._warn_disagreements(naming)
+        elif existing is not None and made_for_workloads(existing):
+            source = existing  # its users remain: keep it in sync from its own annotations
+        else:
+            return None
+        path = operator_annotations(source).get(ITEM_PATH_ANNOTATION, "")
+        owners = [workload_owner_reference(w.kind, w.obj) for w in sorted(users, key=lambda w: (w.kind.kind, w.name))]
+        reported = naming or users
+        try:
+            _, item = await self._source.get(path)
+            desired = desired_secret(
+                name=name,
+                namespace=namespace,
+                item=item,
+                metadata=workload_metadata(source),  # a Secret's own annotations work too
+                owner_references=owners,
+                allow_empty=self._options.allow_empty_values,
+            )
+            written = await self._writer.write(desired.secret, keep_data=item.ignores_secret)
+        except (ConflictError, AlreadyExistsError, NotFoundError):
+            raise
+        except Exception as err:
+            failure = classify(err)
+            if failure is None:
+                raise
+            log.warning("sync failed: %s", failure.message, extra={"reason": str(failure.reason), "secret": name})
+            for workload in reported:
+                self._events.event(workload.obj, "Warning", failure.event_reason, failure.event_message)
+            return retry_result(failure)
+        if written.reason is not None:
+            log.info("secret %s", written.reason, extra={"secret": name, "itemVersion": item.version})
+            for workload in reported:
+                self._events.event(
+                    workload.obj,
+                    "Normal",
+                    EventReason.SYNCED,
+                    f'Secret "{name}" synced from item version {item.version} ({written.reason})',
+                )
+                if desired.warnings:
+                    self._events.event(workload.obj, "Warning", EventReason.DATA_WARNING, "; ".join(desired.warnings))
+        return None
+
+    def _warn_disagreements(self, naming: list[Workload]) -> None:
+        chosen = naming[0]
+        path = operator_annotations(chosen.obj).get(ITEM_PATH_ANNOTATION)
+        for other in naming[1:]:
+            if operator_annotations(other.obj).get(ITEM_PATH_ANNOTATION) != path:
+                self._events.event(
+                    other.obj,
+                    "Warning",
+                    EventReason.SECRET_CONFLICT,
+                    f"{chosen.display} names the same Secret with another {ITEM_PATH_ANNOTATION}; "
+                    f"the oldest workload's path is used",
+                )
+
+
+class WorkloadReconciler:
+    """Restarts one workload of one kind when its Secrets' data changed; removes the Go finalizer."""
+
+    def __init__(
+        self,
+        manager: Manager,
+        kind: Resource,
+        *,
+        workloads: Workloads,
+        secrets: Informer,
+        namespaces: NamespaceAnnotations,
+        options: WorkloadOptions,
+    ) -> None:
+        self.kind = kind
+        self.informer = workloads.informers[kind]
+        self._client = manager.client
+        self._secrets = secrets
+        self._namespaces = namespaces
+        self._options = options
+        self._events: EventRecorder = manager.event_recorder(DEPLOYMENT_EVENT_COMPONENT)
+
+    async def reconcile(self, request: Request) -> Result | None:
+        workload = self.informer.get(request.namespace, request.name)
+        if workload is None:
+            return None
+        try:
+            if FINALIZER in (workload["metadata"].get("finalizers") or []):
+                workload = await self._remove_finalizer(workload)
+            if workload["metadata"].get("deletionTimestamp"):
+                return None
+            self._check_item_name(workload)
+            await self._restart_if_needed(workload)
+        except (ConflictError, NotFoundError):
+            return Result(requeue=True)  # the cache is behind: try again once it caught up
+        except ApiError as err:  # forbidden, refused by a webhook...
+            log.warning("could not update the %s: %s", self.kind.kind, err)
+            message = f"opsync could not update this {self.kind.kind}: {err}"
+            self._events.event(workload, "Warning", EventReason.RECONCILE_ERROR, message)
+            return Result(requeue=True)
+        return None
+
+    def _check_item_name(self, workload: KubeObject) -> None:
+        raw = operator_annotations(workload).get(ITEM_NAME_ANNOTATION)
+        if raw and secret_name(raw) is None:
+            self._events.event(
+                workload,
+                "Warning",
+                EventReason.RECONCILE_ERROR,
+                f"{ITEM_NAME_ANNOTATION} {raw!r} cannot be made a valid Secret name",
+            )
+
+    async def _restart_if_needed(self, workload: KubeObject) -> None:
+        """Roll or record as ``plan_restart`` says. The patch is conditional on the workload's
+        resourceVersion (so a stale cache cannot roll it twice); a conflict, usually a status update by the
+        workload's own controller, is retried at once from a fresh read."""
+        meta = workload["metadata"]
+        namespace = meta["namespace"]
+        secrets = {
+            name: secret
+            for name in sorted(secret_names_used_by(workload))
+            if (secret := self._secrets.get(namespace, name)) is not None
+        }
+        if not secrets and recorded_versions(workload) is None:
+            return
+        for attempt in range(_PATCH_ATTEMPTS):
+            plan = plan_restart(
+                workload,
+                secrets,
+                self._namespaces.annotations(namespace),
+                self._options.auto_restart,
+                datetime.now(UTC),
+            )
+            if attempt == 0:
+                for message in plan.invalid:
+                    self._events.event(workload, "Warning", EventReason.INVALID_AUTO_RESTART, message)
+            if plan.patch is None:
+                return
+            try:
+                await self._client.patch(self.kind, meta["name"], plan.patch, namespace)
+                break
+            except ConflictError:
+                if attempt + 1 == _PATCH_ATTEMPTS:
+                    raise
+                workload = await self._client.get(self.kind, meta["name"], namespace)
+        if plan.restart:
+            changed = ", ".join(sorted(plan.changed))
+            WORKLOAD_RESTARTS.labels(kind=self.kind.kind).inc()
+            log.info("restarted: the data of its Secrets changed", extra={"secrets": changed})
+            self._events.event(
+                workload,
+                "Normal",
+                EventReason.RESTARTED,
+                f"Rolling restart: the data of Secret(s) {changed} changed in 1Password",
+            )
+
+    async def _remove_finalizer(self, workload: KubeObject) -> KubeObject:
+        meta = workload["metadata"]
+        kept = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
+        log.info("removing the 1Password operator's finalizer")
+        patch = {"metadata": {"finalizers": kept, "resourceVersion": meta["resourceVersion"]}}
+        return await self._client.patch(self.kind, meta["name"], patch, meta["namespace"])
+
+
+def _restart_inputs(secret: KubeObject) -> tuple[str | None, str | None]:
+    annotations = (secret.get("metadata") or {}).get("annotations") or {}
+    return secret_data_version(secret), annotations.get(AUTO_RESTART_ANNOTATION)
+
+
+def setup_workloads(
+    manager: Manager,
+    *,
+    workloads: Workloads,
+    source: ItemSource,
+    writer: SecretWriter,
+    namespaces: NamespaceAnnotations,
+    options: WorkloadOptions,
+    workers: int,
+) -> tuple[Controller, list[Controller]]:
+    """Add the workload-secrets controller (the poller enqueues into it) and one restart controller per
+    workload kind; return them."""
+    relevant = [spec_or_metadata_changed()]
+    items = manager.cache.informer(ONEPASSWORDITEMS)
+
+    def unclaimed_secret(secret: KubeObject) -> list[Request]:
+        request = Request.of(secret)
+        return [] if items.get(request.namespace, request.name) is not None else [request]
+
+    builder = Builder(manager, WORKLOAD_SECRETS_CONTROLLER)
+    for kind in WORKLOAD_KINDS:
+        builder.watches(kind, _secret_requests, predicates=relevant)
+    builder.watches(SECRETS, unclaimed_secret, label_selector=MANAGED_SELECTOR)
+    # An item appearing or disappearing decides who makes a Secret of its name.
+    builder.watches(ONEPASSWORDITEMS, lambda opi: [Request.of(opi)], predicates=[Predicate(on_update=lambda *_: False)])
+    secrets_controller = builder.with_options(workers=workers, rate_limiter=rate_limiter()).complete(
+        WorkloadSecretReconciler(manager, workloads, source, writer, options)
+    )
+
+    restart_controllers = []
+    data_or_setting_changed = Predicate(on_update=lambda old, new: _restart_inputs(old) != _restart_inputs(new))
+    for kind in WORKLOAD_KINDS:
+        informer = workloads.informers[kind]
+
+        def users_of(secret: KubeObject, informer: Informer = informer) -> list[Request]:
+            return [Request.of(w) for w in informer.by_index(SECRET_USERS_INDEX, str(Request.of(secret)))]
+
+        def in_namespace(namespace: KubeObject, informer: Informer = informer) -> list[Request]:
+            return [Request.of(w) for w in informer.list(namespace["metadata"]["name"])]
+
+        controller = (
+            Builder(manager, _CONTROLLER_NAMES[kind.kind])
+            .for_(kind, predicates=relevant)
+            .watches(SECRETS, users_of, label_selector=MANAGED_SELECTOR, predicates=[data_or_setting_changed])
+            .with_options(workers=workers, rate_limiter=rate_limiter())
+            .complete(
+                WorkloadReconciler(
+                    manager, kind, workloads=workloads, secrets=writer.secrets, namespaces=namespaces, options=options
+                )
+            )
+        )
+        for namespace_informer in namespaces.informers:
+            controller.watch(namespace_informer, in_namespace, [annotation_changed(AUTO_RESTART_ANNOTATION)])
+        restart_controllers.append(controller)
+    return secrets_controller, restart_controllers

@@ -1,0 +1,198 @@
+"""Run opsync in-process against the test control plane and a Connect emulator.
+
+    async with run_operator(control_plane, emulator, namespaces=[namespace], auto_restart=True) as op:
+        ...  # op.client.writes() lists the writes opsync sent to the API server
+
+The operator is what ``opsync run`` builds (``controllers.main.build_operator``), with its own Kubernetes
+client (counting its requests), probes and metrics servers off, and a one-second poll unless told otherwise.
+Leaving the block stops it the way SIGTERM does. Any ``Settings`` field can be overridden by keyword.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from controllers.config import Settings
+from controllers.main import Operator, build_operator
+from controllers.source import InstrumentedConnectClient
+from opsync import metrics
+from opsync.client import Client
+from opsync.envtest import ControlPlane
+from opsync.onepassword.emulator import Emulator
+from opsync.resources import KubeObject
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+class CountingClient(Client):
+    """A ``Client`` that records (method, path) of every request it sends."""
+
+    requests: list[tuple[str, str]]
+
+    async def _send(self, method: str, path: str, *args: Any, **kwargs: Any) -> aiohttp.ClientResponse:
+        self.requests.append((method, path))
+        return await super()._send(method, path, *args, **kwargs)
+
+    def writes(self) -> list[tuple[str, str]]:
+        """The requests that were not reads (watches are GETs)."""
+        return [(method, path) for method, path in self.requests if method not in READ_METHODS]
+
+
+async def counting_client(kubeconfig: str) -> CountingClient:
+    """A client for ``kubeconfig`` that counts its requests."""
+    client = await CountingClient.from_kubeconfig(kubeconfig, field_manager="opsync")
+    assert isinstance(client, CountingClient)
+    client.requests = []
+    return client
+
+
+@dataclass
+class RunningOperator:
+    """An operator running in this event loop."""
+
+    operator: Operator
+    settings: Settings
+    client: CountingClient
+    connect: InstrumentedConnectClient
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    async def idle(self) -> bool:
+        """Whether no controller has a key waiting or being reconciled (delayed retries aside)."""
+        return all(
+            controller.queue.stats().depth == 0
+            and not metrics.REGISTRY.get_sample_value(
+                "controller_runtime_active_workers", {"controller": controller.name}
+            )
+            for controller in self.operator.controllers
+        )
+
+    async def settled(self, timeout: float = 30.0) -> None:
+        """Wait until ``idle``."""
+        await eventually(self.idle, timeout=timeout, message="the operator kept working")
+
+    async def caught_up(self, objects: Sequence[KubeObject], timeout: float = 30.0) -> None:
+        """Wait until the operator's caches hold ``objects`` (read from the API server) or newer, then until
+        it is idle: every reaction to them has happened."""
+
+        async def seen() -> bool:
+            return all(self._has_seen(obj) for obj in objects)
+
+        await eventually(seen, timeout=timeout, message="the operator's caches did not catch up")
+        await self.settled(timeout)
+
+    def _has_seen(self, obj: KubeObject) -> bool:
+        meta = obj["metadata"]
+        for informer in self.operator.manager.cache.informers:
+            if (informer.resource.api_version, informer.resource.kind) != (obj["apiVersion"], obj["kind"]):
+                continue
+            cached = informer.get(meta.get("namespace") or "", meta["name"])
+            if cached is not None and int(cached["metadata"]["resourceVersion"]) >= int(meta["resourceVersion"]):
+                return True
+        return False
+
+    async def polls(self) -> float:
+        """How many polls have finished or been skipped (in this process)."""
+        get = metrics.REGISTRY.get_sample_value
+        return sum(get("opsync_polls_total", {"result": r}) or 0.0 for r in ("ok", "failed", "skipped"))
+
+    async def wait_for_polls(self, count: int = 2, timeout: float = 30.0) -> None:
+        """Wait until ``count`` more polls have finished."""
+        target = await self.polls() + count
+
+        async def done() -> bool:
+            return await self.polls() >= target
+
+        await eventually(done, timeout=timeout, message=f"{count} polls did not happen")
+
+    async def stop(self, timeout: float = 60.0) -> None:
+        """Stop as on SIGTERM and wait until everything has shut down; raise what the operator raised."""
+        self.stopping.set()
+        if self.task is not None:
+            async with asyncio.timeout(timeout):
+                await self.task
+
+
+def operator_settings(emulator: Emulator, namespaces: Sequence[str] | None, **overrides: Any) -> Settings:
+    """Settings for a test operator: the emulator's first token, no servers, a one-second poll."""
+    values: dict[str, Any] = {
+        "connect_host": emulator.url,
+        "connect_token": emulator.token,
+        "watch_namespaces": tuple(namespaces or ()),
+        "polling_interval": 1,
+        "metrics_bind_address": "0",
+        "health_probe_bind_address": "0",
+        "workers": 2,
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@contextlib.asynccontextmanager
+async def run_operator(
+    control_plane: ControlPlane,
+    emulator: Emulator,
+    *,
+    namespaces: Sequence[str] | None = None,
+    kubeconfig: str | None = None,
+    sync_timeout: float = 60.0,
+    **overrides: Any,
+) -> AsyncIterator[RunningOperator]:
+    """Run opsync (scoped to ``namespaces``, all when None) until the block ends; yields once its caches synced.
+
+    ``kubeconfig``: whom opsync acts as (default: the control plane's admin).
+    """
+    settings = operator_settings(emulator, namespaces, **overrides)
+    client = await counting_client(kubeconfig or control_plane.kubeconfig_path)
+    connect = InstrumentedConnectClient(settings.connect_host, settings.connect_token.get_secret_value())
+    try:
+        operator = build_operator(settings, client, connect)
+        running = RunningOperator(operator, settings, client, connect)
+        running.task = asyncio.create_task(operator.run(running.stopping), name="opsync under test")
+        await _until_synced(running, sync_timeout)
+        try:
+            yield running
+        finally:
+            await running.stop()
+    finally:
+        await connect.close()
+        await client.close()
+
+
+async def _until_synced(running: RunningOperator, timeout: float) -> None:
+    async def synced() -> bool:
+        if running.task is not None and running.task.done():
+            running.task.result()  # raises what stopped the operator
+            raise AssertionError("the operator stopped during start-up")
+        return running.operator.manager.cache.has_synced() and running.operator.manager.is_leader
+
+    await eventually(synced, timeout=timeout, message="the operator's caches did not sync")
+
+
+async def eventually(
+    condition: Callable[[], Awaitable[bool]], *, timeout: float = 30.0, interval: float = 0.1, message: str = ""
+) -> None:
+    """Wait until ``condition()`` is true; fail with ``message`` after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await condition():
+        if loop.time() > deadline:
+            raise AssertionError(message or f"condition not met within {timeout:g}s")
+        await asyncio.sleep(interval)
+
+
+TOKEN = "opsync-test-token"
+
+
+def emulator_data(vaults: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """An emulator data mapping: vault name -> items (as in the emulator's data file), one all-vaults token."""
+    return {
+        "tokens": [{"token": TOKEN, "name": "opsync"}],
+        "vaults": [{"name": name, "items": items} for name, items in vaults.items()],
+    }

@@ -1,0 +1,169 @@
+"""The poller and Connect traffic: what a poll costs, one fetch per changed item, rate limits, outages, metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from operator_harness import emulator_data, eventually, run_operator
+from operator_helpers import get_or_none, opi, wait_for_data, wait_for_event, wait_for_ready, workload
+
+from opsync.client import Client
+from opsync.envtest import ControlPlane
+from opsync.metrics import REGISTRY
+from opsync.onepassword.emulator import Emulator
+from opsync.resources import DEPLOYMENTS, ONEPASSWORDITEMS, SECRETS
+
+pytestmark = pytest.mark.integration
+
+VAULT, OTHER_VAULT = "k8s", "ops"
+DB_PATH = f"vaults/{VAULT}/items/db"
+OLD, NEW = {"password": "old"}, {"password": "new"}
+GET_VAULT = "GET /v1/vaults/{vault}"
+LIST_ITEMS = "GET /v1/vaults/{vault}/items"
+GET_ITEM = "GET /v1/vaults/{vault}/items/{item}"
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    data = emulator_data(
+        {
+            VAULT: [
+                {"title": "db", "fields": [{"label": "password", "value": "old"}]},
+                {"title": "api", "fields": [{"label": "token", "value": "t"}]},
+            ],
+            OTHER_VAULT: [{"title": "mail", "fields": [{"label": "password", "value": "m"}]}],
+        }
+    )
+    async with Emulator(data) as emu:
+        yield emu
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_quiet_poll_costs_one_request_per_vault(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+) -> None:
+    async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+        await kube.create(ONEPASSWORDITEMS, opi("db", DB_PATH), namespace)
+        await kube.create(ONEPASSWORDITEMS, opi("api", f"vaults/{VAULT}/items/api"), namespace)
+        await kube.create(ONEPASSWORDITEMS, opi("mail", f"vaults/{OTHER_VAULT}/items/mail"), namespace)
+        expected = {"db": OLD, "api": {"token": "t"}, "mail": {"password": "m"}}
+        synced = [await wait_for_data(kube, namespace, name, data) for name, data in expected.items()]
+        await op.caught_up(synced)
+        await op.wait_for_polls(1)  # the first poll after the Secrets exist lists each vault once
+        emulator.request_counts.clear()
+        writes = len(op.client.writes())
+        await op.wait_for_polls(3)
+        await op.settled()
+        counts = dict(emulator.request_counts)
+        assert set(counts) == {GET_VAULT}
+        assert 6 <= counts[GET_VAULT] <= 8  # 2 vaults x 3 polls (and perhaps one poll in progress)
+        assert len(op.client.writes()) == writes  # the poller never writes to Kubernetes
+        assert sample("opsync_last_successful_poll_timestamp_seconds") > 0
+
+
+async def test_a_changed_item_is_fetched_once_for_all_its_secrets(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+) -> None:
+    async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+        await kube.create(ONEPASSWORDITEMS, opi("db", DB_PATH), namespace)
+        await kube.create(ONEPASSWORDITEMS, opi("db-copy", DB_PATH), namespace)
+        await kube.create(DEPLOYMENTS, workload("Deployment", "web", item_path=DB_PATH, item_name="web-db"), namespace)
+        await op.caught_up([await wait_for_data(kube, namespace, name, OLD) for name in ("db", "db-copy", "web-db")])
+        emulator.request_counts.clear()
+        updates = sample("opsync_secret_writes_total", reason="update")
+        emulator.update_item(VAULT, "db", fields={"password": "new"})
+        await op.caught_up([await wait_for_data(kube, namespace, name, NEW) for name in ("db", "db-copy", "web-db")])
+        assert emulator.request_counts[GET_ITEM] == 1
+        assert emulator.request_counts[LIST_ITEMS] == 1  # only the vault whose content moved
+        assert sample("opsync_secret_writes_total", reason="update") - updates == 3
+
+
+async def test_rate_limit_is_reported_and_retried_after_retry_after(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+) -> None:
+    await emulator.set_faults(status=429, retry_after=120)
+    async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+        await kube.create(ONEPASSWORDITEMS, opi("db", DB_PATH), namespace)
+        condition = await wait_for_ready(kube, namespace, "db", "False", "RateLimited")
+        assert condition["message"] == "1Password rate limit hit. Requeuing after 2 minutes."
+        event = await wait_for_event(kube, namespace, "db", "RateLimited")
+        assert event["message"] == condition["message"]
+        await op.settled()
+        requests = sum(emulator.request_counts.values())
+        await kube.create(ONEPASSWORDITEMS, opi("api", f"vaults/{VAULT}/items/api"), namespace)
+        other = await wait_for_ready(kube, namespace, "api", "False", "RateLimited")
+        assert other["message"].startswith("1Password rate limit hit. Requeuing after ")
+        await op.wait_for_polls(2)
+        await op.settled()
+        # Connect's limit is the token's: nothing asks it again before Retry-After, polls included
+        assert sum(emulator.request_counts.values()) == requests
+        assert sample("opsync_connect_requests_total", endpoint="/v1/vaults", code="429") >= 1
+        assert sample("opsync_polls_total", result="skipped") >= 2
+
+
+async def test_a_rate_limited_poll_pauses_everything(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+) -> None:
+    async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+        await kube.create(ONEPASSWORDITEMS, opi("db", DB_PATH), namespace)
+        await op.caught_up([await wait_for_data(kube, namespace, "db", OLD)])
+        await emulator.set_faults(status=429, retry_after=300, match="^/v1/vaults/[^/]+$")  # the poller's GET
+        emulator.update_item(VAULT, "db", fields={"password": "new"})
+
+        async def limited() -> bool:
+            return op.operator.source.rate_limited_for() > 0
+
+        await eventually(limited, message="the poller's 429 did not pause Connect requests")
+        await kube.create(ONEPASSWORDITEMS, opi("api", f"vaults/{VAULT}/items/api"), namespace)
+        await wait_for_ready(kube, namespace, "api", "False", "RateLimited")
+        assert emulator.request_counts[GET_ITEM] == 1  # only db's first fetch: nothing was asked for api
+        assert (await kube.get(SECRETS, "db", namespace))["data"]["password"] == "b2xk"  # "old", untouched
+
+
+async def test_connect_outage_deletes_nothing_and_heals(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+) -> None:
+    async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+        await kube.create(ONEPASSWORDITEMS, opi("db", DB_PATH), namespace)
+        before = await wait_for_data(kube, namespace, "db", OLD)
+        await op.caught_up([before])
+        await emulator.set_faults(outage="503")
+        emulator.update_item(VAULT, "db", fields={"password": "new"})
+        await kube.create(ONEPASSWORDITEMS, opi("api", f"vaults/{VAULT}/items/api"), namespace)
+        condition = await wait_for_ready(kube, namespace, "api", "False", "ConnectUnavailable")
+        assert "503" in condition["message"]
+        await op.wait_for_polls(2)
+        # nothing deleted or emptied meanwhile
+        assert (await kube.get(SECRETS, "db", namespace))["data"] == before["data"]
+        assert await get_or_none(kube, SECRETS, "api", namespace) is None
+        await wait_for_ready(kube, namespace, "db", "True", "Synced")
+
+        await emulator.clear_faults()
+        await wait_for_data(kube, namespace, "db", NEW)
+        await wait_for_data(kube, namespace, "api", {"token": "t"})
+        await wait_for_ready(kube, namespace, "api", "True", "Synced")
+
+
+async def test_items_gauge_counts_by_reason(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+) -> None:
+    async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+        await kube.create(ONEPASSWORDITEMS, opi("db", DB_PATH), namespace)
+        await kube.create(ONEPASSWORDITEMS, opi("missing", f"vaults/{VAULT}/items/missing"), namespace)
+        await wait_for_ready(kube, namespace, "db", "True", "Synced")
+        await wait_for_ready(kube, namespace, "missing", "False", "ItemNotFound")
+        await op.settled()
+        assert sample("opsync_items", ready="true", reason="Synced") == 1
+        assert sample("opsync_items", ready="false", reason="ItemNotFound") == 1
+        assert sample("opsync_connect_requests_total", endpoint="/v1/vaults/{id}/items/{id}", code="200") >= 1
+        await kube.delete(ONEPASSWORDITEMS, "missing", namespace)
+        await op.caught_up([await kube.get(ONEPASSWORDITEMS, "db", namespace)])
+
+        async def forgotten() -> bool:
+            return sample("opsync_items", ready="false", reason="ItemNotFound") == 0
+
+        await eventually(forgotten, message="a deleted item is still counted")
