@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from waiting import eventually
 
 from controllers.config import Settings
 from controllers.main import Operator, build_operator
@@ -173,18 +174,6 @@ async def _until_synced(running: RunningOperator, timeout: float) -> None:
         return running.operator.manager.cache.has_synced() and running.operator.manager.is_leader
 
     await eventually(synced, timeout=timeout, message="the operator's caches did not sync")
-
-
-async def eventually(
-    condition: Callable[[], Awaitable[bool]], *, timeout: float = 30.0, interval: float = 0.1, message: str = ""
-) -> None:
-    """Wait until ``condition()`` is true; fail with ``message`` after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await condition():
-        if loop.time() > deadline:
-            raise AssertionError(message or f"condition not met within {timeout:g}s")
-        await asyncio.sleep(interval)
 
 
 TOKEN = "opsync-test-token"

@@ -21,7 +21,7 @@ import secrets
 import tempfile
 import tomllib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
+from waiting import eventually
 
 from opsync.client import Client, ForbiddenError, NotFoundError
 from opsync.envtest import ControlPlane, find_assets
@@ -265,12 +266,6 @@ async def installed_chart(
         yield InstalledChart(release, namespace, account, kubeconfig, objects, applied.stderr)
     finally:
         await kubectl(admin, "delete", "--ignore-not-found", "--wait=false", "-f", "-", stdin=text)
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await condition():
-            await asyncio.sleep(0.1)
 
 
 @asynccontextmanager

@@ -21,6 +21,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio import watch
 from kubernetes_asyncio.client.exceptions import ApiException
+from waiting import eventually
 
 from opsync.client import Client, ForbiddenError
 from opsync.envtest import ControlPlane
@@ -29,13 +30,6 @@ from opsync.resources import SECRETS
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 LABELS = {"test": "controlplane"}
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 90.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds (controllers work asynchronously)."""
-    async with asyncio.timeout(timeout):
-        while not await condition():
-            await asyncio.sleep(0.2)
 
 
 async def is_gone(read: Callable[[], Awaitable[Any]]) -> bool:
@@ -108,7 +102,7 @@ async def test_deleting_an_owner_garbage_collects_its_dependents(api_client: k8s
 
     await custom.delete_namespaced_custom_object("onepassword.com", "v1", namespace, "onepassworditems", "owner")
 
-    await eventually(lambda: is_gone(lambda: core.read_namespaced_secret("owned", namespace)))
+    await eventually(lambda: is_gone(lambda: core.read_namespaced_secret("owned", namespace)), timeout=90)
     assert (await core.read_namespaced_secret("unowned", namespace)).metadata.name == "unowned"
 
 
@@ -143,7 +137,7 @@ async def test_a_service_account_needs_a_role_binding_to_list_secrets(
                 raise
             return True
 
-        await eventually(can_list_secrets)
+        await eventually(can_list_secrets, timeout=90)
         with pytest.raises(ApiException) as still_refused:  # the Role grants secrets, nothing else
             await reader.list_namespaced_config_map(namespace)
         assert still_refused.value.status == 403
@@ -172,14 +166,14 @@ async def test_a_deployment_gets_a_replica_set_and_pods(api_client: k8s.ApiClien
         replica_sets[:] = await owned(lambda: apps.list_namespaced_replica_set(namespace), deployment.metadata.uid)
         return bool(replica_sets)
 
-    await eventually(has_replica_set)
+    await eventually(has_replica_set, timeout=90)
     replica_set = replica_sets[0]
     assert replica_set.metadata.owner_references[0].controller is True
 
     async def has_pod() -> bool:
         return bool(await owned(lambda: core.list_namespaced_pod(namespace), replica_set.metadata.uid))
 
-    await eventually(has_pod)
+    await eventually(has_pod, timeout=90)
 
 
 async def test_restarting_the_apiserver_ends_open_watches_and_keeps_the_data(

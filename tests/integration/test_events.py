@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
+from waiting import eventually
 
 from opsync.client import Client
 from opsync.events import EventRecorder
 from opsync.resources import CONFIGMAPS, EVENTS, NAMESPACES, KubeObject
 
 pytestmark = pytest.mark.integration
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
-    """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not await condition():
-            await asyncio.sleep(0.05)
 
 
 @pytest.fixture

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from waiting import eventually
 
 from opsync.client import Client, NotFoundError
 from opsync.manager import Manager
@@ -44,12 +45,6 @@ async def targets(kube: Client) -> AsyncIterator[list[str]]:
     yield names
     for name in names:
         await kube.delete(NAMESPACES, name)
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await condition():
-            await asyncio.sleep(0.05)
 
 
 async def mirrors_are(kube: Client, expected: dict[str, dict[str, str] | None]) -> bool:

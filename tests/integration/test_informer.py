@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from waiting import eventually
 
 from opsync.cache import Cache, metadata_only
 from opsync.client import Client
@@ -16,13 +17,6 @@ from opsync.informer import Informer
 from opsync.resources import CONFIGMAPS, NAMESPACES, SECRETS, KubeObject
 
 pytestmark = pytest.mark.integration
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.05)
 
 
 def configmap(name: str, data: dict[str, str] | None = None, **labels: str) -> KubeObject:

@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from waiting import eventually
 
 from opsync.client import Client, NotFoundError
 from opsync.controller import Builder, Request
@@ -23,16 +24,6 @@ _names = itertools.count()
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{next(_names)}"
-
-
-async def eventually(condition: Callable[[], Awaitable[bool] | bool], timeout: float = 30.0) -> None:
-    """Wait until ``condition`` holds, failing after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while True:
-            outcome = condition()
-            if await outcome if isinstance(outcome, Awaitable) else outcome:
-                return
-            await asyncio.sleep(0.05)
 
 
 async def get_or_none(kube: Client, name: str, namespace: str) -> KubeObject | None:

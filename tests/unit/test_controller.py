@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import pytest
+from waiting import eventually
 
 from opsync import metrics
 from opsync.controller import (
@@ -50,13 +51,6 @@ def unique(prefix: str) -> str:
 
 def obj(name: str = "a", namespace: str = "ns", **meta: Any) -> KubeObject:
     return {"metadata": {"name": name, "namespace": namespace, **meta}}
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.005)
 
 
 def sample(name: str, **labels: str) -> float:

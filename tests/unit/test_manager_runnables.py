@@ -6,22 +6,16 @@ Leader election and controllers against a real control plane: tests/integration/
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import cast
 
 import aiohttp
 import pytest
+from waiting import eventually
 
 from opsync.client import Client
 from opsync.manager import Manager
 
 UNUSED_CLIENT = cast(Client, object())  # nothing here talks to the API server
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 class Recorder:
