@@ -5,8 +5,11 @@ Checked, with the flags and environment of ``opsync run``:
 - the configuration (every setting valid; warnings shown);
 - Connect: it answers ``/health``, accepts the token, and the token reads the vaults that the
   OnePasswordItems in the watched namespaces name;
-- Kubernetes: a SelfSubjectAccessReview for every permission in ``controllers.permissions.REQUIRED``, in
-  every watched namespace (cluster-wide when all are watched) and in the leader-election namespace.
+- Kubernetes: a SelfSubjectAccessReview for every verb of every permission in
+  ``controllers.permissions.REQUIRED``, where its scope says (each watched namespace or all of them; the
+  watched Namespace objects by name; cluster-scoped kinds; the leader-election namespace). A missing one is
+  named with its verb, its place and why opsync needs it, e.g.
+  ``kubernetes: secrets  FAIL  missing: delete in team-a — write the Secrets; ...``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from opsync.client import ApiError, Client
 from opsync.onepassword.client import ConnectClient
 from opsync.onepassword.errors import ConnectError
 from opsync.onepassword.paths import ItemPathError, parse_item_path
-from opsync.resources import NAMESPACES, ONEPASSWORDITEMS, SELF_SUBJECT_ACCESS_REVIEWS
+from opsync.resources import ONEPASSWORDITEMS, SELF_SUBJECT_ACCESS_REVIEWS
 
 Status = Literal["ok", "warn", "FAIL"]
 
@@ -109,16 +112,26 @@ async def allowed(kube: Client, permission: Permission, verb: str, namespace: st
 
 
 def _targets(permission: Permission, settings: config.Settings) -> list[tuple[str, str]]:
-    """(namespace, name) pairs to review ``permission`` in."""
-    if permission.scope is Scope.LEADER_ELECTION:
-        return [(leader_election_namespace(settings), "")]
-    if permission.resource == NAMESPACES.plural and settings.watch_namespaces:
-        return [("", name) for name in settings.watch_namespaces]  # granted by resourceNames
-    return [(namespace, "") for namespace in settings.watch_namespaces] or [("", "")]
+    """(namespace, name) pairs to review ``permission`` in ("" = all namespaces, or any name)."""
+    match permission.scope:
+        case Scope.LEADER_ELECTION:
+            return [(leader_election_namespace(settings), "")]
+        case Scope.CLUSTER:
+            return [("", "")]
+        case Scope.WATCHED_BY_NAME:
+            return [("", name) for name in settings.watch_namespaces] or [("", "")]
+        case Scope.WATCHED:
+            return [(namespace, "") for namespace in settings.watch_namespaces] or [("", "")]
+
+
+def _place(namespace: str, name: str) -> str:
+    if namespace:
+        return f"in {namespace}"
+    return f"on {name}" if name else "cluster-wide"
 
 
 async def check_permissions(kube: Client, settings: config.Settings) -> list[Row]:
-    """One row per required permission: ok, or the verbs and places it lacks."""
+    """One row per required permission: ok, or each verb and place it lacks, named, with why it is needed."""
     rows = []
     for permission in REQUIRED:
         if permission.scope is Scope.LEADER_ELECTION and not settings.leader_elect:
@@ -129,13 +142,16 @@ async def check_permissions(kube: Client, settings: config.Settings) -> list[Row
             rows.append(Row(f"kubernetes: {permission.display}", "FAIL", str(err)))
             continue
         missing = [
-            f"{verb}{' in ' + (namespace or name) if namespace or name else ''}"
+            f"{verb} {_place(namespace, name)}"
             for namespace, name in targets
             for verb in permission.verbs
             if not await allowed(kube, permission, verb, namespace, name)
         ]
-        detail = f"missing: {', '.join(missing)}" if missing else " ".join(permission.verbs)
-        rows.append(Row(f"kubernetes: {permission.display}", "FAIL" if missing else "ok", detail))
+        if missing:
+            detail = f"missing: {', '.join(missing)} — {permission.why}"
+            rows.append(Row(f"kubernetes: {permission.display}", "FAIL", detail))
+        else:
+            rows.append(Row(f"kubernetes: {permission.display}", "ok", " ".join(permission.verbs)))
     return rows
 
 

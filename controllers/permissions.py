@@ -1,9 +1,9 @@
 """Every Kubernetes permission ``opsync run`` needs, as data.
 
-One list for ``opsync check`` (a SelfSubjectAccessReview per entry) and for whoever writes RBAC (the Helm
-chart's rules should grant exactly these). Compared with the Go operator's ClusterRole this drops everything
-it never used (pods, services, configmaps, replicasets, servicemonitors...) and adds StatefulSets and
-DaemonSets, which opsync also syncs and restarts.
+The one list: ``opsync check`` makes a SelfSubjectAccessReview per entry, and the Helm chart's rules
+(``charts/opsync/templates/rbac.yaml``) grant exactly these, which ``tests/integration/test_chart.py`` enforces.
+Compared with the Go operator's ClusterRole this drops everything it never used (pods, services, configmaps,
+replicasets, servicemonitors...) and adds StatefulSets and DaemonSets, which opsync also syncs and restarts.
 """
 
 from __future__ import annotations
@@ -17,12 +17,19 @@ class Scope(StrEnum):
 
     WATCHED = "watched"
     """In every watched namespace (``WATCH_NAMESPACE``), or cluster-wide when all namespaces are watched."""
+    WATCHED_BY_NAME = "watched-by-name"
+    """The watched Namespace objects themselves. With ``WATCH_NAMESPACE`` set, opsync lists and watches each one
+    by name (``fieldSelector=metadata.name=<ns>``), which RBAC grants with ``resourceNames``; otherwise all."""
+    CLUSTER = "cluster"
+    """Always cluster-wide: the resource is cluster-scoped (a ClusterRole, even when namespaces are listed)."""
     LEADER_ELECTION = "leader-election"
     """In the namespace of the leader-election Lease, only with ``--leader-elect``."""
 
 
 @dataclass(frozen=True, slots=True)
 class Permission:
+    """Verbs on one resource (or subresource) of one API group, where ``scope`` says, for the reason ``why``."""
+
     group: str
     resource: str
     verbs: tuple[str, ...]
@@ -66,8 +73,21 @@ REQUIRED: tuple[Permission, ...] = (
     ),
     Permission("apps", "statefulsets", ("get", "list", "watch", "patch"), why="as deployments"),
     Permission("apps", "daemonsets", ("get", "list", "watch", "patch"), why="as deployments"),
-    Permission("", "namespaces", ("get", "list", "watch"), why="auto-restart annotations of Namespaces"),
     Permission("", "events", ("create", "patch"), why="report failures and restarts"),
+    Permission(
+        "",
+        "namespaces",
+        ("get", "list", "watch"),
+        scope=Scope.WATCHED_BY_NAME,
+        why="auto-restart annotations and labels of the watched Namespaces",
+    ),
+    Permission(
+        "onepassword.com",
+        "onepasswordaccesspolicies",
+        ("get", "list", "watch"),
+        scope=Scope.CLUSTER,
+        why="which namespaces may sync which vaults",
+    ),
     Permission(
         "coordination.k8s.io",
         "leases",
@@ -76,5 +96,3 @@ REQUIRED: tuple[Permission, ...] = (
         why="leader election",
     ),
 )
-"""Namespaces: with ``WATCH_NAMESPACE`` set, opsync lists and watches each watched Namespace by name
-(``fieldSelector=metadata.name=<ns>``), which RBAC grants with ``resourceNames``."""

@@ -2,8 +2,8 @@
 
 - Rendering tests run ``helm lint``/``helm template`` (the binaries ``make envtest`` provides) with several value
   sets and assert on the parsed objects.
-- The RBAC the chart grants its ServiceAccount is compared, exactly, with the reviewed list in
-  ``tests/data/expected-rbac.yaml``.
+- The RBAC the chart grants its ServiceAccount is compared, exactly, with what opsync needs
+  (``controllers.permissions.REQUIRED``) and with the reviewed list in ``tests/data/expected-rbac.yaml``.
 - Control-plane tests apply the rendered manifests (server-side, as admin) and prove, as the chart's
   ServiceAccount, that each granted verb works and that nothing outside the watched namespaces does.
 
@@ -31,6 +31,7 @@ import pytest
 import yaml
 from waiting import eventually
 
+from controllers.permissions import REQUIRED, Scope
 from opsync.client import Client, ForbiddenError, NotFoundError
 from opsync.envtest import ControlPlane, find_assets
 from opsync.resources import (
@@ -56,6 +57,7 @@ TOKEN_FILE = "/var/run/secrets/opsync/connect/token"
 
 Grant = tuple[str, str, str, tuple[str, ...]]  # apiGroup, resource, verb, resourceNames
 CLUSTER_SCOPED = frozenset({"namespaces", "onepasswordaccesspolicies"})
+WATCHED = "WATCHED"  # in expected-rbac.yaml's resourceNames: the watchNamespace list
 
 
 # running helm and kubectl
@@ -159,12 +161,14 @@ def env_of(objects: Iterable[KubeObject]) -> dict[str, Any]:
 # RBAC
 
 
-def expand(rules: Iterable[Mapping[str, Any]]) -> set[Grant]:
-    """Every (apiGroup, resource, verb, resourceNames) a list of PolicyRules grants."""
+def expand(rules: Iterable[Mapping[str, Any]], watched: Iterable[str] = ()) -> set[Grant]:
+    """Every (apiGroup, resource, verb, resourceNames) a list of PolicyRules grants (``WATCHED`` in
+    resourceNames stands for the names in ``watched``)."""
     grants: set[Grant] = set()
     for rule in rules:
         assert not rule.get("nonResourceURLs"), f"opsync needs no non-resource URLs: {rule}"
-        names = tuple(sorted(rule.get("resourceNames") or ()))
+        listed = rule.get("resourceNames") or ()
+        names = tuple(sorted({n for name in listed for n in (watched if name == WATCHED else [name])}))
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 grants.update((group, resource, verb, names) for verb in rule["verbs"])
@@ -204,7 +208,27 @@ def expected_grants(watched: list[str], release_namespace: str = RELEASE_NAMESPA
     for name in watched:
         by_namespace[name] |= expand(reviewed["watched"])
     by_namespace[release_namespace] |= expand(reviewed["release"])
-    return Grants(expand(reviewed["cluster"]), dict(by_namespace))
+    return Grants(expand(reviewed["cluster"], watched), dict(by_namespace))
+
+
+def required_grants(watched: list[str], release_namespace: str = RELEASE_NAMESPACE) -> Grants:
+    """What ``controllers.permissions.REQUIRED`` says opsync needs, placed as the chart must grant it."""
+    cluster: set[Grant] = set()
+    by_namespace: dict[str, set[Grant]] = defaultdict(set)
+    for permission in REQUIRED:
+        resource = f"{permission.resource}/{permission.subresource}" if permission.subresource else permission.resource
+        grants = {(permission.group, resource, verb, ()) for verb in permission.verbs}
+        match permission.scope:
+            case Scope.LEADER_ELECTION:
+                by_namespace[release_namespace] |= grants
+            case Scope.WATCHED if watched:
+                for name in watched:
+                    by_namespace[name] |= grants
+            case Scope.WATCHED_BY_NAME if watched:
+                cluster |= {(group, res, verb, tuple(sorted(set(watched)))) for group, res, verb, _ in grants}
+            case _:  # cluster-scoped, or every namespace
+                cluster |= grants
+    return Grants(cluster, dict(by_namespace))
 
 
 async def allowed(client: Client, grant: tuple[str, str, str], namespace: str = "", name: str = "") -> bool:
@@ -374,10 +398,12 @@ async def test_the_pod_meets_the_restricted_pod_security_standard() -> None:
 
 
 @pytest.mark.parametrize("watched", [[], ["team-a", "team-b"]], ids=["cluster-wide", "namespaced"])
-async def test_the_granted_rbac_is_exactly_the_reviewed_list(watched: list[str]) -> None:
+async def test_the_granted_rbac_is_exactly_what_opsync_needs_and_the_reviewed_list(watched: list[str]) -> None:
     objects = await render({"watchNamespace": watched})
 
-    assert granted(objects, RELEASE, RELEASE_NAMESPACE) == expected_grants(watched)
+    rendered = granted(objects, RELEASE, RELEASE_NAMESPACE)
+    assert rendered == required_grants(watched)
+    assert rendered == expected_grants(watched)
 
 
 async def test_without_leader_election_there_is_no_lease_access() -> None:
@@ -396,8 +422,12 @@ async def test_watch_namespace_scopes_rbac_to_those_namespaces() -> None:
         (RELEASE_NAMESPACE, RELEASE),
         (RELEASE_NAMESPACE, f"{RELEASE}-leader-election"),
     }
-    cluster_role = one(objects, "ClusterRole")
-    assert {rule["resources"][0] for rule in cluster_role["rules"]} == {"onepasswordaccesspolicies"}
+    # Cluster-wide: only access policies and the watched Namespace objects, by name.
+    rules = one(objects, "ClusterRole")["rules"]
+    assert {(rule["resources"][0], tuple(rule.get("resourceNames", ()))) for rule in rules} == {
+        ("onepasswordaccesspolicies", ()),
+        ("namespaces", ("team-a", RELEASE_NAMESPACE)),
+    }
 
 
 async def test_several_replicas_elect_a_leader_and_get_a_disruption_budget() -> None:
@@ -652,6 +682,8 @@ async def test_applied_cluster_wide_the_service_account_can_do_exactly_what_opsy
             ("", "services", "list"),
             ("apps", "replicasets", "list"),
             ("", "secrets", "deletecollection"),
+            ("", "secrets", "patch"),
+            ("apps", "deployments", "update"),
             ("rbac.authorization.k8s.io", "roles", "create"),
             ("onepassword.com", "onepassworditems", "create"),
             ("onepassword.com", "onepasswordaccesspolicies", "update"),
@@ -680,8 +712,9 @@ async def test_applied_namespaced_the_service_account_cannot_read_secrets_elsewh
             for watched in (team_a, team_b):
                 for group, resource, verb, _ in expected.namespaces[watched]:
                     assert await allowed(opsync, (group, resource, verb), watched), (resource, verb, watched)
-            for group, resource, verb, _ in expected.cluster:
-                assert await allowed(opsync, (group, resource, verb)), (resource, verb)
+            for group, resource, verb, names in expected.cluster:
+                for name in names or ("",):
+                    assert await allowed(opsync, (group, resource, verb), name=name), (resource, verb, name)
 
             secret_verbs = [("", "secrets", verb) for verb in ("get", "list", "watch", "create", "update", "delete")]
             for grant in secret_verbs:
@@ -693,15 +726,23 @@ async def test_applied_namespaced_the_service_account_cannot_read_secrets_elsewh
                 ("", "events", "create"),
             ):
                 assert not await allowed(opsync, grant, elsewhere), grant
-            # Namespaces: only the watched ones' own objects, and no listing.
+            # Namespaces: only the watched ones' own objects, and no listing of them all.
             assert await allowed(opsync, ("", "namespaces", "get"), team_a, name=team_a)
             assert not await allowed(opsync, ("", "namespaces", "get"), elsewhere, name=elsewhere)
             assert not await allowed(opsync, ("", "namespaces", "list"))
+            assert not await allowed(opsync, ("", "namespaces", "watch"), name=elsewhere)
 
             # Real calls, not just reviews.
             await kube.create(SECRETS, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}, elsewhere)
             assert (await opsync.list(SECRETS, team_a))["items"] == []
             assert (await opsync.get(NAMESPACES, team_b))["metadata"]["name"] == team_b
+            # A list by name is authorized as a request for that name (what opsync's Namespace informers send).
+            by_name = await opsync.list(NAMESPACES, field_selector=f"metadata.name={team_a}")
+            assert [n["metadata"]["name"] for n in by_name["items"]] == [team_a]
+            with pytest.raises(ForbiddenError):
+                await opsync.list(NAMESPACES, field_selector=f"metadata.name={elsewhere}")
+            with pytest.raises(ForbiddenError):
+                await opsync.list(NAMESPACES)
             with pytest.raises(ForbiddenError):
                 await opsync.get(SECRETS, "s", elsewhere)
             with pytest.raises(ForbiddenError):

@@ -1,33 +1,38 @@
-"""opsync works with exactly the permissions ``controllers.permissions.REQUIRED`` lists, and no more.
+"""``opsync check`` reviews exactly the permissions ``controllers.permissions.REQUIRED`` lists, where opsync needs
+them, and names the one that is missing.
 
-The RBAC objects are generated from that list for one watched namespace: a Role there for the namespaced
-rules, and for the Namespace object itself a ClusterRole restricted by ``resourceNames`` (list and watch of a
-cluster-scoped kind by name cannot be granted by a Role).
+The identity is the Helm chart's ServiceAccount (``test_chart.installed_chart``), whose RBAC ``test_chart``
+proves equal to REQUIRED and ``test_chart_identity`` proves sufficient to run opsync. Here the check passes with
+it as installed, and after one verb is taken away from it, ``opsync check`` (the command) names that verb, the
+place and why opsync needs it, and exits 1.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+import os
+import re
+import sys
+from collections.abc import AsyncIterator, Callable
+from typing import NamedTuple
 
 import pytest
-from operator_harness import emulator_data, run_operator
-from operator_helpers import opi, wait_for_data, wait_for_ready, workload
+from operator_harness import TOKEN, emulator_data
+from test_chart import allowed, extra_namespaces, installed_chart, of_kind, one
+from waiting import eventually
 
-from controllers.constants import AUTO_RESTART_ANNOTATION, LAST_RESTARTED_ANNOTATION
-from controllers.permissions import REQUIRED, Permission
-from opsync.client import Client, NotFoundError
+from controllers import check
+from controllers.config import Settings
+from controllers.permissions import REQUIRED
+from opsync.client import Client
 from opsync.envtest import ControlPlane
-from opsync.metrics import REGISTRY
 from opsync.onepassword.emulator import Emulator
-from opsync.resources import CLUSTERROLEBINDINGS, CLUSTERROLES, DEPLOYMENTS, ONEPASSWORDITEMS, ROLEBINDINGS, ROLES
+from opsync.resources import CLUSTERROLES, ROLES, KubeObject
 
 pytestmark = pytest.mark.integration
 
 VAULT = "k8s"
-ACCOUNT = "opsync"
+CHECK_TIMEOUT = 60.0
 
 
 @pytest.fixture
@@ -37,73 +42,130 @@ async def emulator() -> AsyncIterator[Emulator]:
         yield emu
 
 
-def rule(permission: Permission, **extra: Any) -> dict[str, Any]:
-    resource = f"{permission.resource}/{permission.subresource}" if permission.subresource else permission.resource
-    return {"apiGroups": [permission.group], "resources": [resource], "verbs": list(permission.verbs), **extra}
-
-
-def rbac(namespace: str) -> list[tuple[Any, dict[str, Any]]]:
-    """Role, ClusterRole and their bindings granting REQUIRED to ServiceAccount ``namespace/opsync``."""
-    name = f"opsync-{namespace}"
-    subject = [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": namespace}]
-    namespaced = [rule(p) for p in REQUIRED if p.resource != "namespaces"]  # leader election: same namespace
-    by_name = [rule(p, resourceNames=[namespace]) for p in REQUIRED if p.resource == "namespaces"]
-    role_ref = {"apiGroup": "rbac.authorization.k8s.io", "name": name}
-    return [
-        (ROLES, {"metadata": {"name": name, "namespace": namespace}, "rules": namespaced}),
-        (ROLEBINDINGS, {"metadata": {"name": name, "namespace": namespace}, "subjects": subject,
-                        "roleRef": {**role_ref, "kind": "Role"}}),
-        (CLUSTERROLES, {"metadata": {"name": name}, "rules": by_name}),
-        (CLUSTERROLEBINDINGS, {"metadata": {"name": name}, "subjects": subject,
-                               "roleRef": {**role_ref, "kind": "ClusterRole"}}),
-    ]  # fmt: skip
-
-
-def forbidden() -> float:
-    """Requests the API server refused with 403 so far, for any client in this process."""
-    return sum(
-        sample.value
-        for metric in REGISTRY.collect()
-        if metric.name == "rest_client_requests"
-        for sample in metric.samples
-        if sample.name == "rest_client_requests_total" and sample.labels.get("code") == "403"
-    )
-
-
-@pytest.fixture
-async def least_privilege(control_plane: ControlPlane, kube: Client, namespace: str) -> AsyncIterator[str]:
-    """A kubeconfig for a ServiceAccount holding exactly REQUIRED in ``namespace``."""
-    objects = rbac(namespace)
-    for resource, body in objects:
-        await kube.create(resource, {"apiVersion": resource.api_version, "kind": resource.kind, **body}, namespace)
-    yield await asyncio.to_thread(control_plane.service_account_kubeconfig, namespace, ACCOUNT)
-    for resource, body in objects:
-        if not resource.namespaced:
-            with contextlib.suppress(NotFoundError):
-                await kube.delete(resource, body["metadata"]["name"])
-
-
-async def test_opsync_runs_with_the_listed_permissions_only(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, least_privilege: str
+@pytest.mark.parametrize("namespaced", [False, True], ids=["cluster-wide", "namespaced"])
+async def test_check_passes_with_the_charts_permissions(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, namespaced: bool
 ) -> None:
-    app = workload("Deployment", "app", env_secret="db", annotations={AUTO_RESTART_ANNOTATION: "true"})
-    overrides = {"leader_elect": True, "leader_election_namespace": namespace}
-    refused = forbidden()
-    async with run_operator(
-        control_plane, emulator, namespaces=[namespace], kubeconfig=least_privilege, **overrides
-    ) as op:
-        await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{VAULT}/items/db"), namespace)
-        await kube.create(DEPLOYMENTS, app, namespace)
-        await kube.create(
-            DEPLOYMENTS,
-            workload("Deployment", "named", item_path=f"vaults/{VAULT}/items/db", item_name="named"),
-            namespace,
+    async with (
+        extra_namespaces(kube, 1) as (apps,),
+        installed_chart(
+            control_plane, namespace, {"replicas": 0, "watchNamespace": [apps] if namespaced else []}
+        ) as chart,
+    ):
+        settings = Settings.model_validate(
+            {
+                "connect_host": emulator.url,
+                "connect_token": TOKEN,
+                "kubeconfig": chart.kubeconfig,
+                "watch_namespaces": [apps] if namespaced else [],
+                "leader_elect": True,
+                "leader_election_namespace": namespace,
+            }
         )
-        await op.caught_up([await wait_for_data(kube, namespace, "db", {"password": "one"})])
-        await wait_for_data(kube, namespace, "named", {"password": "one"})
-        await wait_for_ready(kube, namespace, "db", "True", "Synced")
-        emulator.update_item(VAULT, "db", fields={"password": "two"})
-        await op.caught_up([await wait_for_data(kube, namespace, "db", {"password": "two"})])
-        template = (await kube.get(DEPLOYMENTS, "app", namespace))["spec"]["template"]["metadata"]
-        assert LAST_RESTARTED_ANNOTATION in template.get("annotations", {})
-    assert forbidden() == refused  # opsync never needed more than it has
+        rows = await check.run_checks(settings)
+
+    assert [row for row in rows if row.status != "ok"] == []
+    reviewed = {row.check.removeprefix("kubernetes: ") for row in rows if row.check.startswith("kubernetes: ")}
+    assert reviewed == {permission.display for permission in REQUIRED}
+
+
+async def run_check(env: dict[str, str], *args: str) -> tuple[int, dict[str, tuple[str, str]]]:
+    """``opsync check`` as a process: its exit code and its table, check -> (status, detail)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "opsync",
+        "check",
+        *args,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(CHECK_TIMEOUT):
+        stdout, stderr = await process.communicate()
+    table: dict[str, tuple[str, str]] = {}
+    for line in stdout.decode().splitlines():
+        name, status, *detail = re.split(r"\s{2,}", line.strip(), maxsplit=2)
+        table[name] = (status, "".join(detail))
+    assert process.returncode is not None, stderr.decode()
+    return process.returncode, table
+
+
+class Revoked(NamedTuple):
+    """One verb taken from the chart's RBAC, and the row ``opsync check`` must print about it."""
+
+    grant: tuple[str, str, str]  # apiGroup, resource, verb
+    kind: str  # where the chart grants it: the watched namespace's Role, or the ClusterRole
+    review: str  # how the API server is asked: "namespace" (the watched one), "name" (it), or "" (cluster)
+    row: str
+    detail: str  # what the row's detail starts with; {apps} is the watched namespace
+
+
+REVOKED = {
+    "secrets-delete": Revoked(
+        ("", "secrets", "delete"), "Role", "namespace", "secrets", "missing: delete in {apps} — write the Secrets"
+    ),
+    "access-policies-watch": Revoked(
+        ("onepassword.com", "onepasswordaccesspolicies", "watch"),
+        "ClusterRole",
+        "",
+        "onepasswordaccesspolicies.onepassword.com",
+        "missing: watch cluster-wide — which namespaces may sync which vaults",
+    ),
+    "namespace-list-by-name": Revoked(
+        ("", "namespaces", "list"), "ClusterRole", "name", "namespaces", "missing: list on {apps} — auto-restart"
+    ),
+}
+
+
+def without(verb: str, resource: str) -> Callable[[KubeObject], bool]:
+    """A ``Client.mutate`` function taking ``verb`` on ``resource`` out of a Role's or ClusterRole's rules."""
+
+    def edit(role: KubeObject) -> bool:
+        for rule in role["rules"]:
+            if resource in rule["resources"] and verb in rule["verbs"]:
+                rule["verbs"].remove(verb)
+                return True
+        raise AssertionError(f"the chart grants no {verb} on {resource} in {role['metadata']['name']}")
+
+    return edit
+
+
+@pytest.mark.parametrize("case", REVOKED.values(), ids=REVOKED.keys())
+async def test_check_names_a_missing_permission_and_exits_1(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, case: Revoked
+) -> None:
+    _, resource, verb = case.grant
+    async with (
+        extra_namespaces(kube, 1) as (apps,),
+        installed_chart(control_plane, namespace, {"replicas": 0, "watchNamespace": [apps]}) as chart,
+    ):
+        if case.kind == "Role":
+            role = next(o for o in of_kind(chart.objects, "Role") if o["metadata"]["namespace"] == apps)
+            await kube.mutate(ROLES, role["metadata"]["name"], apps, without(verb, resource))
+        else:
+            cluster_role = one(chart.objects, "ClusterRole")["metadata"]["name"]
+            await kube.mutate(CLUSTERROLES, cluster_role, None, without(verb, resource))
+        async with await Client.from_kubeconfig(chart.kubeconfig) as identity:
+            review = {case.review: apps} if case.review else {}
+
+            async def revoked() -> bool:
+                return not await allowed(identity, case.grant, **review)
+
+            await eventually(revoked, message="the API server's authorizer never saw the edited role")
+
+        env = {
+            "OP_CONNECT_HOST": emulator.url,
+            "OP_CONNECT_TOKEN": TOKEN,
+            "WATCH_NAMESPACE": apps,
+            "KUBECONFIG": chart.kubeconfig,
+        }
+        code, table = await run_check(env, "--leader-elect", f"--leader-election-namespace={namespace}")
+
+    assert code == 1
+    status, detail = table[f"kubernetes: {case.row}"]
+    assert status == "FAIL"
+    assert detail.startswith(case.detail.format(apps=apps)), detail
+    assert {name for name, (status, _) in table.items() if status != "ok"} == {f"kubernetes: {case.row}"}
+    reviewed = {name.removeprefix("kubernetes: ") for name in table if name.startswith("kubernetes: ")}
+    assert reviewed == {permission.display for permission in REQUIRED}
