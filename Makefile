@@ -55,7 +55,7 @@ test: lint typecheck envtest
 	$(VENV)/bin/pytest $(PYTEST_FLAGS) tests
 
 demo: $(STAMP) envtest
-	bash hack/demo.sh
+	PYTHON=$(PY) bash hack/demo.sh
 
 bench: $(STAMP) envtest
 	$(PY) -m bench
