@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import ssl
+import sys
 
 from opsync.logging import setup_logging
 from opsync.onepassword.emulator.data import EmulatorData, ItemSpec, load_data
@@ -59,4 +60,7 @@ async def _serve(emulator: Emulator) -> None:
         loop.add_signal_handler(signum, stopping.set)
     async with emulator:
         log.info("Connect emulator serving", extra={"url": emulator.url, "vaults": len(emulator.store.vaults)})
+        # One plain line on stdout, like `opsync envtest`: scripts wait for it (and learn the port of --port 0).
+        sys.stdout.write(f"connect-emulator ready: {emulator.url}\n")
+        sys.stdout.flush()
         await stopping.wait()
