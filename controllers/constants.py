@@ -55,6 +55,8 @@ class EventReason(StrEnum):
     INVALID_AUTO_RESTART = "InvalidAutoRestart"
     DATA_WARNING = "DataWarning"
     SECRET_CONFLICT = "SecretConflict"  # noqa: S105 - not a password
+    ACCESS_DENIED = "AccessDenied"
+    """A OnePasswordAccessPolicy does not let the namespace sync the item."""
 
 
 RATE_LIMIT_MARKER: Final = "rate limit"
@@ -76,6 +78,7 @@ class ConditionReason(StrEnum):
     RATE_LIMITED = "RateLimited"
     UNAUTHORIZED = "Unauthorized"
     ACCESS_DENIED = "AccessDenied"
+    """Connect refused the token (403), or no OnePasswordAccessPolicy lets the namespace sync the item."""
     SECRET_CONFLICT = "SecretConflict"  # noqa: S105 - not a password
     """A Secret of that name exists and was made neither by opsync nor by the Go operator."""
     SECRET_TYPE_IMMUTABLE = "SecretTypeImmutable"  # noqa: S105 - not a password

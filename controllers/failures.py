@@ -61,6 +61,16 @@ class SecretConflictError(Exception):
         )
 
 
+class AccessDeniedError(Exception):
+    """No OnePasswordAccessPolicy lets the namespace sync the item (``controllers.access``); the text names
+    the gap, never a value. ``item_limited``: only the item's tags or title are at fault, so a change in
+    1Password may lift the denial."""
+
+    def __init__(self, message: str, *, item_limited: bool = False) -> None:
+        super().__init__(message)
+        self.item_limited = item_limited
+
+
 @dataclass(frozen=True, slots=True)
 class Failure:
     reason: ConditionReason
@@ -130,6 +140,11 @@ def classify(err: Exception) -> Failure | None:
     if isinstance(err, ConnectError):
         reason, retry = _connect_reason(err)
         return Failure(reason, RETRIEVE_PREFIX + str(err), retry)
+    if isinstance(err, AccessDeniedError):
+        # Policy and Namespace label changes enqueue the affected keys again; a change of the item's tags or
+        # title in 1Password does not (no Secret, nothing for the poller to track): backoff retries see it.
+        retry = Retry.BACKOFF if err.item_limited else Retry.ON_CHANGE
+        return Failure(ConditionReason.ACCESS_DENIED, str(err), retry, event_reason=EventReason.ACCESS_DENIED)
     if isinstance(err, SecretConflictError):
         return Failure(
             ConditionReason.SECRET_CONFLICT, str(err), Retry.BACKOFF, event_reason=EventReason.SECRET_CONFLICT

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from controllers.access import AccessControl
 from controllers.constants import (
     FINALIZER,
     ITEM_CONTROLLER,
@@ -76,10 +77,13 @@ class ItemOptions:
 class ItemReconciler:
     """Reconciles one OnePasswordItem; see the module docstring."""
 
-    def __init__(self, manager: Manager, source: ItemSource, writer: SecretWriter, options: ItemOptions) -> None:
+    def __init__(
+        self, manager: Manager, source: ItemSource, writer: SecretWriter, options: ItemOptions, access: AccessControl
+    ) -> None:
         self.items: Informer = manager.cache.informer(ONEPASSWORDITEMS)
         self._client = manager.client
         self._source = source
+        self.access = access
         self._writer = writer
         self._options = options
         self._events: EventRecorder = manager.event_recorder("opsync")
@@ -108,7 +112,11 @@ class ItemReconciler:
     async def _sync(self, request: Request, opi: KubeObject) -> Result | None:
         name, namespace = request.name, request.namespace
         try:
-            _, item = await self._source.get(str((opi.get("spec") or {}).get("itemPath") or ""))
+            path = str((opi.get("spec") or {}).get("itemPath") or "")
+            kept = self._writer.secrets.get(namespace, name) is not None
+            self.access.admit(namespace, kept=kept)
+            resolved, item = await self._source.get(path)
+            self.access.authorize(namespace, path, resolved, kept=kept)
             desired = desired_secret(
                 name=name,
                 namespace=namespace,
@@ -192,10 +200,12 @@ def setup_items(manager: Manager, reconciler: ItemReconciler, *, workers: int) -
         request = Request.of(secret)
         return [request] if reconciler.items.get(request.namespace, request.name) is not None else []
 
-    return (
+    controller = (
         Builder(manager, ITEM_CONTROLLER)
         .for_(ONEPASSWORDITEMS, predicates=[spec_or_metadata_changed()])
         .watches(SECRETS, item_of_secret, label_selector=MANAGED_SELECTOR)
         .with_options(workers=workers, rate_limiter=rate_limiter())
         .complete(reconciler)
     )
+    reconciler.access.trigger(controller, lambda namespace: [Request.of(o) for o in reconciler.items.list(namespace)])
+    return controller

@@ -21,6 +21,7 @@ from pathlib import Path
 from kubernetes_asyncio.config import ConfigException
 
 from controllers import config
+from controllers.access import AccessControl
 from controllers.config import Settings
 from controllers.constants import ITEM_PATH_ANNOTATION
 from controllers.items import ItemOptions, ItemReconciler, setup_items
@@ -103,11 +104,14 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
     )
     source = ItemSource(ItemResolver(connect))
     writer = SecretWriter(client, managed_secrets(manager.cache))
+    namespaces = NamespaceAnnotations(manager.cache, settings.watch_namespaces)
+    access = AccessControl(manager.cache, namespaces)
     items = ItemReconciler(
         manager,
         source,
         writer,
         ItemOptions(allow_empty_values=settings.allow_empty_values, enable_annotations=settings.enable_annotations),
+        access,
     )
     item_controller = setup_items(manager, items, workers=settings.workers)
     workloads = Workloads(manager.cache)
@@ -116,8 +120,9 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
         workloads=workloads,
         source=source,
         writer=writer,
-        namespaces=NamespaceAnnotations(manager.cache, settings.watch_namespaces),
+        namespaces=namespaces,
         options=WorkloadOptions(allow_empty_values=settings.allow_empty_values, auto_restart=settings.auto_restart),
+        access=access,
         workers=settings.workers,
     )
 

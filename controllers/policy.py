@@ -37,6 +37,8 @@ class AccessDecision:
     allowed: bool
     message: str
     policy: str | None = None
+    item_limited: bool = False
+    """Denied only by a vault entry's tag or title limits: a change to the item in 1Password may allow it."""
 
 
 def _selects_namespace(spec: Mapping[str, Any], namespace: str, labels: Mapping[str, str]) -> bool:
@@ -69,6 +71,16 @@ def _item_limits(entry: Mapping[str, Any], title: str, tags: Sequence[str]) -> s
     return None
 
 
+def namespace_denied(
+    policies: Sequence[KubeObject], namespace: str, labels: Mapping[str, str]
+) -> AccessDecision | None:
+    """A denial when policies exist and none selects the namespace at all (decidable before asking Connect
+    anything about the item), else None."""
+    if not policies or any(_selects_namespace(p.get("spec") or {}, namespace, labels) for p in policies):
+        return None
+    return AccessDecision(False, f'no OnePasswordAccessPolicy grants namespace "{namespace}" access to any vault')
+
+
 def evaluate(policies: Sequence[KubeObject], request: AccessRequest) -> AccessDecision:
     """Decide whether ``request`` is allowed by ``policies`` (the cluster's OnePasswordAccessPolicy objects)."""
     if not policies:
@@ -91,9 +103,9 @@ def evaluate(policies: Sequence[KubeObject], request: AccessRequest) -> AccessDe
             False,
             f'item "{request.item_title}" in vault "{request.vault_name}" is outside the limits for namespace '
             f'"{request.namespace}": ' + "; ".join(limits),
+            item_limited=True,
         )
     return AccessDecision(
         False,
-        f'no OnePasswordAccessPolicy grants namespace "{request.namespace}" access to vault '
-        f'"{request.vault_name}"',
+        f'no OnePasswordAccessPolicy grants namespace "{request.namespace}" access to vault "{request.vault_name}"',
     )

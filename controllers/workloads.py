@@ -28,6 +28,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from controllers.access import AccessControl
 from controllers.constants import (
     AUTO_RESTART_ANNOTATION,
     DEPLOYMENT_EVENT_COMPONENT,
@@ -164,11 +165,19 @@ class WorkloadSecretReconciler:
     """Reconciles one Secret named by workload annotations; see the module docstring."""
 
     def __init__(
-        self, manager: Manager, workloads: Workloads, source: ItemSource, writer: SecretWriter, options: WorkloadOptions
+        self,
+        manager: Manager,
+        workloads: Workloads,
+        source: ItemSource,
+        writer: SecretWriter,
+        options: WorkloadOptions,
+        *,
+        access: AccessControl,
     ) -> None:
         self._workloads = workloads
         self._items = manager.cache.informer(ONEPASSWORDITEMS)
         self._source = source
+        self._access = access
         self._writer = writer
         self._options = options
         self._events: EventRecorder = manager.event_recorder(DEPLOYMENT_EVENT_COMPONENT)
@@ -209,7 +218,9 @@ class WorkloadSecretReconciler:
         owners = [workload_owner_reference(w.kind, w.obj) for w in sorted(users, key=lambda w: (w.kind.kind, w.name))]
         reported = naming or users
         try:
-            _, item = await self._source.get(path)
+            self._access.admit(namespace, kept=existing is not None)
+            resolved, item = await self._source.get(path)
+            self._access.authorize(namespace, path, resolved, kept=existing is not None)
             desired = desired_secret(
                 name=name,
                 namespace=namespace,
@@ -359,6 +370,19 @@ class WorkloadReconciler:
         return await self._client.patch(self.kind, meta["name"], patch, meta["namespace"])
 
 
+def workload_secret_requests(workloads: Workloads, secrets: Informer, namespace: str | None) -> list[Request]:
+    """The keys of the ``workload-secrets`` controller in ``namespace`` (None: everywhere): the Secrets
+    workloads name, and the managed Secrets made for workloads (kept in sync from their own annotations)."""
+    named = {
+        Request(*key.split("/", 1))
+        for informer in workloads.informers.values()
+        for obj in informer.list(namespace)
+        for key in _item_name(obj)
+    }
+    made = {Request.of(secret) for secret in secrets.list(namespace) if made_for_workloads(secret)}
+    return sorted(named | made)
+
+
 def _restart_inputs(secret: KubeObject) -> tuple[str | None, str | None]:
     annotations = (secret.get("metadata") or {}).get("annotations") or {}
     return secret_data_version(secret), annotations.get(AUTO_RESTART_ANNOTATION)
@@ -372,6 +396,7 @@ def setup_workloads(
     writer: SecretWriter,
     namespaces: NamespaceAnnotations,
     options: WorkloadOptions,
+    access: AccessControl,
     workers: int,
 ) -> tuple[Controller, list[Controller]]:
     """Add the workload-secrets controller (the poller enqueues into it) and one restart controller per
@@ -390,8 +415,9 @@ def setup_workloads(
     # An item appearing or disappearing decides who makes a Secret of its name.
     builder.watches(ONEPASSWORDITEMS, lambda opi: [Request.of(opi)], predicates=[Predicate(on_update=lambda *_: False)])
     secrets_controller = builder.with_options(workers=workers, rate_limiter=rate_limiter()).complete(
-        WorkloadSecretReconciler(manager, workloads, source, writer, options)
+        WorkloadSecretReconciler(manager, workloads, source, writer, options, access=access)
     )
+    access.trigger(secrets_controller, lambda namespace: workload_secret_requests(workloads, writer.secrets, namespace))
 
     restart_controllers = []
     data_or_setting_changed = Predicate(on_update=lambda old, new: _restart_inputs(old) != _restart_inputs(new))

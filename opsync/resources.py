@@ -86,3 +86,6 @@ SELF_SUBJECT_ACCESS_REVIEWS = Resource(
     "authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", namespaced=False
 )
 ONEPASSWORDITEMS = Resource("onepassword.com", "v1", "OnePasswordItem", "onepassworditems")
+ONEPASSWORDACCESSPOLICIES = Resource(
+    "onepassword.com", "v1alpha1", "OnePasswordAccessPolicy", "onepasswordaccesspolicies", namespaced=False
+)

@@ -1,12 +1,13 @@
-from controllers.policy import AccessRequest, evaluate
+from controllers.policy import AccessRequest, evaluate, namespace_denied
 
 
 def policy(name, namespaces, vaults):
     return {"metadata": {"name": name}, "spec": {"namespaces": namespaces, "vaults": vaults}}
 
 
-def request(namespace="team-a", labels=None, vault_name="Team A", vault_id="aaaaaaaaaaaaaaaaaaaaaaaaaa",
-            title="db", tags=()):
+def request(
+    namespace="team-a", labels=None, vault_name="Team A", vault_id="aaaaaaaaaaaaaaaaaaaaaaaaaa", title="db", tags=()
+):
     return AccessRequest(namespace, labels or {}, vault_id, vault_name, title, list(tags))
 
 
@@ -49,6 +50,8 @@ def test_tag_and_prefix_limits():
     assert not untagged.allowed and "only items tagged k8s" in untagged.message
     unprefixed = evaluate(policies, request(title="db", tags=["k8s"]))
     assert not unprefixed.allowed and "title starts with 'app-'" in unprefixed.message
+    assert untagged.item_limited and unprefixed.item_limited
+    assert not evaluate(policies, request(vault_name="Team B")).item_limited
 
 
 def test_any_policy_suffices():
@@ -62,3 +65,12 @@ def test_any_policy_suffices():
 def test_invalid_selector_grants_nothing():
     bad = {"matchExpressions": [{"key": "team", "operator": "Near"}]}
     assert not evaluate([policy("a", {"selector": bad}, [{"vault": "Team A"}])], request()).allowed
+
+
+def test_a_namespace_no_policy_selects_is_denied_before_any_item_is_known():
+    policies = [policy("a", {"selector": {"matchLabels": {"team": "a"}}}, [{"vault": "Team A"}])]
+    assert namespace_denied([], "team-b", {}) is None
+    assert namespace_denied(policies, "team-a", {"team": "a"}) is None
+    denied = namespace_denied(policies, "team-b", {"team": "b"})
+    assert denied is not None and not denied.allowed
+    assert denied.message == 'no OnePasswordAccessPolicy grants namespace "team-b" access to any vault'

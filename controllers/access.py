@@ -1,0 +1,105 @@
+"""OnePasswordAccessPolicy enforcement for the item and workload reconcilers.
+
+The decisions are ``controllers.policy``'s (pure); this module feeds them from the caches:
+
+- the policies, from a cluster-scoped informer (cluster-scoped even when ``WATCH_NAMESPACE`` is set, since
+  policies live outside namespaces);
+- a Namespace's labels, from the metadata-only Namespace informers the restart controllers already use
+  (``controllers.watch.NamespaceAnnotations``), so no extra watch or permission is needed.
+
+A reconciler asks twice: ``admit`` before fetching the item (a namespace no policy selects costs no Connect
+request and learns nothing about the item), ``authorize`` once the item is resolved (vault, title, tags).
+Both raise ``AccessDeniedError``, which ``controllers.failures`` turns into ``Ready=False`` reason
+``AccessDenied``, a Warning Event and one log line; no Secret is written. A Secret written before access
+was revoked is kept, not updated, and the message says so.
+
+Controllers whose keys the policies affect call ``trigger``: any policy change (and a Namespace label change)
+enqueues their keys again, so policies take effect without a restart. Controllers wait for the informers
+they watch to sync, so no key is reconciled before the policies are known (an unsynced, empty cache would
+otherwise read as "no policy: allow everything").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from controllers.failures import AccessDeniedError
+from controllers.policy import AccessDecision, AccessRequest, evaluate, namespace_denied
+from controllers.watch import NamespaceAnnotations
+from opsync.cache import Cache
+from opsync.controller import Controller, Predicate, Request
+from opsync.informer import Informer
+from opsync.onepassword.paths import parse_item_path
+from opsync.onepassword.resolve import ResolvedItem
+from opsync.resources import ONEPASSWORDACCESSPOLICIES, KubeObject
+
+KEPT_SUFFIX = "the existing Secret is kept but no longer updated"
+
+RequestsIn = Callable[[str | None], Iterable[Request]]
+"""A controller's keys in one namespace (None: in every namespace)."""
+
+
+def _labels(obj: KubeObject) -> Mapping[str, str]:
+    labels: Mapping[str, str] = (obj.get("metadata") or {}).get("labels") or {}
+    return labels
+
+
+class AccessControl:
+    """Answers "may this namespace sync this item?" from the cached policies and Namespace labels."""
+
+    def __init__(self, cache: Cache, namespaces: NamespaceAnnotations) -> None:
+        self.policies: Informer = cache.informer(ONEPASSWORDACCESSPOLICIES)
+        self._namespaces = namespaces
+
+    def namespace_labels(self, namespace: str) -> Mapping[str, str]:
+        """The Namespace's labels; empty when it is not in the cache (label selectors then select nothing)."""
+        for informer in self._namespaces.informers:
+            found = informer.get("", namespace)
+            if found is not None:
+                return _labels(found)
+        return {}
+
+    def decide(self, namespace: str, path: str, resolved: ResolvedItem) -> AccessDecision:
+        """The decision for the item ``path`` resolved to.
+
+        The vault's name is the path's vault segment when that segment resolved as a name; a path by vault id
+        gives only the id (learning the name would cost a Connect request), so policies naming the vault by
+        name do not match it: deny-safe, and the message names the id.
+        """
+        segment = parse_item_path(path).vault
+        request = AccessRequest(
+            namespace=namespace,
+            namespace_labels=self.namespace_labels(namespace),
+            vault_id=resolved.vault_id,
+            vault_name=segment if segment != resolved.vault_id else resolved.vault_id,
+            item_title=resolved.item.title,
+            item_tags=tuple(resolved.item.tags),
+        )
+        return evaluate(self.policies.list(), request)
+
+    def admit(self, namespace: str, *, kept: bool) -> None:
+        """Raise ``AccessDeniedError`` when policies exist and none selects ``namespace``.
+
+        ``kept``: a Secret written earlier exists (the message then says it is kept).
+        """
+        denied = namespace_denied(self.policies.list(), namespace, self.namespace_labels(namespace))
+        if denied is not None:
+            raise AccessDeniedError(_message(denied, kept=kept))
+
+    def authorize(self, namespace: str, path: str, resolved: ResolvedItem, *, kept: bool) -> None:
+        """Raise ``AccessDeniedError`` unless some policy lets ``namespace`` sync the resolved item."""
+        decision = self.decide(namespace, path, resolved)
+        if not decision.allowed:
+            raise AccessDeniedError(_message(decision, kept=kept), item_limited=decision.item_limited)
+
+    def trigger(self, controller: Controller, requests_in: RequestsIn) -> None:
+        """Reconcile ``controller``'s keys again when a policy changes (all keys) or a Namespace's labels
+        change (its keys)."""
+        controller.watch(self.policies, lambda _policy: requests_in(None))
+        labels_changed = Predicate(on_update=lambda old, new: _labels(old) != _labels(new))
+        for informer in self._namespaces.informers:
+            controller.watch(informer, lambda namespace: requests_in(namespace["metadata"]["name"]), [labels_changed])
+
+
+def _message(decision: AccessDecision, *, kept: bool) -> str:
+    return f"access revoked: {decision.message}; {KEPT_SUFFIX}" if kept else decision.message

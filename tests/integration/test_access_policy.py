@@ -1,0 +1,239 @@
+"""OnePasswordAccessPolicy: which namespaces may sync which vaults and items, on the real control plane.
+
+Policies are cluster-scoped and the control plane is shared by the whole session, so every policy a test
+creates is deleted when it ends (a leftover policy would deny every other test's items).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from operator_harness import emulator_data, eventually, run_operator
+from operator_helpers import (
+    decoded,
+    events_for,
+    get_or_none,
+    opi,
+    wait_for_data,
+    wait_for_event,
+    wait_for_ready,
+    workload,
+)
+
+from controllers.access import KEPT_SUFFIX
+from opsync.client import Client, NotFoundError, TooManyRequestsError
+from opsync.envtest import ControlPlane
+from opsync.onepassword.emulator import Emulator
+from opsync.resources import DEPLOYMENTS, NAMESPACES, ONEPASSWORDACCESSPOLICIES, ONEPASSWORDITEMS, SECRETS, KubeObject
+
+pytestmark = pytest.mark.integration
+
+APPS, OTHER = "apps", "other"
+DB = {"password": "db-pw"}
+VAULTS: dict[str, list[dict[str, Any]]] = {
+    APPS: [
+        {"title": "db", "tags": ["team-a"], "fields": [{"label": "password", "value": "db-pw"}]},
+        {"title": "cache", "fields": [{"label": "password", "value": "cache-pw"}]},
+        {"title": "public-config", "fields": [{"label": "url", "value": "https://example.test"}]},
+    ],
+    OTHER: [{"title": "db", "fields": [{"label": "password", "value": "other-pw"}]}],
+}
+
+Grant = Callable[..., Awaitable[KubeObject]]
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    async with Emulator(emulator_data(VAULTS)) as emu:
+        yield emu
+
+
+@pytest.fixture
+async def grant(kube: Client, namespace: str) -> AsyncIterator[Grant]:
+    """``await grant(suffix, namespaces={...}, vaults=[...])`` creates a policy, deleted after the test."""
+    created: list[str] = []
+
+    async def create(suffix: str, *, namespaces: dict[str, Any], vaults: list[dict[str, Any]]) -> KubeObject:
+        body = {
+            "apiVersion": "onepassword.com/v1alpha1",
+            "kind": "OnePasswordAccessPolicy",
+            "metadata": {"name": f"{namespace}-{suffix}"},
+            "spec": {"namespaces": namespaces, "vaults": vaults},
+        }
+        policy = await kube.create(ONEPASSWORDACCESSPOLICIES, body)
+        created.append(policy["metadata"]["name"])
+        return policy
+
+    yield create
+    for name in created:
+        with contextlib.suppress(NotFoundError):
+            await kube.delete(ONEPASSWORDACCESSPOLICIES, name)
+
+
+async def set_policy_namespaces(kube: Client, policy: KubeObject, names: list[str]) -> None:
+    patch = {"spec": {"namespaces": {"names": names}}}
+    await kube.patch(ONEPASSWORDACCESSPOLICIES, policy["metadata"]["name"], patch)
+
+
+async def denied(kube: Client, namespace: str, name: str) -> str:
+    """Wait until the item is denied, with a Warning Event and no Secret; return the condition message."""
+    condition = await wait_for_ready(kube, namespace, name, "False", "AccessDenied")
+    event = await wait_for_event(kube, namespace, name, "AccessDenied")
+    assert event["message"] == condition["message"]
+    return str(condition["message"])
+
+
+async def test_without_any_policy_every_namespace_syncs_everything(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+) -> None:
+    """Compatibility: no policy in the cluster changes nothing."""
+
+    async def no_policy() -> bool:
+        try:
+            return (await kube.list(ONEPASSWORDACCESSPOLICIES))["items"] == []
+        except TooManyRequestsError:  # the API server is still setting up the CRD's storage
+            return False
+
+    await eventually(no_policy, message="a OnePasswordAccessPolicy exists")
+    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+        await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{OTHER}/items/db"), namespace)
+        await wait_for_data(kube, namespace, "db", {"password": "other-pw"})
+        await wait_for_ready(kube, namespace, "db", "True", "Synced")
+
+
+async def test_a_policy_allows_its_namespace_and_vault_and_denies_the_rest(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant
+) -> None:
+    await grant("apps", namespaces={"names": [namespace]}, vaults=[{"vault": "APPS"}])  # names: any case
+    async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+        await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{APPS}/items/db"), namespace)
+        await kube.create(ONEPASSWORDITEMS, opi("other", f"vaults/{OTHER}/items/db"), namespace)
+        deployment = workload("Deployment", "web", item_path=f"vaults/{OTHER}/items/db", item_name="web-db")
+        await kube.create(DEPLOYMENTS, deployment, namespace)
+
+        await wait_for_data(kube, namespace, "db", DB)
+        await wait_for_ready(kube, namespace, "db", "True", "Synced")
+        message = await denied(kube, namespace, "other")
+        assert message == f'no OnePasswordAccessPolicy grants namespace "{namespace}" access to vault "{OTHER}"'
+        event = await wait_for_event(kube, namespace, "web", "AccessDenied")
+        assert f'vault "{OTHER}"' in event["message"]
+        await op.settled()
+        assert await get_or_none(kube, SECRETS, "other", namespace) is None
+        assert await get_or_none(kube, SECRETS, "web-db", namespace) is None
+
+
+async def test_a_namespace_no_policy_selects_is_denied_without_asking_connect(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant
+) -> None:
+    await grant("elsewhere", namespaces={"names": [f"{namespace}-elsewhere"]}, vaults=[{"vault": APPS}])
+    async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+        before = dict(emulator.request_counts)
+        await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{APPS}/items/db"), namespace)
+        message = await denied(kube, namespace, "db")
+        assert message == f'no OnePasswordAccessPolicy grants namespace "{namespace}" access to any vault'
+        await op.settled()
+        assert dict(emulator.request_counts) == before
+
+
+async def test_label_selected_namespaces_gain_and_lose_access_without_a_restart(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant
+) -> None:
+    team = {"opsync.test/team": namespace}
+    await grant("team", namespaces={"selector": {"matchLabels": team}}, vaults=[{"vault": APPS}])
+    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+        await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{APPS}/items/db"), namespace)
+        await denied(kube, namespace, "db")
+        assert await get_or_none(kube, SECRETS, "db", namespace) is None
+
+        await kube.patch(NAMESPACES, namespace, {"metadata": {"labels": team}})
+        await wait_for_data(kube, namespace, "db", DB)
+        await wait_for_ready(kube, namespace, "db", "True", "Synced")
+
+        await kube.patch(NAMESPACES, namespace, {"metadata": {"labels": {"opsync.test/team": None}}})
+        condition = await wait_for_ready(kube, namespace, "db", "False", "AccessDenied")
+        assert condition["message"].startswith("access revoked: ")
+        assert condition["message"].endswith(KEPT_SUFFIX)
+        assert decoded(await kube.get(SECRETS, "db", namespace)) == DB
+
+
+async def test_tag_and_title_prefix_limits(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant
+) -> None:
+    await grant(
+        "limits",
+        namespaces={"names": [namespace]},
+        vaults=[{"vault": APPS, "tags": ["team-a"]}, {"vault": APPS, "titlePrefix": "public-"}],
+    )
+    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+        for name, title in (("db", "db"), ("config", "public-config"), ("cache", "cache")):
+            await kube.create(ONEPASSWORDITEMS, opi(name, f"vaults/{APPS}/items/{title}"), namespace)
+        await wait_for_data(kube, namespace, "db", DB)  # tagged team-a
+        await wait_for_data(kube, namespace, "config", {"url": "https://example.test"})  # titled public-...
+        message = await denied(kube, namespace, "cache")
+        assert "only items tagged team-a" in message
+        assert "only items whose title starts with 'public-'" in message
+        assert await get_or_none(kube, SECRETS, "cache", namespace) is None
+
+        # tagging the item in 1Password grants it (retried with backoff, as an item not found yet)
+        emulator.update_item(APPS, "cache", tags=["team-a"])
+        await wait_for_data(kube, namespace, "cache", {"password": "cache-pw"}, timeout=60)
+        await wait_for_ready(kube, namespace, "cache", "True", "Synced")
+
+
+async def test_a_vault_granted_by_id(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant
+) -> None:
+    apps_id = emulator.vault_id(APPS)
+    await grant("by-id", namespaces={"names": [namespace]}, vaults=[{"vault": apps_id}])
+    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+        await kube.create(ONEPASSWORDITEMS, opi("by-name", f"vaults/{APPS}/items/db"), namespace)
+        await kube.create(ONEPASSWORDITEMS, opi("by-id", f"vaults/{apps_id}/items/db"), namespace)
+        await kube.create(ONEPASSWORDITEMS, opi("other", f"vaults/{emulator.vault_id(OTHER)}/items/db"), namespace)
+        await wait_for_data(kube, namespace, "by-name", DB)
+        await wait_for_data(kube, namespace, "by-id", DB)
+        # a path by id names the vault by id: the message cannot give a name opsync never looked up
+        assert f'vault "{emulator.vault_id(OTHER)}"' in await denied(kube, namespace, "other")
+
+
+async def test_revoked_access_keeps_the_secret_unchanged_until_granted_again(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant
+) -> None:
+    policy = await grant("apps", namespaces={"names": [namespace]}, vaults=[{"vault": APPS}])
+    async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+        await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{APPS}/items/db"), namespace)
+        await kube.create(
+            DEPLOYMENTS,
+            workload("Deployment", "web", item_path=f"vaults/{APPS}/items/db", item_name="web-db"),
+            namespace,
+        )
+        await wait_for_data(kube, namespace, "db", DB)
+        await wait_for_data(kube, namespace, "web-db", DB)
+
+        await set_policy_namespaces(kube, policy, [f"{namespace}-elsewhere"])
+        message = await denied(kube, namespace, "db")
+        assert message == (
+            f'access revoked: no OnePasswordAccessPolicy grants namespace "{namespace}" access to any vault; '
+            f"{KEPT_SUFFIX}"
+        )
+
+        async def workload_told() -> bool:
+            events = await events_for(kube, namespace, "web")
+            return any(e["reason"] == "AccessDenied" and KEPT_SUFFIX in e["message"] for e in events)
+
+        await eventually(workload_told, message="no AccessDenied Event about the revoked workload Secret")
+
+        # 1Password changes: the kept Secrets do not follow
+        emulator.update_item(APPS, "db", fields={"password": "rotated"})
+        await op.wait_for_polls(2)
+        await op.settled()
+        assert decoded(await kube.get(SECRETS, "db", namespace)) == DB
+        assert decoded(await kube.get(SECRETS, "web-db", namespace)) == DB
+
+        # granted again: updates resume at once
+        await set_policy_namespaces(kube, policy, [namespace])
+        await wait_for_data(kube, namespace, "db", {"password": "rotated"})
+        await wait_for_data(kube, namespace, "web-db", {"password": "rotated"})
+        await wait_for_ready(kube, namespace, "db", "True", "Synced")

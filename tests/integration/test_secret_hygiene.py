@@ -1,0 +1,252 @@
+"""No secret value and no Connect token ever leaves opsync except in the Secrets it writes.
+
+Known, distinctive values are seeded into 1Password (the emulator) and used as the Connect token; opsync then
+runs a broad set of scenarios with every logger at DEBUG: items and annotated workloads synced, changed and
+deleted, an item denied by an access policy, malformed items, a Connect outage and a 429, a Secret it refuses
+to take over (holding a seeded value itself). Afterwards every captured log record (formatted as opsync
+writes it, tracebacks and ``extra`` fields included), every Event, every OnePasswordItem status and the
+metrics exposition are searched for the values, plain and base64-encoded.
+
+The in-process emulator plays 1Password, which holds the values by design: its own log records are left
+out of the search.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from operator_harness import eventually, run_operator
+from operator_helpers import decoded, get_or_none, opi, wait_for_data, wait_for_ready, workload
+
+from opsync import metrics
+from opsync.client import Client
+from opsync.envtest import ControlPlane
+from opsync.logging import JsonFormatter
+from opsync.onepassword.emulator import Emulator
+from opsync.resources import DEPLOYMENTS, EVENTS, ONEPASSWORDACCESSPOLICIES, ONEPASSWORDITEMS, SECRETS, KubeObject
+
+pytestmark = pytest.mark.integration
+
+RUN = secrets.token_hex(6)
+PASSWORD = f"pw-{RUN}-hygiene"
+ROTATED = f"rotated-{RUN}-hygiene"
+API_KEY = f"apikey-{RUN}-hygiene"
+FILE_TEXT = f"file-{RUN}-hygiene"
+CONNECT_TOKEN = f"token-{RUN}-hygiene"
+SEEDED = (PASSWORD, ROTATED, API_KEY, FILE_TEXT, CONNECT_TOKEN)
+VAULT, CLOSED = "hygiene", "closed"
+EMULATOR_LOGGER = "opsync.onepassword.emulator"
+
+
+def _item(title: str, **extra: Any) -> dict[str, Any]:
+    fields = [
+        {"label": "username", "value": "app"},
+        {"label": "password", "value": PASSWORD, "type": "CONCEALED"},
+        {"label": "api key", "value": API_KEY},
+    ]
+    return {"title": title, "fields": fields, **extra}
+
+
+DATA = {
+    "tokens": [{"token": CONNECT_TOKEN, "name": "opsync"}],
+    "vaults": [
+        {
+            "name": VAULT,
+            "items": [
+                _item("db", files=[{"name": "cert.pem", "content": FILE_TEXT}]),
+                _item("outage"),
+                _item("limited"),
+                _item("tls"),
+            ],
+        },
+        {"name": CLOSED, "items": [_item("db")]},
+    ],
+}
+
+
+def needles() -> dict[str, str]:
+    """What must never be found: each seeded value, plain and base64-encoded (as in a Secret's data)."""
+    found = {value: value for value in SEEDED}
+    found.update({base64.b64encode(value.encode()).decode(): f"base64 of {value}" for value in SEEDED})
+    return found
+
+
+def leaks(text: str) -> list[str]:
+    """The seeded values (described) that ``text`` contains."""
+    return [described for needle, described in needles().items() if needle in text]
+
+
+class Capture(logging.Handler):
+    """Every record, formatted as opsync's JSON log lines (message, context, extra fields, traceback)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(JsonFormatter())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not record.name.startswith(EMULATOR_LOGGER):
+            self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def debug_logs() -> Iterator[Capture]:
+    capture = Capture()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(capture)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield capture
+    finally:
+        root.removeHandler(capture)
+        root.setLevel(level)
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    async with Emulator(DATA) as emu:
+        yield emu
+
+
+def test_the_search_finds_what_it_looks_for() -> None:
+    """The search itself can fail: a value, or its base64 form, inside any text is found."""
+    assert leaks(f"error: {PASSWORD}!") == [PASSWORD]
+    assert leaks(json.dumps({"data": base64.b64encode(CONNECT_TOKEN.encode()).decode()})) == [
+        f"base64 of {CONNECT_TOKEN}"
+    ]
+    assert leaks("nothing here") == []
+
+
+async def _scenarios(kube: Client, namespace: str, emulator: Emulator) -> None:
+    db = f"vaults/{VAULT}/items/db"
+    everything = {"username": "app", "password": PASSWORD, "api-key": API_KEY, "cert.pem": FILE_TEXT}
+    # synced: an item and an annotated workload (the seeded values do reach the Secrets)
+    await kube.create(ONEPASSWORDITEMS, opi("db", db), namespace)
+    await kube.create(DEPLOYMENTS, workload("Deployment", "web", item_path=db, item_name="web-db"), namespace)
+    await wait_for_data(kube, namespace, "db", everything)
+    await wait_for_data(kube, namespace, "web-db", everything)
+
+    # changed in 1Password
+    emulator.update_item(VAULT, "db", fields={"password": ROTATED})
+    await wait_for_data(kube, namespace, "db", {**everything, "password": ROTATED})
+    await wait_for_data(kube, namespace, "web-db", {**everything, "password": ROTATED})
+
+    # broken items: one that does not exist, one that cannot make a Secret of the asked type
+    await kube.create(ONEPASSWORDITEMS, opi("missing", f"vaults/{VAULT}/items/missing"), namespace)
+    await kube.create(ONEPASSWORDITEMS, opi("tls", f"vaults/{VAULT}/items/tls", type="kubernetes.io/tls"), namespace)
+    await wait_for_ready(kube, namespace, "missing", "False", "ItemNotFound")
+    await wait_for_ready(kube, namespace, "tls", "False", "InvalidSecret")
+
+    # a Secret someone else made, holding a seeded value itself, is not taken over
+    foreign = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "taken"}, "stringData": {"x": PASSWORD}}
+    await kube.create(SECRETS, foreign, namespace)
+    await kube.create(ONEPASSWORDITEMS, opi("taken", db), namespace)
+    await wait_for_ready(kube, namespace, "taken", "False", "SecretConflict")
+
+    # Connect down (503), then rate limiting (429)
+    await emulator.set_faults(outage="503")
+    await kube.create(ONEPASSWORDITEMS, opi("outage", f"vaults/{VAULT}/items/outage"), namespace)
+    await wait_for_ready(kube, namespace, "outage", "False", "ConnectUnavailable")
+    await emulator.set_faults(status=429, retry_after=1)
+    await kube.create(ONEPASSWORDITEMS, opi("limited", f"vaults/{VAULT}/items/limited"), namespace)
+    await wait_for_ready(kube, namespace, "limited", "False", "RateLimited")
+    await emulator.clear_faults()
+    await wait_for_ready(kube, namespace, "outage", "True", "Synced")
+    await wait_for_ready(kube, namespace, "limited", "True", "Synced")
+
+    # denied by an access policy (deleted again: policies are cluster-wide)
+    policy = {
+        "apiVersion": "onepassword.com/v1alpha1",
+        "kind": "OnePasswordAccessPolicy",
+        "metadata": {"name": f"{namespace}-hygiene"},
+        "spec": {"namespaces": {"names": [namespace]}, "vaults": [{"vault": VAULT}]},
+    }
+    await kube.create(ONEPASSWORDACCESSPOLICIES, policy)
+    try:
+        await kube.create(ONEPASSWORDITEMS, opi("closed", f"vaults/{CLOSED}/items/db"), namespace)
+        await wait_for_ready(kube, namespace, "closed", "False", "AccessDenied")
+    finally:
+        await kube.delete(ONEPASSWORDACCESSPOLICIES, policy["metadata"]["name"])
+
+    # deletions
+    await kube.delete(ONEPASSWORDITEMS, "db", namespace)
+    await kube.delete(DEPLOYMENTS, "web", namespace)
+    await wait_for_data(kube, namespace, "db", None)
+    await wait_for_data(kube, namespace, "web-db", None)
+
+
+async def test_no_value_or_token_in_logs_events_statuses_or_metrics(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, debug_logs: Capture
+) -> None:
+    async with run_operator(control_plane, emulator, namespaces=[namespace], log_level="debug") as op:
+        await _scenarios(kube, namespace, emulator)
+        await op.settled()
+
+    assert any("sync failed" in line for line in debug_logs.lines)  # failures were logged, with detail
+    assert any('"level": "debug"' in line for line in debug_logs.lines)
+    places: dict[str, str] = {f"log line {n}": line for n, line in enumerate(debug_logs.lines)}
+    events: list[KubeObject] = (await kube.list(EVENTS, namespace))["items"]
+    assert {"AccessDenied", "SecretConflict", "Synced"} <= {e["reason"] for e in events}
+    places.update({f"Event {e['metadata']['name']}": json.dumps(e) for e in events})
+    for item in (await kube.list(ONEPASSWORDITEMS, namespace))["items"]:
+        places[f"OnePasswordItem {item['metadata']['name']} status"] = json.dumps(item.get("status"))
+    places["metrics"] = metrics.render_latest()[0].decode()
+
+    found = {place: leaked for place, text in places.items() if (leaked := leaks(text))}
+    assert found == {}
+
+
+async def _run_process(env: dict[str, str]) -> asyncio.subprocess.Process:
+    args = ["--metrics-bind-address=0", "--health-probe-bind-address=0", "--log-format=json", "--log-level=debug"]
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "opsync", "run", *args, env=env, stderr=asyncio.subprocess.PIPE
+    )
+
+
+async def test_opsync_run_takes_the_token_from_a_file_never_from_its_command_line(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(CONNECT_TOKEN + "\n")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OP_")},
+        "OP_CONNECT_HOST": emulator.url,
+        "OP_CONNECT_TOKEN_FILE": str(token_file),
+        "WATCH_NAMESPACE": namespace,
+        "POLLING_INTERVAL": "1",
+        "KUBECONFIG": control_plane.kubeconfig_path,
+    }
+    process = await _run_process(env)
+    try:
+        await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{VAULT}/items/db"), namespace)
+
+        async def synced() -> bool:  # the token file was read and used
+            data = decoded(await get_or_none(kube, SECRETS, "db", namespace)) or {}
+            return data.get("password") == PASSWORD
+
+        await eventually(synced, timeout=60, message="opsync run never synced the item")
+        proc = Path(f"/proc/{process.pid}")
+        assert leaks((proc / "cmdline").read_bytes().decode()) == []
+        assert leaks((proc / "environ").read_bytes().decode()) == []
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(60):
+            _, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert '"level": "debug"' in stderr.decode()
+    assert leaks(stderr.decode()) == []
