@@ -48,7 +48,9 @@ class AccessControl:
     """Answers "may this namespace sync this item?" from the cached policies and Namespace labels."""
 
     def __init__(self, cache: Cache, namespaces: NamespaceAnnotations) -> None:
-        self.policies: Informer = cache.informer(ONEPASSWORDACCESSPOLICIES)
+        # optional: a cluster whose CRDs came from the Go operator has no policy CRD, hence no policy (allow all,
+        # as before); the informer notices when the CRD is installed.
+        self.policies: Informer = cache.informer(ONEPASSWORDACCESSPOLICIES, optional=True)
         self._namespaces = namespaces
 
     def namespace_labels(self, namespace: str) -> Mapping[str, str]:

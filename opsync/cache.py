@@ -45,11 +45,13 @@ class Cache:
         label_selector: str | None = None,
         field_selector: str | None = None,
         transform: Transform | None = None,
+        optional: bool = False,
     ) -> Informer:
         """The informer for ``resource`` with these selectors and transform, created on first use.
 
         Transforms are told apart by identity: pass the same function to share an informer. An informer made
-        while the cache runs starts at once.
+        while the cache runs starts at once. ``optional`` (the kind's CRD may be missing: see
+        ``opsync.informer``) is decided by whoever asks first.
         """
         key = (resource, label_selector, field_selector, transform)
         informer = self._informers.get(key)
@@ -61,6 +63,7 @@ class Cache:
                 label_selector=label_selector,
                 field_selector=field_selector,
                 transform=transform,
+                optional=optional,
             )
             self._informers[key] = informer
             if self._stopping is not None:

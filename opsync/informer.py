@@ -9,7 +9,10 @@ An ``Informer`` follows client-go's reflector:
 * on 410 Gone / Expired it relists at the last resourceVersion (``NotOlderThan``, served from the apiserver's
   watch cache), and only if that is refused too from scratch; a relist is diffed against the store so objects
   that vanished meanwhile produce ``on_delete`` (client-go's tombstones) and changed ones ``on_update``;
-* failures back off exponentially (0.8 s to 30 s, full jitter), reset after 2 min without failure.
+* failures back off exponentially (0.8 s to 30 s, full jitter), reset after 2 min without failure;
+* an ``optional`` informer is for a kind that may not be served yet (its CRD not installed): a LIST answered
+  404 counts as an empty list, so the informer syncs and its consumers work, and it keeps asking (with the
+  same backoff) until the kind appears. Without the CRD no such object can exist, so "none" is the truth.
 
 One informer may cover several namespaces (one list/watch per namespace feeding one store), which is how the
 ``Cache`` scopes a manager to a namespace list. Stored objects are shared, not copied: treat them as read-only.
@@ -29,7 +32,7 @@ from typing import Literal, Protocol
 
 import aiohttp
 
-from opsync.client import ApiError, Client, GoneError, WatchEvent
+from opsync.client import ApiError, Client, GoneError, NotFoundError, WatchEvent
 from opsync.resources import KubeObject, Resource
 
 log = logging.getLogger(__name__)
@@ -228,9 +231,10 @@ class Informer:
         page_size: int = PAGE_SIZE,
         watch_timeout: tuple[int, int] = WATCH_TIMEOUT,
         inactivity_timeout: float = INACTIVITY_TIMEOUT,
+        optional: bool = False,
     ) -> None:
         """``namespaces=None`` (or a cluster-scoped ``resource``) watches everything with one stream;
-        otherwise one stream per namespace feeds the same store."""
+        otherwise one stream per namespace feeds the same store. ``optional``: see the module docstring."""
         self._client = client
         self.resource = resource
         self.label_selector = label_selector
@@ -239,6 +243,7 @@ class Informer:
         self.page_size = page_size
         self.watch_timeout = watch_timeout
         self.inactivity_timeout = inactivity_timeout
+        self.optional = optional
         scopes: Sequence[str | None] = namespaces if resource.namespaced and namespaces is not None else [None]
         self._scopes = [_Scope(namespace) for namespace in dict.fromkeys(scopes)]
         self._store = Store()
@@ -314,7 +319,9 @@ class Informer:
                     continue
                 log.warning("%r: watch closed at once without events", self)
             except Exception as err:
-                if _rv_unavailable(err):
+                if self.optional and isinstance(err, NotFoundError):
+                    self._not_served(scope)
+                elif _rv_unavailable(err):
                     # 410 on a watch: relist at the last RV first; refused there (or a too-large RV): from scratch.
                     tolerable = scope.relist is None and isinstance(err, GoneError)
                     scope.relist = "last" if tolerable else "scratch"
@@ -326,6 +333,18 @@ class Informer:
                 if isinstance(err, ApiError) and err.retry_after:
                     delay = max(delay, err.retry_after)
                 await asyncio.sleep(delay)
+
+    def _not_served(self, scope: _Scope) -> None:
+        """The kind is not served (404): the scope holds nothing; list it from scratch when it is back."""
+        news = not scope.synced or scope.relist is None or bool(self._store.list(scope.namespace))
+        if news:  # once per disappearance, not on every retry
+            log.info("%r: the API server does not serve this kind (404); treating it as empty", self)
+        deltas = self._store.replace([], scope.namespace)
+        scope.resource_version, scope.relist, scope.synced = "", "scratch", True
+        for delta in deltas:
+            self._dispatch(delta.old, delta.new, initial=False)
+        if all(s.synced for s in self._scopes):
+            self._synced.set()
 
     async def _list(self, scope: _Scope) -> None:
         at_last = scope.relist == "last"

@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from secrets import token_hex
 from typing import Any
 
 import pytest
 from waiting import eventually
 
 from opsync.cache import Cache, metadata_only
-from opsync.client import Client
+from opsync.client import Client, NotFoundError
 from opsync.envtest import ControlPlane
 from opsync.informer import Informer
-from opsync.resources import CONFIGMAPS, NAMESPACES, SECRETS, KubeObject
+from opsync.resources import CONFIGMAPS, CRDS, NAMESPACES, SECRETS, KubeObject, Resource
 
 pytestmark = pytest.mark.integration
 
@@ -247,3 +248,52 @@ async def test_the_cache_shares_informers_and_scopes_them(kube: Client, namespac
         assert cached is not None
         assert cached["metadata"]["name"] == "s"
         assert "data" not in cached
+
+
+async def test_an_optional_informer_syncs_empty_until_its_crd_is_installed(kube: Client) -> None:
+    group = f"t{token_hex(4)}.opsync.dev"
+    widgets = Resource(group, "v1", "Widget", "widgets", namespaced=False)
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Cluster",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                }
+            ],
+        },
+    }
+    informer = Informer(kube, widgets, optional=True)
+    recorder = Recorder()
+    informer.add_handler(recorder)
+    async with running(informer):
+        assert await informer.wait_for_sync(30), "a kind that is not served must count as empty, not block sync"
+        assert informer.list() == []
+
+        await kube.create(CRDS, crd)
+        try:
+
+            async def created() -> bool:
+                try:
+                    await kube.create(
+                        widgets, {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w"}}
+                    )
+                except NotFoundError:  # the CRD is not established yet
+                    return False
+                return True
+
+            await eventually(created, timeout=30)
+            await eventually(lambda: informer.get("", "w") is not None, timeout=60, message="the CRD was not picked up")
+        finally:
+            await kube.delete(CRDS, crd["metadata"]["name"])
+        # Removing the CRD removes its objects: the informer reports the delete and stays synced.
+        await eventually(lambda: recorder.saw("delete", "w"), timeout=60)
+        assert informer.has_synced()
