@@ -149,10 +149,17 @@ class Settings(BaseModel):
             raise ValueError(
                 "must not contain credentials; give the token in OP_CONNECT_TOKEN or OP_CONNECT_TOKEN_FILE"
             )
+        # urlsplit lets these through; the client would then fail (a backslash) or call a wrong address
+        if any(char.isspace() or not char.isprintable() or char == "\\" for char in value.strip()):
+            raise ValueError(f"must not contain spaces, backslashes or control characters, got {_quoted(value)}")
+        if url.query or url.fragment:
+            raise ValueError(f"must not have a query or a fragment, got {_quoted(value)}")
         try:
-            url.port  # noqa: B018 - raises for a port out of range or not a number
+            port = url.port  # raises for a port out of range or not a number
         except ValueError:
-            raise ValueError(f"has an invalid port, got {_quoted(value)}") from None
+            port = 0
+        if port == 0:
+            raise ValueError(f"has an invalid port, got {_quoted(value)}")
         return value.strip().rstrip("/")
 
     @field_validator("watch_namespaces", mode="before")
@@ -264,8 +271,8 @@ def _token(environ: Mapping[str, str]) -> str:
     value = value.strip()
     if not value:
         raise ConfigError(setting, f"{path} is empty" if path else "not set; opsync needs a Connect token")
-    if any(char.isspace() for char in value):
-        raise ConfigError(setting, "the token must be a single word (no spaces or line breaks)")
+    if any(char.isspace() or not char.isprintable() for char in value):  # as ConnectClient requires
+        raise ConfigError(setting, "the token must be a single word (no spaces, line breaks or control characters)")
     return value
 
 

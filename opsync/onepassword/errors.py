@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +20,8 @@ from pydantic import TypeAdapter, ValidationError
 
 T = TypeVar("T")
 _MAX_MESSAGE = 200  # characters of a server message kept in an error
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # only then can json.loads give a lone surrogate
 
 
 class ConnectError(Exception):
@@ -158,12 +161,29 @@ def parse_json(reply: Reply, adapter: TypeAdapter[T]) -> T:
     check(reply)
     try:
         data = json.loads(reply.body)
+        if _SURROGATE_ESCAPE.search(reply.body):
+            data = _without_lone_surrogates(data)
     except (ValueError, RecursionError):
         raise _invalid(reply, "the answer is not JSON") from None
     try:
         return adapter.validate_python(data)
     except (ValidationError, RecursionError) as err:
         raise _invalid(reply, f"unexpected answer: {_summary(err)}") from None
+
+
+def _without_lone_surrogates(value: object) -> object:
+    """``value`` with every lone UTF-16 surrogate in its strings replaced by U+FFFD, as Go's JSON decoder does.
+
+    ``"\\ud800"`` is valid JSON but no character: left in, encoding the string as UTF-8 (a Secret value)
+    would raise. Pairs were already joined by ``json.loads``, so any surrogate left is a lone one.
+    """
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_lone_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def _invalid(reply: Reply, problem: str) -> InvalidResponseError:

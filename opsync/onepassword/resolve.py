@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from opsync.onepassword.client import ConnectClient, content_path
-from opsync.onepassword.errors import ConnectError, NotFoundError, RateLimitedError
+from opsync.onepassword.errors import ConnectError, InvalidResponseError, NotFoundError, RateLimitedError
 from opsync.onepassword.models import File, Item, ItemSummary, Vault
 from opsync.onepassword.paths import ItemPath, go_quote, looks_like_id, parse_item_path
 
@@ -204,7 +204,9 @@ class ItemResolver:
             try:
                 return await self._client.get_item(vault_id, segment)
             except ConnectError as err:
-                if err.transient:  # a title lookup would meet the same outage
+                # An outage would meet a title lookup too, and a malformed answer is no "no such id":
+                # searching titles then would report a misleading "no items found".
+                if err.transient or isinstance(err, InvalidResponseError):
                     raise _item_error(vault_id, segment, err) from err
                 # else: a 26-character title looks like an id; look it up as a title (Go operator #226)
         try:

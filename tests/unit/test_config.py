@@ -234,3 +234,50 @@ def test_settings_or_exit_prints_one_line_and_exits_2(capsys: pytest.CaptureFixt
 
 def test_workers_message() -> None:
     assert str(error("--workers=0")) == '--workers: must be a whole number greater than 0, got "0"'
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "setting"),
+    [
+        ({"WATCH_NAMESPACE": "a" * 64}, [], "WATCH_NAMESPACE"),
+        ({"WATCH_NAMESPACE": "team-a,-lead"}, [], "WATCH_NAMESPACE"),
+        ({"WATCH_NAMESPACE": "team-a,trail-"}, [], "WATCH_NAMESPACE"),
+        ({"POLLING_INTERVAL": "+0"}, [], "POLLING_INTERVAL"),
+        ({"POLLING_INTERVAL": "\u0661\u0660"}, [], "POLLING_INTERVAL"),  # Arabic-Indic "10": int() takes it
+        ({"AUTO_RESTART": "yes please"}, [], "AUTO_RESTART"),
+        ({"OP_CONNECT_HOST": "ftp://connect"}, [], "OP_CONNECT_HOST"),
+        ({"OP_CONNECT_HOST": "http://"}, [], "OP_CONNECT_HOST"),
+        ({"OP_CONNECT_HOST": f"http://user:{TOKEN}@connect"}, [], "OP_CONNECT_HOST"),
+        ({"OP_CONNECT_TOKEN": "   "}, [], "OP_CONNECT_TOKEN"),
+        ({"OP_CONNECT_TOKEN": f"{TOKEN}\n{TOKEN}"}, [], "OP_CONNECT_TOKEN"),
+        ({}, ["--zap-log-level=verbose"], "--log-level"),
+        ({}, ["--workers=1.5"], "--workers"),
+        ({}, ["--workers=\u0663"], "--workers"),
+    ],
+)
+def test_more_bad_values_are_named_without_the_token(env: dict[str, str], argv: list[str], setting: str) -> None:
+    caught = error(*argv, env=env)
+    assert caught.setting == setting
+    assert str(caught).startswith(f"{setting}: ")
+    assert TOKEN not in str(caught)
+
+
+@pytest.mark.parametrize("token", [TOKEN + "\x7f", TOKEN + "\x00", "\u200b" + TOKEN])
+def test_a_token_with_control_characters_is_refused_at_start_up(token: str) -> None:
+    """``ConnectClient`` refuses such tokens; found only later, that was a crash with a traceback."""
+    caught = error(env={"OP_CONNECT_TOKEN": token})
+    assert caught.setting == "OP_CONNECT_TOKEN" and TOKEN not in str(caught)
+
+
+@pytest.mark.parametrize(
+    "host", ["http://host\\evil", "http://exa mple.com", "http://ho\tst", "http://connect/?x=1", "http://connect#f",
+             "http://connect:0"],
+)
+def test_connect_hosts_the_client_could_not_use_are_refused(host: str) -> None:
+    """``urlsplit`` accepts these; the client then raised (a traceback, status 1) or called a wrong address."""
+    assert error(env={"OP_CONNECT_HOST": host}).setting == "OP_CONNECT_HOST"
+
+
+@pytest.mark.parametrize("host", ["http://[::1]:8080", "https://connect.example:65535/prefix", "http://höst.example"])
+def test_unusual_but_valid_connect_hosts_are_accepted(host: str) -> None:
+    assert load(OP_CONNECT_HOST=host).connect_host == host.rstrip("/")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -84,3 +88,35 @@ def test_parsing_never_crashes(path: str) -> None:
         assert "/" not in parsed.vault + parsed.item
         assert parsed.vault.strip()
         assert parsed.item.strip()
+
+
+def _crd_item_path_pattern() -> re.Pattern[str]:
+    crd = yaml.safe_load((Path(__file__).parents[2] / "crds" / "onepassword.com_onepassworditems.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    pattern: str = schema["properties"]["spec"]["properties"]["itemPath"]["pattern"]
+    # The API server matches with Go's RE2, where "$" is the end of the text (Python's also before a final "\n").
+    return re.compile(pattern.removeprefix("^").removesuffix("$"))
+
+
+SCHEMA = _crd_item_path_pattern()
+segments = st.text(max_size=12) | st.sampled_from(["", " ", "\t", "\n", "a/b", "Demo", "wepiqdxdzncjtnvmv5fegud4qy"])
+
+
+@given(st.one_of(st.text(), st.builds(lambda v, i: f"vaults/{v}/items/{i}", segments, segments)))
+def test_the_parser_accepts_a_subset_of_what_the_crd_schema_lets_through(path: str) -> None:
+    """What the schema refuses never reaches opsync; what it lets through but the parser refuses (blank
+    segments) becomes ``InvalidItemPath``, never a lookup."""
+    schema_accepts = SCHEMA.fullmatch(path) is not None
+    try:
+        parse_item_path(path)
+    except ItemPathError:
+        if schema_accepts:
+            _, vault, _, item = path.split("/")
+            assert not vault.strip() or not item.strip()
+    else:
+        assert schema_accepts
+
+
+@given(segments.filter(lambda s: "/" not in s and s.strip()), segments.filter(lambda s: "/" not in s and s.strip()))
+def test_any_vault_and_item_without_slashes_round_trip(vault: str, item: str) -> None:
+    assert parse_item_path(str(ItemPath(vault, item))) == ItemPath(vault, item)
