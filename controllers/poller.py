@@ -8,7 +8,8 @@ Every ``POLLING_INTERVAL`` seconds (the first time as soon as the caches are syn
    whose ``contentVersion`` moved.
 3. Enqueue each Secret whose item is at another version now (or just disappeared) into the controller that
    makes it: the OnePasswordItem of the same name, else the workload-secrets controller. Keys already
-   retrying with backoff are left to it.
+   retrying with backoff are left to it, except on the first good poll after failed ones: Connect is back,
+   so those keys and the items ``Ready=False`` with ``ConnectUnavailable`` are retried at once.
 
 The poller never writes to Kubernetes and never fetches an item: the reconcilers fetch each changed item once
 through the shared ``ItemSource``, which the poller tells about the new versions. Unlike the Go operator's
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from controllers.constants import ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION
+from controllers.constants import ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION, READY_CONDITION, ConditionReason
 from controllers.metrics import LAST_SUCCESSFUL_POLL, POLL_DURATION, POLLS
 from controllers.source import ItemSource
 from opsync.controller import Controller, Request
@@ -33,6 +34,7 @@ from opsync.informer import Informer
 from opsync.onepassword.changes import ChangeReport, VaultChangeDetector
 from opsync.onepassword.errors import RateLimitedError
 from opsync.onepassword.paths import ItemPathError, parse_item_path
+from opsync.resources import KubeObject
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class Poller:
         self._workload_controller = workload_controller
         self.interval = interval
         self._paths_in_use = paths_in_use
+        self._failing = False  # the last poll could not read every vault
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Poll until ``stopping`` is set."""
@@ -111,9 +114,12 @@ class Poller:
                 self._source.note_rate_limit(error)
         for vault_id, change in report.changes.items():
             self._source.observe(vault_id, change.versions, change.removed)
-        enqueued = 0
+        # Connect answers again: what failed for want of it is retried now, not when its backoff (up to
+        # 5 minutes) ends, so everything recovers within one poll of the end of an outage.
+        recovered, self._failing = self._failing and not report.errors, bool(report.errors)
+        enqueued = self._retry_unavailable_items() if recovered else 0
         for entry in tracked:
-            if self._drifted(entry, report) and self._enqueue(entry.request):
+            if self._drifted(entry, report) and self._enqueue(entry.request, even_in_backoff=recovered):
                 enqueued += 1
         self._source.retain(self._paths_in_use())
         POLL_DURATION.observe(time.monotonic() - started)
@@ -153,10 +159,30 @@ class Poller:
         change = report.changes.get(entry.vault_id)
         return change is not None and entry.item_id in change.removed  # gone: its reconciler reports it
 
-    def _enqueue(self, request: Request) -> bool:
+    def _enqueue(self, request: Request, *, even_in_backoff: bool = False) -> bool:
+        """Hand ``request`` to its reconciler, unless it is retrying with backoff already (and not
+        ``even_in_backoff``)."""
         owned_by_item = self._items.get(request.namespace, request.name) is not None
         controller = self._item_controller if owned_by_item else self._workload_controller
-        if controller.queue.num_requeues(request) > 0:
+        if controller.queue.num_requeues(request) > 0 and not even_in_backoff:
             return False  # failing and retrying with backoff already
         controller.enqueue(request)
         return True
+
+    def _retry_unavailable_items(self) -> int:
+        """Enqueue the OnePasswordItems whose ``Ready`` condition says Connect was unavailable."""
+        waiting = [Request.of(opi) for opi in self._items.list() if _ready_reason(opi) == _CONNECT_UNAVAILABLE]
+        for request in waiting:
+            self._item_controller.enqueue(request)
+        return len(waiting)
+
+
+_CONNECT_UNAVAILABLE = ("False", ConditionReason.CONNECT_UNAVAILABLE)
+
+
+def _ready_reason(opi: KubeObject) -> tuple[str, str] | None:
+    """The (status, reason) of an item's cached ``Ready`` condition."""
+    for condition in (opi.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == READY_CONDITION:
+            return str(condition.get("status")), str(condition.get("reason"))
+    return None

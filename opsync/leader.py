@@ -9,7 +9,8 @@ One replica at a time holds the Lease and runs the leader-only work. The rules, 
   racing for an expired Lease exactly one wins (the other gets a 409 and tries again later).
 * The leader renews every ``retry_period``; if it cannot renew for ``renew_deadline`` it has lost the
   Lease and must stop leader-only work at once (``renew_deadline < lease_duration`` makes it stop before
-  anyone else may take over).
+  anyone else may take over). Unlike client-go it also stops as soon as it reads the Lease with another
+  holder (a process frozen past its lease learns it on its first renewal, not a renew deadline later).
 * On a clean shutdown the leader releases the Lease (no holder, ``leaseDurationSeconds: 1``) so the next
   leader need not wait out the lease duration. A crash (task cancelled) releases nothing.
 """
@@ -139,16 +140,24 @@ class LeaderElector:
 
     async def _renew(self, stopping: asyncio.Event) -> None:
         cfg = self.config
+        renewed_at = self._clock()
         while not await _sleep(cfg.retry_period, stopping):
-            try:
-                async with asyncio.timeout(cfg.renew_deadline):
-                    while not await self._try_acquire_or_renew():
-                        if await _sleep(cfg.retry_period, stopping):
-                            return
-            except TimeoutError:
-                log.error("failed to renew lease within the renew deadline: leader election lost")
-                self._set_leader(False)
-                raise LeaderElectionLost(f"lost lease {cfg.namespace}/{cfg.name}") from None
+            if await self._try_acquire_or_renew():
+                renewed_at = self._clock()
+                continue
+            # Stricter than client-go, which keeps trying until the deadline: a Lease seen with another holder
+            # means a successor may be writing already (say this process was frozen), so stop at once. The
+            # deadline counts from the last renewal on the monotonic clock, which a frozen process's does too.
+            holder = (self._observed_spec or {}).get("holderIdentity")
+            if holder and holder != cfg.identity:
+                reason = f"the lease is held by {holder}"
+            elif self._clock() - renewed_at >= cfg.renew_deadline:
+                reason = "failed to renew the lease within the renew deadline"
+            else:
+                continue
+            log.error("%s: leader election lost", reason)
+            self._set_leader(False)
+            raise LeaderElectionLost(f"lost lease {cfg.namespace}/{cfg.name}: {reason}")
 
     async def _try_acquire_or_renew(self) -> bool:
         """One attempt to take or renew the Lease; False when someone else holds it or the write failed."""
