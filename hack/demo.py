@@ -103,8 +103,13 @@ class Demo:
         """Run ``opsync <args>`` in its own process group, its output in <work>/<subcommand>.log."""
         with open(self.work / f"{args[0]}.log", "wb") as log:
             self.children[args[0]] = subprocess.Popen(  # noqa: S603 - our own command
-                [self.opsync, *args], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=env, cwd=ROOT, start_new_session=True,
+                [self.opsync, *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=ROOT,
+                start_new_session=True,
             )
 
     def log(self, name: str) -> str:
@@ -184,18 +189,30 @@ class Demo:
         self.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         self.kubectl("create", "namespace", NS)
 
-        self.say(f"Starting opsync: opsync run with OP_CONNECT_HOST={self.connect}, OP_CONNECT_TOKEN_FILE, "
-                 f"WATCH_NAMESPACE={NS}, POLLING_INTERVAL=5")
+        self.say(
+            f"Starting opsync: opsync run with OP_CONNECT_HOST={self.connect}, OP_CONNECT_TOKEN_FILE, "
+            f"WATCH_NAMESPACE={NS}, POLLING_INTERVAL=5"
+        )
         token = self.work / "token"
         token.write_text(TOKEN)
         token.chmod(0o600)
         env = {key: value for key, value in os.environ.items() if not key.startswith(("OP_", "AUTO_RESTART"))}
-        env.update(KUBECONFIG=self.kubeconfig, OP_CONNECT_HOST=self.connect, OP_CONNECT_TOKEN_FILE=str(token),
-                   WATCH_NAMESPACE=NS, POLLING_INTERVAL="5")
+        env.update(
+            KUBECONFIG=self.kubeconfig,
+            OP_CONNECT_HOST=self.connect,
+            OP_CONNECT_TOKEN_FILE=str(token),
+            WATCH_NAMESPACE=NS,
+            POLLING_INTERVAL="5",
+        )
         metrics, health = free_ports(2)
         self.metrics = f"http://127.0.0.1:{metrics}/metrics"
-        self.start("run", "--log-format=console", f"--metrics-bind-address=127.0.0.1:{metrics}",
-                   f"--health-probe-bind-address=127.0.0.1:{health}", env=env)
+        self.start(
+            "run",
+            "--log-format=console",
+            f"--metrics-bind-address=127.0.0.1:{metrics}",
+            f"--health-probe-bind-address=127.0.0.1:{health}",
+            env=env,
+        )
         self.wait_for("opsync to become ready", lambda: answers(f"http://127.0.0.1:{health}/readyz"))
         self.detail(f"ready; metrics on {self.metrics}")
 
@@ -207,8 +224,10 @@ class Demo:
         condition = self.wait_for("the item to be Ready", lambda: self.ready("db-credentials"))
         self.detail(f"OnePasswordItem demo/db-credentials: Ready=True ({condition['reason']})")
 
-        self.say("Applying a Deployment annotated with item-path, item-name and auto-restart: "
-                 "kubectl apply -f examples/demo/deployment.yaml")
+        self.say(
+            "Applying a Deployment annotated with item-path, item-name and auto-restart: "
+            "kubectl apply -f examples/demo/deployment.yaml"
+        )
         self.kubectl("apply", "-f", str(ROOT / "examples/demo/deployment.yaml"))
         api_key = self.wait_for("the Secret demo/api-key to appear", lambda: self.get("secret", "api-key"))
         self.detail(f"Secret demo/api-key appeared: {shape(api_key)}")
@@ -223,20 +242,27 @@ class Demo:
         self.detail(f"item db-credentials is now at version {version}; opsync polls every 5 s")
 
         self.say("Waiting for the Secret to follow")
-        after = self.wait_for("the Secret demo/db-credentials to follow the item",
-                              lambda: (s := self.get("secret", "db-credentials")).get("data") != secret["data"] and s)
+        after = self.wait_for(
+            "the Secret demo/db-credentials to follow the item",
+            lambda: (s := self.get("secret", "db-credentials")).get("data") != secret["data"] and s,
+        )
         moved = [key for key, value in after["data"].items() if secret["data"].get(key) != value]
         versions = [s["metadata"]["annotations"]["operator.1password.io/item-version"] for s in (secret, after)]
-        self.detail(f"Secret demo/db-credentials followed: {', '.join(moved)} changed, now {shape(after, moved)}; "
-                    f"item-version {versions[0]} -> {versions[1]}")
+        self.detail(
+            f"Secret demo/db-credentials followed: {', '.join(moved)} changed, now {shape(after, moved)}; "
+            f"item-version {versions[0]} -> {versions[1]}"
+        )
 
         self.say("Waiting for the Deployment to roll")
         rolled = self.wait_for("the Deployment to roll", lambda: [rs for rs in self.replicasets() if rs not in first])
         restarted = self.annotations(template=True).get(RESTARTED)
         self.detail(f"Deployment demo/web rolled: {RESTARTED}={restarted}; new ReplicaSet {', '.join(rolled)}")
-        counted = [line.removesuffix(".0") for line in http(self.metrics).decode().splitlines()
-                   if line.startswith(("opsync_secret_writes_total", "opsync_workload_restarts_total"))
-                   and not line.endswith(" 0.0")]
+        counted = [
+            line.removesuffix(".0")
+            for line in http(self.metrics).decode().splitlines()
+            if line.startswith(("opsync_secret_writes_total", "opsync_workload_restarts_total"))
+            and not line.endswith(" 0.0")
+        ]
         self.detail("metrics: " + ", ".join(counted))
 
     def keep_running(self) -> None:

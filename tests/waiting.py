@@ -12,9 +12,12 @@ async def eventually(
     *,
     timeout: float = 30.0,
     interval: float = 0.05,
-    message: str = "",
+    message: str | Callable[[], str] = "",
 ) -> None:
-    """Wait until ``condition()`` (plain or async) is true; fail with ``message`` after ``timeout`` seconds."""
+    """Wait until ``condition()`` (plain or async) is true; fail with ``message`` after ``timeout`` seconds.
+
+    ``message`` may be a function, called on failure, to report the last state seen.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -22,5 +25,6 @@ async def eventually(
         if await outcome if inspect.isawaitable(outcome) else outcome:
             return
         if loop.time() > deadline:
-            raise AssertionError(message or f"condition not met within {timeout:g}s")
+            text = message() if callable(message) else message
+            raise AssertionError(text or f"condition not met within {timeout:g}s")
         await asyncio.sleep(interval)

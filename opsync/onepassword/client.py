@@ -114,7 +114,8 @@ class ConnectClient:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self._backoff = wait_exponential(multiplier=self.retry.backoff, max=self.retry.max_backoff) + wait_random(
-            0, self.retry.backoff)
+            0, self.retry.backoff
+        )
         self.server_version: str | None = None
         """The ``1Password-Connect-Version`` of the last answer."""
         self._authorization = f"Bearer {token}"
@@ -128,8 +129,9 @@ class ConnectClient:
     async def __aenter__(self) -> ConnectClient:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     async def close(self) -> None:
@@ -179,8 +181,9 @@ class ConnectClient:
 
     # --- transport ---------------------------------------------------------------------------------------
 
-    async def _json(self, method: str, path: str, adapter: TypeAdapter[T],
-                    *, params: dict[str, str] | None = None) -> T:
+    async def _json(
+        self, method: str, path: str, adapter: TypeAdapter[T], *, params: dict[str, str] | None = None
+    ) -> T:
         return parse_json(await self._send(method, path, params), adapter)
 
     async def _send(self, method: str, path: str, params: dict[str, str] | None = None) -> Reply:
@@ -199,8 +202,9 @@ class ConnectClient:
                     with attempt:
                         return check(await self._attempt(method, path, params))
         except TimeoutError:
-            raise ConnectTimeoutError(f"{method} {path}: no answer within {policy.total:g}s",
-                                      method=method, path=path) from None
+            raise ConnectTimeoutError(
+                f"{method} {path}: no answer within {policy.total:g}s", method=method, path=path
+            ) from None
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     def _wait(self, state: RetryCallState) -> float:
@@ -211,8 +215,10 @@ class ConnectClient:
 
     def _log_retry(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
-        log.info("retrying a Connect request", extra={
-            "reason": str(error), "attempt": state.attempt_number, "wait": round(state.upcoming_sleep, 3)})
+        log.info(
+            "retrying a Connect request",
+            extra={"reason": str(error), "attempt": state.attempt_number, "wait": round(state.upcoming_sleep, 3)},
+        )
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
@@ -227,20 +233,26 @@ class ConnectClient:
         where = f"{method} {path}"
         try:
             async with self._session().request(
-                method, url, params=params, headers=headers, allow_redirects=False,
+                method,
+                url,
+                params=params,
+                headers=headers,
+                allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
             ) as response:
                 body = await response.read()
         except TimeoutError:
-            raise ConnectTimeoutError(f"{where}: no answer within {self.timeout:g}s",
-                                      method=method, path=path) from None
+            raise ConnectTimeoutError(
+                f"{where}: no answer within {self.timeout:g}s", method=method, path=path
+            ) from None
         except aiohttp.ClientConnectorCertificateError as err:
-            raise CertificateError(f"{where}: TLS verification failed: {err.certificate_error}",
-                                   method=method, path=path) from None
+            raise CertificateError(
+                f"{where}: TLS verification failed: {err.certificate_error}", method=method, path=path
+            ) from None
         except aiohttp.ClientError as err:
             # The aiohttp error is not chained: it keeps the request's headers, token included.
-            raise UnreachableError(f"{where}: cannot reach Connect at {self.url}: {type(err).__name__}: {err}",
-                                   method=method, path=path) from None
+            raise UnreachableError(
+                f"{where}: cannot reach Connect at {self.url}: {type(err).__name__}: {err}", method=method, path=path
+            ) from None
         self.server_version = response.headers.get("1Password-Connect-Version", self.server_version)
         return Reply(method, path, response.status, response.headers, body)
-

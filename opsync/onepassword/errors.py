@@ -59,8 +59,15 @@ class RateLimitedError(ConnectError):
 
     transient = True
 
-    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = 429,
-                 method: str = "", path: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = 429,
+        method: str = "",
+        path: str = "",
+    ) -> None:
         super().__init__(message, status=status, method=method, path=path)
         self.retry_after = retry_after
 
@@ -92,7 +99,11 @@ class InvalidResponseError(ConnectError):
 
 
 _BY_STATUS: dict[int, type[ConnectError]] = {
-    400: BadRequestError, 401: UnauthorizedError, 403: ForbiddenError, 404: NotFoundError, 429: RateLimitedError,
+    400: BadRequestError,
+    401: UnauthorizedError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    429: RateLimitedError,
 }
 
 
@@ -143,8 +154,13 @@ def error_for(reply: Reply) -> ConnectError:
     """The typed error for a non-2xx reply."""
     text = f"status {reply.status}: {_server_message(reply)}"
     if reply.status == 429:
-        return RateLimitedError(text, retry_after=parse_retry_after(reply.headers.get("Retry-After")),
-                                status=reply.status, method=reply.method, path=reply.path)
+        return RateLimitedError(
+            text,
+            retry_after=parse_retry_after(reply.headers.get("Retry-After")),
+            status=reply.status,
+            method=reply.method,
+            path=reply.path,
+        )
     kind = ServerError if reply.status >= 500 else _BY_STATUS.get(reply.status, ConnectError)
     return kind(text, status=reply.status, method=reply.method, path=reply.path)
 
@@ -187,8 +203,9 @@ def _without_lone_surrogates(value: object) -> object:
 
 
 def _invalid(reply: Reply, problem: str) -> InvalidResponseError:
-    return InvalidResponseError(f"{reply.method} {reply.path}: {problem}",
-                                status=reply.status, method=reply.method, path=reply.path)
+    return InvalidResponseError(
+        f"{reply.method} {reply.path}: {problem}", status=reply.status, method=reply.method, path=reply.path
+    )
 
 
 def _summary(err: ValidationError | RecursionError) -> str:

@@ -172,8 +172,9 @@ class File(WireModel):
     id: str
     name: str = ""
     size: int = 0
-    content_path: str = Field("", validation_alias=AliasChoices("content_path", "contentPath"),
-                              serialization_alias="content_path")
+    content_path: str = Field(
+        "", validation_alias=AliasChoices("content_path", "contentPath"), serialization_alias="content_path"
+    )
     section: Ref | None = None
     content: Base64Bytes | None = Field(None, repr=False)
 

@@ -128,8 +128,9 @@ class ItemResolver:
         memo.add(result.path, result)
         return result
 
-    async def resolve_many(self, paths: Iterable[ItemPath | str], *, memo: ResolveMemo | None = None,
-                           concurrency: int = 8) -> dict[ItemPath | str, ResolvedItem | Exception]:
+    async def resolve_many(
+        self, paths: Iterable[ItemPath | str], *, memo: ResolveMemo | None = None, concurrency: int = 8
+    ) -> dict[ItemPath | str, ResolvedItem | Exception]:
         """Resolve several paths (each distinct one once), ``concurrency`` at a time; failures are returned."""
         memo = memo or ResolveMemo()
         gate = asyncio.Semaphore(concurrency)
@@ -190,8 +191,10 @@ class ItemResolver:
         if matches:
             chosen = oldest(matches)
             if len(matches) > 1:
-                log.info("several vaults have this name; using the oldest",
-                         extra={"vault": segment, "vaultID": chosen.id, "matches": len(matches)})
+                log.info(
+                    "several vaults have this name; using the oldest",
+                    extra={"vault": segment, "vaultID": chosen.id, "matches": len(matches)},
+                )
             self._vault_ids[segment.casefold()] = chosen.id
             return chosen.id
         if looks_like_id(segment):
@@ -217,8 +220,10 @@ class ItemResolver:
             raise ResolveError(f"no items found with identifier {go_quote(segment)} in vault {go_quote(vault_id)}")
         chosen = oldest(summaries)
         if len(summaries) > 1:
-            log.info("several items have this title; using the oldest",
-                     extra={"vaultID": vault_id, "item": segment, "itemID": chosen.id, "matches": len(summaries)})
+            log.info(
+                "several items have this title; using the oldest",
+                extra={"vaultID": vault_id, "item": segment, "itemID": chosen.id, "matches": len(summaries)},
+            )
         try:
             return await self._client.get_item(vault_id, chosen.id)
         except ConnectError as err:
@@ -241,8 +246,9 @@ class ItemResolver:
         try:
             return await self._client.get_file_content(file.content_path or content_path(vault_id, item.id, file.id))
         except ConnectError as err:
-            raise ResolveError(f"failed to get content of file {go_quote(file.name)} of item {go_quote(item.id)}: "
-                               f"{err}", err) from err
+            raise ResolveError(
+                f"failed to get content of file {go_quote(file.name)} of item {go_quote(item.id)}: {err}", err
+            ) from err
 
 
 def _item_error(vault_id: str, segment: str, err: ConnectError) -> ResolveError:

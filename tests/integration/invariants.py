@@ -255,14 +255,18 @@ class OpsyncProcess:
     Its output goes to a file, not a pipe: a pipe nobody reads would block the process once full.
     """
 
-    def __init__(
-        self, kubeconfig: str, emulator: Emulator, namespace: str, log: Path, *args: str, **env: str
-    ) -> None:
+    def __init__(self, kubeconfig: str, emulator: Emulator, namespace: str, log: Path, *args: str, **env: str) -> None:
         self.log = log
         self.metrics_port = free_ports(1)[0]
         self.argv = [
-            sys.executable, "-m", "opsync", "run", "--log-format=json", "--health-probe-bind-address=0",
-            f"--metrics-bind-address=127.0.0.1:{self.metrics_port}", *args,
+            sys.executable,
+            "-m",
+            "opsync",
+            "run",
+            "--log-format=json",
+            "--health-probe-bind-address=0",
+            f"--metrics-bind-address=127.0.0.1:{self.metrics_port}",
+            *args,
         ]
         self.env = {
             **os.environ,

@@ -104,7 +104,7 @@ async def wait_for_data(
         found["secret"] = await get_or_none(kube, SECRETS, name, namespace)
         return decoded(found["secret"]) == expected
 
-    await eventually(matches, timeout=timeout, message=f"Secret {name} never held {expected}; last: {found}")
+    await eventually(matches, timeout=timeout, message=lambda: f"Secret {name} never held {expected}; last: {found}")
     return found["secret"] or {}
 
 
@@ -121,7 +121,7 @@ async def wait_for_ready(kube: Client, namespace: str, name: str, status: str, r
         condition = found["condition"] = await ready_condition(kube, namespace, name)
         return condition is not None and (condition["status"], condition.get("reason")) == (status, reason)
 
-    await eventually(matches, message=f"{name} never became Ready={status} ({reason}); last: {found}")
+    await eventually(matches, message=lambda: f"{name} never became Ready={status} ({reason}); last: {found}")
     return dict(found["condition"])
 
 

@@ -32,8 +32,12 @@ CASES: list[tuple[str, dict[str, str], list[str], str]] = [
     ("token-missing", {"OP_CONNECT_TOKEN": UNSET}, [], "OP_CONNECT_TOKEN"),
     ("token-two-words", {"OP_CONNECT_TOKEN": f"{TOKEN} {TOKEN}"}, [], "OP_CONNECT_TOKEN"),
     ("token-control-character", {"OP_CONNECT_TOKEN": f"{TOKEN}\x7f"}, [], "OP_CONNECT_TOKEN"),
-    ("token-file-missing", {"OP_CONNECT_TOKEN": UNSET, "OP_CONNECT_TOKEN_FILE": "/nonexistent/token"}, [],
-     "OP_CONNECT_TOKEN_FILE"),
+    (
+        "token-file-missing",
+        {"OP_CONNECT_TOKEN": UNSET, "OP_CONNECT_TOKEN_FILE": "/nonexistent/token"},
+        [],
+        "OP_CONNECT_TOKEN_FILE",
+    ),
     ("service-account-token", {"OP_SERVICE_ACCOUNT_TOKEN": "ops_" + TOKEN}, [], "OP_SERVICE_ACCOUNT_TOKEN"),
     ("manage-connect", {"MANAGE_CONNECT": "true"}, [], "MANAGE_CONNECT"),
     ("workers-0", {}, ["--workers=0"], "--workers"),
@@ -66,8 +70,11 @@ def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def environment(changes: dict[str, str], kubeconfig: str) -> dict[str, str]:
     """This process's environment without opsync settings, plus ``BASE_ENV`` and ``changes``."""
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("OP_", "WATCH_NAMESPACE", "POLLING_INTERVAL", "AUTO_RESTART", "MANAGE_CONNECT"))}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("OP_", "WATCH_NAMESPACE", "POLLING_INTERVAL", "AUTO_RESTART", "MANAGE_CONNECT"))
+    }
     env.update(BASE_ENV, KUBECONFIG=kubeconfig)
     for key, value in changes.items():
         if value == UNSET:
@@ -82,8 +89,16 @@ async def test_bad_setting_exits_2_naming_it(
     kubeconfig: str, env: dict[str, str], argv: list[str], setting: str
 ) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "opsync", "run", "--metrics-bind-address=0", "--health-probe-bind-address=0", *argv,
-        env=environment(env, kubeconfig), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "opsync",
+        "run",
+        "--metrics-bind-address=0",
+        "--health-probe-bind-address=0",
+        *argv,
+        env=environment(env, kubeconfig),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         async with asyncio.timeout(60):

@@ -38,8 +38,10 @@ def path(name: str) -> str:
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[Emulator]:
-    items = [{"title": name, "fields": [{"label": "user", "value": name}, {"label": "password", "value": "v1"}]}
-             for name in (*NAMES, "late")]
+    items = [
+        {"title": name, "fields": [{"label": "user", "value": name}, {"label": "password", "value": "v1"}]}
+        for name in (*NAMES, "late")
+    ]
     async with Emulator(emulator_data({VAULT: items})) as emu:
         yield emu
 
@@ -80,7 +82,11 @@ async def recovered_within_a_poll(op: RunningOperator, guard: SecretGuard, emula
     ids=["refused", "5xx-storm"],
 )
 async def test_connect_down_keeps_the_last_good_data_and_backs_off(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, fault: dict[str, object],
+    control_plane: ControlPlane,
+    kube: Client,
+    namespace: str,
+    emulator: Emulator,
+    fault: dict[str, object],
     reason: str,
 ) -> None:
     loop = asyncio.get_running_loop()

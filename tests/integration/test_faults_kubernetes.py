@@ -37,8 +37,10 @@ def data(name: str, password: str = "v1") -> dict[str, str]:
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[Emulator]:
-    items = [{"title": name, "fields": [{"label": "user", "value": name}, {"label": "password", "value": "v1"}]}
-             for name in (*NAMES, "late", "after")]
+    items = [
+        {"title": name, "fields": [{"label": "user", "value": name}, {"label": "password", "value": "v1"}]}
+        for name in (*NAMES, "late", "after")
+    ]
     async with Emulator(emulator_data({VAULT: items})) as emu:
         yield emu
 

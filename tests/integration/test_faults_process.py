@@ -56,8 +56,9 @@ async def create_all(kube: Client, namespace: str) -> None:
 
     manifests = [(ONEPASSWORDITEMS, opi(f"item-{i}", path(f"item-{i}"))) for i in range(ITEMS)]
     auto = {AUTO_RESTART_ANNOTATION: "true"}
-    manifests += [(DEPLOYMENTS, workload("Deployment", f"d-{n}", env_secret=s, annotations=auto)) for n, s in
-                  enumerate(USED)]
+    manifests += [
+        (DEPLOYMENTS, workload("Deployment", f"d-{n}", env_secret=s, annotations=auto)) for n, s in enumerate(USED)
+    ]
     manifests.append((DEPLOYMENTS, workload("Deployment", "named", item_path=path("item-1"), item_name="named")))
     await asyncio.gather(*(create(resource, manifest) for resource, manifest in manifests))
 
@@ -84,8 +85,11 @@ async def test_sigkill_mid_sync_then_restart_converges_without_duplicate_rollout
 
         async def recorded() -> bool:
             found = (await kube.list(DEPLOYMENTS, namespace))["items"]
-            return all(RESTART_VERSIONS_ANNOTATION in d["metadata"].get("annotations", {}) for d in found
-                       if d["metadata"]["name"] != "named")
+            return all(
+                RESTART_VERSIONS_ANNOTATION in d["metadata"].get("annotations", {})
+                for d in found
+                if d["metadata"]["name"] != "named"
+            )
 
         await eventually(recorded, timeout=60, message="the restart records were not written")
         before = await generations(kube, namespace)

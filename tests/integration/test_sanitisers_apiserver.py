@@ -41,8 +41,12 @@ async def test_sanitised_names_and_keys_are_accepted(kube: Client, namespace: st
     def create_and_delete(name: str, labels: list[str]) -> None:
         sanitised = secret_name(name) or "fallback-name"
         keys = {key for label in labels if (key := secret_data_key(label)) is not None}
-        body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": sanitised},
-                "data": {key: "dg==" for key in keys}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": sanitised},
+            "data": {key: "dg==" for key in keys},
+        }
         created = on_loop(kube.create(SECRETS, body, namespace))  # raises InvalidError if refused
         assert set(created.get("data") or {}) == keys
         on_loop(kube.delete(SECRETS, sanitised, namespace))

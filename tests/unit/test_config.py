@@ -270,8 +270,15 @@ def test_a_token_with_control_characters_is_refused_at_start_up(token: str) -> N
 
 
 @pytest.mark.parametrize(
-    "host", ["http://host\\evil", "http://exa mple.com", "http://ho\tst", "http://connect/?x=1", "http://connect#f",
-             "http://connect:0"],
+    "host",
+    [
+        "http://host\\evil",
+        "http://exa mple.com",
+        "http://ho\tst",
+        "http://connect/?x=1",
+        "http://connect#f",
+        "http://connect:0",
+    ],
 )
 def test_connect_hosts_the_client_could_not_use_are_refused(host: str) -> None:
     """``urlsplit`` accepts these; the client then raised (a traceback, status 1) or called a wrong address."""

@@ -49,8 +49,9 @@ def test_filter_values_unescape_quotes_and_backslashes() -> None:
     assert parse_filter(r'title eq "say \"hi\" \\o/"', ("title",))({"title": ['say "hi" \\o/']})
 
 
-@pytest.mark.parametrize("text", ['title eq "x', "title eq x", 'name eq "x"', 'title gt "x"', 'title eq "x" nand',
-                                  'title eq "x" and', "'x'"])
+@pytest.mark.parametrize(
+    "text", ['title eq "x', "title eq x", 'name eq "x"', 'title gt "x"', 'title eq "x" nand', 'title eq "x" and', "'x'"]
+)
 def test_bad_filters_are_400(text: str) -> None:
     with pytest.raises(ApiProblem) as caught:
         parse_filter(text, ("title", "tag"))
@@ -58,10 +59,19 @@ def test_bad_filters_are_400(text: str) -> None:
 
 
 def stored() -> dict[str, object]:
-    return normalise({"title": "t", "category": "LOGIN", "fields": [
-        {"label": "username", "value": "u", "purpose": "USERNAME"},
-        {"id": "customfieldidcustomfieldid", "label": "host", "value": "h", "type": "string"},
-    ]}, item_id="i" * 26, vault_id="v" * 26, existing=None)
+    return normalise(
+        {
+            "title": "t",
+            "category": "LOGIN",
+            "fields": [
+                {"label": "username", "value": "u", "purpose": "USERNAME"},
+                {"id": "customfieldidcustomfieldid", "label": "host", "value": "h", "type": "string"},
+            ],
+        },
+        item_id="i" * 26,
+        vault_id="v" * 26,
+        existing=None,
+    )
 
 
 def test_writes_are_normalised_as_connect_does() -> None:
@@ -84,8 +94,12 @@ def test_generated_values_follow_the_recipe() -> None:
     assert len(value) == 12
     assert set(value) <= set("456789")
     assert entropy == pytest.approx(12 * 2.585, rel=0.01)
-    doc = normalise({"category": "PASSWORD", "fields": [{"purpose": "PASSWORD", "generate": True}]},
-                    item_id="i" * 26, vault_id="v" * 26, existing=None)
+    doc = normalise(
+        {"category": "PASSWORD", "fields": [{"purpose": "PASSWORD", "generate": True}]},
+        item_id="i" * 26,
+        vault_id="v" * 26,
+        existing=None,
+    )
     field = doc["fields"][0]
     assert len(field["value"]) == 32 and field["entropy"] > 100 and "generate" not in field
     with pytest.raises(ApiProblem):
@@ -94,13 +108,16 @@ def test_generated_values_follow_the_recipe() -> None:
 
 def test_patch_addresses_fields_by_id() -> None:
     doc = stored()
-    patched = apply_patch(doc, [
-        {"op": "replace", "path": "/fields/username/value", "value": "new-user"},
-        {"op": "remove", "path": "/fields/customfieldidcustomfieldid"},
-        {"op": "add", "path": "/fields", "value": {"label": "added", "value": "a"}},
-        {"op": "replace", "path": "/title", "value": "renamed"},
-        {"op": "add", "path": "/tags/-", "value": "new-tag"},
-    ])
+    patched = apply_patch(
+        doc,
+        [
+            {"op": "replace", "path": "/fields/username/value", "value": "new-user"},
+            {"op": "remove", "path": "/fields/customfieldidcustomfieldid"},
+            {"op": "add", "path": "/fields", "value": {"label": "added", "value": "a"}},
+            {"op": "replace", "path": "/title", "value": "renamed"},
+            {"op": "add", "path": "/tags/-", "value": "new-tag"},
+        ],
+    )
     assert patched["title"] == "renamed"
     assert patched["tags"] == ["new-tag"]
     assert [f.get("label") for f in patched["fields"]] == ["username", "added"]
@@ -115,11 +132,17 @@ def test_patch_can_replace_every_field_or_the_whole_item() -> None:
     assert whole["title"] == "new" and whole["id"] == "i" * 26
 
 
-@pytest.mark.parametrize("operations", [
-    {"op": "add"}, [{"op": "move", "path": "/title"}], [{"op": "replace", "path": "/version", "value": 3}],
-    [{"op": "remove", "path": "/fields/nosuchfield"}], [{"op": "replace", "path": "/nosuch/deep", "value": 1}],
-    [{"op": "replace", "path": "title", "value": 1}],
-])
+@pytest.mark.parametrize(
+    "operations",
+    [
+        {"op": "add"},
+        [{"op": "move", "path": "/title"}],
+        [{"op": "replace", "path": "/version", "value": 3}],
+        [{"op": "remove", "path": "/fields/nosuchfield"}],
+        [{"op": "replace", "path": "/nosuch/deep", "value": 1}],
+        [{"op": "replace", "path": "title", "value": 1}],
+    ],
+)
 def test_bad_patches_are_400(operations: object) -> None:
     with pytest.raises(ApiProblem) as caught:
         apply_patch(stored(), operations)
@@ -139,9 +162,16 @@ def test_unusable_otp_values_give_no_code() -> None:
 
 
 def test_rendering_leaves_out_empty_values_and_adds_totp() -> None:
-    doc = normalise({"title": "", "category": "LOGIN", "fields": [{"label": "otp", "type": "OTP",
-                     "value": "otpauth://totp/x?secret=JBSWY3DPEHPK3PXP"}]},
-                    item_id="i" * 26, vault_id="v" * 26, existing=None)
+    doc = normalise(
+        {
+            "title": "",
+            "category": "LOGIN",
+            "fields": [{"label": "otp", "type": "OTP", "value": "otpauth://totp/x?secret=JBSWY3DPEHPK3PXP"}],
+        },
+        item_id="i" * 26,
+        vault_id="v" * 26,
+        existing=None,
+    )
     doc["version"] = 0
     out = render(doc, summary=False, now=0)
     assert "tags" not in out and "favorite" not in out and "urls" not in out
@@ -167,12 +197,15 @@ def test_seeded_data_is_deterministic() -> None:
     assert a["createdAt"] < b["createdAt"]  # file order is creation order
 
 
-@pytest.mark.parametrize("data", [
-    {"vaults": []},  # no token
-    {"tokens": [{"token": "t"}], "vaults": [{"name": "V", "items": [{"title": "x", "colour": "red"}]}]},
-    {"tokens": [{"token": "t"}], "vaults": [{"name": "V", "items": [{"title": "x", "files": [{"name": "f"}]}]}]},
-    {"tokens": [{"token": "t", "vaults": {"V": "write"}}]},
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"vaults": []},  # no token
+        {"tokens": [{"token": "t"}], "vaults": [{"name": "V", "items": [{"title": "x", "colour": "red"}]}]},
+        {"tokens": [{"token": "t"}], "vaults": [{"name": "V", "items": [{"title": "x", "files": [{"name": "f"}]}]}]},
+        {"tokens": [{"token": "t", "vaults": {"V": "write"}}]},
+    ],
+)
 def test_bad_data_files_are_refused(data: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         EmulatorData.model_validate(data)

@@ -41,8 +41,17 @@ def reply(status: int, body: bytes, headers: dict[str, str] | None = None) -> Re
 
 @pytest.mark.parametrize(
     ("status", "kind"),
-    [(400, BadRequestError), (401, UnauthorizedError), (403, ForbiddenError), (404, NotFoundError),
-     (429, RateLimitedError), (500, ServerError), (503, ServerError), (413, ConnectError), (302, ConnectError)],
+    [
+        (400, BadRequestError),
+        (401, UnauthorizedError),
+        (403, ForbiddenError),
+        (404, NotFoundError),
+        (429, RateLimitedError),
+        (500, ServerError),
+        (503, ServerError),
+        (413, ConnectError),
+        (302, ConnectError),
+    ],
 )
 def test_statuses_map_to_typed_errors_with_the_go_sdk_text(status: int, kind: type[ConnectError]) -> None:
     error = error_for(reply(status, json.dumps({"status": status, "message": "item i not found"}).encode()))
@@ -52,8 +61,9 @@ def test_statuses_map_to_typed_errors_with_the_go_sdk_text(status: int, kind: ty
 
 
 def test_transient_errors_are_the_retried_ones() -> None:
-    transient = {status for status in (400, 401, 403, 404, 413, 429, 500, 502, 503)
-                 if error_for(reply(status, b"")).transient}
+    transient = {
+        status for status in (400, 401, 403, 404, 413, 429, 500, 502, 503) if error_for(reply(status, b"")).transient
+    }
     assert transient == {429, 500, 502, 503}
 
 

@@ -20,14 +20,32 @@ FULL_ITEM = {
     "lastEditedBy": "DOIHOHSV2NHK5HMSOLCWJUXFDM",
     "sections": [{"id": "Section_47DC", "label": "database"}],
     "fields": [
-        {"id": "password", "type": "CONCEALED", "purpose": "PASSWORD", "label": "password", "value": "Z9g",
-         "entropy": 130.07},
-        {"id": "TOTP_j5xk", "type": "OTP", "label": "otp", "value": "otpauth://totp/demo?secret=JBSW",
-         "totp": "134253"},
+        {
+            "id": "password",
+            "type": "CONCEALED",
+            "purpose": "PASSWORD",
+            "label": "password",
+            "value": "Z9g",
+            "entropy": 130.07,
+        },
+        {
+            "id": "TOTP_j5xk",
+            "type": "OTP",
+            "label": "otp",
+            "value": "otpauth://totp/demo?secret=JBSW",
+            "totp": "134253",
+        },
         {"id": "k4yq", "section": {"id": "Section_47DC"}, "type": "STRING", "label": "host", "value": "db"},
     ],
-    "files": [{"id": "fooaktb2fvbvdkarwm2crklmei", "name": "ca.pem", "size": 1289,
-               "content_path": "/v1/vaults/h/items/w/files/f/content", "section": {"id": "Section_47DC"}}],
+    "files": [
+        {
+            "id": "fooaktb2fvbvdkarwm2crklmei",
+            "name": "ca.pem",
+            "size": 1289,
+            "content_path": "/v1/vaults/h/items/w/files/f/content",
+            "section": {"id": "Section_47DC"},
+        }
+    ],
 }
 
 
@@ -48,8 +66,14 @@ def test_a_full_item_keeps_what_the_operator_uses() -> None:
 
 
 def test_unknown_enum_values_and_keys_are_accepted_and_kept() -> None:
-    item = Item.model_validate({**FULL_ITEM, "category": "CRYPTO_WALLET", "newThing": {"a": 1},
-                                "fields": [{"id": "x", "type": "PASSKEY", "purpose": "LOGIN_CODE", "value": "v"}]})
+    item = Item.model_validate(
+        {
+            **FULL_ITEM,
+            "category": "CRYPTO_WALLET",
+            "newThing": {"a": 1},
+            "fields": [{"id": "x", "type": "PASSKEY", "purpose": "LOGIN_CODE", "value": "v"}],
+        }
+    )
     assert item.category == "CRYPTO_WALLET"
     assert item.fields[0].type == "PASSKEY"
     assert item.fields[0].purpose == "LOGIN_CODE"
@@ -66,8 +90,9 @@ def test_only_ids_are_required() -> None:
 
 
 def test_timestamps_without_an_offset_are_utc() -> None:
-    summary = ItemSummary.model_validate({"id": "a" * 26, "vault": {"id": "b" * 26},
-                                          "createdAt": "2021-04-10T17:20:05.98944527"})
+    summary = ItemSummary.model_validate(
+        {"id": "a" * 26, "vault": {"id": "b" * 26}, "createdAt": "2021-04-10T17:20:05.98944527"}
+    )
     assert summary.created_at is not None and summary.created_at.tzinfo is not None
 
 

@@ -97,68 +97,156 @@ def server() -> Iterator[Server]:
 
 # Lone UTF-16 surrogates are valid in JSON ("\\ud800") but are no characters; a pair is one character.
 text = st.text(max_size=20) | st.just(MARKER) | st.sampled_from(["a\ud800b", "\udfff", "\ud83d\ude00"])
-scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=2**63, max_value=2**70)
-           | st.floats(allow_nan=True, allow_infinity=True) | text)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=2**63, max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | text
+)
 any_json = st.recursive(
     scalars,
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
     max_leaves=12,
 )
-timestamps = st.sampled_from(["2024-01-01T00:00:00Z", "2024-01-01T00:00:00", "0001-01-01T00:00:00Z", "yesterday",
-                              "9999-12-31T23:59:59+14:00", "2024-02-30T00:00:00Z"]) | scalars
+timestamps = (
+    st.sampled_from(
+        [
+            "2024-01-01T00:00:00Z",
+            "2024-01-01T00:00:00",
+            "0001-01-01T00:00:00Z",
+            "yesterday",
+            "9999-12-31T23:59:59+14:00",
+            "2024-02-30T00:00:00Z",
+        ]
+    )
+    | scalars
+)
 ids = st.sampled_from(["wepiqdxdzncjtnvmv5fegud4qy", "", " ", "../x", "a/b"]) | text
 ref = st.fixed_dictionaries({}, optional={"id": ids | any_json})
 url = st.fixed_dictionaries({}, optional={"href": text | scalars, "label": text | scalars, "primary": scalars})
-field_ = st.fixed_dictionaries({}, optional={
-    "id": ids, "label": st.sampled_from(["password", "..x", ".", "###", "tls.crt", "😄 key"]) | scalars,
-    "value": text | scalars, "type": st.sampled_from(["CONCEALED", "OTP", "NEW_TYPE"]) | scalars,
-    "purpose": st.sampled_from(["PASSWORD", "", "OTHER"]) | scalars, "section": ref | scalars,
-    "totp": text | scalars, "entropy": scalars, "recipe": any_json,
-})
-file_ = st.fixed_dictionaries({}, optional={
-    "id": ids, "name": text | scalars, "size": scalars, "content_path": text | scalars,
-    "content": st.sampled_from(["aGk=", "not base64!", ""]) | scalars, "section": ref | scalars,
-})
+field_ = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": ids,
+        "label": st.sampled_from(["password", "..x", ".", "###", "tls.crt", "😄 key"]) | scalars,
+        "value": text | scalars,
+        "type": st.sampled_from(["CONCEALED", "OTP", "NEW_TYPE"]) | scalars,
+        "purpose": st.sampled_from(["PASSWORD", "", "OTHER"]) | scalars,
+        "section": ref | scalars,
+        "totp": text | scalars,
+        "entropy": scalars,
+        "recipe": any_json,
+    },
+)
+file_ = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": ids,
+        "name": text | scalars,
+        "size": scalars,
+        "content_path": text | scalars,
+        "content": st.sampled_from(["aGk=", "not base64!", ""]) | scalars,
+        "section": ref | scalars,
+    },
+)
 summary_shape: dict[str, st.SearchStrategy[Any]] = {
-    "id": ids, "title": text | scalars, "vault": ref | scalars, "category": st.sampled_from(["LOGIN", "NEW"]) | scalars,
-    "urls": st.lists(url, max_size=3) | scalars, "tags": st.lists(text | scalars, max_size=3) | scalars,
-    "version": scalars, "state": st.sampled_from(["ARCHIVED", "DELETED", "OTHER"]) | scalars,
-    "createdAt": timestamps, "updatedAt": timestamps, "favorite": scalars,
+    "id": ids,
+    "title": text | scalars,
+    "vault": ref | scalars,
+    "category": st.sampled_from(["LOGIN", "NEW"]) | scalars,
+    "urls": st.lists(url, max_size=3) | scalars,
+    "tags": st.lists(text | scalars, max_size=3) | scalars,
+    "version": scalars,
+    "state": st.sampled_from(["ARCHIVED", "DELETED", "OTHER"]) | scalars,
+    "createdAt": timestamps,
+    "updatedAt": timestamps,
+    "favorite": scalars,
 }
 summary = st.fixed_dictionaries({}, optional=summary_shape)
-item = st.fixed_dictionaries({}, optional={
-    **summary_shape, "fields": st.lists(field_, max_size=4) | scalars, "files": st.lists(file_, max_size=2) | scalars,
-    "sections": st.lists(st.fixed_dictionaries({}, optional={"id": ids, "label": text | scalars}), max_size=2),
-})
-vault = st.fixed_dictionaries({}, optional={
-    "id": ids, "name": text | scalars, "contentVersion": scalars, "attributeVersion": scalars, "items": scalars,
-    "type": st.sampled_from(["USER_CREATED", "NEW"]) | scalars, "createdAt": timestamps,
-})
+item = st.fixed_dictionaries(
+    {},
+    optional={
+        **summary_shape,
+        "fields": st.lists(field_, max_size=4) | scalars,
+        "files": st.lists(file_, max_size=2) | scalars,
+        "sections": st.lists(st.fixed_dictionaries({}, optional={"id": ids, "label": text | scalars}), max_size=2),
+    },
+)
+vault = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": ids,
+        "name": text | scalars,
+        "contentVersion": scalars,
+        "attributeVersion": scalars,
+        "items": scalars,
+        "type": st.sampled_from(["USER_CREATED", "NEW"]) | scalars,
+        "createdAt": timestamps,
+    },
+)
 # Well-typed items with odd values: these parse, and must then make a Secret (or say why not).
 labels = st.sampled_from(["password", "..x", ".", "###", "tls.crt", "😄 key", "", "a" * 300]) | st.text(max_size=12)
-good_field = st.fixed_dictionaries({"label": labels, "value": text}, optional={
-    "id": st.text(max_size=5), "type": st.sampled_from(["CONCEALED", "OTP", "NEW_TYPE"]),
-    "section": st.fixed_dictionaries({"id": st.text(max_size=5)}), "totp": text})
-good_file = st.fixed_dictionaries({"id": st.text(max_size=5), "name": labels},
-                                  optional={"content": st.sampled_from(["aGk=", ""]), "size": st.integers()})
+good_field = st.fixed_dictionaries(
+    {"label": labels, "value": text},
+    optional={
+        "id": st.text(max_size=5),
+        "type": st.sampled_from(["CONCEALED", "OTP", "NEW_TYPE"]),
+        "section": st.fixed_dictionaries({"id": st.text(max_size=5)}),
+        "totp": text,
+    },
+)
+good_file = st.fixed_dictionaries(
+    {"id": st.text(max_size=5), "name": labels},
+    optional={"content": st.sampled_from(["aGk=", ""]), "size": st.integers()},
+)
 good_url = st.fixed_dictionaries({"href": text}, optional={"label": labels, "primary": st.booleans()})
 good_item = st.fixed_dictionaries(
     {"id": ids, "vault": st.fixed_dictionaries({"id": ids})},
-    optional={"title": text, "version": st.integers(), "tags": st.lists(text, max_size=3),
-              "urls": st.lists(good_url, max_size=3), "fields": st.lists(good_field, max_size=5),
-              "files": st.lists(good_file, max_size=2), "createdAt": st.sampled_from(["2024-01-01T00:00:00Z"])},
+    optional={
+        "title": text,
+        "version": st.integers(),
+        "tags": st.lists(text, max_size=3),
+        "urls": st.lists(good_url, max_size=3),
+        "fields": st.lists(good_field, max_size=5),
+        "files": st.lists(good_file, max_size=2),
+        "createdAt": st.sampled_from(["2024-01-01T00:00:00Z"]),
+    },
 )
-health = st.fixed_dictionaries({}, optional={"name": text | scalars, "version": text | scalars,
-                                             "dependencies": st.lists(any_json, max_size=2) | scalars})
+health = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": text | scalars,
+        "version": text | scalars,
+        "dependencies": st.lists(any_json, max_size=2) | scalars,
+    },
+)
 shaped = any_json | good_item | item | summary | vault | health | st.lists(item | summary | vault, max_size=3)
-bodies = shaped.map(lambda value: json.dumps(value).encode()) | st.binary(max_size=64) | st.sampled_from(
-    [b"", b"<html>hunter2-s3cr3t</html>", b"[" * 5000 + b"]" * 5000, b"\xff\xfe", b"null", b'"\\ud800"'])
+bodies = (
+    shaped.map(lambda value: json.dumps(value).encode())
+    | st.binary(max_size=64)
+    | st.sampled_from(
+        [b"", b"<html>hunter2-s3cr3t</html>", b"[" * 5000 + b"]" * 5000, b"\xff\xfe", b"null", b'"\\ud800"']
+    )
+)
 statuses = st.sampled_from([200, 200, 200, 201, 204, 302, 400, 401, 403, 404, 409, 413, 429, 500, 503])
-headers = st.lists(st.sampled_from([
-    ("Retry-After", "5"), ("Retry-After", "soon"), ("Retry-After", "-1"), ("Retry-After", "1e309"),
-    ("Content-Type", "text/html"), ("Content-Type", "application/json; charset=latin-1"),
-    ("Content-Encoding", "gzip"), ("1Password-Connect-Version", "9.9.9"),
-]), max_size=2, unique_by=lambda header: header[0]).map(tuple)
+headers = st.lists(
+    st.sampled_from(
+        [
+            ("Retry-After", "5"),
+            ("Retry-After", "soon"),
+            ("Retry-After", "-1"),
+            ("Retry-After", "1e309"),
+            ("Content-Type", "text/html"),
+            ("Content-Type", "application/json; charset=latin-1"),
+            ("Content-Encoding", "gzip"),
+            ("1Password-Connect-Version", "9.9.9"),
+        ]
+    ),
+    max_size=2,
+    unique_by=lambda header: header[0],
+).map(tuple)
 answers = st.builds(Answer, statuses, headers, bodies)
 
 # --- what the client is asked ------------------------------------------------------------------------------------
@@ -166,14 +254,20 @@ answers = st.builds(Answer, statuses, headers, bodies)
 Call = Callable[[ConnectClient], Awaitable[object]]
 METHODS: dict[str, tuple[Call, Callable[[object], bool]]] = {
     "list_vaults": (lambda c: c.list_vaults(), lambda r: isinstance(r, list) and all(isinstance(v, Vault) for v in r)),
-    "list_vaults_by_name": (lambda c: c.list_vaults(name='a "b"'),
-                            lambda r: isinstance(r, list) and all(isinstance(v, Vault) for v in r)),
+    "list_vaults_by_name": (
+        lambda c: c.list_vaults(name='a "b"'),
+        lambda r: isinstance(r, list) and all(isinstance(v, Vault) for v in r),
+    ),
     "get_vault": (lambda c: c.get_vault("v"), lambda r: isinstance(r, Vault)),
-    "list_items": (lambda c: c.list_items("v", title="t"),
-                   lambda r: isinstance(r, list) and all(isinstance(i, ItemSummary) for i in r)),
+    "list_items": (
+        lambda c: c.list_items("v", title="t"),
+        lambda r: isinstance(r, list) and all(isinstance(i, ItemSummary) for i in r),
+    ),
     "get_item": (lambda c: c.get_item("v", "i"), lambda r: isinstance(r, Item)),
-    "get_file_content": (lambda c: c.get_file_content("/v1/vaults/v/items/i/files/f/content"),
-                         lambda r: isinstance(r, bytes)),
+    "get_file_content": (
+        lambda c: c.get_file_content("/v1/vaults/v/items/i/files/f/content"),
+        lambda r: isinstance(r, bytes),
+    ),
     "health": (lambda c: c.health(), lambda r: isinstance(r, Health)),
     "heartbeat": (lambda c: c.heartbeat(), lambda r: r is None),
 }

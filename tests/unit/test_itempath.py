@@ -19,8 +19,10 @@ GO_FORMAT = "Must be of the format: `vaults/{vault_id}/items/{item_id}`"
     ("path", "expected"),
     [
         ("vaults/Demo/items/db-credentials", ItemPath("Demo", "db-credentials")),
-        ("vaults/hfnjvi6aymbsnfc2xeeoheizda/items/wepiqdxdzncjtnvmv5fegud4qy",
-         ItemPath("hfnjvi6aymbsnfc2xeeoheizda", "wepiqdxdzncjtnvmv5fegud4qy")),
+        (
+            "vaults/hfnjvi6aymbsnfc2xeeoheizda/items/wepiqdxdzncjtnvmv5fegud4qy",
+            ItemPath("hfnjvi6aymbsnfc2xeeoheizda", "wepiqdxdzncjtnvmv5fegud4qy"),
+        ),
         ("vaults/My Vault/items/api key (prod)", ItemPath("My Vault", "api key (prod)")),
         ("vaults/ Demo /items/x", ItemPath(" Demo ", "x")),  # kept verbatim, as Go does
     ],

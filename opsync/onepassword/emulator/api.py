@@ -21,8 +21,10 @@ from opsync.onepassword.paths import looks_like_id
 VAULT = "/v1/vaults/{vault}"
 ITEM = VAULT + "/items/{item}"
 FILE = ITEM + "/files/{file}"
-_TOO_LARGE = ("File is too large to inline in request. "
-              "Use the /v1/vaults/{vaultUUID}/items/{itemUUID}/files/{fileUUID}/content endpoint instead.")
+_TOO_LARGE = (
+    "File is too large to inline in request. "
+    "Use the /v1/vaults/{vaultUUID}/items/{itemUUID}/files/{fileUUID}/content endpoint instead."
+)
 
 
 class ConnectApi:
@@ -73,8 +75,10 @@ class ConnectApi:
             raise ApiProblem(403, "Authorization: token does not have access to vault")
         if action != "READ" and access != "rw":
             self._audit(request, grant, action, vault, result="DENY")
-            raise ApiProblem(self.store.settings.read_only_write_status,
-                             "Unauthorized Request, token does not have write access to the Vault")
+            raise ApiProblem(
+                self.store.settings.read_only_write_status,
+                "Unauthorized Request, token does not have write access to the Vault",
+            )
         return vault
 
     @staticmethod
@@ -96,8 +100,16 @@ class ConnectApi:
                 return dict(file)
         raise ApiProblem(404, f"file {file_id} not found")
 
-    def _audit(self, request: web.Request, grant: Grant, action: str, vault: VaultState, *,
-               item: Doc | None = None, result: str = "SUCCESS") -> None:
+    def _audit(
+        self,
+        request: web.Request,
+        grant: Grant,
+        action: str,
+        vault: VaultState,
+        *,
+        item: Doc | None = None,
+        result: str = "SUCCESS",
+    ) -> None:
         actor = {"userAgent": request.headers.get("User-Agent", ""), "requestIp": request.remote or ""}
         self.store.record(grant, actor=actor, action=action, result=result, vault_id=vault.id, item=item)
 
@@ -114,8 +126,11 @@ class ConnectApi:
         """``GET /v1/vaults[?filter=name eq "x"]``: the vaults in the token's scope."""
         grant = self._grant(request)
         wanted = _filter(request, ("name", "title"))
-        vaults = [v.doc for v in self.store.vaults.values() if grant.access(v.id) is not None
-                  and wanted({"name": [v.doc["name"]], "title": [v.doc["name"]]})]
+        vaults = [
+            v.doc
+            for v in self.store.vaults.values()
+            if grant.access(v.id) is not None and wanted({"name": [v.doc["name"]], "title": [v.doc["name"]]})
+        ]
         return web.json_response(vaults)
 
     async def get_vault(self, request: web.Request) -> web.Response:
@@ -132,8 +147,13 @@ class ConnectApi:
         vault = self._vault(request, self._grant(request))
         wanted = _filter(request, ("title", "tag"))
         now = time.time()
-        return web.json_response([render(doc, summary=True, now=now) for doc in vault.items.values()
-                                  if wanted({"title": [doc["title"]], "tag": doc.get("tags", [])})])
+        return web.json_response(
+            [
+                render(doc, summary=True, now=now)
+                for doc in vault.items.values()
+                if wanted({"title": [doc["title"]], "tag": doc.get("tags", [])})
+            ]
+        )
 
     async def get_item(self, request: web.Request) -> web.Response:
         """``GET /v1/vaults/{id}/items/{id}``: the full item."""
@@ -214,8 +234,11 @@ class ConnectApi:
         file = self._file(request, item)
         self._audit(request, grant, "READ", vault, item=item)
         name = file["name"].replace("\\", "\\\\").replace('"', '\\"')
-        return web.Response(body=vault.contents[(item["id"], file["id"])], content_type="application/octet-stream",
-                            headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        return web.Response(
+            body=vault.contents[(item["id"], file["id"])],
+            content_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
     # --- activity and operations -------------------------------------------------------------------------
 
@@ -239,14 +262,17 @@ class ConnectApi:
 
     async def health(self, request: web.Request) -> web.Response:
         """``/health``: name, version and dependencies; no token needed."""
-        return web.json_response({
-            "name": "1Password Connect API", "version": self.store.settings.version,
-            "dependencies": [
-                {"service": "sqlite", "status": "ACTIVE", "message": "Connected to the emulator's in-memory store"},
-                {"service": "sync", "status": "ACTIVE"},
-                {"service": "account_data", "status": "SYNCED"},
-            ],
-        })
+        return web.json_response(
+            {
+                "name": "1Password Connect API",
+                "version": self.store.settings.version,
+                "dependencies": [
+                    {"service": "sqlite", "status": "ACTIVE", "message": "Connected to the emulator's in-memory store"},
+                    {"service": "sync", "status": "ACTIVE"},
+                    {"service": "account_data", "status": "SYNCED"},
+                ],
+            }
+        )
 
     async def metrics(self, request: web.Request) -> web.Response:
         """``/metrics``: Prometheus text; no token needed."""
@@ -257,4 +283,3 @@ def _filter(request: web.Request, attributes: tuple[str, ...]) -> Callable[[dict
     """The ``filter`` query as a predicate (aiohttp has already decoded ``+`` and ``%20`` to spaces)."""
     text = request.query.get("filter", "").strip()
     return parse_filter(text, attributes) if text else lambda _: True
-

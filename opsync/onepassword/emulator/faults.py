@@ -76,13 +76,18 @@ class FaultInjector:
             self._remaining -= 1
         headers = {"Retry-After": f"{faults.retry_after:g}"} if faults.retry_after is not None else {}
         if faults.body is not None:
-            return web.Response(status=faults.status or 200, text=faults.body, content_type=faults.content_type,
-                                headers=headers)
+            return web.Response(
+                status=faults.status or 200, text=faults.body, content_type=faults.content_type, headers=headers
+            )
         status = faults.status or 500
         return error_response(status, faults.message or _DEFAULT_MESSAGES.get(status, "injected failure"), headers)
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     """Connect's error body: ``{"status": ..., "message": ...}``."""
-    return web.Response(status=status, text=json.dumps({"status": status, "message": message}),
-                        content_type="application/json", headers=headers)
+    return web.Response(
+        status=status,
+        text=json.dumps({"status": status, "message": message}),
+        content_type="application/json",
+        headers=headers,
+    )

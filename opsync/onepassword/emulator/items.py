@@ -108,9 +108,14 @@ def _field(raw: Mapping[str, Any], taken: set[str]) -> Doc:
     if not field_id or field_id in taken:
         field_id = new_id()
     taken.add(field_id)
-    field: Doc = {**raw, "id": field_id, "type": _text(raw, "type", "STRING").upper() or "STRING",
-                  "label": _text(raw, "label") or BUILTIN_FIELD_IDS.get(purpose, ""),
-                  "value": _text(raw, "value"), "purpose": purpose}
+    field: Doc = {
+        **raw,
+        "id": field_id,
+        "type": _text(raw, "type", "STRING").upper() or "STRING",
+        "label": _text(raw, "label") or BUILTIN_FIELD_IDS.get(purpose, ""),
+        "value": _text(raw, "value"),
+        "purpose": purpose,
+    }
     section = raw.get("section")
     if section is not None and not (isinstance(section, Mapping) and isinstance(section.get("id"), str)):
         raise ApiProblem(400, "Invalid item: field section must be {id}")
@@ -137,14 +142,26 @@ def normalise(body: object, *, item_id: str, vault_id: str, existing: Doc | None
         if not isinstance(url.get("href"), str):
             raise ApiProblem(400, "Invalid item: every URL needs an href")
         urls.append({"href": url["href"], "label": _text(url, "label"), "primary": bool(url.get("primary"))})
-    sections = [{"id": _text(s, "id") or "Section_" + new_id().upper(), "label": _text(s, "label")}
-                for s in _objects(body, "sections")]
+    sections = [
+        {"id": _text(s, "id") or "Section_" + new_id().upper(), "label": _text(s, "label")}
+        for s in _objects(body, "sections")
+    ]
     taken: set[str] = set()
     fields = [_field(f, taken) for f in _objects(body, "fields")]
     owned = {key: existing[key] for key in SERVER_OWNED if existing and key in existing}
-    return {"id": item_id, "title": _text(body, "title"), "vault": {"id": vault_id}, "category": category,
-            "urls": urls, "favorite": bool(body.get("favorite")), "tags": list(tags), "sections": sections,
-            "fields": fields, "files": [], **owned}
+    return {
+        "id": item_id,
+        "title": _text(body, "title"),
+        "vault": {"id": vault_id},
+        "category": category,
+        "urls": urls,
+        "favorite": bool(body.get("favorite")),
+        "tags": list(tags),
+        "sections": sections,
+        "fields": fields,
+        "files": [],
+        **owned,
+    }
 
 
 def _compact(doc: Doc, *, always: tuple[str, ...] = ()) -> Doc:

@@ -36,8 +36,16 @@ ADMIN = "/__admin"
 class Emulator:
     """A 1Password Connect emulator serving ``data`` (an ``EmulatorData``, its mapping, or a file path)."""
 
-    def __init__(self, data: EmulatorData | Mapping[str, Any] | str | Path, *, host: str = "127.0.0.1",
-                 port: int = 0, admin: bool = True, ssl_context: ssl.SSLContext | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        data: EmulatorData | Mapping[str, Any] | str | Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        admin: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+        seed: int = 0,
+    ) -> None:
         self.host = host
         self.port = port
         self.request_counts: Counter[str] = Counter()
@@ -57,15 +65,19 @@ class Emulator:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.stop()
 
     async def start(self) -> None:
         """Load the data and start listening."""
         source = self._source
-        data = await asyncio.to_thread(load_data, source) if isinstance(source, str | Path) else parse_data(
-            source if isinstance(source, EmulatorData) else dict(source))
+        data = (
+            await asyncio.to_thread(load_data, source)
+            if isinstance(source, str | Path)
+            else parse_data(source if isinstance(source, EmulatorData) else dict(source))
+        )
         self._store = Store(data)
         app = web.Application(middlewares=[self._middleware])
         app.on_response_prepare.append(self._version_header)
@@ -74,8 +86,9 @@ class Emulator:
             self._add_admin_routes(app)
         # Cancel a handler when its client hangs up (injected latency must not outlive the request), and do
         # not wait long for in-flight handlers at shutdown.
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True,
-                                     shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, handler_cancellation=True, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         await self._listen()
 
@@ -166,8 +179,15 @@ class Emulator:
         """The id of a vault given by name (or id)."""
         return self.store.vault(vault).id
 
-    def update_item(self, vault: str, item: str, *, fields: Mapping[str, str] | None = None,
-                    tags: list[str] | None = None, files: Mapping[str, bytes | str] | None = None) -> Item:
+    def update_item(
+        self,
+        vault: str,
+        item: str,
+        *,
+        fields: Mapping[str, str] | None = None,
+        tags: list[str] | None = None,
+        files: Mapping[str, bytes | str] | None = None,
+    ) -> Item:
         """Set field values by label (missing fields are added), tags and file contents by name, in one
         write (one version bump), as a change made in 1Password would."""
         state = self.store.vault(vault)
@@ -187,8 +207,10 @@ class Emulator:
         self.store.delete(state, self.store.item(state, item)["id"])
 
     def _metrics(self) -> str:
-        lines = ["# HELP connect_emulator_requests_total Requests received by the emulator, by route.",
-                 "# TYPE connect_emulator_requests_total counter"]
+        lines = [
+            "# HELP connect_emulator_requests_total Requests received by the emulator, by route.",
+            "# TYPE connect_emulator_requests_total counter",
+        ]
         for route, count in sorted(self.request_counts.items()):
             label = route.replace("\\", "\\\\").replace('"', '\\"')
             lines.append(f'connect_emulator_requests_total{{route="{label}"}} {count}')
@@ -245,8 +267,9 @@ class Emulator:
         except (ValueError, ValidationError) as err:
             raise ApiProblem(400, f"invalid faults: {err}") from None
         if faults.outage == "refuse" and faults.outage_seconds is None:
-            raise ApiProblem(400, "a refused outage set over HTTP needs outage_seconds: the port it closes "
-                                  "is the admin API's own")
+            raise ApiProblem(
+                400, "a refused outage set over HTTP needs outage_seconds: the port it closes is the admin API's own"
+            )
         await self._apply(faults, keep=request.protocol if isinstance(request.protocol, RequestHandler) else None)
         response = web.json_response(faults.model_dump())
         if faults.outage == "refuse":
@@ -259,8 +282,10 @@ class Emulator:
         try:
             body = await request.json()
             vault, item = str(body["vault"]), str(body["item"])
-            files: dict[str, bytes | str] = {**body.get("files", {}), **{
-                name: base64.b64decode(data) for name, data in body.get("filesBase64", {}).items()}}
+            files: dict[str, bytes | str] = {
+                **body.get("files", {}),
+                **{name: base64.b64decode(data) for name, data in body.get("filesBase64", {}).items()},
+            }
             updated = self.update_item(vault, item, fields=body.get("fields"), tags=body.get("tags"), files=files)
         except KeyError as err:
             raise ApiProblem(404, f"not found: {err}") from None
@@ -281,4 +306,3 @@ class Emulator:
     async def _reset_requests(self, request: web.Request) -> web.Response:
         self.request_counts.clear()
         return web.Response(status=204)
-

@@ -74,9 +74,19 @@ class Store:
         if not looks_like_id(vault_id) or vault_id in self.vaults:
             raise ValueError(f"vault {spec.name!r}: id {vault_id!r} is malformed or used twice")
         created = self._seed_time(spec.created_at)
-        state = VaultState({"id": vault_id, "name": spec.name, "description": spec.description, "type": spec.type,
-                            "attributeVersion": 1, "contentVersion": 1, "items": 0,
-                            "createdAt": created, "updatedAt": created})
+        state = VaultState(
+            {
+                "id": vault_id,
+                "name": spec.name,
+                "description": spec.description,
+                "type": spec.type,
+                "attributeVersion": 1,
+                "contentVersion": 1,
+                "items": 0,
+                "createdAt": created,
+                "updatedAt": created,
+            }
+        )
         self.vaults[vault_id] = state
         for item in spec.items:
             self.add_item(state, item)
@@ -93,17 +103,21 @@ class Store:
             if ref not in sections and ref not in {s["id"] for s in sections.values()}:
                 sections[ref] = {"id": _section_id(item_id, ref), "label": ref}
         by_ref = {key: s["id"] for s in sections.values() for key in (s["label"], s["id"])}
-        body = {**spec.model_dump(by_alias=True, include={"title", "category", "tags", "favorite"}),
-                "urls": [u.model_dump() for u in spec.urls], "sections": list(sections.values()),
-                "fields": [_seed_field(f, item_id, i, by_ref) for i, f in enumerate(spec.fields)]}
+        body = {
+            **spec.model_dump(by_alias=True, include={"title", "category", "tags", "favorite"}),
+            "urls": [u.model_dump() for u in spec.urls],
+            "sections": list(sections.values()),
+            "fields": [_seed_field(f, item_id, i, by_ref) for i, f in enumerate(spec.fields)],
+        }
         created = self._seed_time(spec.created_at)
         existing = {"createdAt": created, "version": 0}
         doc = normalise(body, item_id=item_id, vault_id=vault.id, existing=existing | {"category": spec.category})
         self._commit(vault, doc, at=created)
         for index, file in enumerate(spec.files):
             file_id = file.id or stable_id("file", item_id, file.name, str(index))
-            self._attach(vault, doc, file_id=file_id, name=file.name, data=file.data(),
-                         section=by_ref.get(file.section or ""))
+            self._attach(
+                vault, doc, file_id=file_id, name=file.name, data=file.data(), section=by_ref.get(file.section or "")
+            )
         return doc
 
     def _grant(self, spec: TokenSpec, index: int) -> Grant:
@@ -151,8 +165,15 @@ class Store:
         vault.contents = {key: data for key, data in vault.contents.items() if key[0] != item_id}
         self._bump_vault(vault, rfc3339(datetime.now(UTC)))
 
-    def set_values(self, vault: VaultState, doc: Doc, *, fields: Mapping[str, str] | None = None,
-                   tags: list[str] | None = None, files: Mapping[str, bytes] | None = None) -> Doc:
+    def set_values(
+        self,
+        vault: VaultState,
+        doc: Doc,
+        *,
+        fields: Mapping[str, str] | None = None,
+        tags: list[str] | None = None,
+        files: Mapping[str, bytes] | None = None,
+    ) -> Doc:
         """Set field values by label (adding missing fields), tags, and file contents by name: one write."""
         body = {**doc, "fields": [dict(f) for f in doc.get("fields", [])]}
         for label, value in (fields or {}).items():
@@ -170,11 +191,16 @@ class Store:
             self._attach(vault, doc, file_id=file_id, name=name, data=data)
         return doc
 
-    def _attach(self, vault: VaultState, doc: Doc, *, file_id: str, name: str, data: bytes,
-                section: str | None = None) -> None:
+    def _attach(
+        self, vault: VaultState, doc: Doc, *, file_id: str, name: str, data: bytes, section: str | None = None
+    ) -> None:
         """Add or replace a file's metadata and bytes (the item's version is not bumped again)."""
-        meta: Doc = {"id": file_id, "name": name, "size": len(data),
-                     "content_path": f"/v1/vaults/{vault.id}/items/{doc['id']}/files/{file_id}/content"}
+        meta: Doc = {
+            "id": file_id,
+            "name": name,
+            "size": len(data),
+            "content_path": f"/v1/vaults/{vault.id}/items/{doc['id']}/files/{file_id}/content",
+        }
         if section:
             meta["section"] = {"id": section}
         doc["files"] = [f for f in doc["files"] if f["id"] != file_id] + [meta]
@@ -197,17 +223,30 @@ class Store:
 
     # --- activity ----------------------------------------------------------------------------------------
 
-    def record(self, grant: Grant, *, actor: Mapping[str, str], action: str, result: str, vault_id: str,
-               item: Doc | None = None) -> None:
+    def record(
+        self,
+        grant: Grant,
+        *,
+        actor: Mapping[str, str],
+        action: str,
+        result: str,
+        vault_id: str,
+        item: Doc | None = None,
+    ) -> None:
         """Log one API request for ``/v1/activity`` (newest first)."""
         resource: dict[str, Any] = {"type": "ITEM" if item else "VAULT", "vault": {"id": vault_id}}
         if item:
             resource |= {"item": {"id": item["id"]}, "itemVersion": item["version"]}
-        self.activity.appendleft({
-            "requestId": str(uuid.uuid4()), "timestamp": rfc3339(datetime.now(UTC)), "action": action,
-            "result": result, "resource": resource,
-            "actor": {"id": grant.actor_id, "account": EDITOR, "jti": grant.name, **actor},
-        })
+        self.activity.appendleft(
+            {
+                "requestId": str(uuid.uuid4()),
+                "timestamp": rfc3339(datetime.now(UTC)),
+                "action": action,
+                "result": result,
+                "resource": resource,
+                "actor": {"id": grant.actor_id, "account": EDITOR, "jti": grant.name, **actor},
+            }
+        )
 
 
 def _age(doc: Doc) -> tuple[datetime, str]:
@@ -228,4 +267,3 @@ def _seed_field(spec: FieldSpec, item_id: str, index: int, sections: Mapping[str
     if spec.section:
         doc["section"] = {"id": sections[spec.section]}
     return doc
-
