@@ -556,6 +556,11 @@ def merge_into(existing: KubeObject, desired: KubeObject, *, keep_data: bool = F
     return merged
 
 
+def secret_differs(a: KubeObject, b: KubeObject) -> bool:
+    """Whether two Secrets differ in what opsync writes: labels, annotations, owners, data, type."""
+    return _comparable(a) != _comparable(b)
+
+
 def _comparable(secret: KubeObject) -> tuple[Any, ...]:
     meta = secret.get("metadata") or {}
     return (
@@ -573,4 +578,4 @@ def secret_needs_update(existing: KubeObject, desired: KubeObject, *, keep_data:
     Compares data, type, opsync's labels and annotations and owner references; foreign labels and
     annotations never cause a write. Raises ``SecretTypeImmutableError`` like ``merge_into``.
     """
-    return _comparable(merge_into(existing, desired, keep_data=keep_data)) != _comparable(existing)
+    return secret_differs(merge_into(existing, desired, keep_data=keep_data), existing)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from controllers.constants import (
     ITEM_VERSION_ANNOTATION,
@@ -30,7 +30,7 @@ from controllers.constants import (
 )
 from controllers.failures import SecretConflictError
 from controllers.metrics import SECRET_WRITES
-from controllers.secretdata import Ownership, merge_into, secret_ownership
+from controllers.secretdata import Ownership, merge_into, secret_differs, secret_ownership
 from opsync.cache import Cache
 from opsync.client import Client, NotFoundError
 from opsync.informer import Informer
@@ -103,17 +103,6 @@ class WriteResult:
     data_changed: bool
 
 
-def _comparable(secret: KubeObject) -> tuple[Any, ...]:
-    meta = secret.get("metadata") or {}
-    return (
-        meta.get("labels") or {},
-        meta.get("annotations") or {},
-        meta.get("ownerReferences") or [],
-        secret.get("data") or {},
-        secret.get("type") or "Opaque",
-    )
-
-
 def _reason(existing: KubeObject, desired: KubeObject) -> WriteReason:
     annotations = (existing.get("metadata") or {}).get("annotations") or {}
     if secret_ownership(existing) is Ownership.LEGACY or OWNED_METADATA_ANNOTATION not in annotations:
@@ -161,7 +150,7 @@ class SecretWriter:
             base_meta.get("ownerReferences") or [], meta.get("ownerReferences") or []
         )
         merged = merge_into(base, desired, keep_data=keep_data)
-        if _comparable(merged) == _comparable(existing):
+        if not secret_differs(merged, existing):
             return WriteResult(existing, None, False)
         reason = _reason(existing, desired)
         written = await self._client.replace(SECRETS, merged)
