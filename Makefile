@@ -41,6 +41,7 @@ envtest: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict opsync controllers
@@ -57,8 +58,9 @@ test: lint typecheck envtest
 demo: $(STAMP) envtest
 	PYTHON=$(PY) bash hack/demo.sh
 
+# Issue 7's scenarios (about 15 minutes); BENCH_FLAGS=--quick for tiny sizes, see `python -m bench --help`.
 bench: $(STAMP) envtest
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_FLAGS)
 
 # Leaves $(VENV) and the control-plane binaries (outside the repository) alone.
 clean:

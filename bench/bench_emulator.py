@@ -36,8 +36,10 @@ class Result:
         return self.requests / self.seconds
 
     def __str__(self) -> str:
-        return (f"emulator item GET: {self.per_second:,.0f} requests/s (concurrency {self.concurrency}, "
-                f"{self.seconds:.1f} s, {self.requests} requests, p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms)")
+        return (
+            f"emulator item GET: {self.per_second:,.0f} requests/s (concurrency {self.concurrency}, "
+            f"{self.seconds:.1f} s, {self.requests} requests, p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms)"
+        )
 
 
 async def measure(seconds: float = 3.0, concurrency: int = 16) -> Result:

@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import random
+import urllib.request
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -145,6 +146,19 @@ def _flag(value: bool) -> str:
     return "true" if value else "false"
 
 
+def _skip_environment_lookups(api_client: k8s_client.ApiClient) -> None:
+    """Stop aiohttp looking up proxies and ``~/.netrc`` in a worker thread on every request.
+
+    kubernetes-asyncio's session trusts the environment: two thread-pool round trips and a file lookup per
+    request, about 0.8 ms of CPU (measured for issue 7; several times the cost of a loopback request). With
+    no proxy variables set the lookups can find nothing client-go would use (it reads no ``.netrc``), so they
+    are turned off; with proxy variables the session is left as it is.
+    """
+    session = getattr(getattr(api_client, "rest_client", None), "pool_manager", None)
+    if isinstance(session, aiohttp.ClientSession) and not urllib.request.getproxies():
+        session._trust_env = False
+
+
 class Client:
     """Async CRUD, patch and watch on any ``Resource``; returns plain dicts."""
 
@@ -155,6 +169,7 @@ class Client:
         self.request_timeout = request_timeout
         self.field_manager = field_manager
         self._metric_host = urlsplit(self.host).netloc
+        _skip_environment_lookups(api_client)
 
     @classmethod
     async def from_kubeconfig(

@@ -1,0 +1,124 @@
+"""``python -m bench`` (``make bench``): issue 7's scenarios on a fresh control plane and Connect emulator.
+
+Writes the results as JSON to bench/results/<time>.json (with opsync's and the emulator's logs), the tables to
+docs/benchmarks.md and the plots to docs/benchmarks/ (``--no-doc``: only print the tables). ``--quick`` runs
+tiny sizes in about a minute and leaves the document alone unless ``--doc`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+from bench import cluster, report
+from bench.processes import ConnectEmulator
+from bench.scenarios import Bench, Options, Results, run_all
+from opsync.envtest import ControlPlane
+
+RESULTS = Path(__file__).resolve().parent / "results"
+QUICK = Options(sizes=(10, 50), changes=(1, 10), unmanaged=200, poll_interval=2, rounds=2, idle_polls=2)
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    values = tuple(int(part) for part in text.split(",") if part.strip())
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("a comma-separated list of positive numbers")
+    return values
+
+
+def log(message: str) -> None:
+    """Progress on stderr, with the time."""
+    print(time.strftime("%H:%M:%S"), message, file=sys.stderr, flush=True)
+
+
+async def run(options: Options, control_plane: ControlPlane, work_dir: Path) -> Results:
+    """Every scenario against ``control_plane``, with an emulator holding the largest size's items.
+
+    ``work_dir`` (which must exist) receives the emulator's and opsync's logs."""
+    emulator = ConnectEmulator(cluster.emulator_data(options.largest), cluster.TOKEN, work_dir / "emulator.log")
+    await emulator.start()
+    try:
+        kube = await control_plane.client()
+        try:
+            return await run_all(Bench(options, control_plane, kube, emulator, work_dir, log))
+        finally:
+            await kube.close()
+    finally:
+        await emulator.stop()
+
+
+async def _main(options: Options, work_dir: Path) -> Results:
+    async with ControlPlane() as control_plane:
+        log(f"control plane up in {control_plane.startup_seconds:.1f} s; results in {work_dir}")
+        return await run(options, control_plane, work_dir)
+
+
+def main() -> None:
+    """Parse the options, run, save, report."""
+    defaults = Options()
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Run issue 7's operator benchmarks.")
+    parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=defaults.sizes,
+        help="N for the initial sync (largest: scenarios 2-5); default %(default)s",
+    )
+    parser.add_argument("--changes", type=_sizes, default=defaults.changes, help="K for propagation")
+    parser.add_argument("--unmanaged", type=int, default=defaults.unmanaged, help="Secrets opsync does not manage")
+    parser.add_argument(
+        "--unmanaged-steps",
+        type=int,
+        default=defaults.unmanaged_steps,
+        help="restarts measured at 0 and this many steps up to --unmanaged",
+    )
+    parser.add_argument("--poll-interval", type=int, default=defaults.poll_interval, help="POLLING_INTERVAL, s")
+    parser.add_argument("--rounds", type=int, default=defaults.rounds, help="propagation rounds per K")
+    parser.add_argument("--idle-polls", type=int, default=defaults.idle_polls, help="polls counted when idle")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=defaults.workers,
+        help="opsync --workers, also the floor's and the apply's concurrency",
+    )
+    parser.add_argument("--quick", action="store_true", help=f"tiny sizes: {QUICK}")
+    parser.add_argument(
+        "--doc",
+        action=argparse.BooleanOptionalAction,
+        help="rewrite docs/benchmarks.md and its plots (default: unless --quick)",
+    )
+    args = parser.parse_args()
+    options = (
+        QUICK
+        if args.quick
+        else Options(
+            sizes=args.sizes,
+            changes=args.changes,
+            unmanaged=args.unmanaged,
+            unmanaged_steps=args.unmanaged_steps,
+            poll_interval=args.poll_interval,
+            rounds=args.rounds,
+            idle_polls=args.idle_polls,
+            workers=args.workers,
+        )
+    )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    work_dir = RESULTS / stamp
+    work_dir.mkdir(parents=True, exist_ok=True)
+    results = asyncio.run(_main(options, work_dir))
+    data = results.to_json()
+    path = RESULTS / f"{stamp}.json"
+    path.write_text(json.dumps(data, indent=1))
+    log(f"done in {results.wall_seconds / 60:.1f} min; results in {path}")
+    if args.doc if args.doc is not None else not args.quick:
+        report.write(data)
+        log(f"wrote {report.DOC} and {report.IMAGES}/")
+    else:
+        print(report.markdown(data, "."))
+
+
+if __name__ == "__main__":
+    main()

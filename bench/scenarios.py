@@ -1,0 +1,436 @@
+"""The five scenarios of issue 7, run in one control plane against one Connect emulator.
+
+Order (each size gets fresh namespaces; the largest size's objects and opsync carry on):
+
+1. initial sync, per size N: opsync (scoped to the size's namespaces) is up; the benchmark applies N
+   OnePasswordItems and times apply → all ``Ready``. The floor: the very Secrets opsync made, created again in
+   other namespaces with the same client and the same concurrency (opsync's ``--workers``).
+2. idle: with the largest N in sync (plus the Deployments of scenario 3), requests per poll.
+3. propagation: change K items in 1Password at a random moment of the poll cycle; time to the Secret's new
+   item-version and to the Deployment's restart annotation.
+4. and 5. memory and restart: stop opsync, create unmanaged Secrets in the same namespaces in steps, and at
+   each step start opsync again: time to ``/readyz`` and to idle, API-server writes, RSS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import secrets
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import cluster
+from bench.cluster import ItemRef, Watch
+from bench.processes import ConnectEmulator, CpuMeter, Opsync, control_plane_pids, until, writes
+from controllers.config import DEFAULT_WORKERS
+from controllers.constants import ITEM_VERSION_ANNOTATION, MANAGED_SELECTOR
+from opsync.client import Client
+from opsync.envtest import ControlPlane
+from opsync.resources import DEPLOYMENTS, ONEPASSWORDITEMS, SECRETS, KubeObject
+
+
+@dataclass(frozen=True)
+class Options:
+    """Sizes and settings of one run (``python -m bench --help``)."""
+
+    sizes: tuple[int, ...] = (100, 1000, 5000)
+    changes: tuple[int, ...] = (1, 50, 500)
+    unmanaged: int = 10_000
+    unmanaged_steps: int = 1
+    poll_interval: int = 10
+    rounds: int = 2
+    idle_polls: int = 3
+    workers: int = DEFAULT_WORKERS
+    seed: int = 7
+
+    @property
+    def largest(self) -> int:
+        """The N that scenarios 2-5 run with."""
+        return max(self.sizes)
+
+
+@dataclass
+class InitialSync:
+    """Scenario 1 at one size."""
+
+    items: int
+    apply_seconds: float  # creating the OnePasswordItems
+    ready_seconds: float  # apply start -> the last Ready
+    floor_seconds: float  # creating the same Secrets directly
+    cpu_seconds: dict[str, float]  # CPU per process from apply to idle: who was busy?
+    floor_cpu_seconds: dict[str, float]  # the same during the floor
+    applied: list[float]  # seconds from the start when each item's create was answered
+    ready: list[float]  # seconds from the start when each item was seen Ready
+    connect_requests: dict[str, int]  # by route
+    api_requests: dict[str, int]  # by HTTP method (watches are GETs)
+    api_writes: int
+
+    @property
+    def ratio(self) -> float:
+        """Ready time over the floor."""
+        return self.ready_seconds / self.floor_seconds
+
+
+@dataclass
+class Idle:
+    """Scenario 2."""
+
+    items: int
+    vaults: int
+    polls: int
+    connect_requests: dict[str, int]
+    api_requests: dict[str, int]
+    api_writes: int
+
+
+@dataclass
+class Propagation:
+    """Scenario 3 at one K: latencies in seconds from the change in 1Password."""
+
+    items: int
+    changed: int
+    rounds: int
+    secret_seconds: list[float]
+    restart_seconds: list[float]
+    cpu_seconds: dict[str, float]  # CPU per process from the changes to the last restart, all rounds
+
+
+@dataclass
+class Restart:
+    """Scenarios 4 and 5: one start of opsync with ``items`` in sync and ``unmanaged`` other Secrets."""
+
+    items: int
+    unmanaged: int
+    ready_seconds: float  # spawn -> /readyz
+    idle_seconds: float  # spawn -> nothing queued
+    cpu_seconds: dict[str, float]  # CPU per process from spawn to idle
+    api_requests: dict[str, int]
+    api_writes: int
+    connect_requests: int
+    rss_mib: float
+    peak_rss_mib: float
+
+
+@dataclass
+class Results:
+    """Everything one run measured."""
+
+    options: dict[str, Any]
+    started: str
+    wall_seconds: float = 0.0
+    initial_sync: list[InitialSync] = field(default_factory=list)
+    steady_memory: dict[str, float] = field(default_factory=dict)  # the scenario-1 opsync after scenario 3
+    idle: Idle | None = None
+    propagation: list[Propagation] = field(default_factory=list)
+    restarts: list[Restart] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping (``bench.report`` reads it back)."""
+        return asdict(self)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100) of a non-empty sample."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def _delta(after: Counter[str], before: Counter[str]) -> dict[str, int]:
+    return {key: after[key] - before[key] for key in sorted(after) if after[key] != before[key]}
+
+
+class Bench:
+    """One run: the control plane, the emulator, the admin client, where logs go."""
+
+    def __init__(
+        self,
+        options: Options,
+        control_plane: ControlPlane,
+        kube: Client,
+        emulator: ConnectEmulator,
+        work_dir: Path,
+        log: Callable[[str], None],
+    ) -> None:
+        self.options = options
+        self.control_plane = control_plane
+        self.kube = kube
+        self.emulator = emulator
+        self.work_dir = work_dir
+        self.log = log
+        self.run_id = "b" + secrets.token_hex(2)
+        self.random = random.Random(options.seed)
+
+    def namespaces(self, label: str) -> list[str]:
+        """One namespace per vault for ``label``."""
+        return [f"{self.run_id}-{label}-{v}" for v in range(cluster.VAULTS)]
+
+    def cpu_meter(self, opsync: Opsync | None) -> CpuMeter:
+        """A CPU meter over opsync (if given), the emulator, the API server, etcd and this process."""
+        pids = {"emulator": self.emulator.pid, **control_plane_pids(self.control_plane.host)}
+        return CpuMeter({"opsync": opsync.pid, **pids} if opsync else pids)
+
+    async def start_opsync(self, namespaces: Sequence[str], label: str) -> Opsync:
+        """Spawn ``opsync run`` scoped to ``namespaces``; returns once ``/readyz`` answers."""
+        opsync = Opsync(
+            kubeconfig=self.control_plane.kubeconfig_path,
+            connect_url=self.emulator.url,
+            token=self.emulator.token,
+            namespaces=namespaces,
+            poll_interval=self.options.poll_interval,
+            workers=self.options.workers,
+            log_path=self.work_dir / f"opsync-{label}.log",
+        )
+        await opsync.spawn()
+        await opsync.wait_ready()
+        return opsync
+
+
+async def initial_sync(bench: Bench, size: int) -> tuple[InitialSync, Opsync, list[str]]:
+    """Scenario 1 at ``size``; returns the still-running opsync and its namespaces."""
+    refs = cluster.items(size)
+    namespaces, floor = bench.namespaces(f"n{size}"), bench.namespaces(f"floor{size}")
+    await cluster.create_namespaces(bench.kube, [*namespaces, *floor])
+    opsync = await bench.start_opsync(namespaces, f"initial-{size}")
+    await opsync.settle()
+    workers = bench.options.workers
+    async with cluster.watching(bench.kube, ONEPASSWORDITEMS, namespaces) as ready:
+        ready.expect({(cluster.namespace_of(namespaces, ref), ref.title): cluster.is_ready for ref in refs})
+        api_before, connect_before = await opsync.api_requests(), await bench.emulator.requests()
+        meter = bench.cpu_meter(opsync)
+        meter.start()
+        started = time.perf_counter()
+        bodies = [(cluster.namespace_of(namespaces, ref), cluster.onepassword_item(ref)) for ref in refs]
+        applied = [t - started for t in await cluster.create_all(bench.kube, ONEPASSWORDITEMS, bodies, workers)]
+        await ready.wait(120 + size * 0.5)
+        ready_at = sorted(t - started for t in ready.seen.values())
+    await opsync.settle()
+    api_after, connect_after = await opsync.api_requests(), await bench.emulator.requests()
+    cpu = meter.read()
+
+    made = [
+        secret
+        for ns in namespaces
+        for secret in (await bench.kube.list(SECRETS, ns, label_selector=MANAGED_SELECTOR))["items"]
+    ]
+    assert len(made) == size, f"opsync made {len(made)} Secrets for {size} items"
+    copies = [(floor[namespaces.index(s["metadata"]["namespace"])], cluster.copy_of(s)) for s in made]
+    meter.start()
+    floor_started = time.perf_counter()
+    floor_seconds = max(await cluster.create_all(bench.kube, SECRETS, copies, workers)) - floor_started
+    floor_cpu = meter.read()
+    result = InitialSync(
+        items=size,
+        apply_seconds=applied[-1],
+        ready_seconds=ready_at[-1],
+        floor_seconds=floor_seconds,
+        cpu_seconds=cpu,
+        floor_cpu_seconds=floor_cpu,
+        applied=[round(t, 3) for t in applied],
+        ready=[round(t, 3) for t in ready_at],
+        connect_requests=_delta(connect_after, connect_before),
+        api_requests=_delta(api_after, api_before),
+        api_writes=writes(api_before, api_after),
+    )
+    bench.log(
+        f"initial sync N={size}: ready {result.ready_seconds:.1f} s (apply {result.apply_seconds:.1f} s), "
+        f"floor {floor_seconds:.1f} s, ratio {result.ratio:.2f}; CPU s {cpu} (floor {floor_cpu})"
+    )
+    return result, opsync, namespaces
+
+
+async def add_workloads(bench: Bench, opsync: Opsync, namespaces: Sequence[str], refs: Sequence[ItemRef]) -> None:
+    """One auto-restart Deployment per item in ``refs``, reading its Secret; wait until opsync recorded them."""
+    bodies = [
+        (cluster.namespace_of(namespaces, ref), cluster.deployment(f"app-{ref.title}", ref.title)) for ref in refs
+    ]
+    await cluster.create_all(bench.kube, DEPLOYMENTS, bodies, bench.options.workers)
+    await opsync.settle()
+
+
+async def idle(bench: Bench, opsync: Opsync, size: int) -> Idle:
+    """Scenario 2: counters across ``idle_polls`` polls, read at poll boundaries."""
+    polls = bench.options.idle_polls
+    timeout = (polls + 2) * bench.options.poll_interval * 3 + 60
+    await opsync.settle()
+    first = await opsync.polls()
+
+    def polled(count: int) -> Callable[[], Awaitable[bool]]:
+        async def done() -> bool:
+            return await opsync.polls() >= count
+
+        return done
+
+    await until(polled(first + 1), within=timeout, what="a poll", interval=0.05)
+    api_before, connect_before = await opsync.api_requests(), await bench.emulator.requests()
+    await until(polled(first + 1 + polls), within=timeout, what=f"{polls} polls", interval=0.05)
+    api_after, connect_after = await opsync.api_requests(), await bench.emulator.requests()
+    result = Idle(
+        items=size,
+        vaults=cluster.VAULTS,
+        polls=polls,
+        connect_requests=_delta(connect_after, connect_before),
+        api_requests=_delta(api_after, api_before),
+        api_writes=writes(api_before, api_after),
+    )
+    per_poll = sum(result.connect_requests.values()) / polls
+    bench.log(f"idle N={size}: {per_poll:.1f} Connect requests and {result.api_writes / polls:.1f} writes per poll")
+    return result
+
+
+def _changed_from(value: str | None, read: Callable[[KubeObject], str | None]) -> Callable[[KubeObject], bool]:
+    return lambda obj: read(obj) != value
+
+
+def _item_version(secret: KubeObject) -> str | None:
+    return (secret["metadata"].get("annotations") or {}).get(ITEM_VERSION_ANNOTATION)
+
+
+async def propagation(
+    bench: Bench,
+    opsync: Opsync,
+    namespaces: Sequence[str],
+    size: int,
+    changed: int,
+    secret_watch: Watch,
+    deploy_watch: Watch,
+) -> Propagation:
+    """Scenario 3 at K=``changed``: ``rounds`` rounds, each at a random moment of the poll cycle."""
+    options = bench.options
+    refs = cluster.items(size)[:changed]
+    keys = {ref: (cluster.namespace_of(namespaces, ref), ref.title) for ref in refs}
+    deploy_keys = {ref: (ns, f"app-{name}") for ref, (ns, name) in keys.items()}
+    result = Propagation(
+        items=size, changed=changed, rounds=options.rounds, secret_seconds=[], restart_seconds=[], cpu_seconds={}
+    )
+    meter = bench.cpu_meter(opsync)
+    for round_ in range(options.rounds):
+        secret_watch.expect(
+            {key: _changed_from(_item_version(_cached(secret_watch, key)), _item_version) for key in keys.values()}
+        )
+        deploy_watch.expect(
+            {
+                key: _changed_from(cluster.restarted_at(_cached(deploy_watch, key)), cluster.restarted_at)
+                for key in deploy_keys.values()
+            }
+        )
+        await asyncio.sleep(bench.random.uniform(0, options.poll_interval))  # a random phase of the poll cycle
+        meter.start()
+        changed_at = await _change(bench, refs, f"round-{changed}-{round_}")
+        timeout = 2 * options.poll_interval + 60 + changed * 0.5
+        await secret_watch.wait(timeout)
+        await deploy_watch.wait(timeout)
+        for name, used in meter.read().items():
+            result.cpu_seconds[name] = round(result.cpu_seconds.get(name, 0.0) + used, 2)
+        result.secret_seconds += [secret_watch.seen[keys[ref]] - changed_at[ref] for ref in refs]
+        result.restart_seconds += [deploy_watch.seen[deploy_keys[ref]] - changed_at[ref] for ref in refs]
+    bench.log(
+        f"propagation N={size} K={changed}: Secret p99 {percentile(result.secret_seconds, 99):.1f} s, "
+        f"restart p99 {percentile(result.restart_seconds, 99):.1f} s (interval {options.poll_interval} s)"
+    )
+    return result
+
+
+async def _change(bench: Bench, refs: Sequence[ItemRef], value: str) -> dict[ItemRef, float]:
+    """Set each item's password in 1Password (16 edits at a time); when each edit was sent."""
+    slots = asyncio.Semaphore(16)
+    sent: dict[ItemRef, float] = {}
+
+    async def change(ref: ItemRef) -> None:
+        async with slots:
+            sent[ref] = time.perf_counter()
+            await bench.emulator.change(ref.vault, ref.title, {"password": value})
+
+    await asyncio.gather(*(change(ref) for ref in refs))
+    return sent
+
+
+def _cached(watch: Watch, key: tuple[str, str]) -> KubeObject:
+    obj = watch.informer.get(*key)
+    assert obj is not None, f"{key} is not in the benchmark's cache"
+    return obj
+
+
+async def restart(bench: Bench, namespaces: Sequence[str], size: int, unmanaged: int) -> Restart:
+    """Scenarios 4 and 5: start opsync on objects already in sync; stop it again."""
+    connect_before = await bench.emulator.requests()
+    meter = bench.cpu_meter(None)
+    meter.start()
+    opsync = await bench.start_opsync(namespaces, f"restart-{unmanaged}")
+    try:
+        ready_seconds = time.perf_counter() - opsync.started
+        idle_seconds = await opsync.settle()
+        api = await opsync.api_requests()
+        memory, cpu = opsync.memory(), {"opsync": opsync.cpu_seconds(), **meter.read()}
+        connect_after = await bench.emulator.requests()
+    finally:
+        await opsync.stop()
+    result = Restart(
+        items=size,
+        unmanaged=unmanaged,
+        ready_seconds=ready_seconds,
+        idle_seconds=idle_seconds,
+        cpu_seconds=cpu,
+        api_requests=dict(sorted(api.items())),
+        api_writes=writes(Counter(), api),
+        connect_requests=sum(connect_after.values()) - sum(connect_before.values()),
+        rss_mib=memory.rss_mib,
+        peak_rss_mib=memory.peak_mib,
+    )
+    bench.log(
+        f"restart N={size} unmanaged={unmanaged}: ready {ready_seconds:.1f} s, idle {idle_seconds:.1f} s, "
+        f"{result.api_writes} writes, RSS {memory.rss_mib:.0f} MiB (peak {memory.peak_mib:.0f})"
+    )
+    return result
+
+
+async def add_unmanaged(bench: Bench, namespaces: Sequence[str], first: int, last: int) -> None:
+    """Secrets ``unmanaged-<first..last-1>`` spread over ``namespaces`` (opsync must not cache them)."""
+    bodies = [(namespaces[j % len(namespaces)], cluster.plain_secret(f"unmanaged-{j:05d}")) for j in range(first, last)]
+    await cluster.create_all(bench.kube, SECRETS, bodies, 32)  # set-up, not measured: as fast as it goes
+
+
+async def run_all(bench: Bench) -> Results:
+    """Every scenario, in the order of the module docstring."""
+    options = bench.options
+    results = Results(options=asdict(options), started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    started = time.perf_counter()
+    opsync: Opsync | None = None
+    namespaces: list[str] = []
+    try:
+        for size in sorted(options.sizes):
+            if opsync is not None:
+                await opsync.stop()
+            result, opsync, namespaces = await initial_sync(bench, size)
+            results.initial_sync.append(result)
+        assert opsync is not None
+        size = options.largest
+        changes = sorted({min(k, size) for k in options.changes})
+        await add_workloads(bench, opsync, namespaces, cluster.items(size)[: max(changes)])
+        results.idle = await idle(bench, opsync, size)
+        async with (
+            cluster.watching(bench.kube, SECRETS, namespaces, label_selector=MANAGED_SELECTOR) as secret_watch,
+            cluster.watching(bench.kube, DEPLOYMENTS, namespaces) as deploy_watch,
+        ):
+            for k in changes:
+                results.propagation.append(
+                    await propagation(bench, opsync, namespaces, size, k, secret_watch, deploy_watch)
+                )
+        await opsync.settle()
+        memory = opsync.memory()
+        results.steady_memory = {"rss_mib": memory.rss_mib, "peak_rss_mib": memory.peak_mib}
+    finally:
+        if opsync is not None:
+            await opsync.stop()
+    steps = max(1, options.unmanaged_steps)
+    counts = [0, *(round(options.unmanaged * (s + 1) / steps) for s in range(steps))] if options.unmanaged else [0]
+    for previous, count in zip([0, *counts], counts, strict=False):
+        await add_unmanaged(bench, namespaces, previous, count)
+        results.restarts.append(await restart(bench, namespaces, size, count))
+    results.wall_seconds = time.perf_counter() - started
+    return results

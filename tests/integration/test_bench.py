@@ -1,0 +1,54 @@
+"""The benchmark code (``python -m bench``) at tiny sizes: every scenario runs and reports well-formed results.
+
+Nothing here is timed: speed is what the benchmark itself reports (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench import report
+from bench.__main__ import run
+from bench.scenarios import Options
+from opsync.envtest import ControlPlane
+
+TINY = Options(
+    sizes=(3, 5), changes=(1, 2), unmanaged=10, unmanaged_steps=1, poll_interval=1, rounds=1, idle_polls=1, workers=2
+)
+
+
+async def test_every_scenario_reports_its_figures(control_plane: ControlPlane, tmp_path: Path) -> None:
+    results = (await run(TINY, control_plane, tmp_path)).to_json()
+
+    assert [s["items"] for s in results["initial_sync"]] == [3, 5]
+    for sync in results["initial_sync"]:
+        assert sync["ready_seconds"] > 0 and sync["floor_seconds"] > 0
+        assert len(sync["applied"]) == len(sync["ready"]) == sync["items"]
+        assert sync["ready"] == sorted(sync["ready"]) and abs(sync["ready"][-1] - sync["ready_seconds"]) < 0.01
+        assert sync["api_requests"]["POST"] >= sync["items"], "at least one Secret created per item"
+        assert sum(sync["connect_requests"].values()) >= sync["items"], "every item was read from Connect"
+    idle = results["idle"]
+    assert (idle["items"], idle["polls"]) == (5, 1)
+    assert idle["connect_requests"] == {"GET /v1/vaults/{vault}": 5}, "one vault read per vault when nothing changed"
+    assert [(p["changed"], len(p["secret_seconds"]), len(p["restart_seconds"])) for p in results["propagation"]] == [
+        (1, 1, 1),
+        (2, 2, 2),
+    ]
+    assert [(r["unmanaged"], r["api_writes"]) for r in results["restarts"]] == [(0, 0), (10, 0)]
+    assert all(r["rss_mib"] > 0 and r["peak_rss_mib"] >= r["rss_mib"] for r in results["restarts"])
+    assert {"opsync-initial-3.log", "opsync-restart-10.log", "emulator.log"} <= {p.name for p in tmp_path.iterdir()}
+
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# Benchmarks\n\nkept above\n\n{report.BEGIN}\nold\n{report.END}\n\nkept below\n")
+    report.write(json.loads(json.dumps(results)), doc, tmp_path / "images")
+    text = doc.read_text()
+    assert "kept above" in text and "kept below" in text and "\nold\n" not in text
+    assert text.count("| initial sync at N = 5 within 1.5x the floor |") == 1
+    assert "| 5 | 5 | 1 | GET /v1/vaults/{vault} 5.00 | none | 0 |" in text
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
+        "initial-sync-timeline.png",
+        "initial-sync.png",
+        "memory.png",
+        "propagation.png",
+    ]
