@@ -94,10 +94,16 @@ def decoded(secret: KubeObject | None) -> dict[str, str] | None:
     return {key: base64.b64decode(value).decode() for key, value in (secret.get("data") or {}).items()}
 
 
+GC_TIMEOUT = 90.0
+"""Waits on the garbage collector: it pauses while it resyncs after CRDs come or go (other tests do that)."""
+
+
 async def wait_for_data(
-    kube: Client, namespace: str, name: str, expected: dict[str, str] | None, timeout: float = 30.0
+    kube: Client, namespace: str, name: str, expected: dict[str, str] | None, timeout: float | None = None
 ) -> KubeObject:
-    """Wait until the Secret holds exactly ``expected`` (None: until it is gone); return it."""
+    """Wait until the Secret holds exactly ``expected`` (None: until it is gone, often by garbage collection,
+    hence the longer default wait); return it."""
+    timeout = timeout if timeout is not None else GC_TIMEOUT if expected is None else 30.0
     found: dict[str, Any] = {}
 
     async def matches() -> bool:
