@@ -25,13 +25,14 @@ from collections.abc import Callable, Iterable, Mapping
 
 from controllers.failures import AccessDeniedError
 from controllers.policy import AccessDecision, AccessRequest, evaluate, namespace_denied
+from controllers.resources import ONEPASSWORDACCESSPOLICIES
 from controllers.watch import NamespaceAnnotations
+from onepassword_access.paths import parse_item_path
+from onepassword_access.resolve import ResolvedItem
 from opsync.cache import Cache
 from opsync.controller import Controller, Predicate, Request
 from opsync.informer import Informer
-from opsync.onepassword.paths import parse_item_path
-from opsync.onepassword.resolve import ResolvedItem
-from opsync.resources import ONEPASSWORDACCESSPOLICIES, KubeObject
+from opsync.resources import KubeObject
 
 KEPT_SUFFIX = "the existing Secret is kept but no longer updated"
 

@@ -28,11 +28,12 @@ from kubernetes_asyncio.config import ConfigException
 from controllers import config
 from controllers.main import OUTSIDE_A_POD, connect_client, kubernetes_client, leader_election_namespace
 from controllers.permissions import REQUIRED, Permission, Scope
+from controllers.resources import ONEPASSWORDITEMS
+from onepassword_access.client import ConnectClient
+from onepassword_access.errors import ConnectError
+from onepassword_access.paths import ItemPathError, parse_item_path
 from opsync.client import ApiError, Client
-from opsync.onepassword.client import ConnectClient
-from opsync.onepassword.errors import ConnectError
-from opsync.onepassword.paths import ItemPathError, parse_item_path
-from opsync.resources import ONEPASSWORDITEMS, SELF_SUBJECT_ACCESS_REVIEWS
+from opsync.resources import SELF_SUBJECT_ACCESS_REVIEWS
 
 Status = Literal["ok", "warn", "FAIL"]
 

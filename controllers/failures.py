@@ -22,17 +22,17 @@ from controllers.constants import (
     EventReason,
 )
 from controllers.secretdata import InvalidSecretError
-from opsync.client import ApiError, InvalidError
-from opsync.controller import Request, Result
-from opsync.onepassword.errors import (
+from onepassword_access.errors import (
     ConnectError,
     ForbiddenError,
     NotFoundError,
     RateLimitedError,
     UnauthorizedError,
 )
-from opsync.onepassword.paths import ItemPathError
-from opsync.onepassword.resolve import ResolveError
+from onepassword_access.paths import ItemPathError
+from onepassword_access.resolve import ResolveError
+from opsync.client import ApiError, InvalidError
+from opsync.controller import Request, Result
 from opsync.queue import BucketRateLimiter, ItemExponentialFailureRateLimiter, MaxOfRateLimiter, RateLimiter
 
 RETRIEVE_PREFIX = "failed to retrieve item: "

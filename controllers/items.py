@@ -25,6 +25,7 @@ from controllers.constants import (
 )
 from controllers.failures import Failure, classify, rate_limiter, retry_result
 from controllers.metrics import ITEMS
+from controllers.resources import ONEPASSWORDITEMS
 from controllers.secretdata import desired_secret, opi_metadata
 from controllers.secrets import SecretWriter, opi_owner_reference
 from controllers.source import ItemSource
@@ -34,7 +35,7 @@ from opsync.controller import Builder, Controller, Request, Result
 from opsync.events import EventRecorder
 from opsync.informer import Informer
 from opsync.manager import Manager
-from opsync.resources import ONEPASSWORDITEMS, SECRETS, KubeObject
+from opsync.resources import SECRETS, KubeObject
 
 log = logging.getLogger(__name__)
 

@@ -26,20 +26,20 @@ from controllers.config import Settings
 from controllers.constants import ITEM_PATH_ANNOTATION
 from controllers.items import ItemOptions, ItemReconciler, setup_items
 from controllers.poller import Poller
+from controllers.resources import ONEPASSWORDITEMS
 from controllers.secretdata import operator_annotations
 from controllers.secrets import SecretWriter, managed_secrets
 from controllers.source import InstrumentedConnectClient, ItemSource
 from controllers.watch import NamespaceAnnotations
 from controllers.workloads import WorkloadOptions, Workloads, setup_workloads
+from onepassword_access.changes import VaultChangeDetector
+from onepassword_access.client import ConnectClient
+from onepassword_access.resolve import ItemResolver
 from opsync.client import Client
 from opsync.controller import Controller
 from opsync.leader import LeaderElectionConfig, LeaderElectionLost
 from opsync.logging import setup_logging
 from opsync.manager import Manager
-from opsync.onepassword.changes import VaultChangeDetector
-from opsync.onepassword.client import ConnectClient
-from opsync.onepassword.resolve import ItemResolver
-from opsync.resources import ONEPASSWORDITEMS
 
 log = logging.getLogger(__name__)
 

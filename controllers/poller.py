@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from controllers.constants import ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION, READY_CONDITION, ConditionReason
 from controllers.metrics import LAST_SUCCESSFUL_POLL, POLL_DURATION, POLLS
 from controllers.source import ItemSource
+from onepassword_access.changes import ChangeReport, VaultChangeDetector
+from onepassword_access.errors import RateLimitedError
+from onepassword_access.paths import ItemPathError, parse_item_path
 from opsync.controller import Controller, Request
 from opsync.informer import Informer
-from opsync.onepassword.changes import ChangeReport, VaultChangeDetector
-from opsync.onepassword.errors import RateLimitedError
-from opsync.onepassword.paths import ItemPathError, parse_item_path
 from opsync.resources import KubeObject
 
 log = logging.getLogger(__name__)

@@ -24,10 +24,10 @@ from collections.abc import Callable, Iterable, Mapping
 from controllers.constants import RATE_LIMIT_REQUEUE
 from controllers.metrics import CONNECT_REQUESTS, endpoint_template
 from controllers.secretdata import ItemInput, item_input_from_connect
-from opsync.onepassword.client import ConnectClient
-from opsync.onepassword.errors import RateLimitedError, Reply
-from opsync.onepassword.paths import parse_item_path
-from opsync.onepassword.resolve import ItemResolver, ResolvedItem, ResolveError
+from onepassword_access.client import ConnectClient
+from onepassword_access.errors import RateLimitedError, Reply
+from onepassword_access.paths import parse_item_path
+from onepassword_access.resolve import ItemResolver, ResolvedItem, ResolveError
 
 log = logging.getLogger(__name__)
 

@@ -41,6 +41,7 @@ from controllers.constants import (
 )
 from controllers.failures import classify, rate_limiter, retry_result
 from controllers.metrics import WORKLOAD_RESTARTS
+from controllers.resources import ONEPASSWORDITEMS
 from controllers.restarts import plan_restart, recorded_versions, secret_names_used_by
 from controllers.secretdata import (
     desired_secret,
@@ -58,7 +59,7 @@ from opsync.controller import Builder, Controller, Predicate, Request, Result, a
 from opsync.events import EventRecorder
 from opsync.informer import Informer
 from opsync.manager import Manager
-from opsync.resources import ONEPASSWORDITEMS, SECRETS, KubeObject, Resource
+from opsync.resources import SECRETS, KubeObject, Resource
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from waiting import eventually
 from controllers.config import Settings
 from controllers.main import Operator, build_operator
 from controllers.source import InstrumentedConnectClient
+from onepassword_access.emulator import Emulator
 from opsync import metrics
 from opsync.client import Client
 from opsync.envtest import ControlPlane
-from opsync.onepassword.emulator import Emulator
 from opsync.resources import KubeObject
 
 READ_METHODS = frozenset({"GET", "HEAD"})

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from opsync import __version__
-from opsync.onepassword import (
+from onepassword_access import (
     BadRequestError,
     CertificateError,
     ConnectClient,
@@ -27,7 +26,8 @@ from opsync.onepassword import (
     UnauthorizedError,
     UnreachableError,
 )
-from opsync.onepassword.emulator import Emulator
+from onepassword_access.emulator import Emulator
+from opsync import __version__
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "connect-emulator.yaml"
 TOKEN = "full-token"
@@ -299,4 +299,4 @@ async def test_tls_with_a_custom_ca(tls_files: dict[str, Path]) -> None:
 
 @pytest.fixture(autouse=True)
 def _log_retries(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="opsync.onepassword")
+    caplog.set_level(logging.INFO, logger="onepassword_access")

@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from opsync.onepassword import (
+from onepassword_access import (
     ConnectClient,
     ForbiddenError,
     ItemPath,
@@ -22,7 +22,7 @@ from opsync.onepassword import (
     RetryPolicy,
     VaultChangeDetector,
 )
-from opsync.onepassword.emulator import Emulator
+from onepassword_access.emulator import Emulator
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "connect-emulator.yaml"
 FAST = RetryPolicy(attempts=3, total=10, backoff=0.01, max_backoff=0.05)

@@ -8,11 +8,12 @@ import pytest
 from operator_harness import emulator_data, eventually, run_operator
 from operator_helpers import get_or_none, opi, wait_for_data, wait_for_event, wait_for_ready, workload
 
+from controllers.resources import ONEPASSWORDITEMS
+from onepassword_access.emulator import Emulator
 from opsync.client import Client
 from opsync.envtest import ControlPlane
 from opsync.metrics import REGISTRY
-from opsync.onepassword.emulator import Emulator
-from opsync.resources import DEPLOYMENTS, ONEPASSWORDITEMS, SECRETS
+from opsync.resources import DEPLOYMENTS, SECRETS
 
 pytestmark = pytest.mark.integration
 

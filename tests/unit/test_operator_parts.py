@@ -15,18 +15,18 @@ from controllers.secretdata import InvalidSecretError
 from controllers.secrets import owner_references
 from controllers.source import ItemSource
 from controllers.workloads import annotated_secret, made_for_workloads
-from opsync.client import InvalidError
-from opsync.controller import Result
-from opsync.onepassword.errors import (
+from onepassword_access.errors import (
     ForbiddenError,
     RateLimitedError,
     ServerError,
     UnauthorizedError,
     UnreachableError,
 )
-from opsync.onepassword.models import Item
-from opsync.onepassword.paths import ItemPathError
-from opsync.onepassword.resolve import ResolvedItem, ResolveError
+from onepassword_access.models import Item
+from onepassword_access.paths import ItemPathError
+from onepassword_access.resolve import ResolvedItem, ResolveError
+from opsync.client import InvalidError
+from opsync.controller import Result
 
 VAULT, ITEM = "hfnjvi6aymbsnfc2xeeoheizda", "wepiqdxdzncjtnvmv5fegud4qy"
 

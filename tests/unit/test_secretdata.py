@@ -44,7 +44,7 @@ from controllers.secretdata import (
     validate_secret_data,
     workload_metadata,
 )
-from opsync.onepassword.models import Item
+from onepassword_access.models import Item
 
 VAULT, ITEM = "hfnjvi6aymbsnfc2xeeoheizda", "wepiqdxdzncjtnvmv5fegud4qy"
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from opsync.onepassword.client import ConnectClient, content_path
-from opsync.onepassword.errors import ConnectError, InvalidResponseError, NotFoundError, RateLimitedError
-from opsync.onepassword.models import File, Item, ItemSummary, Vault
-from opsync.onepassword.paths import ItemPath, go_quote, looks_like_id, parse_item_path
+from onepassword_access.client import ConnectClient, content_path
+from onepassword_access.errors import ConnectError, InvalidResponseError, NotFoundError, RateLimitedError
+from onepassword_access.models import File, Item, ItemSummary, Vault
+from onepassword_access.paths import ItemPath, go_quote, looks_like_id, parse_item_path
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 One aiohttp session per client, a timeout on every request, the token only ever in the ``Authorization``
 header. Connection failures, 5xx and 429 are retried (honouring ``Retry-After``) within a ``RetryPolicy``
 bounded in attempts and in total time; other failures raise at once. Every failure is a typed
-``ConnectError`` (see ``opsync.onepassword.errors``) whose text names the request, never the token and never
+``ConnectError`` (see ``onepassword_access.errors``) whose text names the request, never the token and never
 an item's content.
 """
 
@@ -30,8 +30,7 @@ from tenacity import (
 )
 from yarl import URL
 
-from opsync import __version__
-from opsync.onepassword.errors import (
+from onepassword_access.errors import (
     CertificateError,
     ConnectError,
     ConnectTimeoutError,
@@ -41,7 +40,8 @@ from opsync.onepassword.errors import (
     check,
     parse_json,
 )
-from opsync.onepassword.models import Health, Item, ItemSummary, Vault
+from onepassword_access.models import Health, Item, ItemSummary, Vault
+from opsync import __version__
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from opsync.onepassword.client import ConnectClient
-from opsync.onepassword.errors import ConnectError
+from onepassword_access.client import ConnectClient
+from onepassword_access.errors import ConnectError
 
 
 @dataclass(frozen=True, slots=True)
