@@ -32,8 +32,8 @@ from onepassword_access.errors import (
 from onepassword_access.paths import ItemPathError
 from onepassword_access.resolve import ResolveError
 from opsync.client import ApiError, InvalidError
-from opsync.controller import Request, Result
 from opsync.queue import BucketRateLimiter, ItemExponentialFailureRateLimiter, MaxOfRateLimiter, RateLimiter
+from opsync.reconcile import Request, Result
 
 RETRIEVE_PREFIX = "failed to retrieve item: "
 """The Go operator wraps every lookup error so; kept for messages users may grep for."""

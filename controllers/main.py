@@ -25,7 +25,7 @@ from controllers.access import AccessControl
 from controllers.config import Settings
 from controllers.constants import ITEM_PATH_ANNOTATION
 from controllers.items import ItemOptions, ItemReconciler, setup_items
-from controllers.poller import Poller
+from controllers.poller import Handoff, Poller
 from controllers.resources import ONEPASSWORDITEMS
 from controllers.secretdata import operator_annotations
 from controllers.secrets import SecretWriter, managed_secrets
@@ -40,6 +40,7 @@ from opsync.controller import Controller
 from opsync.leader import LeaderElectionConfig, LeaderElectionLost
 from opsync.logging import setup_logging
 from opsync.manager import Manager
+from opsync.source import Channel
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,8 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
         ItemOptions(allow_empty_values=settings.allow_empty_values, enable_annotations=settings.enable_annotations),
         access,
     )
-    item_controller = setup_items(manager, items, workers=settings.workers)
+    handoff = Handoff(manager.cache.informer(ONEPASSWORDITEMS), item_changes=Channel(), workload_changes=Channel())
+    item_controller = setup_items(manager, items, changes=handoff.item_changes, workers=settings.workers)
     workloads = Workloads(manager.cache)
     workload_controller, restart_controllers = setup_workloads(
         manager,
@@ -123,6 +125,7 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
         namespaces=namespaces,
         options=WorkloadOptions(allow_empty_values=settings.allow_empty_values, auto_restart=settings.auto_restart),
         access=access,
+        changes=handoff.workload_changes,
         workers=settings.workers,
     )
 
@@ -137,9 +140,7 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
         detector=VaultChangeDetector(connect),
         source=source,
         secrets=writer.secrets,
-        items=manager.cache.informer(ONEPASSWORDITEMS),
-        item_controller=item_controller,
-        workload_controller=workload_controller,
+        handoff=handoff,
         interval=settings.polling_interval,
         paths_in_use=paths_in_use,
     )

@@ -15,29 +15,25 @@ import pytest
 from waiting import eventually
 
 from opsync import metrics
-from opsync.controller import (
-    Builder,
-    CacheSyncTimeoutError,
-    Controller,
-    EnqueueHandler,
+from opsync.builder import Builder
+from opsync.controller import CacheSyncTimeoutError, Controller
+from opsync.handler import EnqueueHandler, controller_owner, object_request
+from opsync.logging import current_context
+from opsync.manager import Manager
+from opsync.predicate import (
     Predicate,
-    Request,
-    Result,
-    TerminalError,
     and_,
     annotation_changed,
-    controller_owner,
     generation_changed,
     label_selector,
     not_,
-    object_request,
     or_,
     resource_version_changed,
 )
-from opsync.logging import current_context
-from opsync.manager import Manager
-from opsync.queue import WorkQueue
+from opsync.queue import ItemExponentialFailureRateLimiter, WorkQueue
+from opsync.reconcile import Request, Result, TerminalError
 from opsync.resources import CONFIGMAPS, DEPLOYMENTS, NAMESPACES, REPLICASETS, SECRETS, KubeObject, Resource
+from opsync.source import Channel, Kind
 
 KEY = Request("ns", "a")
 OTHER = Request("ns", "b")
@@ -168,6 +164,16 @@ async def test_errors_retry_with_backoff_until_success_resets_it() -> None:
     assert sample("controller_runtime_reconcile_errors_total", controller=controller.name) == 2
 
 
+async def test_unexpected_exceptions_count_as_panics_io_failures_do_not() -> None:
+    controller, rec = make({KEY: [KeyError("bug"), OSError("connection reset"), TimeoutError(), None]})
+    async with running(controller):
+        controller.enqueue(KEY)
+        await eventually(lambda: sample_total(controller, "success") == 1)
+    assert rec.count(KEY) == 4
+    assert sample("controller_runtime_reconcile_errors_total", controller=controller.name) == 3
+    assert sample("controller_runtime_reconcile_panics_total", controller=controller.name) == 1
+
+
 async def test_terminal_error_is_not_retried_and_forgets_the_backoff() -> None:
     controller, rec = make({KEY: [RuntimeError("boom"), TerminalError("bad spec")]})
     async with running(controller):
@@ -292,7 +298,7 @@ async def test_workers_reconcile_different_keys_concurrently_but_never_one_key_t
 async def test_waits_for_informers_to_sync_before_reconciling() -> None:
     controller, rec = make()
     informer = FakeInformer(synced=False)
-    controller.watch(informer)
+    controller.watch(Kind(informer))
     async with running(controller):
         informer.add(obj("a"))
         await asyncio.sleep(0.05)  # a chance to misbehave, not synchronisation: nothing may run yet
@@ -303,14 +309,14 @@ async def test_waits_for_informers_to_sync_before_reconciling() -> None:
 
 async def test_cache_sync_timeout_fails_the_controller() -> None:
     controller, _ = make(cache_sync_timeout=0.05)
-    controller.watch(FakeInformer(synced=False))
+    controller.watch(Kind(FakeInformer(synced=False)))
     with pytest.raises(CacheSyncTimeoutError):
         await controller.run(asyncio.Event())
 
 
 async def test_stopping_while_waiting_for_sync_returns() -> None:
     controller, _ = make()
-    controller.watch(FakeInformer(synced=False))
+    controller.watch(Kind(FakeInformer(synced=False)))
     stopping = asyncio.Event()
     task = asyncio.create_task(controller.run(stopping))
     stopping.set()
@@ -442,6 +448,39 @@ async def test_builder_wires_primary_owned_and_watched_kinds() -> None:
         Request("ns", "web-owner"),
         Request("elsewhere", "creds"),
     }
+
+
+async def test_builder_watches_existing_sources() -> None:
+    manager = FakeManager()
+    elsewhere = FakeInformer(NAMESPACES)  # an informer the builder did not make
+    channel = Channel()
+    controller = (
+        Builder(cast(Manager, manager), unique("sources"))
+        .watches_source(Kind(elsewhere, lambda ns: [Request(ns["metadata"]["name"], "x")]), channel)
+        .complete(Scripted())
+    )
+    assert manager.cache.informers == {}  # nothing of its own to watch
+    elsewhere.add(obj("team-a", namespace=""))
+    assert channel.fire(KEY)
+    assert await drain(controller.queue) == {Request("team-a", "x"), KEY}
+
+
+async def test_a_channel_leaves_keys_in_backoff_to_their_backoff() -> None:
+    slow = ItemExponentialFailureRateLimiter[Request](60.0, 60.0)  # a retry stays pending for the test
+    failing: WorkQueue[Request] = WorkQueue(unique("failing"), rate_limiter=slow)
+    healthy: WorkQueue[Request] = WorkQueue(unique("healthy"))
+    channel = Channel()
+    channel.start(failing)
+    channel.start(healthy)
+    assert await channel.wait_for_sync()
+    failing.add_rate_limited(KEY)
+    assert channel.fire(KEY)
+    assert await drain(healthy) == {KEY} and len(failing) == 0  # left to its backoff
+    assert channel.fire(KEY, even_in_backoff=True)  # e.g. the outage it waits out just ended
+    assert await drain(failing) == {KEY} and await drain(healthy) == {KEY}
+    healthy.add_rate_limited(KEY)
+    assert not channel.fire(KEY)  # both in backoff: nobody took it
+    assert len(failing) == 0
 
 
 def test_builder_refuses_incomplete_declarations() -> None:

@@ -26,7 +26,7 @@ from onepassword_access.models import Item
 from onepassword_access.paths import ItemPathError
 from onepassword_access.resolve import ResolvedItem, ResolveError
 from opsync.client import InvalidError
-from opsync.controller import Result
+from opsync.reconcile import Result
 
 VAULT, ITEM = "hfnjvi6aymbsnfc2xeeoheizda", "wepiqdxdzncjtnvmv5fegud4qy"
 
