@@ -25,11 +25,12 @@ from controllers.access import AccessControl
 from controllers.config import Settings
 from controllers.constants import ITEM_PATH_ANNOTATION
 from controllers.items import ItemOptions, ItemReconciler, setup_items
+from controllers.metrics import count_connect_request
 from controllers.poller import Handoff, Poller
 from controllers.resources import ONEPASSWORDITEMS
 from controllers.secretdata import operator_annotations
 from controllers.secrets import SecretWriter, managed_secrets
-from controllers.source import InstrumentedConnectClient, ItemSource
+from controllers.source import ItemSource
 from controllers.watch import NamespaceAnnotations
 from controllers.workloads import WorkloadOptions, Workloads, setup_workloads
 from onepassword_access.changes import VaultChangeDetector
@@ -148,10 +149,11 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
     return Operator(manager, source, poller, item_controller, workload_controller, restart_controllers)
 
 
-def connect_client(settings: Settings) -> InstrumentedConnectClient:
+def connect_client(settings: Settings) -> ConnectClient:
     """The Connect client for ``settings`` (reads the CA file: call before the event loop is busy)."""
     ca_file = str(settings.connect_ca_file) if settings.connect_ca_file else None
-    return InstrumentedConnectClient(settings.connect_host, settings.connect_token.get_secret_value(), ca_file=ca_file)
+    token = settings.connect_token.get_secret_value()
+    return ConnectClient(settings.connect_host, token, ca_file=ca_file, observers=[count_connect_request])
 
 
 async def kubernetes_client(settings: Settings) -> Client:

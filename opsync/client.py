@@ -2,8 +2,9 @@
 
 ``Client`` sends requests through kubernetes-asyncio's ``ApiClient`` (so kubeconfig/in-cluster auth, token
 refresh and TLS come from there) but never builds generated model classes: bodies go out and come back as
-JSON dicts (``KubeObject``). Every request has a deadline and is counted in
-``rest_client_requests_total{code,method,host}``. Failures the API server reports become typed ``ApiError``
+JSON dicts (``KubeObject``). Every request has a deadline and is shown to the client's ``observers`` (an
+``ApiRequest`` each); the default one, ``count_request``, counts it in ``rest_client_requests_total{code,
+method,host}`` as client-go's request-result metric does. Failures the API server reports become typed ``ApiError``
 subclasses whose message comes from the server's ``Status`` only, never from the request body (which may hold
 Secret data). Network failures propagate as ``aiohttp.ClientError`` or ``TimeoutError``.
 """
@@ -41,6 +42,28 @@ _PATCH_CONTENT_TYPES: dict[str, str] = {
 Query = list[tuple[str, str]]  # (name, value) pairs, in order; aliased since Client.list shadows ``list``
 _MUTATE_ATTEMPTS = 5  # as client-go's retry.DefaultRetry
 _MUTATE_BACKOFF = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRequest:
+    """One request, as observers see it: no headers, no body."""
+
+    method: str
+    path: str
+    host: str
+    """``host:port`` of the API server."""
+    status: int | None
+    """The HTTP status; None when no answer came."""
+
+
+RequestObserver = Callable[[ApiRequest], None]
+"""Called after every request; must not raise and must not block."""
+
+
+def count_request(request: ApiRequest) -> None:
+    """The default observer: ``rest_client_requests_total`` (code ``<error>`` without an answer, as client-go)."""
+    code = "<error>" if request.status is None else str(request.status)
+    metrics.REST_CLIENT_REQUESTS.labels(code=code, method=request.method, host=request.host).inc()
 
 
 class ApiError(Exception):
@@ -163,9 +186,16 @@ class Client:
     """Async CRUD, patch and watch on any ``Resource``; returns plain dicts."""
 
     def __init__(
-        self, api_client: k8s_client.ApiClient, *, request_timeout: float = 30.0, field_manager: str = "opsync"
+        self,
+        api_client: k8s_client.ApiClient,
+        *,
+        request_timeout: float = 30.0,
+        field_manager: str = "opsync",
+        observers: Sequence[RequestObserver] = (count_request,),
     ) -> None:
+        """``observers`` see every request (replace the default to count requests elsewhere, or not at all)."""
         self._api = api_client
+        self._observers = tuple(observers)
         self.request_timeout = request_timeout
         self.field_manager = field_manager
         self._metric_host = urlsplit(self.host).netloc
@@ -179,23 +209,40 @@ class Client:
         context: str | None = None,
         request_timeout: float = 30.0,
         field_manager: str = "opsync",
+        observers: Sequence[RequestObserver] = (count_request,),
     ) -> Client:
         """A client for ``path`` (default: ``$KUBECONFIG`` or ``~/.kube/config``) and ``context``."""
         configuration = k8s_client.Configuration()
         await k8s_config.load_kube_config(
             config_file=path, context=context, client_configuration=configuration, persist_config=False
         )
-        return cls(k8s_client.ApiClient(configuration), request_timeout=request_timeout, field_manager=field_manager)
+        return cls(
+            k8s_client.ApiClient(configuration),
+            request_timeout=request_timeout,
+            field_manager=field_manager,
+            observers=observers,
+        )
 
     @classmethod
-    def in_cluster(cls, *, request_timeout: float = 30.0, field_manager: str = "opsync") -> Client:
+    def in_cluster(
+        cls,
+        *,
+        request_timeout: float = 30.0,
+        field_manager: str = "opsync",
+        observers: Sequence[RequestObserver] = (count_request,),
+    ) -> Client:
         """A client for the pod's ServiceAccount (token re-read as kubelet rotates it).
 
         Call it with an event loop running: the connection pool is made here.
         """
         configuration = k8s_client.Configuration()
         k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        return cls(k8s_client.ApiClient(configuration), request_timeout=request_timeout, field_manager=field_manager)
+        return cls(
+            k8s_client.ApiClient(configuration),
+            request_timeout=request_timeout,
+            field_manager=field_manager,
+            observers=observers,
+        )
 
     @property
     def host(self) -> str:
@@ -219,9 +266,9 @@ class Client:
     async def _send(
         self, method: str, path: str, query: Query, body: Any = None, content_type: str | None = None
     ) -> aiohttp.ClientResponse:
-        """Send a request and return the unread response; count it whatever happens."""
+        """Send a request and return the unread response; the observers see it whatever happens."""
         headers = {"Accept": "application/json", "Content-Type": content_type or "application/json"}
-        code = "<error>"  # client-go's label for requests that got no HTTP status
+        status: int | None = None
         try:
             response = cast(
                 aiohttp.ClientResponse,
@@ -235,10 +282,12 @@ class Client:
                     _preload_content=False,
                 ),
             )
-            code = str(response.status)
+            status = response.status
             return response
         finally:
-            metrics.REST_CLIENT_REQUESTS.labels(code=code, method=method, host=self._metric_host).inc()
+            request = ApiRequest(method, path, self._metric_host, status)
+            for observe in self._observers:
+                observe(request)
 
     async def _request(
         self,
