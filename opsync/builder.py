@@ -13,21 +13,33 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from opsync.cache import Cache
 from opsync.controller import Controller
 from opsync.handler import MapFn, controller_owner, object_request
 from opsync.predicate import Predicate
 from opsync.queue import RateLimiter
 from opsync.reconcile import Reconciler, Request
 from opsync.resources import KubeObject, Resource
-from opsync.source import Kind, Source
+from opsync.source import InformerLike, Kind, Source
+
+
+class Informers(Protocol):
+    """What the builder needs of a cache (``Cache``, or ``opsync.testing.FakeCache``)."""
+
+    def informer(
+        self,
+        resource: Resource,
+        *,
+        label_selector: str | None = None,
+        transform: Callable[[KubeObject], KubeObject] | None = None,
+    ) -> InformerLike: ...
 
 
 class Host(Protocol):
-    """What the builder needs of a manager: its cache, and a way to run the controller."""
+    """What the builder needs of a manager (``Manager``, or ``opsync.testing.FakeManager``): a cache, and a
+    way to run the controller."""
 
     @property
-    def cache(self) -> Cache: ...
+    def cache(self) -> Informers: ...
 
     def add(self, runnable: Controller, *, leader_only: bool = True) -> None: ...
 

@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from opsync import metrics
 from opsync.queue import WorkQueue
+from opsync.testing import FakeClock
 
 _names = itertools.count()
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -30,14 +31,6 @@ def scrape() -> Samples:
 
 def value(samples: Samples, metric: str, /, **labels: str) -> float | None:
     return samples.get((metric, frozenset(labels.items())))
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_render_latest_is_the_prometheus_text_format_with_process_metrics() -> None:
@@ -80,7 +73,7 @@ def test_reconcile_time_has_controller_runtimes_buckets() -> None:
 
 
 async def test_a_named_queue_reports_the_seven_workqueue_metrics() -> None:
-    name, clock = unique("queue"), FakeClock()
+    name, clock = unique("queue"), FakeClock(100.0)
     queue: WorkQueue[str] = WorkQueue(name, clock=clock)
     labels = {"name": name, "controller": name}
     queue.add("a")
@@ -117,7 +110,7 @@ async def test_a_named_queue_reports_the_seven_workqueue_metrics() -> None:
 
 
 def test_a_key_due_after_a_delay_counts_in_depth_without_a_worker() -> None:
-    name, clock = unique("queue"), FakeClock()
+    name, clock = unique("queue"), FakeClock(100.0)
     queue: WorkQueue[str] = WorkQueue(name, clock=clock)
     queue.add_after("a", 5.0)
     assert value(scrape(), "workqueue_depth", name=name, controller=name, priority="") == 0
