@@ -62,11 +62,13 @@ class Controller:
         reconcile_timeout: float | None = None,
         rate_limiter: RateLimiter[Request] | None = None,
         cache_sync_timeout: float = 120.0,
+        queue_metrics: metrics.QueueMetricsProvider | None = metrics.PROMETHEUS_QUEUE_METRICS,
     ) -> None:
+        """``queue_metrics``: what the work queue reports to (None: nothing)."""
         if workers < 1:
             raise ValueError("a controller needs at least one worker")
         self.name = name
-        self.queue: WorkQueue[Request] = WorkQueue(name, rate_limiter=rate_limiter)
+        self.queue: WorkQueue[Request] = WorkQueue(name, rate_limiter=rate_limiter, metrics_provider=queue_metrics)
         self.workers = workers
         self.reconcile_timeout = reconcile_timeout
         self.cache_sync_timeout = cache_sync_timeout

@@ -10,8 +10,9 @@ import pytest
 
 from opsync.cache import metadata_only
 from opsync.client import Client, GoneError, WatchEvent
-from opsync.informer import Backoff, Delta, Informer, Store, strip_managed_fields
+from opsync.informer import Backoff, Informer, strip_managed_fields
 from opsync.resources import CONFIGMAPS, KubeObject, Resource
+from opsync.store import Delta, Store
 from opsync.testing import FakeClock
 
 
