@@ -9,7 +9,7 @@ Every ``POLLING_INTERVAL`` seconds (the first time as soon as the caches are syn
 3. Enqueue each Secret whose item is at another version now (or just disappeared) into the controller that
    makes it: the OnePasswordItem of the same name, else the workload-secrets controller. Keys already
    retrying with backoff are left to it, except on the first good poll after failed ones: Connect is back,
-   so those keys and the items ``Ready=False`` with ``ConnectUnavailable`` are retried at once.
+   so those keys and the items whose last reconcile failed with ``ConnectUnavailable`` are retried at once.
 
 The poller never writes to Kubernetes and never fetches an item: the reconcilers fetch each changed item once
 through the shared ``ItemSource``, which the poller tells about the new versions. Unlike the Go operator's
@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from controllers.constants import ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION, READY_CONDITION, ConditionReason
+from controllers.constants import ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION
 from controllers.metrics import LAST_SUCCESSFUL_POLL, POLL_DURATION, POLLS
 from controllers.source import ItemSource
 from opsync.controller import Controller, Request
@@ -34,7 +34,6 @@ from opsync.informer import Informer
 from opsync.onepassword.changes import ChangeReport, VaultChangeDetector
 from opsync.onepassword.errors import RateLimitedError
 from opsync.onepassword.paths import ItemPathError, parse_item_path
-from opsync.resources import KubeObject
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +64,7 @@ class Poller:
         workload_controller: Controller,
         interval: float,
         paths_in_use: Callable[[], Iterable[str]],
+        unavailable_items: Callable[[], Iterable[Request]],
     ) -> None:
         self._detector = detector
         self._source = source
@@ -74,6 +74,7 @@ class Poller:
         self._workload_controller = workload_controller
         self.interval = interval
         self._paths_in_use = paths_in_use
+        self._unavailable_items = unavailable_items
         self._failing = False  # the last poll could not read every vault
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -170,19 +171,8 @@ class Poller:
         return True
 
     def _retry_unavailable_items(self) -> int:
-        """Enqueue the OnePasswordItems whose ``Ready`` condition says Connect was unavailable."""
-        waiting = [Request.of(opi) for opi in self._items.list() if _ready_reason(opi) == _CONNECT_UNAVAILABLE]
+        """Enqueue the OnePasswordItems that last failed because Connect was unavailable."""
+        waiting = list(self._unavailable_items())
         for request in waiting:
             self._item_controller.enqueue(request)
         return len(waiting)
-
-
-_CONNECT_UNAVAILABLE = ("False", ConditionReason.CONNECT_UNAVAILABLE)
-
-
-def _ready_reason(opi: KubeObject) -> tuple[str, str] | None:
-    """The (status, reason) of an item's cached ``Ready`` condition."""
-    for condition in (opi.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == READY_CONDITION:
-            return str(condition.get("status")), str(condition.get("reason"))
-    return None

@@ -56,7 +56,7 @@ COMMAND_TIMEOUT = 120.0
 TOKEN_FILE = "/var/run/secrets/opsync/connect/token"
 
 Grant = tuple[str, str, str, tuple[str, ...]]  # apiGroup, resource, verb, resourceNames
-CLUSTER_SCOPED = frozenset({"namespaces", "onepasswordaccesspolicies"})
+CLUSTER_SCOPED = frozenset({"namespaces", "onepasswordaccesspolicies", "customresourcedefinitions"})
 WATCHED = "WATCHED"  # in expected-rbac.yaml's resourceNames: the watchNamespace list
 
 
@@ -217,7 +217,7 @@ def required_grants(watched: list[str], release_namespace: str = RELEASE_NAMESPA
     by_namespace: dict[str, set[Grant]] = defaultdict(set)
     for permission in REQUIRED:
         resource = f"{permission.resource}/{permission.subresource}" if permission.subresource else permission.resource
-        grants = {(permission.group, resource, verb, ()) for verb in permission.verbs}
+        grants = {(permission.group, resource, verb, tuple(sorted(permission.names))) for verb in permission.verbs}
         match permission.scope:
             case Scope.LEADER_ELECTION:
                 by_namespace[release_namespace] |= grants
@@ -669,10 +669,11 @@ async def test_applied_cluster_wide_the_service_account_can_do_exactly_what_opsy
     ):
         assert "PodSecurity" not in chart.warnings
         expected = expected_grants([], namespace)
-        for group, resource, verb, _ in expected.cluster:
+        for group, resource, verb, names in expected.cluster:
             # Namespaced kinds in all namespaces at once and in one the chart never heard of.
             for where in ("",) if resource in CLUSTER_SCOPED else ("", elsewhere):
-                assert await allowed(opsync, (group, resource, verb), where), (group, resource, verb, where)
+                for name in names or ("",):
+                    assert await allowed(opsync, (group, resource, verb), where, name), (resource, verb, where, name)
         for group, resource, verb, _ in expected.namespaces[namespace]:
             assert await allowed(opsync, (group, resource, verb), namespace)
             assert not await allowed(opsync, (group, resource, verb), elsewhere)  # leases: its own namespace only
