@@ -422,11 +422,12 @@ async def test_watch_namespace_scopes_rbac_to_those_namespaces() -> None:
         (RELEASE_NAMESPACE, RELEASE),
         (RELEASE_NAMESPACE, f"{RELEASE}-leader-election"),
     }
-    # Cluster-wide: only access policies and the watched Namespace objects, by name.
+    # Cluster-wide: only access policies, the watched Namespace objects and the OnePasswordItem CRD, by name.
     rules = one(objects, "ClusterRole")["rules"]
     assert {(rule["resources"][0], tuple(rule.get("resourceNames", ()))) for rule in rules} == {
         ("onepasswordaccesspolicies", ()),
         ("namespaces", ("team-a", RELEASE_NAMESPACE)),
+        ("customresourcedefinitions", ("onepassworditems.onepassword.com",)),
     }
 
 

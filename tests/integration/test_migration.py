@@ -26,7 +26,7 @@ import yaml
 from operator_harness import RunningOperator, emulator_data, eventually, run_operator
 from operator_helpers import opi, ready_condition, wait_for_data, wait_for_ready
 from test_chart import CHART, helm, kubectl
-from upstream import CONNECT_CHART, upstream
+from upstream import CONNECT_CHART, GO_OPERATOR_CRD, upstream
 
 from controllers.constants import FINALIZER
 from controllers.crdschema import ITEMS_CRD, OPSYNC_FIELDS, dropped_status_fields
@@ -94,6 +94,31 @@ async def go_operator_item(kube: Client, name: str) -> None:
     ready = {"type": "Ready", "status": "True", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}
     status = {"conditions": [ready]}
     await kube.patch(ONEPASSWORDITEMS, name, {"status": status}, APPS, subresource="status")
+
+
+async def adopt_the_crd(plane: ControlPlane) -> None:
+    """Step 2 of the migration: the marks that let Helm take the CRD into opsync's release."""
+    admin = plane.kubeconfig_path
+    await kubectl(admin, "label", "crd", ITEMS_CRD, "app.kubernetes.io/managed-by=Helm")
+    await kubectl(
+        admin,
+        "annotate",
+        "crd",
+        ITEMS_CRD,
+        "meta.helm.sh/release-name=opsync",
+        f"meta.helm.sh/release-namespace={OPSYNC_NAMESPACE}",
+    )
+
+
+async def install_opsync(plane: ControlPlane, kube: Client, *values: str) -> None:
+    """Step 3: ``helm install`` as documented, then check that the CRD is opsync's, kept, and upgradable."""
+    args = [str(CHART), *target(plane, OPSYNC_NAMESPACE), "--set=replicas=0", *values]
+    await helm("install", "opsync", *args, "--create-namespace", "--force-conflicts")
+    crd = await kube.get(CRDS, ITEMS_CRD)
+    assert dropped_status_fields(crd) == ()
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    await kube.get(CRDS, "onepasswordaccesspolicies.onepassword.com")
+    await helm("upgrade", "opsync", *args)  # the release owns both CRDs now: later upgrades just work
 
 
 def outdated_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -197,29 +222,9 @@ async def test_migrating_from_the_connect_chart_and_back(
         "onepassword-connect"
     ]
     # 2. Hand the CRD to opsync's release (Helm adopts an object carrying these).
-    await kubectl(admin, "label", "crd", ITEMS_CRD, "app.kubernetes.io/managed-by=Helm")
-    await kubectl(
-        admin,
-        "annotate",
-        "crd",
-        ITEMS_CRD,
-        "meta.helm.sh/release-name=opsync",
-        f"meta.helm.sh/release-namespace={OPSYNC_NAMESPACE}",
-    )
+    await adopt_the_crd(plane)
     # 3. Install opsync (replicas 0: it runs in this process, as the chart's ServiceAccount).
-    await helm(
-        "install",
-        "opsync",
-        str(CHART),
-        *target(plane, OPSYNC_NAMESPACE),
-        "--create-namespace",
-        "--set=replicas=0",
-        f"--set=watchNamespace={{{APPS}}}",
-    )
-    crd = await kube.get(CRDS, ITEMS_CRD)
-    assert dropped_status_fields(crd) == ()
-    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    await kube.get(CRDS, "onepasswordaccesspolicies.onepassword.com")
+    await install_opsync(plane, kube, f"--set=watchNamespace={{{APPS}}}")
 
     identity = await asyncio.to_thread(plane.service_account_kubeconfig, OPSYNC_NAMESPACE, "opsync")
     caplog.set_level(logging.WARNING)
@@ -248,3 +253,14 @@ async def test_migrating_from_the_connect_chart_and_back(
     assert {s["metadata"]["name"] for s in (await kube.list(SECRETS, APPS))["items"]} >= {"db", "api", "late"}
     await helm("upgrade", "connect", chart, *connect, "--reuse-values", "--set=operator.create=true")
     await kube.get(DEPLOYMENTS, "onepassword-connect-operator", CONNECT_NAMESPACE)
+
+
+async def test_a_crd_applied_with_kubectl_is_adopted_the_same_way() -> None:
+    # The Go operator's kustomize manifests: kubectl applied the CRD (client-side), so its fields belong to
+    # kubectl, which is what --force-conflicts settles for Helm 4's server-side apply.
+    async with ControlPlane(crds=[], logs_root=REPO / ".envtest-logs") as plane, await plane.client() as kube:
+        crd = upstream() / GO_OPERATOR_CRD
+        await kubectl(plane.kubeconfig_path, "apply", "-f", str(crd))
+        await eventually(lambda: established(kube), message=f"{ITEMS_CRD} never became established")
+        await adopt_the_crd(plane)
+        await install_opsync(plane, kube)
