@@ -6,7 +6,8 @@ shared upstream folder, see ``tests/upstream.py``) with the operator enabled lea
 ``lastSyncTime``, and the Connect and operator Deployments (Pending: there is no kubelet).
 
 - Before upgrading the CRD, opsync works on it: no status PATCH on every retry, the ``ConnectUnavailable`` retry
-  on the first good poll, and one warning line saying how to upgrade.
+  on the first good poll, and one warning line saying how to upgrade; ``opsync check`` warns too. Not allowed
+  to read the CRD, opsync says so once and learns what is dropped from its first status write.
 - The migration steps of docs/compatibility.md, run as written (helm and kubectl): remove the Go operator, adopt
   the CRD for opsync's release, ``helm install`` opsync. Then Ready reasons show in ``kubectl get -o yaml``,
   nothing is written while idle, and a ``ConnectUnavailable`` item recovers on the first good poll.
@@ -23,9 +24,10 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_harness import RunningOperator, emulator_data, eventually, run_operator
+from operator_harness import TOKEN, RunningOperator, emulator_data, eventually, run_operator
 from operator_helpers import opi, ready_condition, wait_for_data, wait_for_ready
-from test_chart import CHART, helm, kubectl
+from test_chart import CHART, allowed, helm, kubectl
+from test_permissions import run_check
 from upstream import CONNECT_CHART, GO_OPERATOR_CRD, upstream
 
 from controllers.constants import FINALIZER
@@ -34,7 +36,7 @@ from opsync.client import Client
 from opsync.controller import Request
 from opsync.envtest import ControlPlane
 from opsync.onepassword.emulator import Emulator
-from opsync.resources import CRDS, DEPLOYMENTS, NAMESPACES, ONEPASSWORDITEMS, SECRETS
+from opsync.resources import CLUSTERROLES, CRDS, DEPLOYMENTS, NAMESPACES, ONEPASSWORDITEMS, SECRETS
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +46,7 @@ CONNECT_NAMESPACE = "onepassword"
 OPSYNC_NAMESPACE = "opsync-system"
 APPS = "apps"
 OUTDATED = "older than opsync's"
+CRD_GET = ("apiextensions.k8s.io", "customresourcedefinitions", "get")
 
 
 @pytest.fixture
@@ -203,6 +206,49 @@ async def test_on_the_go_operators_crd_opsync_works_and_warns_once(
 
     (warning,) = outdated_warnings(caplog)
     assert "kubectl apply --server-side --force-conflicts -f crds/onepassword.com_onepassworditems.yaml" in warning
+
+    env = {"OP_CONNECT_HOST": emulator.url, "OP_CONNECT_TOKEN": TOKEN, "WATCH_NAMESPACE": APPS}
+    code, table = await run_check({**env, "KUBECONFIG": plane.kubeconfig_path})
+    status, detail = table[f"crd: {ITEMS_CRD}"]
+    assert (code, status) == (0, "warn"), table  # opsync works on it: a warning, not a failure
+    assert "drops status.conditions[].reason" in detail
+    assert "kubectl apply --server-side --force-conflicts" in detail
+
+
+async def test_without_permission_to_read_the_crd_opsync_learns_what_it_drops(
+    go_cluster: tuple[ControlPlane, Client], emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An RBAC that predates the CRD check (here: the chart's, that rule taken out), and the CRD left old.
+    plane, kube = go_cluster
+    values = ["--set=replicas=0", "--set=crds.install=false", f"--set=watchNamespace={{{APPS}}}"]
+    await helm("install", "opsync", str(CHART), *target(plane, OPSYNC_NAMESPACE), "--create-namespace", *values)
+    cluster_role = f"{OPSYNC_NAMESPACE}-opsync"
+
+    def without_crd_rule(role: dict[str, Any]) -> bool:
+        role["rules"] = [r for r in role["rules"] if "customresourcedefinitions" not in r["resources"]]
+        return True
+
+    await kube.mutate(CLUSTERROLES, cluster_role, None, without_crd_rule)
+    identity = await asyncio.to_thread(plane.service_account_kubeconfig, OPSYNC_NAMESPACE, "opsync")
+    async with await Client.from_kubeconfig(identity) as opsync:
+
+        async def forbidden() -> bool:
+            return not await allowed(
+                opsync, ("apiextensions.k8s.io", "customresourcedefinitions", "get"), name=ITEMS_CRD
+            )
+
+        await eventually(forbidden, message="the authorizer never saw the edited ClusterRole")
+    caplog.set_level(logging.WARNING)
+
+    async with run_operator(plane, emulator, namespaces=[APPS], kubeconfig=identity) as op:
+        await kube.create(ONEPASSWORDITEMS, opi("api", f"vaults/{VAULT}/items/api"), APPS)
+        await wait_for_data(kube, APPS, "api", {"password": "api-v1"})
+        await connect_unavailable_recovers_on_the_first_good_poll(op, kube, emulator, reason=None)
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and ITEMS_CRD in r.getMessage()]
+    assert len(warnings) == 1 and "cannot read CustomResourceDefinition" in warnings[0] and "forbidden" in warnings[0]
+    (learnt,) = [r.getMessage() for r in caplog.records if "the API server dropped status." in r.getMessage()]
+    assert "status.conditions[].reason" in learnt and "kubectl apply --server-side --force-conflicts" in learnt
 
 
 async def test_migrating_from_the_connect_chart_and_back(
