@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_chart import CHART, of_kind, render
+from test_chart import CHART, CommandError, helm, of_kind, render
+
+from opsync.envtest import ControlPlane
+from opsync.resources import CRDS, ONEPASSWORDACCESSPOLICIES
 
 pytestmark = pytest.mark.integration
 
@@ -48,3 +51,23 @@ async def test_the_crds_render_as_kept_templates_labelled_for_the_release() -> N
 
 async def test_crds_install_false_renders_none() -> None:
     assert of_kind(await render({"crds": {"install": False}}), "CustomResourceDefinition") == []
+
+
+async def test_on_a_cluster_without_the_crds_access_policies_come_with_the_first_upgrade() -> None:
+    policy = {"name": "team-a", "namespaces": {"names": ["team-a"]}, "vaults": [{"vault": "k8s"}]}
+    async with ControlPlane(crds=[], logs_root=REPO / ".envtest-logs") as plane, await plane.client() as kube:
+        target = [f"--kubeconfig={plane.kubeconfig_path}", "--namespace=opsync-system", "--set=replicas=0"]
+        with pytest.raises(CommandError, match="ensure CRDs are installed first"):  # what docs/helm.md says
+            await helm(
+                "install", "opsync", str(CHART), *target, "--create-namespace", "-f", "-", stdin=policies(policy)
+            )
+        await helm("install", "opsync", str(CHART), *target, "--create-namespace")
+        await helm("upgrade", "opsync", str(CHART), *target, "-f", "-", stdin=policies(policy))
+
+        assert (await kube.get(ONEPASSWORDACCESSPOLICIES, "team-a"))["spec"]["vaults"] == [{"vault": "k8s"}]
+        crd = await kube.get(CRDS, "onepassworditems.onepassword.com")
+        assert crd["metadata"]["annotations"]["meta.helm.sh/release-name"] == "opsync"
+
+
+def policies(*entries: dict[str, object]) -> str:
+    return yaml.safe_dump({"accessPolicies": list(entries)})
