@@ -59,10 +59,7 @@ async def emulator() -> AsyncIterator[Emulator]:
 @pytest.fixture
 async def go_cluster() -> AsyncIterator[tuple[ControlPlane, Client]]:
     """A control plane after ``helm install connect`` (operator enabled); no opsync CRD; an ``apps`` namespace."""
-    plane = ControlPlane(crds=[], logs_root=REPO / ".envtest-logs")
-    await plane.start()
-    failed = True
-    try:
+    async with ControlPlane(crds=[], logs_root=REPO / ".envtest-logs") as plane:
         await helm(
             "install",
             "connect",
@@ -76,9 +73,6 @@ async def go_cluster() -> AsyncIterator[tuple[ControlPlane, Client]]:
             await eventually(lambda: established(kube), message=f"{ITEMS_CRD} never became established")
             await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APPS}})
             yield plane, kube
-        failed = False
-    finally:
-        await plane.stop(keep_logs=failed)
 
 
 def target(plane: ControlPlane, namespace: str) -> list[str]:
