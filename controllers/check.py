@@ -9,7 +9,9 @@ Checked, with the flags and environment of ``opsync run``:
   ``controllers.permissions.REQUIRED``, where its scope says (each watched namespace or all of them; the
   watched Namespace objects by name; cluster-scoped kinds; the leader-election namespace). A missing one is
   named with its verb, its place and why opsync needs it, e.g.
-  ``kubernetes: secrets  FAIL  missing: delete in team-a — write the Secrets; ...``.
+  ``kubernetes: secrets  FAIL  missing: delete in team-a — write the Secrets; ...``;
+- the served OnePasswordItem CRD: ``warn`` when it is older than opsync's (1Password's, left by the Go
+  operator: Ready conditions lose their reason) with how to upgrade it, ``FAIL`` when there is none.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import aiohttp
 from kubernetes_asyncio.config import ConfigException
 
 from controllers import config
+from controllers.crdschema import ITEMS_CRD, ServedCrd, read_served_crd
 from controllers.main import OUTSIDE_A_POD, connect_client, kubernetes_client, leader_election_namespace
 from controllers.permissions import REQUIRED, Permission, Scope
 from controllers.resources import ONEPASSWORDITEMS
@@ -118,7 +121,7 @@ def _targets(permission: Permission, settings: config.Settings) -> list[tuple[st
         case Scope.LEADER_ELECTION:
             return [(leader_election_namespace(settings), "")]
         case Scope.CLUSTER:
-            return [("", "")]
+            return [("", name) for name in permission.names] or [("", "")]
         case Scope.WATCHED_BY_NAME:
             return [("", name) for name in settings.watch_namespaces] or [("", "")]
         case Scope.WATCHED:
@@ -156,6 +159,15 @@ async def check_permissions(kube: Client, settings: config.Settings) -> list[Row
     return rows
 
 
+def crd_row(found: ServedCrd) -> Row:
+    """The row about the served OnePasswordItem CRD."""
+    if found.missing:
+        status: Status = "FAIL"
+    else:
+        status = "ok" if found.dropped == () else "warn"
+    return Row(f"crd: {ITEMS_CRD}", status, found.describe())
+
+
 # --- the command -----------------------------------------------------------------------------------------
 
 
@@ -168,6 +180,7 @@ async def run_checks(settings: config.Settings) -> list[Row]:
             segments, listed = await used_vaults(kube, settings.watch_namespaces)
             rows += listed
             rows += await check_permissions(kube, settings)
+            rows.append(crd_row(await read_served_crd(kube)))
     except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as err:
         rows.append(Row("kubernetes: API server", "FAIL", str(err) or type(err).__name__))
     except ConfigException as err:  # no kubeconfig, or not in a pod

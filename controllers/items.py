@@ -23,6 +23,7 @@ from controllers.constants import (
     ConditionReason,
     EventReason,
 )
+from controllers.crdschema import UPGRADE_HINT, ServedStatus
 from controllers.failures import Failure, classify, rate_limiter, retry_result
 from controllers.metrics import ITEMS
 from controllers.resources import ONEPASSWORDITEMS
@@ -82,7 +83,14 @@ class ItemReconciler:
     """Reconciles one OnePasswordItem; see the module docstring."""
 
     def __init__(
-        self, manager: Manager, source: ItemSource, writer: SecretWriter, options: ItemOptions, access: AccessControl
+        self,
+        manager: Manager,
+        source: ItemSource,
+        writer: SecretWriter,
+        options: ItemOptions,
+        access: AccessControl,
+        *,
+        served: ServedStatus | None = None,
     ) -> None:
         self.items: Informer = manager.cache.informer(ONEPASSWORDITEMS)
         self._client = manager.client
@@ -91,7 +99,13 @@ class ItemReconciler:
         self._writer = writer
         self._options = options
         self._events: EventRecorder = manager.event_recorder("opsync")
-        self._states: dict[Request, tuple[str, str]] = {}  # for the opsync_items gauge
+        self._states: dict[Request, tuple[str, str]] = {}  # for the opsync_items gauge and failing_with
+        self.served = served or ServedStatus()
+
+    def failing_with(self, reason: str) -> list[Request]:
+        """The items whose last reconcile here ended ``Ready=False`` with ``reason``. Kept in memory rather than
+        read back from the condition, which an old CRD stores without its reason."""
+        return [request for request, state in self._states.items() if state == ("false", reason)]
 
     async def reconcile(self, request: Request) -> Result | None:
         opi = self.items.get(request.namespace, request.name)
@@ -158,21 +172,30 @@ class ItemReconciler:
         self._record_state(request, ("false", failure.reason))
 
     async def _set_status(self, opi: KubeObject, status: str, reason: str, message: str, *, synced: bool) -> None:
-        """Patch the status subresource, only when the condition (or the sync time) changes."""
+        """Patch the status subresource, only when the condition (or the sync time) changes.
+
+        The comparison is with the condition as the served schema stores it (``self.served``): on an old CRD
+        that drops ``reason``, a condition differing only there is not rewritten on every retry."""
         current: dict[str, Any] = opi.get("status") or {}
         previous = _ready(opi)
         condition = ready_condition(previous, status, reason, message, int(opi["metadata"].get("generation") or 0))
         patch: dict[str, Any] = {}
-        if [condition] != (current.get("conditions") or []):
+        if [self.served.condition(condition)] != (current.get("conditions") or []):
             patch["conditions"] = [condition]
-        if synced or (status == "True" and not current.get("lastSyncTime")):
+        if synced or (status == "True" and not current.get("lastSyncTime") and self.served.keeps("lastSyncTime")):
             patch["lastSyncTime"] = now_rfc3339()
         if not patch:
             return
         meta = opi["metadata"]
-        await self._client.patch(
+        stored = await self._client.patch(
             ONEPASSWORDITEMS, meta["name"], {"status": patch}, meta["namespace"], subresource="status"
         )
+        if dropped := self.served.learn(patch, stored.get("status") or {}):
+            log.warning(
+                "the API server dropped status.%s from a OnePasswordItem: its CRD is older than opsync's; %s",
+                ", status.".join(sorted(dropped)),
+                UPGRADE_HINT,
+            )
 
     async def _remove_finalizer(self, opi: KubeObject) -> KubeObject:
         """Drop the Go operator's finalizer (opsync relies on garbage collection instead)."""

@@ -15,7 +15,7 @@ import argparse
 import asyncio
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubernetes_asyncio.config import ConfigException
@@ -23,7 +23,8 @@ from kubernetes_asyncio.config import ConfigException
 from controllers import config
 from controllers.access import AccessControl
 from controllers.config import Settings
-from controllers.constants import ITEM_PATH_ANNOTATION
+from controllers.constants import ITEM_PATH_ANNOTATION, ConditionReason
+from controllers.crdschema import ServedCrd, ServedStatus, read_served_crd
 from controllers.items import ItemOptions, ItemReconciler, setup_items
 from controllers.metrics import count_connect_request
 from controllers.poller import Handoff, Poller
@@ -64,6 +65,8 @@ class Operator:
     item_controller: Controller
     workload_controller: Controller
     restart_controllers: list[Controller]
+    served: ServedStatus = field(default_factory=ServedStatus)
+    """What the served OnePasswordItem CRD keeps of an item's status (shared with the item reconciler)."""
 
     @property
     def controllers(self) -> list[Controller]:
@@ -73,9 +76,20 @@ class Operator:
     async def run(self, stopping: asyncio.Event | None = None) -> None:
         """Run until ``stopping`` is set (or SIGTERM/SIGINT when it is None)."""
         try:
+            await self.check_crd()
             await self.manager.run(stopping)
         finally:
             await self.source.close()
+
+    async def check_crd(self) -> ServedCrd:
+        """Read the served CRD once, before reconciling: tell ``served`` what it drops, and warn in one line when
+        it is older than opsync's (or cannot be read)."""
+        found = await read_served_crd(self.manager.client)
+        if found.dropped is not None:
+            self.served.dropped = frozenset(found.dropped)
+        if found.dropped is None or found.outdated:
+            log.warning(found.describe())
+        return found
 
 
 def leader_election_namespace(settings: Settings) -> str:
@@ -108,14 +122,21 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
     writer = SecretWriter(client, managed_secrets(manager.cache))
     namespaces = NamespaceAnnotations(manager.cache, settings.watch_namespaces)
     access = AccessControl(manager.cache, namespaces)
+    served = ServedStatus()
     items = ItemReconciler(
         manager,
         source,
         writer,
         ItemOptions(allow_empty_values=settings.allow_empty_values, enable_annotations=settings.enable_annotations),
         access,
+        served=served,
     )
-    handoff = Handoff(manager.cache.informer(ONEPASSWORDITEMS), item_changes=Channel(), workload_changes=Channel())
+    handoff = Handoff(
+        manager.cache.informer(ONEPASSWORDITEMS),
+        item_changes=Channel(),
+        workload_changes=Channel(),
+        connect_unavailable=lambda: items.failing_with(ConditionReason.CONNECT_UNAVAILABLE),
+    )
     item_controller = setup_items(manager, items, changes=handoff.item_changes, workers=settings.workers)
     workloads = Workloads(manager.cache)
     workload_controller, restart_controllers = setup_workloads(
@@ -146,7 +167,7 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
         paths_in_use=paths_in_use,
     )
     manager.add(poller)
-    return Operator(manager, source, poller, item_controller, workload_controller, restart_controllers)
+    return Operator(manager, source, poller, item_controller, workload_controller, restart_controllers, served)
 
 
 def connect_client(settings: Settings) -> ConnectClient:

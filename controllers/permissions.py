@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from controllers.crdschema import ITEMS_CRD
+
 
 class Scope(StrEnum):
     """Where a permission is needed."""
@@ -36,6 +38,8 @@ class Permission:
     scope: Scope = Scope.WATCHED
     subresource: str = ""
     why: str = ""
+    names: tuple[str, ...] = ()
+    """Only these objects (RBAC ``resourceNames``); empty: all of them."""
 
     @property
     def display(self) -> str:
@@ -87,6 +91,14 @@ REQUIRED: tuple[Permission, ...] = (
         ("get", "list", "watch"),
         scope=Scope.CLUSTER,
         why="which namespaces may sync which vaults",
+    ),
+    Permission(
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        ("get",),
+        scope=Scope.CLUSTER,
+        names=(ITEMS_CRD,),
+        why="read the OnePasswordItem CRD's schema at start-up, to warn when it is older than opsync's",
     ),
     Permission(
         "coordination.k8s.io",

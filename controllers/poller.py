@@ -9,8 +9,9 @@ Every ``POLLING_INTERVAL`` seconds (the first time as soon as the caches are syn
 3. Fire each Secret whose item is at another version now (or just disappeared) at the controller that makes
    it (``Handoff``): the OnePasswordItem of the same name, else the workload-secrets controller, each through
    an ``opsync.source.Channel`` it watches. Keys already retrying with backoff are left to it, except on the
-   first good poll after failed ones: Connect is back, so those keys and the items ``Ready=False`` with
-   ``ConnectUnavailable`` are retried at once.
+   first good poll after failed ones: Connect is back, so those keys and the items whose last reconcile failed
+   with ``ConnectUnavailable`` (remembered, not read back from a status the served CRD may prune) are
+   retried at once.
 
 The poller never writes to Kubernetes and never fetches an item: the reconcilers fetch each changed item once
 through the shared ``ItemSource``, which the poller tells about the new versions. Unlike the Go operator's
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from controllers.constants import ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION, READY_CONDITION, ConditionReason
+from controllers.constants import ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION
 from controllers.metrics import LAST_SUCCESSFUL_POLL, POLL_DURATION, POLLS
 from controllers.source import ItemSource
 from onepassword_access.changes import ChangeReport, VaultChangeDetector
@@ -35,7 +36,6 @@ from onepassword_access.errors import RateLimitedError
 from onepassword_access.paths import ItemPathError, parse_item_path
 from opsync.informer import Informer
 from opsync.reconcile import Request
-from opsync.resources import KubeObject
 from opsync.source import Channel
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,8 @@ class Handoff:
     items: Informer
     item_changes: Channel
     workload_changes: Channel
+    connect_unavailable: Callable[[], Iterable[Request]]
+    """The OnePasswordItems whose last reconcile failed because Connect was unavailable."""
 
     def changed(self, request: Request, *, even_in_backoff: bool = False) -> bool:
         """Fire ``request`` at the controller that makes its Secret (see ``Channel.fire``)."""
@@ -67,8 +69,8 @@ class Handoff:
         return channel.fire(request, even_in_backoff=even_in_backoff)
 
     def retry_connect_unavailable(self) -> int:
-        """Fire the OnePasswordItems whose ``Ready`` condition says Connect was unavailable; how many."""
-        waiting = [Request.of(opi) for opi in self.items.list() if _ready_reason(opi) == _CONNECT_UNAVAILABLE]
+        """Fire the OnePasswordItems whose last reconcile failed because Connect was unavailable; how many."""
+        waiting = list(self.connect_unavailable())
         for request in waiting:
             self.item_changes.fire(request, even_in_backoff=True)
         return len(waiting)
@@ -179,14 +181,3 @@ class Poller:
             return str(versions[entry.item_id]) != entry.version
         change = report.changes.get(entry.vault_id)
         return change is not None and entry.item_id in change.removed  # gone: its reconciler reports it
-
-
-_CONNECT_UNAVAILABLE = ("False", ConditionReason.CONNECT_UNAVAILABLE)
-
-
-def _ready_reason(opi: KubeObject) -> tuple[str, str] | None:
-    """The (status, reason) of an item's cached ``Ready`` condition."""
-    for condition in (opi.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == READY_CONDITION:
-            return str(condition.get("status")), str(condition.get("reason"))
-    return None

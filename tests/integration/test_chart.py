@@ -56,7 +56,7 @@ COMMAND_TIMEOUT = 120.0
 TOKEN_FILE = "/var/run/secrets/opsync/connect/token"
 
 Grant = tuple[str, str, str, tuple[str, ...]]  # apiGroup, resource, verb, resourceNames
-CLUSTER_SCOPED = frozenset({"namespaces", "onepasswordaccesspolicies"})
+CLUSTER_SCOPED = frozenset({"namespaces", "onepasswordaccesspolicies", "customresourcedefinitions"})
 WATCHED = "WATCHED"  # in expected-rbac.yaml's resourceNames: the watchNamespace list
 
 
@@ -217,7 +217,7 @@ def required_grants(watched: list[str], release_namespace: str = RELEASE_NAMESPA
     by_namespace: dict[str, set[Grant]] = defaultdict(set)
     for permission in REQUIRED:
         resource = f"{permission.resource}/{permission.subresource}" if permission.subresource else permission.resource
-        grants = {(permission.group, resource, verb, ()) for verb in permission.verbs}
+        grants = {(permission.group, resource, verb, tuple(sorted(permission.names))) for verb in permission.verbs}
         match permission.scope:
             case Scope.LEADER_ELECTION:
                 by_namespace[release_namespace] |= grants
@@ -278,9 +278,9 @@ async def installed_chart(
 
     The watched namespaces must exist. Without a kubelet the Deployment's pods never start; opsync itself can
     run in the test process with ``kubeconfig``. Access policies in ``values`` apply to the whole cluster
-    while the block runs.
+    while the block runs. The CRDs are left out (``crds.install=false``): the control plane has them, shared.
     """
-    text = await render_text(values, release=release, namespace=namespace)
+    text = await render_text({"crds": {"install": False}, **(values or {})}, release=release, namespace=namespace)
     objects = [doc for doc in yaml.safe_load_all(text) if doc]
     account = one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
     admin = control_plane.kubeconfig_path
@@ -422,11 +422,12 @@ async def test_watch_namespace_scopes_rbac_to_those_namespaces() -> None:
         (RELEASE_NAMESPACE, RELEASE),
         (RELEASE_NAMESPACE, f"{RELEASE}-leader-election"),
     }
-    # Cluster-wide: only access policies and the watched Namespace objects, by name.
+    # Cluster-wide: only access policies, the watched Namespace objects and the OnePasswordItem CRD, by name.
     rules = one(objects, "ClusterRole")["rules"]
     assert {(rule["resources"][0], tuple(rule.get("resourceNames", ()))) for rule in rules} == {
         ("onepasswordaccesspolicies", ()),
         ("namespaces", ("team-a", RELEASE_NAMESPACE)),
+        ("customresourcedefinitions", ("onepassworditems.onepassword.com",)),
     }
 
 
@@ -644,15 +645,6 @@ async def test_access_policies_from_values_become_objects() -> None:
     assert policies["shared"]["spec"] == {k: v for k, v in ACCESS_POLICIES[1].items() if k != "name"}
 
 
-async def test_the_chart_ships_the_repository_crds_unchanged() -> None:
-    objects = await render(include_crds=True)
-
-    shipped = {c["metadata"]["name"]: c for c in of_kind(objects, "CustomResourceDefinition")}
-    repository = [yaml.safe_load(path.read_text()) for path in sorted((REPO / "crds").glob("*.yaml"))]
-    assert shipped == {c["metadata"]["name"]: c for c in repository}
-    assert {"onepassworditems.onepassword.com", "onepasswordaccesspolicies.onepassword.com"} <= set(shipped)
-
-
 # on the control plane
 
 
@@ -669,10 +661,11 @@ async def test_applied_cluster_wide_the_service_account_can_do_exactly_what_opsy
     ):
         assert "PodSecurity" not in chart.warnings
         expected = expected_grants([], namespace)
-        for group, resource, verb, _ in expected.cluster:
+        for group, resource, verb, names in expected.cluster:
             # Namespaced kinds in all namespaces at once and in one the chart never heard of.
             for where in ("",) if resource in CLUSTER_SCOPED else ("", elsewhere):
-                assert await allowed(opsync, (group, resource, verb), where), (group, resource, verb, where)
+                for name in names or ("",):
+                    assert await allowed(opsync, (group, resource, verb), where, name), (resource, verb, where, name)
         for group, resource, verb, _ in expected.namespaces[namespace]:
             assert await allowed(opsync, (group, resource, verb), namespace)
             assert not await allowed(opsync, (group, resource, verb), elsewhere)  # leases: its own namespace only
@@ -775,9 +768,10 @@ async def test_the_crds_and_access_policies_are_accepted_by_the_api_server(contr
 async def test_helm_installs_and_uninstalls_the_release(
     control_plane: ControlPlane, kube: Client, namespace: str
 ) -> None:
-    # The CRDs exist already (the control plane installed them), which helm must tolerate on install.
+    # The CRDs exist already, without Helm's ownership (the control plane installed them): left to their owner.
+    # Adopting them is test_chart_crds.py's.
     target = [f"--kubeconfig={control_plane.kubeconfig_path}", f"--namespace={namespace}"]
-    await helm("install", RELEASE, str(CHART), *target)
+    await helm("install", RELEASE, str(CHART), *target, "--set=crds.install=false")
     cluster_role = f"{namespace}-{RELEASE}"
 
     assert (await kube.get(DEPLOYMENTS, RELEASE, namespace))["spec"]["replicas"] == 1
