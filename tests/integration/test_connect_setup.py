@@ -1,0 +1,217 @@
+"""``MANAGE_CONNECT=true`` (``controllers.connect_setup``) on the real API server: opsync creates Connect's
+Service and Deployment in its namespace when absent, exactly as the Go operator's ``config/connect/*.yaml``
+(read from ``../shared/upstream`` beside the repository), only on the leader, and leaves existing ones alone.
+
+The Service is a NodePort on 30080/30081, which are unique in a cluster: every test that may create it deletes
+it afterwards and waits until it is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from operator_harness import CountingClient, counting_client, emulator_data, operator_settings
+from operator_helpers import get_or_none
+from waiting import eventually
+
+from controllers import connect_setup
+from controllers.connect_setup import NAME, SERVICES
+from controllers.main import Operator, build_operator
+from controllers.source import InstrumentedConnectClient
+from opsync.client import Client
+from opsync.envtest import ControlPlane
+from opsync.onepassword.emulator import Emulator
+from opsync.resources import DEPLOYMENTS, LEASES, KubeObject
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+GO_CONNECT_MANIFESTS = REPO.parent / "shared" / "upstream" / "onepassword-operator-1.12.0" / "config" / "connect"
+LEASE = "c26807fd.onepassword.com"
+
+
+def go_manifest(name: str) -> KubeObject:
+    """One of the Go operator's ``config/connect`` manifests, as 1Password ships it."""
+    path = GO_CONNECT_MANIFESTS / name
+    assert path.is_file(), f"{path} is missing: the tests read 1Password's files from ../shared beside the repo"
+    manifest: KubeObject = yaml.safe_load(path.read_text())
+    return manifest
+
+
+def contains(actual: Any, expected: Any) -> bool:
+    """Whether ``actual`` has everything ``expected`` has (the API server adds defaults to what was sent)."""
+    if isinstance(expected, Mapping):
+        return isinstance(actual, Mapping) and all(k in actual and contains(actual[k], v) for k, v in expected.items())
+    if isinstance(expected, list):
+        return isinstance(actual, list) and len(actual) == len(expected) and all(map(contains, actual, expected))
+    return bool(actual == expected)
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    async with Emulator(emulator_data({"k8s": []})) as emu:
+        yield emu
+
+
+@pytest.fixture
+async def connect_cleanup(kube: Client, namespace: str) -> AsyncIterator[None]:
+    """Delete Connect's Service after the test and wait until its node ports are free again."""
+    yield
+    if await get_or_none(kube, SERVICES, NAME, namespace) is not None:
+        await kube.delete(SERVICES, NAME, namespace)
+
+    async def gone() -> bool:
+        return await get_or_none(kube, SERVICES, NAME, namespace) is None
+
+    await eventually(gone, message="Connect's Service was not deleted")
+
+
+@asynccontextmanager
+async def running(
+    control_plane: ControlPlane, emulator: Emulator, namespace: str, **overrides: Any
+) -> AsyncIterator[tuple[Operator, CountingClient]]:
+    """opsync as ``build_operator`` makes it with ``MANAGE_CONNECT=true``, running in ``namespace``."""
+    settings = operator_settings(emulator, [namespace], manage_connect=True, **overrides)
+    client = await counting_client(control_plane.kubeconfig_path)
+    connect = InstrumentedConnectClient(settings.connect_host, settings.connect_token.get_secret_value())
+    stopping = asyncio.Event()
+    try:
+        operator = build_operator(settings, client, connect)
+        task = asyncio.create_task(operator.run(stopping))
+        try:
+            yield operator, client
+        finally:
+            stopping.set()
+            async with asyncio.timeout(60):
+                await task
+    finally:
+        await connect.close()
+        await client.close()
+
+
+def test_the_objects_are_the_go_operators_manifests() -> None:
+    assert connect_setup.connect_service() == go_manifest("service.yaml")
+    assert connect_setup.connect_deployment() == go_manifest("deployment.yaml")
+
+
+@pytest.mark.usefixtures("connect_cleanup")
+async def test_only_the_leader_creates_connect(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POD_NAMESPACE", namespace)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    held = {"holderIdentity": "another-replica", "leaseDurationSeconds": 3600, "acquireTime": now, "renewTime": now}
+    await kube.create(
+        LEASES,
+        {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": LEASE}, "spec": held},
+        namespace,
+    )
+
+    async with running(control_plane, emulator, namespace, leader_elect=True, leader_election_namespace=namespace) as (
+        operator,
+        client,
+    ):
+
+        async def standing_by() -> bool:
+            asked = any(f"/leases/{LEASE}" in path for _, path in client.requests)
+            return asked and operator.manager.cache.has_synced()
+
+        await eventually(standing_by, message="opsync did not try the Lease")
+        assert not operator.manager.is_leader
+        assert not [path for _, path in client.requests if "/services" in path or f"/deployments/{NAME}" in path]
+        assert await get_or_none(kube, SERVICES, NAME, namespace) is None
+
+        await kube.delete(LEASES, LEASE, namespace)  # the other replica is gone: this one takes over
+
+        async def created() -> bool:
+            return all([await get_or_none(kube, kind, NAME, namespace) for kind in (SERVICES, DEPLOYMENTS)])
+
+        await eventually(created, message="the new leader did not create Connect's Service and Deployment")
+        assert operator.manager.is_leader
+
+    service = await kube.get(SERVICES, NAME, namespace)
+    deployment = await kube.get(DEPLOYMENTS, NAME, namespace)
+    assert contains(service, go_manifest("service.yaml"))
+    assert contains(deployment, go_manifest("deployment.yaml"))
+    assert [(p["port"], p["nodePort"]) for p in service["spec"]["ports"]] == [(8080, 30080), (8081, 30081)]
+    api, sync = deployment["spec"]["template"]["spec"]["containers"]
+    assert (api["image"], sync["image"]) == ("1password/connect-api:latest", "1password/connect-sync:latest")
+    session = {"name": "OP_SESSION", "valueFrom": {"secretKeyRef": {"name": "op-credentials", "key": "op-session"}}}
+    assert session in api["env"] and session in sync["env"]
+
+
+def users_service() -> KubeObject:
+    """Connect's Service as a user made it: ClusterIP, other ports, a label of theirs."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": NAME, "labels": {"owner": "platform-team"}},
+        "spec": {"selector": {"app": NAME}, "ports": [{"port": 8443, "name": "https"}]},
+    }
+
+
+def users_deployment() -> KubeObject:
+    """Connect's Deployment as a user made it: another image and replica count."""
+    labels = {"app": NAME}
+    pod = {"containers": [{"name": "connect-api", "image": "registry.example/connect-api:1.8.2"}]}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": NAME, "labels": {"owner": "platform-team"}},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
+
+
+@pytest.mark.usefixtures("connect_cleanup")
+@pytest.mark.parametrize("existing", ["service", "deployment", "both"])
+async def test_existing_objects_are_left_as_they_are(
+    control_plane: ControlPlane,
+    kube: Client,
+    namespace: str,
+    emulator: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+    existing: str,
+) -> None:
+    monkeypatch.setenv("POD_NAMESPACE", namespace)
+    made = {}
+    if existing in ("service", "both"):
+        made["Service"] = await kube.create(SERVICES, users_service(), namespace)
+    if existing in ("deployment", "both"):
+        made["Deployment"] = await kube.create(DEPLOYMENTS, users_deployment(), namespace)
+
+    async with running(control_plane, emulator, namespace) as (_, client):
+
+        async def both_exist_and_were_looked_at() -> bool:
+            looked = {
+                path.rsplit("/", 2)[-2]
+                for method, path in client.requests
+                if method == "GET" and path.endswith(f"/{NAME}")
+            }
+            found = [await get_or_none(kube, kind, NAME, namespace) for kind in (SERVICES, DEPLOYMENTS)]
+            return looked >= {"services", "deployments"} and all(found)
+
+        await eventually(both_exist_and_were_looked_at, message="opsync did not look at both objects")
+
+    writes = [
+        (method, path)
+        for method, path in client.writes()
+        if path.rsplit("/", 1)[-1] in ("services", "deployments", NAME)
+    ]
+    assert len(writes) == 2 - len(made), writes  # one create for each missing object, nothing else
+    assert all(method == "POST" for method, _ in writes)
+    for kind, before in made.items():
+        resource = SERVICES if kind == "Service" else DEPLOYMENTS
+        after = await kube.get(resource, NAME, namespace)
+        assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], kind
+        assert after["metadata"]["labels"] == {"owner": "platform-team"}
