@@ -160,7 +160,7 @@ class ConnectSetup:
 
     async def _ensure(self, resource: Resource, body: KubeObject) -> bool:
         """Whether the object exists now (found, or created); False after a failure, which is logged."""
-        where = {"kind": resource.kind, "name": NAME, "namespace": self.namespace}
+        where = {"kind": resource.kind, "object": f"{self.namespace}/{NAME}"}
         try:
             try:
                 await self._client.get(resource, NAME, self.namespace)

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from operator_harness import CountingClient, counting_client, emulator_data, operator_settings
 from operator_helpers import get_or_none
+from test_chart import installed_chart
 from waiting import eventually
 
 from controllers import connect_setup
@@ -45,13 +46,24 @@ def go_manifest(name: str) -> KubeObject:
     return manifest
 
 
-def contains(actual: Any, expected: Any) -> bool:
-    """Whether ``actual`` has everything ``expected`` has (the API server adds defaults to what was sent)."""
+# The API server writes quantities in canonical form.
+CANONICAL = {"0.2": "200m"}
+
+
+def missing(actual: Any, expected: Any, where: str = "") -> list[str]:
+    """Where ``actual`` lacks or differs from what ``expected`` has (the API server adds defaults to what was
+    sent, so more is fine)."""
     if isinstance(expected, Mapping):
-        return isinstance(actual, Mapping) and all(k in actual and contains(actual[k], v) for k, v in expected.items())
+        if not isinstance(actual, Mapping):
+            return [where]
+        return [m for k, v in expected.items() for m in missing(actual.get(k), v, f"{where}.{k}")]
     if isinstance(expected, list):
-        return isinstance(actual, list) and len(actual) == len(expected) and all(map(contains, actual, expected))
-    return bool(actual == expected)
+        if not isinstance(actual, list) or len(actual) != len(expected):
+            return [where]
+        return [
+            m for i, (a, e) in enumerate(zip(actual, expected, strict=True)) for m in missing(a, e, f"{where}[{i}]")
+        ]
+    return [] if actual == CANONICAL.get(expected, expected) else [f"{where}: {actual!r} != {expected!r}"]
 
 
 @pytest.fixture
@@ -138,8 +150,8 @@ async def test_only_the_leader_creates_connect(
 
     service = await kube.get(SERVICES, NAME, namespace)
     deployment = await kube.get(DEPLOYMENTS, NAME, namespace)
-    assert contains(service, go_manifest("service.yaml"))
-    assert contains(deployment, go_manifest("deployment.yaml"))
+    assert missing(service, go_manifest("service.yaml")) == []
+    assert missing(deployment, go_manifest("deployment.yaml")) == []
     assert [(p["port"], p["nodePort"]) for p in service["spec"]["ports"]] == [(8080, 30080), (8081, 30081)]
     api, sync = deployment["spec"]["template"]["spec"]["containers"]
     assert (api["image"], sync["image"]) == ("1password/connect-api:latest", "1password/connect-sync:latest")
@@ -213,5 +225,50 @@ async def test_existing_objects_are_left_as_they_are(
     for kind, before in made.items():
         resource = SERVICES if kind == "Service" else DEPLOYMENTS
         after = await kube.get(resource, NAME, namespace)
-        assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], kind
+        # The Deployment's status moves on (the controllers work on it); what the user wrote stays.
+        assert (after["spec"], after["metadata"].get("generation")) == (
+            before["spec"],
+            before["metadata"].get("generation"),
+        )
         assert after["metadata"]["labels"] == {"owner": "platform-team"}
+
+
+@asynccontextmanager
+async def connect_setup_as(kubeconfig: str, namespace: str) -> AsyncIterator[None]:
+    """``ConnectSetup`` alone, acting as whoever ``kubeconfig`` names."""
+    async with await Client.from_kubeconfig(kubeconfig) as client:
+        stopping = asyncio.Event()
+        task = asyncio.create_task(connect_setup.ConnectSetup(client, namespace).run(stopping))
+        try:
+            yield
+        finally:
+            stopping.set()
+            async with asyncio.timeout(30):
+                await task
+
+
+@pytest.mark.usefixtures("connect_cleanup")
+async def test_the_charts_service_account_may_create_connect_only_with_manage_connect(
+    control_plane: ControlPlane, kube: Client, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with (
+        installed_chart(control_plane, namespace, {"replicas": 0}) as chart,
+        connect_setup_as(chart.kubeconfig, namespace),
+    ):
+
+        def refused() -> bool:
+            return any("MANAGE_CONNECT: not allowed to get or create Service" in r.getMessage() for r in caplog.records)
+
+        await eventually(refused, message="no log line saying what permission is missing")
+        assert f"grant get and create on services in {namespace}" in caplog.text
+        assert await get_or_none(kube, SERVICES, NAME, namespace) is None
+
+    async with (
+        installed_chart(control_plane, namespace, {"replicas": 0, "manageConnect": True}) as chart,
+        connect_setup_as(chart.kubeconfig, namespace),
+    ):
+
+        async def created() -> bool:
+            return all([await get_or_none(kube, kind, NAME, namespace) for kind in (SERVICES, DEPLOYMENTS)])
+
+        await eventually(created, message="the chart's ServiceAccount could not create Connect")

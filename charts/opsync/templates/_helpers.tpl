@@ -109,12 +109,12 @@ http://{{ $host }}:{{ $connect.api.httpPort | int }}
 
 {{/* Labels of Connect's pods (as the connect chart sets them) and of its other objects. */}}
 {{- define "opsync.connectSelectorLabels" -}}
-app: {{ .Values.connect.applicationName }}
+app: {{ (include "opsync.connect" . | fromYaml).applicationName }}
 {{- end -}}
 
 {{- define "opsync.connectLabels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
-app.kubernetes.io/name: {{ .Values.connect.applicationName }}
+app.kubernetes.io/name: {{ (include "opsync.connect" . | fromYaml).applicationName }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: connect
 app.kubernetes.io/part-of: opsync
@@ -189,7 +189,7 @@ here with what to use instead (docs/helm.md lists every value of that chart and 
 {{- fail (printf "connect.host must be an http:// or https:// URL or a bare host name, got %q" $host) -}}
 {{- end -}}
 {{- if and ($connect.tls | default dict).enabled (hasPrefix "http://" $host) -}}
-{{- fail (printf "connect.tls.enabled is true but connect.host is %q: give an https:// URL, or a bare host name (then https://<host>:<connect.api.httpsPort> is used)" $host) -}}
+{{- fail (printf "connect.tls.enabled is true but connect.host is %q: give https://..., or a bare host name (then https://<host>:<connect.api.httpsPort> is used)" $host) -}}
 {{- end -}}
 {{- else if not (regexMatch `^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$` $host) -}}
 {{- fail (printf "connect.host must be a bare host name (the port comes from connect.api.httpPort/httpsPort) or a URL such as http://%s, got %q" $host $host) -}}
@@ -219,6 +219,13 @@ here with what to use instead (docs/helm.md lists every value of that chart and 
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- $given := omit .Values.connect "host" "create" "api" "tls" -}}
+{{- with omit (.Values.connect.api | default dict) "httpPort" "httpsPort" -}}{{- $_ := set $given "api" . -}}{{- end -}}
+{{- with omit (.Values.connect.tls | default dict) "enabled" -}}{{- $_ := set $given "tls" . -}}{{- end -}}
+{{- if and $given (not (hasKey .Values.connect "create")) -}}
+{{- fail (printf "connect.%s configures the Connect server, which this chart deploys only with connect.create: true (the connect chart's default, false here); set connect.create: true to deploy Connect with opsync, or connect.create: false if Connect runs elsewhere (then connect.%s has no effect)" (first (keys $given | sortAlpha)) (first (keys $given | sortAlpha))) -}}
+{{- end -}}
+{{- $connect = include "opsync.connect" . | fromYaml -}}
 {{- if $connect.create -}}
 {{- if and $connect.credentials $connect.credentials_base64 -}}
 {{- fail "connect.credentials and connect.credentials_base64 are both set: give only one" -}}
@@ -254,5 +261,103 @@ maxUnavailable: {{ kindIs "string" $max | ternary $max (int $max) }}
 minAvailable: {{ kindIs "string" $min | ternary $min (int $min) }}
 {{- else -}}
 maxUnavailable: {{ kindIs "invalid" $max | ternary 1 (int $max) }}
+{{- end -}}
+{{- end -}}
+
+{{/* The connect chart's defaults of Connect's own settings (used with connect.create). */}}
+{{- define "opsync.connectDefaults" -}}
+create: false
+replicas: 1
+api:
+  name: connect-api
+  imageRepository: docker.io/1password/connect-api
+  resources:
+    limits:
+      memory: 128Mi
+    requests:
+      cpu: 0.2
+  logLevel: info
+  serviceMonitor:
+    enabled: false
+  securityContext:
+    capabilities:
+      drop: [ALL]
+    readOnlyRootFilesystem: true
+    allowPrivilegeEscalation: false
+sync:
+  name: connect-sync
+  imageRepository: docker.io/1password/connect-sync
+  resources: {}
+  httpPort: 8081
+  logLevel: info
+  securityContext:
+    capabilities:
+      drop: [ALL]
+    readOnlyRootFilesystem: true
+    allowPrivilegeEscalation: false
+applicationName: onepassword-connect
+serviceType: ClusterIP
+serviceAnnotations: {}
+serviceAccount:
+  create: false
+  annotations: {}
+  name: onepassword-connect
+credentialsName: op-credentials
+credentialsKey: 1password-credentials.json
+imagePullPolicy: IfNotPresent
+imagePullSecrets: []
+version: "1.8.2"
+hpa:
+  enabled: false
+pdb:
+  enabled: false
+  annotations: {}
+  maxUnavailable: 1
+  minAvailable: 0
+probes:
+  liveness: true
+  readiness: true
+podSecurityContext:
+  fsGroup: 999
+  runAsUser: 999
+  runAsGroup: 999
+  runAsNonRoot: true
+  seccompProfile:
+    type: RuntimeDefault
+tolerations: []
+dataVolume:
+  name: shared-data
+  type: emptyDir
+  values: {}
+tls:
+  secret: op-connect-tls
+ingress:
+  enabled: false
+profiler:
+  enabled: false
+  interval: 6h
+  keepLast: 12
+customEnvVars: []
+networkPolicy:
+  enabled: true
+  from: []
+{{- end -}}
+
+{{/* The effective connect settings: the values over "opsync.connectDefaults". */}}
+{{- define "opsync.connect" -}}
+{{- $connect := include "opsync.connectDefaults" . | fromYaml -}}
+{{- $_ := include "opsync.deepMerge" (list $connect (deepCopy .Values.connect)) -}}
+{{- toYaml $connect -}}
+{{- end -}}
+
+{{/*
+An env value as a string: Kubernetes takes strings only, and YAML numbers reach templates as floats (123 would
+print as 123, 1234567890 as 1.23456789e+09), so whole numbers print without exponent. Quote long numbers.
+*/}}
+{{- define "opsync.envValue" -}}
+{{- if and (kindIs "float64" .) (eq . (floor .)) -}}
+{{- printf "%.0f" . -}}
+{{- else -}}
+{{- toString . -}}
 {{- end -}}
 {{- end -}}
