@@ -22,7 +22,7 @@ from operator_helpers import get_or_none
 from test_chart import installed_chart
 from waiting import eventually
 
-from controllers import connect_setup
+from controllers import check, connect_setup
 from controllers.connect_setup import NAME, SERVICES
 from controllers.main import Operator, build_operator
 from controllers.source import InstrumentedConnectClient
@@ -272,3 +272,35 @@ async def test_the_charts_service_account_may_create_connect_only_with_manage_co
             return all([await get_or_none(kube, kind, NAME, namespace) for kind in (SERVICES, DEPLOYMENTS)])
 
         await eventually(created, message="the chart's ServiceAccount could not create Connect")
+
+
+@pytest.mark.parametrize("granted", [False, True], ids=["chart-without-manageConnect", "chart-with-manageConnect"])
+async def test_opsync_check_reviews_the_manage_connect_permissions(
+    control_plane: ControlPlane,
+    namespace: str,
+    emulator: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+    granted: bool,
+) -> None:
+    monkeypatch.setenv("POD_NAMESPACE", namespace)
+    values = {"replicas": 0, "watchNamespace": [namespace], "manageConnect": granted}
+    async with installed_chart(control_plane, namespace, values) as chart:
+        settings = operator_settings(
+            emulator,
+            [namespace],
+            manage_connect=True,
+            kubeconfig=chart.kubeconfig,
+            leader_elect=True,
+            leader_election_namespace=namespace,
+        )
+        rows = {row.check: row for row in await check.run_checks(settings) if row.check.startswith("kubernetes: ")}
+
+    services = rows["kubernetes: services"]
+    if granted:
+        assert [row for row in rows.values() if row.status != "ok"] == []
+    else:
+        assert services.status == "FAIL"
+        assert services.detail == (
+            f"missing: get in {namespace}, create in {namespace} — MANAGE_CONNECT=true: create Connect's Service "
+            "when absent (never updated)"
+        )
