@@ -327,8 +327,9 @@ def chart_meta() -> dict[str, Any]:
         {"watchNamespace": ["team-a", "team-b"], "replicas": 3},
         {"metrics": {"serviceMonitor": {"enabled": True}}, "networkPolicy": {"enabled": True}},
         {"operator": {"watchNamespace": ["x"], "token": {"value": "t"}}},
+        {"connect": {"create": True, "credentials": "{}", "tls": {"enabled": True}}, "manageConnect": True},
     ],
-    ids=["default", "namespaced-ha", "monitoring", "operator-block"],
+    ids=["default", "namespaced-ha", "monitoring", "operator-block", "connect-create"],
 )
 async def test_helm_lint_passes_strictly(values: dict[str, Any]) -> None:
     output = await helm("lint", "--strict", str(CHART), "-f", "-", stdin=yaml.safe_dump(values))

@@ -230,6 +230,32 @@ def connect_deployed(objects: list[KubeObject], namespace: str) -> None:
     assert one(objects, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
 
 
+def connect_chart_settings(objects: list[KubeObject], namespace: str) -> None:
+    connect = deployments(objects)["onepassword-connect"]
+    pod = connect["spec"]["template"]["spec"]
+    assert connect["spec"]["replicas"] == 2
+    assert connect["spec"]["template"]["metadata"]["labels"]["version"] == "1.8.2"  # the connect chart's appVersion
+    assert [c["name"] for c in pod["containers"]] == ["connect-api", "connect-sync", "profiler-data"]
+    api = pod["containers"][0]
+    assert {"name": "OP_LOG_LEVEL", "value": "debug"} in api["env"] and {
+        "name": "OP_HTTP_PORT",
+        "value": "9090",
+    } in api["env"]
+    assert "livenessProbe" not in api and api["readinessProbe"]["httpGet"]["port"] == 9090
+    assert pod["serviceAccountName"] == "connect-sa" and pod["imagePullSecrets"] == [{"name": "regcred"}]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["shared-data"]["persistentVolumeClaim"] == {"claimName": "connect-data"}
+    assert volumes["credentials"]["secret"]["secretName"] == "my-credentials"
+    service = next(s for s in of_kind(objects, "Service") if s["metadata"]["name"] == "onepassword-connect")
+    assert (service["spec"]["type"], service["spec"]["loadBalancerSourceRanges"]) == ("LoadBalancer", ["10.0.0.0/8"])
+    assert service["metadata"]["annotations"] == {"lb": "internal"}
+    accounts = {a["metadata"]["name"]: a for a in of_kind(objects, "ServiceAccount")}
+    assert accounts["connect-sa"]["metadata"]["annotations"] == {"role": "x"}
+    secret = next(s for s in of_kind(objects, "Secret") if s["metadata"]["name"] == "my-credentials")
+    assert secret["data"] == {"1password-credentials.json": "e30="}
+    assert env_of(objects_without_connect(objects))["OP_CONNECT_HOST"] == "http://onepassword-connect:9090"
+
+
 def only_opsync(objects: list[KubeObject], namespace: str) -> None:
     assert set(deployments(objects)) == {RELEASE}
     assert not [o for o in objects if o["metadata"]["name"].startswith(("onepassword-connect", "op-credentials"))]
@@ -416,6 +442,28 @@ CASES = [
             "networkPolicy": {"enabled": True},
         },
         check=connect_deployed,
+    ),
+    Case(
+        "connect-create-connect-chart-settings",
+        lambda: {
+            "connect": {
+                "create": True,
+                "replicas": 2,
+                "version": "{{ .Chart.AppVersion }}",
+                "serviceType": "LoadBalancer",
+                "loadBalancerSourceRanges": ["10.0.0.0/8"],
+                "serviceAnnotations": {"lb": "internal"},
+                "serviceAccount": {"create": True, "name": "connect-sa", "annotations": {"role": "x"}},
+                "credentialsName": "my-credentials",
+                "credentials_base64": "e30=",
+                "dataVolume": {"type": "persistentVolumeClaim", "values": {"claimName": "connect-data"}},
+                "profiler": {"enabled": True},
+                "probes": {"liveness": False},
+                "imagePullSecrets": ["regcred"],
+                "api": {"logLevel": "debug", "httpPort": 9090},
+            }
+        },
+        check=connect_chart_settings,
     ),
     Case(
         "connect-create-credentials-twice",
