@@ -9,7 +9,7 @@ it afterwards and waits until it is gone.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,6 +86,19 @@ async def connect_cleanup(kube: Client, namespace: str) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
+async def run_until_exit(run: Callable[[asyncio.Event], Awaitable[None]]) -> AsyncIterator[None]:
+    """Run ``run(stopping)`` until the block ends, then set ``stopping`` (as SIGTERM does) and wait for it."""
+    stopping = asyncio.Event()
+    task = asyncio.create_task(run(stopping))
+    try:
+        yield
+    finally:
+        stopping.set()
+        async with asyncio.timeout(60):
+            await task
+
+
+@asynccontextmanager
 async def running(
     control_plane: ControlPlane, emulator: Emulator, namespace: str, **overrides: Any
 ) -> AsyncIterator[tuple[Operator, CountingClient]]:
@@ -93,16 +106,10 @@ async def running(
     settings = operator_settings(emulator, [namespace], manage_connect=True, **overrides)
     client = await counting_client(control_plane.kubeconfig_path)
     connect = InstrumentedConnectClient(settings.connect_host, settings.connect_token.get_secret_value())
-    stopping = asyncio.Event()
     try:
         operator = build_operator(settings, client, connect)
-        task = asyncio.create_task(operator.run(stopping))
-        try:
+        async with run_until_exit(operator.run):
             yield operator, client
-        finally:
-            stopping.set()
-            async with asyncio.timeout(60):
-                await task
     finally:
         await connect.close()
         await client.close()
@@ -236,15 +243,11 @@ async def test_existing_objects_are_left_as_they_are(
 @asynccontextmanager
 async def connect_setup_as(kubeconfig: str, namespace: str) -> AsyncIterator[None]:
     """``ConnectSetup`` alone, acting as whoever ``kubeconfig`` names."""
-    async with await Client.from_kubeconfig(kubeconfig) as client:
-        stopping = asyncio.Event()
-        task = asyncio.create_task(connect_setup.ConnectSetup(client, namespace).run(stopping))
-        try:
-            yield
-        finally:
-            stopping.set()
-            async with asyncio.timeout(30):
-                await task
+    async with (
+        await Client.from_kubeconfig(kubeconfig) as client,
+        run_until_exit(connect_setup.ConnectSetup(client, namespace).run),
+    ):
+        yield
 
 
 @pytest.mark.usefixtures("connect_cleanup")
