@@ -597,9 +597,18 @@ async def test_a_service_account_without_operator_create_is_not_created() -> Non
         ({"pollingInterval": 0}, "pollingInterval"),
         ({"logFormat": "xml"}, "logFormat"),
         ({"connect": {"host": "onepassword-connect:8080"}}, "connect.host must be a bare host name"),
+        ({"connect": {"create": True, "replica": 2}}, "at '/connect': additional properties 'replica' not allowed"),
         ({"accessPolicies": [{"name": "p", "namespaces": {"names": ["a"]}, "vaults": []}]}, "vaults"),
     ],
-    ids=["service-account-auth", "unknown-key", "polling-interval", "log-format", "connect-host", "empty-vaults"],
+    ids=[
+        "service-account-auth",
+        "unknown-key",
+        "polling-interval",
+        "log-format",
+        "connect-host",
+        "connect-unknown-key",
+        "empty-vaults",
+    ],
 )
 async def test_invalid_values_are_refused(values: dict[str, Any], message: str) -> None:
     with pytest.raises(CommandError) as refused:
