@@ -5,7 +5,8 @@ what to use instead, or be documented in docs/helm.md as having no effect (Conne
 chart does not deploy Connect). The table below renders the connect chart's own ``values.yaml``, its
 ``ci/*.yaml`` files (read from ``../shared/upstream`` beside the repository, never copied) and the cases issue 13
 found broken, with the real helm; what is accepted is applied to the real API server, whose controllers make
-the Deployments' pods (they stay Pending: there is no kubelet). A last test checks that docs/helm.md names
+the Deployments' pods (they stay Pending: there is no kubelet). The connect chart's values.yaml is also installed
+with `helm install`. A last test checks that docs/helm.md names
 every value of the connect chart.
 """
 
@@ -21,11 +22,13 @@ from typing import Any
 import pytest
 import yaml
 from test_chart import (
+    CHART,
     CommandError,
     container,
     env_of,
     expected_grants,
     granted,
+    helm,
     kubectl,
     of_kind,
     one,
@@ -35,7 +38,7 @@ from waiting import eventually
 
 from opsync.client import Client
 from opsync.envtest import ControlPlane
-from opsync.resources import PODS, SERVICEACCOUNTS, KubeObject
+from opsync.resources import DEPLOYMENTS, PODS, SERVICEACCOUNTS, KubeObject
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +145,8 @@ def custom_env_vars_quoted(objects: list[KubeObject], namespace: str) -> None:
 
 def numbers_become_strings(objects: list[KubeObject], namespace: str) -> None:
     env = {e["name"]: e for e in container(objects)["env"]}
-    assert [env[n]["value"] for n in ("PORT", "BIG", "RATIO", "DEBUG")] == ["8080", "1234567890", "1.5", "true"]
+    names = ("PORT", "BIG", "RATIO", "DEBUG", "OFF", "ZERO", "EMPTY")
+    assert [env[n]["value"] for n in names] == ["8080", "1234567890", "1.5", "true", "false", "0", ""]
     assert env["FROM_SECRET"]["valueFrom"] == {"secretKeyRef": {"name": "s", "key": "k"}}
 
 
@@ -332,6 +336,9 @@ CASES = [
                     {"name": "BIG", "value": 1234567890},
                     {"name": "RATIO", "value": 1.5},
                     {"name": "DEBUG", "value": True},
+                    {"name": "OFF", "value": False},
+                    {"name": "ZERO", "value": 0},
+                    {"name": "EMPTY"},
                     {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
                 ]
             }
@@ -553,3 +560,22 @@ def test_docs_say_what_every_value_of_the_connect_chart_does() -> None:
 
     missing = [path for path in leaves(upstream("values.yaml")) if not covered(path)]
     assert missing == [], f"docs/helm.md does not say what these values of the connect chart do: {missing}"
+
+
+async def test_helm_installs_the_connect_charts_values_file(
+    control_plane: ControlPlane, kube: Client, namespace: str
+) -> None:
+    values = merged(upstream("values.yaml"), {"operator": {"create": True}})
+    target = [f"--kubeconfig={control_plane.kubeconfig_path}", f"--namespace={namespace}"]
+
+    installed = await helm("install", RELEASE, str(CHART), *target, "-f", "-", stdin=yaml.safe_dump(values))
+    try:
+        assert (
+            f"1Password Connect is deployed as {namespace}/onepassword-connect, reachable only from opsync"
+            in installed.stdout
+        )
+        for name in ("onepassword-connect", "onepassword-connect-operator"):
+            labels = (await kube.get(DEPLOYMENTS, name, namespace))["metadata"]["labels"]
+            assert labels["app.kubernetes.io/instance"] == RELEASE
+    finally:
+        await helm("uninstall", RELEASE, *target)

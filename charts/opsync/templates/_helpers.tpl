@@ -213,11 +213,6 @@ here with what to use instead (docs/helm.md lists every value of that chart and 
 {{- if and (not (include "opsync.createServiceAccount" .)) (not $c.serviceAccount.name) -}}
 {{- fail "serviceAccount.create is false: set serviceAccount.name to the ServiceAccount opsync should run as" -}}
 {{- end -}}
-{{- range $c.customEnvVars -}}
-{{- if not (or (hasKey . "value") (hasKey . "valueFrom")) -}}
-{{- fail (printf "customEnvVars: %q needs a value (or valueFrom)" (toString .name)) -}}
-{{- end -}}
-{{- end -}}
 {{- end -}}
 {{- $given := omit .Values.connect "host" "create" "api" "tls" -}}
 {{- with omit (.Values.connect.api | default dict) "httpPort" "httpsPort" -}}{{- $_ := set $given "api" . -}}{{- end -}}
@@ -351,11 +346,12 @@ networkPolicy:
 {{- end -}}
 
 {{/*
-An env value as a string: Kubernetes takes strings only, and YAML numbers reach templates as floats (123 would
+An env value as a string (none: ""): Kubernetes takes strings only, and YAML numbers reach templates as floats (123 would
 print as 123, 1234567890 as 1.23456789e+09), so whole numbers print without exponent. Quote long numbers.
 */}}
 {{- define "opsync.envValue" -}}
-{{- if and (kindIs "float64" .) (eq . (floor .)) -}}
+{{- if kindIs "invalid" . -}}
+{{- else if and (kindIs "float64" .) (eq . (floor .)) -}}
 {{- printf "%.0f" . -}}
 {{- else -}}
 {{- toString . -}}
