@@ -5,9 +5,8 @@ what to use instead, or be documented in docs/helm.md as having no effect (Conne
 chart does not deploy Connect). The table below renders the connect chart's own ``values.yaml``, its
 ``ci/*.yaml`` files (read from ``../shared/upstream`` beside the repository, never copied) and the cases issue 13
 found broken, with the real helm; what is accepted is applied to the real API server, whose controllers make
-the Deployments' pods (they stay Pending: there is no kubelet). The connect chart's values.yaml is also installed
-with `helm install`. A last test checks that docs/helm.md names
-every value of the connect chart.
+the Deployments' pods (they stay Pending: there is no kubelet). The connect chart's ``values.yaml`` is also
+installed with ``helm install``. A last test checks that docs/helm.md names every value of the connect chart.
 """
 
 from __future__ import annotations
