@@ -259,6 +259,22 @@ def connect_chart_settings(objects: list[KubeObject], namespace: str) -> None:
     assert env_of(objects_without_connect(objects))["OP_CONNECT_HOST"] == "http://onepassword-connect:9090"
 
 
+def connect_autoscaled(objects: list[KubeObject], namespace: str) -> None:
+    hpa = one(objects, "HorizontalPodAutoscaler")
+    assert hpa["metadata"]["annotations"] == {"a": "b"}
+    assert hpa["spec"] == {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "onepassword-connect"},
+        "minReplicas": 1,
+        "maxReplicas": 5,
+        "metrics": [
+            {
+                "type": "Resource",
+                "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}},
+            }
+        ],
+    }
+
+
 def only_opsync(objects: list[KubeObject], namespace: str) -> None:
     assert set(deployments(objects)) == {RELEASE}
     assert not [o for o in objects if o["metadata"]["name"].startswith(("onepassword-connect", "op-credentials"))]
@@ -483,8 +499,13 @@ CASES = [
     ),
     Case(
         "connect-hpa",
-        lambda: {"connect": {"create": True, "hpa": {"enabled": True}}},
-        refused="connect.hpa.enabled: opsync's chart does not autoscale Connect; set connect.replicas",
+        lambda: {
+            "connect": {
+                "create": True,
+                "hpa": {"enabled": True, "maxReplicas": 5, "avgMemoryUtilization": None, "annotations": {"a": "b"}},
+            }
+        },
+        check=connect_autoscaled,
     ),
     Case(
         "connect-serviceMonitor",

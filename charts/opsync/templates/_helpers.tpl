@@ -225,9 +225,6 @@ here with what to use instead (docs/helm.md lists every value of that chart and 
 {{- if and $connect.credentials $connect.credentials_base64 -}}
 {{- fail "connect.credentials and connect.credentials_base64 are both set: give only one" -}}
 {{- end -}}
-{{- if ($connect.hpa | default dict).enabled -}}
-{{- fail "connect.hpa.enabled: opsync's chart does not autoscale Connect; set connect.replicas, or deploy Connect with 1Password's connect chart (connect.create: false)" -}}
-{{- end -}}
 {{- if ($connect.ingress | default dict).enabled -}}
 {{- fail "connect.ingress.enabled: opsync's chart keeps Connect inside the cluster (its NetworkPolicy admits only opsync); to expose Connect, create your own Ingress with connect.networkPolicy.from, or deploy Connect with 1Password's connect chart (connect.create: false)" -}}
 {{- end -}}
@@ -304,6 +301,12 @@ imagePullSecrets: []
 version: "1.8.2"
 hpa:
   enabled: false
+  annotations: {}
+  minReplicas: 1
+  maxReplicas: 3
+  avgMemoryUtilization: 50
+  avgCpuUtilization: 50
+  behavior: {}
 pdb:
   enabled: false
   annotations: {}
