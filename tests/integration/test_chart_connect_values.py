@@ -275,6 +275,19 @@ def connect_autoscaled(objects: list[KubeObject], namespace: str) -> None:
     }
 
 
+def connect_monitored(objects: list[KubeObject], namespace: str) -> None:
+    monitor = one(objects, "ServiceMonitor")
+    service = next(s for s in of_kind(objects, "Service") if s["metadata"]["name"] == "onepassword-connect")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "connect-api-https", "path": "/metrics", "params": {"a": ["b"]}, "interval": "30s"}
+    ]
+    assert "connect-api-https" in [p["name"] for p in service["spec"]["ports"]]
+    # opsync's metrics Service is not selected.
+    metrics = next(s for s in of_kind(objects, "Service") if s["metadata"]["name"] == f"{RELEASE}-metrics")
+    assert not monitor["spec"]["selector"]["matchLabels"].items() <= metrics["metadata"]["labels"].items()
+
+
 def only_opsync(objects: list[KubeObject], namespace: str) -> None:
     assert set(deployments(objects)) == {RELEASE}
     assert not [o for o in objects if o["metadata"]["name"].startswith(("onepassword-connect", "op-credentials"))]
@@ -509,8 +522,14 @@ CASES = [
     ),
     Case(
         "connect-serviceMonitor",
-        lambda: {"connect": {"create": True, "api": {"serviceMonitor": {"enabled": True}}}},
-        refused="connect.api.serviceMonitor.enabled: opsync's chart does not monitor Connect",
+        lambda: {
+            "connect": {
+                "create": True,
+                "tls": {"enabled": True},
+                "api": {"serviceMonitor": {"enabled": True, "params": {"a": ["b"]}}},
+            }
+        },
+        check=connect_monitored,
     ),
     Case(
         "connect-settings-elsewhere",
@@ -536,6 +555,8 @@ async def test_connect_chart_values(case: Case, control_plane: ControlPlane, kub
     for existing in case.existing:
         await kube.create(SERVICEACCOUNTS, existing, namespace)
     admin = control_plane.kubeconfig_path
+    # prometheus-operator's CRDs are not installed on the test API server.
+    text = yaml.safe_dump_all([o for o in objects if o["kind"] != "ServiceMonitor"])
     await kubectl(admin, "apply", "--server-side", "--field-manager=opsync-chart-test", "-f", "-", stdin=text)
     try:
         # The API server took every object; its controllers make each Deployment's pods (Pending: no kubelet).

@@ -228,9 +228,6 @@ here with what to use instead (docs/helm.md lists every value of that chart and 
 {{- if ($connect.ingress | default dict).enabled -}}
 {{- fail "connect.ingress.enabled: opsync's chart keeps Connect inside the cluster (its NetworkPolicy admits only opsync); to expose Connect, create your own Ingress with connect.networkPolicy.from, or deploy Connect with 1Password's connect chart (connect.create: false)" -}}
 {{- end -}}
-{{- if (($connect.api | default dict).serviceMonitor | default dict).enabled -}}
-{{- fail "connect.api.serviceMonitor.enabled: opsync's chart does not monitor Connect; create a ServiceMonitor for Service connect.applicationName yourself (and allow it in connect.networkPolicy.from)" -}}
-{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -271,6 +268,10 @@ api:
   logLevel: info
   serviceMonitor:
     enabled: false
+    interval: 30s
+    path: /metrics
+    params: {}
+    annotations: {}
   securityContext:
     capabilities:
       drop: [ALL]
