@@ -6,6 +6,7 @@ command share one wiring:
 - the ``onepassworditem`` controller (``controllers.items``);
 - the ``workload-secrets`` controller and one restart controller per workload kind (``controllers.workloads``);
 - the leader-only ``connect-poller`` (``controllers.poller``);
+- with ``MANAGE_CONNECT=true``, the leader-only ``connect-setup`` (``controllers.connect_setup``);
 - one ``ItemSource`` shared by all of them, so each item version is fetched from Connect once.
 """
 
@@ -23,6 +24,7 @@ from kubernetes_asyncio.config import ConfigException
 from controllers import config
 from controllers.access import AccessControl
 from controllers.config import Settings
+from controllers.connect_setup import ConnectSetup, operator_namespace
 from controllers.constants import ITEM_PATH_ANNOTATION, ConditionReason
 from controllers.crdschema import ServedCrd, ServedStatus, read_served_crd
 from controllers.items import ItemOptions, ItemReconciler, setup_items
@@ -167,6 +169,8 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
         paths_in_use=paths_in_use,
     )
     manager.add(poller)
+    if settings.manage_connect:
+        manager.add(ConnectSetup(client, operator_namespace()))
     return Operator(manager, source, poller, item_controller, workload_controller, restart_controllers, served)
 
 
