@@ -62,6 +62,10 @@ class Handoff:
     connect_unavailable: Callable[[], Iterable[Request]]
     """The OnePasswordItems whose last reconcile failed because Connect was unavailable."""
 
+    async def wait_for_sync(self) -> bool:
+        """True once the items cache (which decides where a Secret goes) has synced."""
+        return await self.items.wait_for_sync()
+
     def changed(self, request: Request, *, even_in_backoff: bool = False) -> bool:
         """Fire ``request`` at the controller that makes its Secret (see ``Channel.fire``)."""
         owned_by_item = self.items.get(request.namespace, request.name) is not None
@@ -113,7 +117,7 @@ class Poller:
 
     async def _wait_for_sync(self, stopping: asyncio.Event) -> bool:
         async def synced() -> bool:
-            return all(await asyncio.gather(self._secrets.wait_for_sync(), self._handoff.items.wait_for_sync()))
+            return all(await asyncio.gather(self._secrets.wait_for_sync(), self._handoff.wait_for_sync()))
 
         waits = [asyncio.ensure_future(synced()), asyncio.ensure_future(stopping.wait())]
         try:

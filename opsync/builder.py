@@ -15,6 +15,7 @@ from typing import Protocol
 
 from opsync.controller import Controller
 from opsync.handler import MapFn, controller_owner, object_request
+from opsync.metrics import PROMETHEUS, MetricsProvider
 from opsync.predicate import Predicate
 from opsync.queue import RateLimiter
 from opsync.reconcile import Reconciler, Request
@@ -59,6 +60,7 @@ class _Options:
     reconcile_timeout: float | None = None
     rate_limiter: RateLimiter[Request] | None = None
     cache_sync_timeout: float = 120.0
+    metrics_provider: MetricsProvider | None = PROMETHEUS
 
 
 class Builder:
@@ -120,9 +122,11 @@ class Builder:
         reconcile_timeout: float | None = None,
         rate_limiter: RateLimiter[Request] | None = None,
         cache_sync_timeout: float = 120.0,
+        metrics_provider: MetricsProvider | None = PROMETHEUS,
     ) -> Builder:
-        """Concurrency (``workers``), a per-reconcile timeout, the queue's rate limiter, the sync timeout."""
-        self._options = _Options(workers, reconcile_timeout, rate_limiter, cache_sync_timeout)
+        """Concurrency (``workers``), a per-reconcile timeout, the queue's rate limiter, the sync timeout, and
+        where the controller's metrics go (see ``Controller``)."""
+        self._options = _Options(workers, reconcile_timeout, rate_limiter, cache_sync_timeout, metrics_provider)
         return self
 
     def complete(self, reconciler: Reconciler) -> Controller:
@@ -141,6 +145,7 @@ class Builder:
             reconcile_timeout=opts.reconcile_timeout,
             rate_limiter=opts.rate_limiter,
             cache_sync_timeout=opts.cache_sync_timeout,
+            metrics_provider=opts.metrics_provider,
         )
         for watch in self._watches:
             informer = self._manager.cache.informer(

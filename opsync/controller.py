@@ -62,19 +62,21 @@ class Controller:
         reconcile_timeout: float | None = None,
         rate_limiter: RateLimiter[Request] | None = None,
         cache_sync_timeout: float = 120.0,
-        queue_metrics: metrics.QueueMetricsProvider | None = metrics.PROMETHEUS_QUEUE_METRICS,
+        metrics_provider: metrics.MetricsProvider | None = metrics.PROMETHEUS,
     ) -> None:
-        """``queue_metrics``: what the work queue reports to (None: nothing)."""
+        """``metrics_provider``: what the controller and its work queue report to (None: nothing)."""
         if workers < 1:
             raise ValueError("a controller needs at least one worker")
         self.name = name
-        self.queue: WorkQueue[Request] = WorkQueue(name, rate_limiter=rate_limiter, metrics_provider=queue_metrics)
+        self.queue: WorkQueue[Request] = WorkQueue(name, rate_limiter=rate_limiter, metrics_provider=metrics_provider)
         self.workers = workers
         self.reconcile_timeout = reconcile_timeout
         self.cache_sync_timeout = cache_sync_timeout
         self._reconciler = reconciler
         self._sources: list[Source] = []
-        metrics.register_controller(name, workers)
+        self._metrics = (
+            metrics_provider.controller_metrics(name, workers) if metrics_provider else metrics.NO_CONTROLLER_METRICS
+        )
 
     def watch(self, source: Source) -> None:
         """Reconcile what ``source`` delivers; ``run`` waits for it to sync. Call before ``run``."""
@@ -133,33 +135,28 @@ class Controller:
                 self.queue.done(request)
 
     async def _process(self, request: Request) -> None:
-        name = self.name
-        with log_context(controller=name, key=str(request), reconcileID=str(uuid.uuid4())):
-            active = metrics.ACTIVE_WORKERS.labels(controller=name)
-            active.inc()
+        with log_context(controller=self.name, key=str(request), reconcileID=str(uuid.uuid4())):
+            self._metrics.reconcile_started()
             started = time.monotonic()
+            outcome, terminal, panic = "error", False, False
             try:
                 result = await self._reconcile(request)
             except TerminalError as err:
                 self.queue.forget(request)
-                metrics.TERMINAL_RECONCILE_ERRORS.labels(controller=name).inc()
-                self._count_error()
+                terminal = True
                 log.error("reconcile failed and will not be retried: %s", err)
             except Exception as err:  # any exception is a failed reconcile: retry with backoff
                 self.queue.add_rate_limited(request)
-                self._count_error()
                 if isinstance(err, _IO_ERRORS):
                     log.exception("reconciler error")
                 else:
-                    metrics.RECONCILE_PANICS.labels(controller=name).inc()
+                    panic = True
                     log.exception("reconciler raised unexpectedly (a bug)")
             else:
                 outcome = self._requeue(request, result or Result())
-                metrics.RECONCILE_TOTAL.labels(controller=name, result=outcome).inc()
                 log.debug("reconciled", extra={"result": outcome})
             finally:
-                active.dec()
-                metrics.RECONCILE_TIME.labels(controller=name).observe(time.monotonic() - started)
+                self._metrics.reconcile_ended(outcome, time.monotonic() - started, terminal=terminal, panic=panic)
 
     async def _reconcile(self, request: Request) -> Result | None:
         if self.reconcile_timeout is None:
@@ -171,7 +168,7 @@ class Controller:
         except TimeoutError:
             if not deadline.expired():
                 raise  # the reconciler's own timeout (a slow request...), not ours
-            metrics.RECONCILE_TIMEOUTS.labels(controller=self.name).inc()
+            self._metrics.reconcile_timed_out()
             raise ReconcileTimeoutError(f"reconcile did not finish within {self.reconcile_timeout:g}s") from None
 
     def _requeue(self, request: Request, result: Result) -> str:
@@ -185,7 +182,3 @@ class Controller:
             return "requeue"
         self.queue.forget(request)
         return "success"
-
-    def _count_error(self) -> None:
-        metrics.RECONCILE_ERRORS.labels(controller=self.name).inc()
-        metrics.RECONCILE_TOTAL.labels(controller=self.name, result="error").inc()

@@ -179,7 +179,7 @@ class WorkQueue(Generic[T]):
         *,
         rate_limiter: RateLimiter[T] | None = None,
         clock: Clock = time.monotonic,
-        metrics_provider: metrics.QueueMetricsProvider | None = metrics.PROMETHEUS_QUEUE_METRICS,
+        metrics_provider: metrics.QueueMetricsProvider | None = metrics.PROMETHEUS,
     ) -> None:
         """A named queue reports through ``metrics_provider`` (None: not at all); an unnamed one never does."""
         self.name = name

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import itertools
 
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import eventually
 
 from opsync import metrics
+from opsync.controller import Controller
 from opsync.queue import WorkQueue
+from opsync.reconcile import Request, Result, TerminalError
 from opsync.testing import FakeClock
 
 _names = itertools.count()
@@ -110,11 +114,28 @@ async def test_a_named_queue_reports_the_seven_workqueue_metrics() -> None:
 
 
 class Recorded:
-    """A queue metrics provider that records instead of exporting."""
+    """A metrics provider that records instead of exporting."""
 
     def __init__(self) -> None:
         self.events: list[tuple[str, str, float]] = []
         self.queues: list[str] = []
+
+    def controller_metrics(self, name: str, workers: int) -> Recorded.Controller:
+        self.events.append(("controller", name, float(workers)))
+        return Recorded.Controller(self, name)
+
+    class Controller:
+        def __init__(self, owner: Recorded, name: str) -> None:
+            self.owner, self.name = owner, name
+
+        def reconcile_started(self) -> None:
+            self.owner.events.append(("started", self.name, 0.0))
+
+        def reconcile_ended(self, result: str, seconds: float, *, terminal: bool = False, panic: bool = False) -> None:
+            self.owner.events.append((f"ended {result} terminal={terminal} panic={panic}", self.name, 0.0))
+
+        def reconcile_timed_out(self) -> None:
+            self.owner.events.append(("timed out", self.name, 0.0))
 
     def queue_metrics(self, queue: metrics.TrackedQueue) -> Recorded.Queue:
         self.queues.append(queue.name)
@@ -202,3 +223,33 @@ def test_rest_client_and_leader_election_series() -> None:
     samples = scrape()
     assert value(samples, "rest_client_requests_total", code="200", method="GET", host=host) == 1
     assert value(samples, "leader_election_master_status", name=host) == 1
+
+
+async def test_a_controller_reports_to_the_provider_it_is_given() -> None:
+    provider, name = Recorded(), unique("ctrl")
+    outcomes: list[Exception | Result | None] = [KeyError("bug"), TerminalError("bad spec"), Result(requeue=True)]
+
+    class Reconciler:
+        async def reconcile(self, request: Request) -> Result | None:
+            outcome = outcomes.pop(0) if outcomes else None
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+    controller = Controller(name, Reconciler(), metrics_provider=provider)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(controller.run(stopping))
+    controller.enqueue(Request("ns", "a"))
+    controller.enqueue(Request("ns", "b"))
+    await eventually(lambda: sum(event.startswith("ended") for event, _, _ in provider.events) == 4)
+    stopping.set()
+    await task
+    ended = [event for event, who, _ in provider.events if event.startswith("ended") and who == name]
+    assert ended == [
+        "ended error terminal=False panic=True",
+        "ended error terminal=True panic=False",
+        "ended requeue terminal=False panic=False",
+        "ended success terminal=False panic=False",
+    ]
+    assert provider.events[0] == ("controller", name, 1.0) and provider.queues == [name]
+    assert value(scrape(), "controller_runtime_reconcile_total", controller=name, result="success") is None
