@@ -4,16 +4,16 @@ Every ``POLLING_INTERVAL`` seconds (the first time as soon as the caches are syn
 
 1. From the managed Secrets' cache, collect each Secret's item (its ``item-path`` annotation, by ids) and
    the ``item-version`` it was made from.
-2. Ask the change detector about their vaults: one ``GET`` per vault, plus one item listing for each vault
-   whose ``contentVersion`` moved.
+2. Ask the backend what changed in their vaults: with Connect one ``GET`` per vault, with the SDK one
+   ``vaults.list()`` for all of them, plus a listing of the items of each vault whose ``contentVersion`` moved.
 3. Enqueue each Secret whose item is at another version now (or just disappeared) into the controller that
    makes it: the OnePasswordItem of the same name, else the workload-secrets controller. Keys already
-   retrying with backoff are left to it, except on the first good poll after failed ones: Connect is back,
-   so those keys and the items ``Ready=False`` with ``ConnectUnavailable`` are retried at once.
+   retrying with backoff are left to it, except on the first good poll after failed ones: 1Password answers
+   again, so those keys and the items ``Ready=False`` with ``ConnectUnavailable`` are retried at once.
 
 The poller never writes to Kubernetes and never fetches an item: the reconcilers fetch each changed item once
 through the shared ``ItemSource``, which the poller tells about the new versions. Unlike the Go operator's
-ticker it runs only on the leader, and its first poll does not wait one interval. While a rate limit Connect
+ticker it runs only on the leader, and its first poll does not wait one interval. While a rate limit 1Password
 reported lasts (``ItemSource.rate_limited_for``), polls are skipped.
 """
 
@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from controllers.constants import ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION, READY_CONDITION, ConditionReason
 from controllers.metrics import LAST_SUCCESSFUL_POLL, POLL_DURATION, POLLS
 from controllers.source import ItemSource
-from onepassword_access.changes import ChangeReport, VaultChangeDetector
+from onepassword_access.backend import Backend
+from onepassword_access.changes import ChangeReport
 from onepassword_access.errors import RateLimitedError
 from onepassword_access.paths import ItemPathError, parse_item_path
 from opsync.controller import Controller, Request
@@ -57,7 +58,7 @@ class Poller:
     def __init__(
         self,
         *,
-        detector: VaultChangeDetector,
+        backend: Backend,
         source: ItemSource,
         secrets: Informer,
         items: Informer,
@@ -66,7 +67,7 @@ class Poller:
         interval: float,
         paths_in_use: Callable[[], Iterable[str]],
     ) -> None:
-        self._detector = detector
+        self._backend = backend
         self._source = source
         self._secrets = secrets
         self._items = items
@@ -103,18 +104,21 @@ class Poller:
     async def poll(self) -> int:
         """One poll; returns how many Secrets were handed to a reconciler."""
         if self._source.rate_limited_for() > 0:
-            log.debug("poll skipped: Connect asked to wait")
+            log.debug("poll skipped: 1Password asked to wait")
             POLLS.labels(result="skipped").inc()
             return 0
         started = time.monotonic()
         tracked = list(self._tracked())
-        report = await self._detector.poll({t.vault_id for t in tracked})
+        following: dict[str, set[str]] = {}
+        for entry in tracked:
+            following.setdefault(entry.vault_id, set()).add(entry.item_id)
+        report = await self._backend.poll(following)
         for error in report.errors.values():
             if isinstance(error, RateLimitedError):
                 self._source.note_rate_limit(error)
         for vault_id, change in report.changes.items():
             self._source.observe(vault_id, change.versions, change.removed)
-        # Connect answers again: what failed for want of it is retried now, not when its backoff (up to
+        # 1Password answers again: what failed for want of it is retried now, not when its backoff (up to
         # 5 minutes) ends, so everything recovers within one poll of the end of an outage.
         recovered, self._failing = self._failing and not report.errors, bool(report.errors)
         enqueued = self._retry_unavailable_items() if recovered else 0
@@ -151,7 +155,7 @@ class Poller:
                 yield Tracked(Request.of(secret), path.vault, path.item, version)
 
     def _drifted(self, entry: Tracked, report: ChangeReport) -> bool:
-        versions = self._detector.versions(entry.vault_id)
+        versions = self._backend.versions(entry.vault_id)
         if versions is None:
             return False  # the vault was never read: nothing known
         if entry.item_id in versions:
@@ -170,7 +174,7 @@ class Poller:
         return True
 
     def _retry_unavailable_items(self) -> int:
-        """Enqueue the OnePasswordItems whose ``Ready`` condition says Connect was unavailable."""
+        """Enqueue the OnePasswordItems whose ``Ready`` condition says 1Password was unavailable."""
         waiting = [Request.of(opi) for opi in self._items.list() if _ready_reason(opi) == _CONNECT_UNAVAILABLE]
         for request in waiting:
             self._item_controller.enqueue(request)

@@ -3,7 +3,8 @@
 ``async with Emulator(data) as emu`` serves on ``emu.url`` (127.0.0.1, a free port by default) until the
 block ends. Faults are switched at run time with ``await emu.set_faults(...)`` or ``PUT /__admin/faults``;
 items are edited with ``emu.update_item(...)`` or ``POST /__admin/items``; ``emu.request_counts`` counts
-requests by route (``"GET /v1/vaults/{vault}/items/{item}"``).
+requests by route (``"GET /v1/vaults/{vault}/items/{item}"``). ``emu.sdk_core`` serves the same store to the
+1Password SDK in place of its native core (``onepassword_access.emulator.sdk_core``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from onepassword_access.emulator.api import ConnectApi
 from onepassword_access.emulator.data import EmulatorData, ItemSpec, load_data, parse_data
 from onepassword_access.emulator.faults import FaultInjector, Faults, error_response
 from onepassword_access.emulator.items import ApiProblem, render
-from onepassword_access.emulator.store import Store
+from onepassword_access.emulator.sdk_core import EmulatedCore, service_account_token
+from onepassword_access.emulator.store import Store, TokenEnd
 from onepassword_access.models import Item
 
 ADMIN = "/__admin"
@@ -54,6 +56,9 @@ class Emulator:
         self._admin = admin
         self._ssl = ssl_context
         self._injector = FaultInjector(seed)
+        self.sdk_core = EmulatedCore(lambda: self.store, self._injector, self.request_counts)
+        """The SDK-core mode: the same store and faults behind the 1Password SDK (``sdk_core.installed()``);
+        its invocations are counted in ``request_counts`` as ``"SDK <name>"``."""
         self._store: Store | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -125,6 +130,15 @@ class Emulator:
     def token(self) -> str:
         """The first token of the data file (the usual one in tests)."""
         return next(iter(self.store.grants))
+
+    def service_account_token(self, token: str | None = None) -> str:
+        """The service-account token the SDK-core mode accepts for a data-file token (default: the first)."""
+        return service_account_token(token or self.token)
+
+    def end_token(self, token: str | None = None, how: TokenEnd = "revoked") -> None:
+        """Revoke a data-file token (default: the first), or let it expire: Connect answers 401 and the SDK
+        core refuses it from then on."""
+        self.store.end_token(token or self.token, how)
 
     # --- faults ------------------------------------------------------------------------------------------
 

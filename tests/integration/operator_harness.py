@@ -1,11 +1,15 @@
 """Run opsync in-process against the test control plane and a Connect emulator.
 
-    async with run_operator(control_plane, emulator, namespaces=[namespace], auto_restart=True) as op:
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace], auto_restart=True) as op:
         ...  # op.client.writes() lists the writes opsync sent to the API server
 
 The operator is what ``opsync run`` builds (``controllers.main.build_operator``), with its own Kubernetes
 client (counting its requests), probes and metrics servers off, and a one-second poll unless told otherwise.
 Leaving the block stops it the way SIGTERM does. Any ``Settings`` field can be overridden by keyword.
+
+``backend`` (the ``backend`` fixture: both, one after the other) says how opsync reaches the emulator:
+``CONNECT`` (its Connect API) or ``SDK`` (a service-account token, the real 1Password SDK with the emulator's
+SDK core in place of the native one). Scenario tests take the fixture, so they run against both.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ import aiohttp
 from waiting import eventually
 
 from controllers.config import Settings
-from controllers.main import Operator, build_operator
-from controllers.source import InstrumentedConnectClient
+from controllers.main import Operator, access_backend, build_operator, sign_in
+from onepassword_access.backend import Backend
 from onepassword_access.emulator import Emulator
 from opsync import metrics
 from opsync.client import Client
@@ -29,6 +33,46 @@ from opsync.envtest import ControlPlane
 from opsync.resources import KubeObject
 
 READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+@dataclass(frozen=True)
+class BackendKind:
+    """One way opsync reaches 1Password, and how its traffic shows in ``Emulator.request_counts``."""
+
+    name: str
+    poll_call: str
+    """The call a quiet poll makes (per vault with Connect, once with the SDK)."""
+    get_item: str
+    list_items: str
+    poll_match: str
+    """A ``Faults.match`` selecting the poller's calls only."""
+    per_vault_polls: bool
+
+    def quiet_poll_calls(self, vaults: int) -> int:
+        """Calls one quiet poll costs with ``vaults`` vaults tracked."""
+        return vaults if self.per_vault_polls else 1
+
+    def __str__(self) -> str:
+        return self.name
+
+
+CONNECT = BackendKind(
+    "connect",
+    poll_call="GET /v1/vaults/{vault}",
+    get_item="GET /v1/vaults/{vault}/items/{item}",
+    list_items="GET /v1/vaults/{vault}/items",
+    poll_match="^/v1/vaults/[^/]+$",
+    per_vault_polls=True,
+)
+SDK = BackendKind(
+    "sdk",
+    poll_call="SDK VaultsList",
+    get_item="SDK ItemsGet",
+    list_items="SDK ItemsList",
+    poll_match="^sdk:VaultsList$",
+    per_vault_polls=False,
+)
+BACKENDS = (CONNECT, SDK)
 
 
 class CountingClient(Client):
@@ -60,7 +104,7 @@ class RunningOperator:
     operator: Operator
     settings: Settings
     client: CountingClient
-    connect: InstrumentedConnectClient
+    backend: Backend
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -120,11 +164,17 @@ class RunningOperator:
                 await self.task
 
 
-def operator_settings(emulator: Emulator, namespaces: Sequence[str] | None, **overrides: Any) -> Settings:
+def operator_settings(
+    emulator: Emulator, namespaces: Sequence[str] | None, backend: BackendKind = CONNECT, **overrides: Any
+) -> Settings:
     """Settings for a test operator: the emulator's first token, no servers, a one-second poll."""
+    credentials: dict[str, Any] = (
+        {"service_account_token": emulator.service_account_token()}
+        if backend is SDK
+        else {"connect_host": emulator.url, "connect_token": emulator.token}
+    )
     values: dict[str, Any] = {
-        "connect_host": emulator.url,
-        "connect_token": emulator.token,
+        **credentials,
         "watch_namespaces": tuple(namespaces or ()),
         "polling_interval": 1,
         "metrics_bind_address": "0",
@@ -139,6 +189,7 @@ def operator_settings(emulator: Emulator, namespaces: Sequence[str] | None, **ov
 async def run_operator(
     control_plane: ControlPlane,
     emulator: Emulator,
+    backend: BackendKind = CONNECT,
     *,
     namespaces: Sequence[str] | None = None,
     kubeconfig: str | None = None,
@@ -149,20 +200,22 @@ async def run_operator(
 
     ``kubeconfig``: whom opsync acts as (default: the control plane's admin).
     """
-    settings = operator_settings(emulator, namespaces, **overrides)
+    settings = operator_settings(emulator, namespaces, backend, **overrides)
     client = await counting_client(kubeconfig or control_plane.kubeconfig_path)
-    connect = InstrumentedConnectClient(settings.connect_host, settings.connect_token.get_secret_value())
+    access = access_backend(settings)
     try:
-        operator = build_operator(settings, client, connect)
-        running = RunningOperator(operator, settings, client, connect)
-        running.task = asyncio.create_task(operator.run(running.stopping), name="opsync under test")
-        await _until_synced(running, sync_timeout)
-        try:
-            yield running
-        finally:
-            await running.stop()
+        with emulator.sdk_core.installed():
+            await sign_in(access)
+            operator = build_operator(settings, client, access)
+            running = RunningOperator(operator, settings, client, access)
+            running.task = asyncio.create_task(operator.run(running.stopping), name="opsync under test")
+            await _until_synced(running, sync_timeout)
+            try:
+                yield running
+            finally:
+                await running.stop()
     finally:
-        await connect.close()
+        await access.close()
         await client.close()
 
 
