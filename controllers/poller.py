@@ -3,7 +3,8 @@
 Every ``POLLING_INTERVAL`` seconds (the first time as soon as the caches are synced), on the leader only:
 
 1. From the managed Secrets' cache, collect each Secret's item (its ``item-path`` annotation, by ids) and
-   the ``item-version`` it was made from.
+   the ``item-version`` it was made from; the items ``ItemSource`` holds without a Secret (an access policy
+   denied it) are followed too, so that a change in 1Password reaches them.
 2. Ask the backend what changed in their vaults: with Connect one ``GET`` per vault, with the SDK one
    ``vaults.list()`` for all of them, plus a listing of the items of each vault whose ``contentVersion`` moved.
 3. Enqueue each Secret whose item is at another version now (or just disappeared) into the controller that
@@ -110,8 +111,8 @@ class Poller:
         started = time.monotonic()
         tracked = list(self._tracked())
         following: dict[str, set[str]] = {}
-        for entry in tracked:
-            following.setdefault(entry.vault_id, set()).add(entry.item_id)
+        for vault_id, item_id in [(t.vault_id, t.item_id) for t in tracked] + sorted(self._source.held()):
+            following.setdefault(vault_id, set()).add(item_id)
         report = await self._backend.poll(following)
         for error in report.errors.values():
             if isinstance(error, RateLimitedError):

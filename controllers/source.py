@@ -120,6 +120,11 @@ class ItemSource:
         self._latest[key] = max(self._latest.get(key, 0), result.version)
         self._items[path] = result
 
+    def held(self) -> set[ItemKey]:
+        """The items held, whether or not a Secret was made from them (a policy may deny it): the poller
+        follows their versions too, so a change in 1Password reaches them."""
+        return {(held.vault_id, held.item.id) for held in self._items.values()}
+
     def latest_version(self, vault_id: str, item_id: str) -> int | None:
         """The newest version of an item known (from the poller or a fetch), None if never seen."""
         return self._latest.get((vault_id, item_id))
