@@ -91,10 +91,10 @@ true
 {{/* Checks of settings the schema cannot express across the operator block and the top level. */}}
 {{- define "opsync.validate" -}}
 {{- $c := include "opsync.config" . | fromYaml -}}
-{{- if and (hasKey $c "authMethod") (ne (toString $c.authMethod) "connect") -}}
-{{- fail (printf "authMethod %q is not supported: opsync talks to 1Password Connect (authMethod: connect)" (toString $c.authMethod)) -}}
+{{- if not (has (toString $c.authMethod) (list "connect" "service-account")) -}}
+{{- fail (printf "authMethod must be connect or service-account, got %q" (toString $c.authMethod)) -}}
 {{- end -}}
-{{- if not (regexMatch "^https?://[^/?#@]+(/.*)?$" (toString $c.connect.host)) -}}
+{{- if and (eq (toString $c.authMethod) "connect") (not (regexMatch "^https?://[^/?#@]+(/.*)?$" (toString $c.connect.host))) -}}
 {{- fail (printf "connect.host must be an http:// or https:// URL, got %q" (toString $c.connect.host)) -}}
 {{- end -}}
 {{- end -}}
