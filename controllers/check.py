@@ -26,12 +26,13 @@ import aiohttp
 from kubernetes_asyncio.config import ConfigException
 
 from controllers import config
-from controllers.main import OUTSIDE_A_POD, access_backend, kubernetes_client, leader_election_namespace, sign_in
+from controllers.main import OUTSIDE_A_POD, access_backend, kubernetes_client, leader_election_namespace
 from controllers.permissions import REQUIRED, Permission, Scope
 from controllers.resources import ONEPASSWORDITEMS
 from onepassword_access.backend import Backend, ConnectBackend
 from onepassword_access.errors import ConnectError
 from onepassword_access.paths import ItemPathError, parse_item_path
+from onepassword_access.sdk import SdkBackend
 from opsync.client import ApiError, Client
 from opsync.resources import SELF_SUBJECT_ACCESS_REVIEWS
 
@@ -66,9 +67,9 @@ async def check_access(backend: Backend, vault_segments: Iterable[str]) -> list[
     else:
         prefix = "service account"
         try:
-            await sign_in(backend)
-            vaults = await backend.list_vaults()  # signs in first if sign_in could not
-        except (ConnectError, config.ConfigError) as err:
+            if isinstance(backend, SdkBackend):
+                await backend.authenticate()
+        except ConnectError as err:  # a malformed token too (TokenFormatError)
             return [Row("service account: sign-in", "FAIL", str(err))]
         rows = [Row("service account: sign-in", "ok", "the 1Password SDK signed in")]
     try:

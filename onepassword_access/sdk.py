@@ -308,8 +308,12 @@ class SdkBackend:
             raise InvalidResponseError(
                 f"1Password SDK {operation}: unexpected answer: {validation_summary(err)}"
             ) from None
-        except Exception as err:  # the SDK's errors are bare Exceptions carrying the core's message
-            error = error_from_message(operation, str(err))
+        except Exception as err:
+            # The SDK's errors are bare Exceptions with the core's message, or the core's own error (``msg``
+            # JSON) when that message was not JSON; anything else is a bug and propagates.
+            if type(err) is not Exception and not hasattr(err, "msg"):
+                raise
+            error = error_from_message(operation, str(getattr(err, "msg", err)))
             if isinstance(error, RateLimitedError):
                 outcome = "rate_limited"
             raise error from None

@@ -28,7 +28,7 @@ from onepassword_access.emulator.api import ConnectApi
 from onepassword_access.emulator.data import EmulatorData, ItemSpec, load_data, parse_data
 from onepassword_access.emulator.faults import FaultInjector, Faults, error_response
 from onepassword_access.emulator.items import ApiProblem, render
-from onepassword_access.emulator.sdk_core import EmulatedCore, service_account_token
+from onepassword_access.emulator.sdk_core import CoreError, EmulatedCore, service_account_token
 from onepassword_access.emulator.store import Store, TokenEnd
 from onepassword_access.models import Item
 
@@ -268,6 +268,7 @@ class Emulator:
         router.add_delete(ADMIN + "/faults", self._put_faults)
         router.add_post(ADMIN + "/items", self._post_item)
         router.add_delete(ADMIN + "/items", self._delete_item)
+        router.add_post(ADMIN + "/sdk-core/{call}", self._sdk_core_call)
         router.add_get(ADMIN + "/requests", self._get_requests)
         router.add_delete(ADMIN + "/requests", self._reset_requests)
 
@@ -313,6 +314,29 @@ class Emulator:
         except KeyError as err:
             raise ApiProblem(404, f"not found: {err}") from None
         return web.Response(status=204)
+
+    async def _sdk_core_call(self, request: web.Request) -> web.Response:
+        """The SDK-core mode for another process (``init_client``, ``invoke``, ``release_client``):
+        ``{"argument": <the JSON text the SDK passes>}`` -> ``{"answer": <text>}`` or ``{"error": <the core's
+        msg>}``. ``tests/sdk_core_proxy`` puts it behind the SDK of an ``opsync run`` process."""
+        call = request.match_info["call"]
+        try:
+            argument = str((await request.json())["argument"])
+        except (ValueError, KeyError, TypeError):
+            raise ApiProblem(400, 'expected {"argument": "..."}') from None
+        try:
+            if call == "init_client":
+                answer = await self.sdk_core.init_client(argument)
+            elif call == "invoke":
+                answer = await self.sdk_core.invoke(argument)
+            elif call == "release_client":
+                self.sdk_core.release_client(argument)
+                answer = ""
+            else:
+                raise ApiProblem(404, f"no SDK-core call {call!r}")
+        except CoreError as err:
+            return web.json_response({"error": err.msg})
+        return web.json_response({"answer": answer})
 
     async def _get_requests(self, request: web.Request) -> web.Response:
         return web.json_response(dict(self.request_counts))

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
-from operator_harness import CONNECT, SDK, TOKEN, BackendKind, emulator_data, run_operator
-from operator_helpers import opi, wait_for_data, wait_for_event, wait_for_ready
+from invariants import OpsyncProcess
+from operator_harness import CONNECT, SDK, TOKEN, BackendKind, emulator_data, eventually, run_operator
+from operator_helpers import opi, wait_for_data, wait_for_event, wait_for_ready, workload
 
 from controllers import check, render
 from controllers.config import Settings
+from controllers.constants import AUTO_RESTART_ANNOTATION, LAST_RESTARTED_ANNOTATION
 from controllers.resources import ONEPASSWORDITEMS
 from onepassword_access.emulator import Emulator
 from onepassword_access.emulator.store import TokenEnd
 from opsync.client import Client
 from opsync.envtest import ControlPlane
-from opsync.resources import SECRETS
+from opsync.resources import DEPLOYMENTS, SECRETS
 
 pytestmark = pytest.mark.integration
 
@@ -66,6 +69,37 @@ async def test_a_token_that_stops_working_is_reported_and_loses_no_secret(
         await wait_for_ready(kube, namespace, "db", "True", "Synced")
         for text in (condition["message"], event["message"]):
             assert TOKEN not in text and emulator.service_account_token() not in text
+
+
+async def test_opsync_run_with_a_service_account_token_syncs_polls_and_rolls(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, tmp_path: Path
+) -> None:
+    """``OP_SERVICE_ACCOUNT_TOKEN=... opsync run`` as a process (its SDK answered by the emulator's core)."""
+    process = OpsyncProcess(
+        control_plane.kubeconfig_path, emulator, namespace, tmp_path / "opsync.log", service_account=True
+    )
+    await process.start()
+    try:
+        await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{VAULT}/items/db"), namespace)
+        auto = {"annotations": {AUTO_RESTART_ANNOTATION: "true"}}
+        app = workload("Deployment", "app", env_secret="db")
+        app["metadata"].update(auto)
+        await kube.create(DEPLOYMENTS, app, namespace)
+        await wait_for_data(kube, namespace, "db", {"password": "old"}, timeout=60)
+        emulator.update_item(VAULT, "db", fields={"password": "new"})
+        await wait_for_data(kube, namespace, "db", {"password": "new"})
+
+        async def rolled() -> bool:
+            template = (await kube.get(DEPLOYMENTS, "app", namespace))["spec"]["template"]["metadata"]
+            return LAST_RESTARTED_ANNOTATION in (template.get("annotations") or {})
+
+        await eventually(rolled, message="the Deployment was not rolled for the changed Secret")
+        assert await process.sample("opsync_sdk_calls_total", operation="VaultsList", outcome="ok") >= 2
+        assert await process.sample("opsync_connect_requests_total", endpoint="/v1/vaults", code="200") == 0
+    finally:
+        assert await process.stop() == 0
+    assert not [line for line in process.lines() if line.get("level") == "error"]
+    assert emulator.service_account_token() not in process.log.read_text()
 
 
 def sdk_settings(emulator: Emulator, **extra: object) -> Settings:
