@@ -171,18 +171,23 @@ def _urls(websites: Sequence[Any]) -> list[ItemURL]:
     return [ItemURL(href=site.url, label=site.label, primary=index == 0) for index, site in enumerate(websites)]
 
 
+def _summary(overview: Any) -> dict[str, Any]:
+    """What an ``ItemOverview`` and an ``Item`` share, as ``ItemSummary`` keywords."""
+    return {
+        "id": overview.id,
+        "title": overview.title,
+        "vault": Ref(id=overview.vault_id),
+        "category": CATEGORIES.get(overview.category.value, overview.category.value),
+        "urls": _urls(overview.websites),
+        "tags": list(overview.tags),
+        "created_at": overview.created_at,
+        "updated_at": overview.updated_at,
+    }
+
+
 def summary_from_sdk(overview: Any) -> ItemSummary:
     """An ``ItemOverview`` as an ``ItemSummary`` (version 0: overviews carry none)."""
-    return ItemSummary(
-        id=overview.id,
-        title=overview.title,
-        vault=Ref(id=overview.vault_id),
-        category=CATEGORIES.get(overview.category.value, overview.category.value),
-        urls=_urls(overview.websites),
-        tags=list(overview.tags),
-        created_at=overview.created_at,
-        updated_at=overview.updated_at,
-    )
+    return ItemSummary(**_summary(overview))
 
 
 def item_from_sdk(item: Any) -> Item:
@@ -212,15 +217,8 @@ def item_from_sdk(item: Any) -> Item:
     if item.document is not None:
         files.append(File(id=item.document.id, name=item.document.name, size=item.document.size))
     return Item(
-        id=item.id,
-        title=item.title,
-        vault=Ref(id=item.vault_id),
-        category=CATEGORIES.get(item.category.value, item.category.value),
-        urls=_urls(item.websites),
-        tags=list(item.tags),
+        **_summary(item),
         version=item.version,
-        created_at=item.created_at,
-        updated_at=item.updated_at,
         sections=[Section(id=section.id, label=section.title) for section in item.sections],
         fields=fields,
         files=files,
