@@ -399,15 +399,16 @@ class SdkBackend:
         for start in range(0, len(moved), GET_ALL_LIMIT):
             chunk = moved[start : start + GET_ALL_LIMIT]
             answer = await self._call("ItemsGetAll", functools.partial(_get_all, vault_id=vault_id, ids=chunk))
-            for item_id, response in zip(chunk, answer.individual_responses, strict=False):
+            found: set[str] = set()
+            for response in answer.individual_responses:  # matched by the items' ids, not by position
                 if response.content is not None:
                     item = item_from_sdk(response.content)
+                    found.add(item.id)
                     versions[item.id] = item.version
                     self._fetched[(vault_id, item.id)] = item
-                elif response.error is not None and response.error.type.value == "itemNotFound":
-                    gone.add(item_id)  # deleted between the listing and now
-                else:
+                elif response.error is None or response.error.type.value != "itemNotFound":
                     raise ConnectError(f"1Password SDK ItemsGetAll: {getattr(response.error, 'message', 'failed')}")
+            gone |= set(chunk) - found  # deleted between the listing and now
         for item_id in gone:
             updated.pop(item_id, None)
             versions.pop(item_id, None)
