@@ -3,8 +3,8 @@
 Checked, with the flags and environment of ``opsync run``:
 
 - the configuration (every setting valid; warnings shown);
-- Connect: it answers ``/health``, accepts the token, and the token reads the vaults that the
-  OnePasswordItems in the watched namespaces name;
+- 1Password: Connect answers ``/health`` (or, with a service account, the SDK signs in), accepts the token,
+  and the token reads the vaults that the OnePasswordItems in the watched namespaces name;
 - Kubernetes: a SelfSubjectAccessReview for every verb of every permission in
   ``controllers.permissions.REQUIRED`` (and ``MANAGE_CONNECT`` with ``MANAGE_CONNECT=true``), where its scope
   says (each watched namespace or all of them; the watched Namespace objects by name; cluster-scoped kinds;
@@ -31,12 +31,13 @@ from kubernetes_asyncio.config import ConfigException
 from controllers import config
 from controllers.connect_setup import operator_namespace
 from controllers.crdschema import ITEMS_CRD, ServedCrd, read_served_crd
-from controllers.main import OUTSIDE_A_POD, connect_client, kubernetes_client, leader_election_namespace
+from controllers.main import OUTSIDE_A_POD, access_backend, kubernetes_client, leader_election_namespace
 from controllers.permissions import MANAGE_CONNECT, REQUIRED, Permission, Scope
 from controllers.resources import ONEPASSWORDITEMS
-from onepassword_access.client import ConnectClient
+from onepassword_access.backend import Backend, ConnectBackend
 from onepassword_access.errors import ConnectError
 from onepassword_access.paths import ItemPathError, parse_item_path
+from onepassword_access.sdk import SdkBackend
 from opsync.client import ApiError, Client
 from opsync.resources import SELF_SUBJECT_ACCESS_REVIEWS
 
@@ -55,26 +56,37 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     config.configure_parser(parser)
 
 
-# --- Connect ---------------------------------------------------------------------------------------------
+# --- 1Password ---------------------------------------------------------------------------------------------
 
 
-async def check_connect(connect: ConnectClient, vault_segments: Iterable[str]) -> list[Row]:
-    """Health, token and access to each vault named (by name or id)."""
+async def check_access(backend: Backend, vault_segments: Iterable[str]) -> list[Row]:
+    """Connect's health (with Connect) or the sign-in (with a service account), the credentials, and access
+    to each vault named (by name or id)."""
+    if isinstance(backend, ConnectBackend):
+        prefix = "connect"
+        try:
+            health = await backend.client.health()
+        except ConnectError as err:
+            return [Row("connect: reachable", "FAIL", str(err))]
+        rows = [Row("connect: reachable", "ok", f"{health.name} {health.version} at {backend.client.url}")]
+    else:
+        prefix = "service account"
+        try:
+            if isinstance(backend, SdkBackend):
+                await backend.authenticate()
+        except ConnectError as err:  # a malformed token too (TokenFormatError)
+            return [Row("service account: sign-in", "FAIL", str(err))]
+        rows = [Row("service account: sign-in", "ok", "the 1Password SDK signed in")]
     try:
-        health = await connect.health()
+        vaults = await backend.list_vaults()
     except ConnectError as err:
-        return [Row("connect: reachable", "FAIL", str(err))]
-    rows = [Row("connect: reachable", "ok", f"{health.name} {health.version} at {connect.url}")]
-    try:
-        vaults = await connect.list_vaults()
-    except ConnectError as err:
-        return [*rows, Row("connect: token", "FAIL", str(err))]
-    rows.append(Row("connect: token", "ok" if vaults else "warn", f"reads {len(vaults)} vault(s)"))
+        return [*rows, Row(f"{prefix}: token", "FAIL", str(err))]
+    rows.append(Row(f"{prefix}: token", "ok" if vaults else "warn", f"reads {len(vaults)} vault(s)"))
     known = {vault.id for vault in vaults} | {vault.name.casefold() for vault in vaults}
     for segment in sorted(set(vault_segments)):
         readable = segment in known or segment.casefold() in known
         detail = "readable" if readable else "not among the vaults this token reads"
-        rows.append(Row(f"connect: vault {segment}", "ok" if readable else "FAIL", detail))
+        rows.append(Row(f"{prefix}: vault {segment}", "ok" if readable else "FAIL", detail))
     return rows
 
 
@@ -189,8 +201,11 @@ async def run_checks(settings: config.Settings) -> list[Row]:
         rows.append(Row("kubernetes: API server", "FAIL", str(err) or type(err).__name__))
     except ConfigException as err:  # no kubeconfig, or not in a pod
         rows.append(Row("kubernetes: credentials", "FAIL", f"{err} ({OUTSIDE_A_POD})"))
-    async with connect_client(settings) as connect:
-        rows = await check_connect(connect, segments) + rows
+    backend = access_backend(settings)
+    try:
+        rows = await check_access(backend, segments) + rows
+    finally:
+        await backend.close()
     return rows
 
 

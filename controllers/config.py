@@ -9,6 +9,11 @@ ignored with a warning:
   it with a NetworkPolicy or a proxy. ``--metrics-secure=false`` matches opsync and is not reported.
 - ``--enable-http2``, ``--zap-devel``, ``--zap-stacktrace-level``, ``--zap-time-encoding``.
 
+1Password is reached through Connect (``OP_CONNECT_HOST`` with ``OP_CONNECT_TOKEN`` or ``OP_CONNECT_TOKEN_FILE``)
+or a service account (``OP_SERVICE_ACCOUNT_TOKEN`` or ``OP_SERVICE_ACCOUNT_TOKEN_FILE``), by the Go operator's
+rules: a service-account token with a complete Connect configuration is an error, a service-account token
+otherwise selects the SDK (a lone ``OP_CONNECT_HOST`` or Connect token is then ignored, with a warning).
+
 Tokens are never part of an error message or of ``repr(settings)``.
 """
 
@@ -22,10 +27,10 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from controllers.constants import (
     DEFAULT_HEALTH_PROBE_BIND_ADDRESS,
@@ -55,6 +60,7 @@ _IGNORED_FLAGS = (
 _SETTING_NAMES = {
     "connect_host": "OP_CONNECT_HOST",
     "connect_token": "OP_CONNECT_TOKEN",
+    "service_account_token": "OP_SERVICE_ACCOUNT_TOKEN",
     "watch_namespaces": "WATCH_NAMESPACE",
     "polling_interval": "POLLING_INTERVAL",
     "auto_restart": "AUTO_RESTART",
@@ -101,10 +107,13 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    connect_host: str
-    """The Connect server's base URL without a trailing slash (``OP_CONNECT_HOST``)."""
-    connect_token: SecretStr
+    connect_host: str | None = None
+    """The Connect server's base URL without a trailing slash (``OP_CONNECT_HOST``); None with a service account."""
+    connect_token: SecretStr | None = None
     """From ``OP_CONNECT_TOKEN_FILE`` (read at start-up) or ``OP_CONNECT_TOKEN``."""
+    service_account_token: SecretStr | None = None
+    """From ``OP_SERVICE_ACCOUNT_TOKEN_FILE`` or ``OP_SERVICE_ACCOUNT_TOKEN``: 1Password is then reached through
+    the SDK, without Connect. Whether the SDK accepts it is checked when opsync starts (it needs the SDK)."""
     connect_ca_file: Path | None = None
     """CA bundle to verify Connect's certificate with (``OP_CONNECT_CA_FILE``, else ``SSL_CERT_FILE``)."""
     watch_namespaces: tuple[str, ...] = ()
@@ -132,6 +141,17 @@ class Settings(BaseModel):
     """Concurrent reconciles per controller (the Go operator runs 1; keys are never reconciled twice at once)."""
     warnings: tuple[str, ...] = ()
     """Accepted but questionable settings, for the caller to log at start-up."""
+
+    @model_validator(mode="after")
+    def _one_way_to_1password(self) -> Self:
+        if self.service_account_token is None and (self.connect_host is None or self.connect_token is None):
+            raise ValueError("give connect_host and connect_token, or service_account_token")
+        return self
+
+    @property
+    def auth_method(self) -> Literal["connect", "service-account"]:
+        """How 1Password is reached: ``connect`` (a Connect server) or ``service-account`` (the SDK)."""
+        return "service-account" if self.service_account_token is not None else "connect"
 
     @field_validator(
         "auto_restart", "manage_connect", "allow_empty_values", "enable_annotations", "leader_elect", mode="before"
@@ -261,12 +281,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, help=argparse.SUPPRESS)
 
 
-def _token(environ: Mapping[str, str]) -> str:
-    """The Connect token from ``OP_CONNECT_TOKEN_FILE`` or ``OP_CONNECT_TOKEN`` (exactly one of them)."""
-    path, value = environ.get("OP_CONNECT_TOKEN_FILE", ""), environ.get("OP_CONNECT_TOKEN", "")
+def _token(environ: Mapping[str, str], variable: str = "OP_CONNECT_TOKEN") -> str:
+    """A token from ``<variable>_FILE`` or ``<variable>`` (exactly one of them): the Connect token, or the
+    service account's (``OP_SERVICE_ACCOUNT_TOKEN``), read the same way."""
+    file_variable = variable + "_FILE"
+    path, value = environ.get(file_variable, ""), environ.get(variable, "")
     if path and value:
-        raise ConfigError("OP_CONNECT_TOKEN_FILE", "set either OP_CONNECT_TOKEN_FILE or OP_CONNECT_TOKEN, not both")
-    setting = "OP_CONNECT_TOKEN_FILE" if path else "OP_CONNECT_TOKEN"
+        raise ConfigError(file_variable, f"set either {file_variable} or {variable}, not both")
+    setting = file_variable if path else variable
     if path:
         try:
             value = Path(path).read_text(encoding="utf-8")
@@ -275,8 +297,9 @@ def _token(environ: Mapping[str, str]) -> str:
             raise ConfigError(setting, f"cannot read {path}: {detail}") from None
     value = value.strip()
     if not value:
-        raise ConfigError(setting, f"{path} is empty" if path else "not set; opsync needs a Connect token")
-    if any(char.isspace() or not char.isprintable() for char in value):  # as ConnectClient requires
+        needed = "a Connect token" if variable == "OP_CONNECT_TOKEN" else "a service-account token"
+        raise ConfigError(setting, f"{path} is empty" if path else f"not set; opsync needs {needed}")
+    if any(char.isspace() or not char.isprintable() for char in value):  # as ConnectClient and the SDK require
         raise ConfigError(setting, "the token must be a single word (no spaces, line breaks or control characters)")
     return value
 
@@ -302,7 +325,7 @@ def _is_loopback(host: str) -> bool:
 
 def _warnings(settings: Settings, args: argparse.Namespace) -> tuple[str, ...]:
     found = []
-    url = urlsplit(settings.connect_host)
+    url = urlsplit(settings.connect_host or "")
     if url.scheme == "http" and not _is_loopback(url.hostname or ""):
         found.append(
             f"OP_CONNECT_HOST: {settings.connect_host} is plain HTTP; the Connect token crosses the network "
@@ -326,17 +349,8 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
     Raises ``ConfigError`` naming the first bad setting. Reads the token file and checks that a CA file exists;
     otherwise no I/O.
     """
-    if environ.get("OP_SERVICE_ACCOUNT_TOKEN"):
-        raise ConfigError(
-            "OP_SERVICE_ACCOUNT_TOKEN",
-            "1Password service accounts are not supported yet; use 1Password Connect "
-            "(OP_CONNECT_HOST with OP_CONNECT_TOKEN or OP_CONNECT_TOKEN_FILE)",
-        )
-    if not environ.get("OP_CONNECT_HOST", "").strip():
-        raise ConfigError("OP_CONNECT_HOST", "not set; opsync needs the URL of a 1Password Connect server")
     raw: dict[str, Any] = {
-        "connect_host": environ["OP_CONNECT_HOST"],
-        "connect_token": _token(environ),
+        **_credentials(environ),
         "connect_ca_file": _ca_file(environ),
         "watch_namespaces": environ.get("WATCH_NAMESPACE", ""),
         "polling_interval": environ.get("POLLING_INTERVAL", ""),
@@ -355,7 +369,43 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         cause = (first.get("ctx") or {}).get("error")
         message = str(cause) if isinstance(cause, ValueError) else first["msg"]
         raise ConfigError(_SETTING_NAMES.get(str(first["loc"][0]), str(first["loc"][0])), message) from None
-    return settings.model_copy(update={"warnings": _warnings(settings, args)})
+    return settings.model_copy(update={"warnings": _warnings(settings, args) + _ignored_connect(settings, environ)})
+
+
+def _credentials(environ: Mapping[str, str]) -> dict[str, str]:
+    """Connect's host and token, or the service account's token, by the Go operator's rules."""
+    host = environ.get("OP_CONNECT_HOST", "").strip()
+    connect_token = any(environ.get(v) for v in ("OP_CONNECT_TOKEN", "OP_CONNECT_TOKEN_FILE"))
+    if any(environ.get(v) for v in ("OP_SERVICE_ACCOUNT_TOKEN", "OP_SERVICE_ACCOUNT_TOKEN_FILE")):
+        if host and connect_token:
+            raise ConfigError(
+                "OP_SERVICE_ACCOUNT_TOKEN",
+                "Either Connect or Service Account credentials should be set, not both "
+                "(OP_CONNECT_HOST and a Connect token are set too)",
+            )
+        return {"service_account_token": _token(environ, "OP_SERVICE_ACCOUNT_TOKEN")}
+    if not host:
+        raise ConfigError(
+            "OP_CONNECT_HOST",
+            "not set; opsync needs the URL of a 1Password Connect server (with OP_CONNECT_TOKEN), "
+            "or a service account's OP_SERVICE_ACCOUNT_TOKEN",
+        )
+    return {"connect_host": environ["OP_CONNECT_HOST"], "connect_token": _token(environ)}
+
+
+def _ignored_connect(settings: Settings, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """With a service account, half a Connect configuration is ignored (the Go operator does so silently)."""
+    if settings.auth_method != "service-account":
+        return ()
+    given = [v for v in ("OP_CONNECT_HOST", "OP_CONNECT_TOKEN", "OP_CONNECT_TOKEN_FILE") if environ.get(v)]
+    return tuple(
+        f"{v}: ignored; OP_SERVICE_ACCOUNT_TOKEN is set, so 1Password is reached without Connect" for v in given
+    )
+
+
+def print_error(error: ConfigError) -> None:
+    """The one line a bad setting gets on stderr: ``opsync: invalid configuration: <setting>: <message>``."""
+    sys.stderr.write(f"opsync: invalid configuration: {error}\n")
 
 
 def settings_or_exit(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
@@ -363,5 +413,5 @@ def settings_or_exit(args: argparse.Namespace, environ: Mapping[str, str]) -> Se
     try:
         return load_settings(args, environ)
     except ConfigError as error:
-        sys.stderr.write(f"opsync: invalid configuration: {error}\n")
+        print_error(error)
         raise SystemExit(2) from None

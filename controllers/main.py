@@ -7,7 +7,10 @@ command share one wiring:
 - the ``workload-secrets`` controller and one restart controller per workload kind (``controllers.workloads``);
 - the leader-only ``connect-poller`` (``controllers.poller``);
 - with ``MANAGE_CONNECT=true``, the leader-only ``connect-setup`` (``controllers.connect_setup``);
-- one ``ItemSource`` shared by all of them, so each item version is fetched from Connect once.
+- one ``ItemSource`` shared by all of them, so each item version is fetched from 1Password once.
+
+They reach 1Password through one ``onepassword_access.backend.Backend``, made by ``access_backend``: Connect,
+or a service account through the SDK (``OP_SERVICE_ACCOUNT_TOKEN``). Nothing else knows which.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from controllers.connect_setup import ConnectSetup, operator_namespace
 from controllers.constants import ITEM_PATH_ANNOTATION, ConditionReason
 from controllers.crdschema import ServedCrd, ServedStatus, read_served_crd
 from controllers.items import ItemOptions, ItemReconciler, setup_items
-from controllers.metrics import count_connect_request
+from controllers.metrics import SDK_CALLS, count_connect_request
 from controllers.poller import Handoff, Poller
 from controllers.resources import ONEPASSWORDITEMS
 from controllers.secretdata import operator_annotations
@@ -36,9 +39,12 @@ from controllers.secrets import SecretWriter, managed_secrets
 from controllers.source import ItemSource
 from controllers.watch import NamespaceAnnotations
 from controllers.workloads import WorkloadOptions, Workloads, setup_workloads
-from onepassword_access.changes import VaultChangeDetector
+from onepassword_access.backend import Backend, ConnectBackend
 from onepassword_access.client import ConnectClient
+from onepassword_access.errors import ConnectError
 from onepassword_access.resolve import ItemResolver
+from onepassword_access.sdk import SdkBackend, TokenFormatError
+from opsync import __version__
 from opsync.client import Client
 from opsync.controller import Controller
 from opsync.leader import LeaderElectionConfig, LeaderElectionLost
@@ -108,7 +114,7 @@ def leader_election_namespace(settings: Settings) -> str:
         ) from None
 
 
-def build_operator(settings: Settings, client: Client, connect: ConnectClient) -> Operator:
+def build_operator(settings: Settings, client: Client, backend: Backend) -> Operator:
     """Everything ``opsync run`` runs, on a new ``Manager`` (not started)."""
     leader = None
     if settings.leader_elect:
@@ -120,7 +126,7 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
         health_probe_bind_address=settings.health_probe_bind_address,
         metrics_bind_address=settings.metrics_bind_address,
     )
-    source = ItemSource(ItemResolver(connect))
+    source = ItemSource(ItemResolver(backend))
     writer = SecretWriter(client, managed_secrets(manager.cache))
     namespaces = NamespaceAnnotations(manager.cache, settings.watch_namespaces)
     access = AccessControl(manager.cache, namespaces)
@@ -161,7 +167,7 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
         return paths - {""}
 
     poller = Poller(
-        detector=VaultChangeDetector(connect),
+        backend=backend,
         source=source,
         secrets=writer.secrets,
         handoff=handoff,
@@ -176,9 +182,38 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
 
 def connect_client(settings: Settings) -> ConnectClient:
     """The Connect client for ``settings`` (reads the CA file: call before the event loop is busy)."""
+    if settings.connect_host is None or settings.connect_token is None:
+        raise config.ConfigError("OP_CONNECT_HOST", "not set; this needs a 1Password Connect server")
     ca_file = str(settings.connect_ca_file) if settings.connect_ca_file else None
     token = settings.connect_token.get_secret_value()
     return ConnectClient(settings.connect_host, token, ca_file=ca_file, observers=[count_connect_request])
+
+
+def _count_sdk_call(operation: str, outcome: str) -> None:
+    SDK_CALLS.labels(operation=operation, outcome=outcome).inc()
+
+
+def access_backend(settings: Settings) -> Backend:
+    """How ``settings`` reach 1Password: the SDK with a service-account token, else Connect. Not signed in yet
+    (``sign_in`` does it)."""
+    if settings.service_account_token is not None:
+        token = settings.service_account_token.get_secret_value()
+        return SdkBackend(token, integration_version=__version__, on_call=_count_sdk_call)
+    return ConnectBackend(connect_client(settings))
+
+
+async def sign_in(backend: Backend) -> None:
+    """With a service account, sign in now: a token the SDK refuses offline is a bad setting
+    (``ConfigError``); 1Password refusing or not answering is not, and is retried by every later call (the
+    items then say ``Unauthorized`` or ``ConnectUnavailable``, and no Secret is touched)."""
+    if not isinstance(backend, SdkBackend):
+        return
+    try:
+        await backend.authenticate()
+    except TokenFormatError as err:
+        raise config.ConfigError("OP_SERVICE_ACCOUNT_TOKEN", f"the 1Password SDK refused it: {err}") from None
+    except ConnectError as err:
+        log.warning("cannot sign in to 1Password yet; retrying with every request: %s", err)
 
 
 async def kubernetes_client(settings: Settings) -> Client:
@@ -189,17 +224,22 @@ async def kubernetes_client(settings: Settings) -> Client:
 
 
 async def _run(settings: Settings) -> int:
-    async with await kubernetes_client(settings) as client, connect_client(settings) as connect:
-        operator = build_operator(settings, client, connect)
-        log.info(
-            "starting opsync",
-            extra={
-                "namespaces": ",".join(settings.watch_namespaces) or "*",
-                "pollingInterval": settings.polling_interval,
-                "connect": settings.connect_host,
-            },
-        )
-        await operator.run()
+    backend = access_backend(settings)
+    try:
+        await sign_in(backend)
+        async with await kubernetes_client(settings) as client:
+            operator = build_operator(settings, client, backend)
+            log.info(
+                "starting opsync",
+                extra={
+                    "namespaces": ",".join(settings.watch_namespaces) or "*",
+                    "pollingInterval": settings.polling_interval,
+                    "onepassword": settings.connect_host or "service account",
+                },
+            )
+            await operator.run()
+    finally:
+        await backend.close()
     return 0
 
 
@@ -212,7 +252,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run(settings))
     except config.ConfigError as error:
-        log.error("invalid configuration: %s", error)
+        config.print_error(error)
         return 2
     except ConfigException as error:
         log.error("cannot load Kubernetes credentials: %s (%s)", error, OUTSIDE_A_POD)

@@ -19,6 +19,12 @@ CONNECT_REQUESTS = Counter(
     ["endpoint", "code"],
     registry=REGISTRY,
 )
+SDK_CALLS = Counter(
+    "opsync_sdk_calls_total",
+    "Calls to the 1Password SDK (service accounts), by operation and outcome (ok, rate_limited, error)",
+    ["operation", "outcome"],
+    registry=REGISTRY,
+)
 ITEMS = Gauge(
     "opsync_items",
     "OnePasswordItems by the status and reason of their Ready condition",

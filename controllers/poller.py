@@ -3,19 +3,20 @@
 Every ``POLLING_INTERVAL`` seconds (the first time as soon as the caches are synced), on the leader only:
 
 1. From the managed Secrets' cache, collect each Secret's item (its ``item-path`` annotation, by ids) and
-   the ``item-version`` it was made from.
-2. Ask the change detector about their vaults: one ``GET`` per vault, plus one item listing for each vault
-   whose ``contentVersion`` moved.
+   the ``item-version`` it was made from; the items ``ItemSource`` holds without a Secret (an access policy
+   denied it) are followed too, so that a change in 1Password reaches them.
+2. Ask the backend what changed in their vaults: with Connect one ``GET`` per vault, with the SDK one
+   ``vaults.list()`` for all of them, plus a listing of the items of each vault whose ``contentVersion`` moved.
 3. Fire each Secret whose item is at another version now (or just disappeared) at the controller that makes
    it (``Handoff``): the OnePasswordItem of the same name, else the workload-secrets controller, each through
    an ``opsync.source.Channel`` it watches. Keys already retrying with backoff are left to it, except on the
-   first good poll after failed ones: Connect is back, so those keys and the items whose last reconcile failed
-   with ``ConnectUnavailable`` (remembered, not read back from a status the served CRD may prune) are
-   retried at once.
+   first good poll after failed ones: 1Password answers again, so those keys and the items whose last
+   reconcile failed with ``ConnectUnavailable`` (remembered, not read back from a status the served CRD may
+   prune) are retried at once.
 
 The poller never writes to Kubernetes and never fetches an item: the reconcilers fetch each changed item once
 through the shared ``ItemSource``, which the poller tells about the new versions. Unlike the Go operator's
-ticker it runs only on the leader, and its first poll does not wait one interval. While a rate limit Connect
+ticker it runs only on the leader, and its first poll does not wait one interval. While a rate limit 1Password
 reported lasts (``ItemSource.rate_limited_for``), polls are skipped.
 """
 
@@ -31,7 +32,8 @@ from dataclasses import dataclass
 from controllers.constants import ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION
 from controllers.metrics import LAST_SUCCESSFUL_POLL, POLL_DURATION, POLLS
 from controllers.source import ItemSource
-from onepassword_access.changes import ChangeReport, VaultChangeDetector
+from onepassword_access.backend import Backend
+from onepassword_access.changes import ChangeReport
 from onepassword_access.errors import RateLimitedError
 from onepassword_access.paths import ItemPathError, parse_item_path
 from opsync.informer import Informer
@@ -88,14 +90,14 @@ class Poller:
     def __init__(
         self,
         *,
-        detector: VaultChangeDetector,
+        backend: Backend,
         source: ItemSource,
         secrets: Informer,
         handoff: Handoff,
         interval: float,
         paths_in_use: Callable[[], Iterable[str]],
     ) -> None:
-        self._detector = detector
+        self._backend = backend
         self._source = source
         self._secrets = secrets
         self._handoff = handoff
@@ -130,18 +132,21 @@ class Poller:
     async def poll(self) -> int:
         """One poll; returns how many Secrets were handed to a reconciler."""
         if self._source.rate_limited_for() > 0:
-            log.debug("poll skipped: Connect asked to wait")
+            log.debug("poll skipped: 1Password asked to wait")
             POLLS.labels(result="skipped").inc()
             return 0
         started = time.monotonic()
         tracked = list(self._tracked())
-        report = await self._detector.poll({t.vault_id for t in tracked})
+        following: dict[str, set[str]] = {}
+        for vault_id, item_id in [(t.vault_id, t.item_id) for t in tracked] + sorted(self._source.held()):
+            following.setdefault(vault_id, set()).add(item_id)
+        report = await self._backend.poll(following)
         for error in report.errors.values():
             if isinstance(error, RateLimitedError):
                 self._source.note_rate_limit(error)
         for vault_id, change in report.changes.items():
             self._source.observe(vault_id, change.versions, change.removed)
-        # Connect answers again: what failed for want of it is retried now, not when its backoff (up to
+        # 1Password answers again: what failed for want of it is retried now, not when its backoff (up to
         # 5 minutes) ends, so everything recovers within one poll of the end of an outage.
         recovered, self._failing = self._failing and not report.errors, bool(report.errors)
         enqueued = self._handoff.retry_connect_unavailable() if recovered else 0
@@ -178,7 +183,7 @@ class Poller:
                 yield Tracked(Request.of(secret), path.vault, path.item, version)
 
     def _drifted(self, entry: Tracked, report: ChangeReport) -> bool:
-        versions = self._detector.versions(entry.vault_id)
+        versions = self._backend.versions(entry.vault_id)
         if versions is None:
             return False  # the vault was never read: nothing known
         if entry.item_id in versions:

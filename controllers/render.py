@@ -1,7 +1,8 @@
 """``opsync render vaults/<vault>/items/<item>``: print the Secret opsync would make from an item.
 
-Connect is reached through the same environment variables as ``opsync run`` (``OP_CONNECT_HOST``,
-``OP_CONNECT_TOKEN`` or ``OP_CONNECT_TOKEN_FILE``, ``OP_CONNECT_CA_FILE``). Values are hidden (each key shows
+1Password is reached through the same environment variables as ``opsync run`` (``OP_CONNECT_HOST``,
+``OP_CONNECT_TOKEN`` or ``OP_CONNECT_TOKEN_FILE``, ``OP_CONNECT_CA_FILE``; or ``OP_SERVICE_ACCOUNT_TOKEN`` or
+``OP_SERVICE_ACCOUNT_TOKEN_FILE``). Values are hidden (each key shows
 its size) unless ``--show-values`` is given; warnings about skipped fields go to stderr.
 """
 
@@ -17,7 +18,7 @@ import sys
 import yaml
 
 from controllers import config
-from controllers.main import connect_client
+from controllers.main import access_backend, sign_in
 from controllers.secretdata import (
     InvalidSecretError,
     SecretMetadata,
@@ -49,8 +50,12 @@ def hide_values(secret: KubeObject) -> KubeObject:
 
 async def render(args: argparse.Namespace, settings: config.Settings) -> tuple[KubeObject, tuple[str, ...]]:
     """The Secret for ``args.item_path`` and the warnings about the item."""
-    async with connect_client(settings) as connect:
-        resolved = await ItemResolver(connect).resolve(args.item_path)
+    backend = access_backend(settings)
+    try:
+        await sign_in(backend)
+        resolved = await ItemResolver(backend).resolve(args.item_path)
+    finally:
+        await backend.close()
     item = item_input_from_connect(resolved.item, resolved.files)
     desired = desired_secret(
         name=args.name or secret_name(resolved.item.title) or resolved.item.id,
@@ -70,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
     settings = config.settings_or_exit(argparse.Namespace(), os.environ)
     try:
         secret, warnings = asyncio.run(render(args, settings))
-    except (ItemPathError, ResolveError, InvalidSecretError) as err:
+    except (ItemPathError, ResolveError, InvalidSecretError, config.ConfigError) as err:
         sys.stderr.write(f"opsync render: {err}\n")
         return 1
     for warning in warnings:

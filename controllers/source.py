@@ -62,15 +62,16 @@ class ItemSource:
         return max(0.0, self._paused_until - self._clock())
 
     def note_rate_limit(self, error: RateLimitedError) -> None:
-        """Connect answered 429 (to anyone): nobody calls it before its ``Retry-After`` (else 15 minutes).
+        """1Password said "rate limited" (Connect's 429, the SDK's ``RateLimitExceededException``) to anyone:
+        nobody calls it before its ``Retry-After`` (the SDK gives none: 15 minutes).
 
-        1Password's limits are per token, so one item's 429 is every item's: retrying the others, or
+        1Password's limits are per token, so one item's limit is every item's: retrying the others, or
         polling, would only prolong it.
         """
         wait = error.retry_after if error.retry_after else RATE_LIMIT_REQUEUE
         if self._clock() + wait > self._paused_until:
             self._paused_until = self._clock() + wait
-            log.warning("Connect rate limit: no requests for %.0f seconds", wait)
+            log.warning("1Password rate limit: no requests for %.0f seconds", wait)
 
     def _current(self, held: ResolvedItem) -> bool:
         key = (held.vault_id, held.item.id)
@@ -78,9 +79,7 @@ class ItemSource:
 
     async def _fetch(self, path: str) -> ResolvedItem:
         if (wait := self.rate_limited_for()) > 0:
-            raise RateLimitedError(
-                f"status 429: rate limited by Connect; next request in {wait:.0f}s", retry_after=wait
-            )
+            raise RateLimitedError(f"rate limited by 1Password; next request in {wait:.0f}s", retry_after=wait)
         task = self._inflight.get(path)
         if task is None:
             task = asyncio.create_task(self._resolver.resolve(path), name=f"resolve {path}")
@@ -105,6 +104,11 @@ class ItemSource:
         self._gone.discard(key)
         self._latest[key] = max(self._latest.get(key, 0), result.version)
         self._items[path] = result
+
+    def held(self) -> set[ItemKey]:
+        """The items held, whether or not a Secret was made from them (a policy may deny it): the poller
+        follows their versions too, so a change in 1Password reaches them."""
+        return {(held.vault_id, held.item.id) for held in self._items.values()}
 
     def observe(self, vault_id: str, versions: Mapping[str, int], removed: Iterable[str] = ()) -> None:
         """Record what the poller saw in a vault: every item's version, and the items that are gone."""

@@ -36,6 +36,8 @@ _.advance  # opsync.testing.FakeClock, for users' tests
 # Protocols implemented for a library that calls them.
 _.describe  # prometheus_client Collector
 _.collect
+_.invoke_sync  # the 1Password SDK calls it on its core (the emulated one answers it)
+_.release_client
 _._trust_env  # aiohttp.ClientSession reads it (opsync.client explains why it is set)
 
 # Test tools and data shapes.

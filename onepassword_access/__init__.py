@@ -1,8 +1,10 @@
-"""1Password access (Connect today): wire models, an async client, item resolution, change detection, and an emulator.
+"""1Password access: one ``Backend`` interface over Connect (``ConnectBackend``) and service accounts through
+1Password's SDK (``SdkBackend``), the models both answer in, item resolution, change detection, and an emulator.
 
 The emulator (``onepassword_access.emulator``) is not imported here: the operator does not need it.
 """
 
+from onepassword_access.backend import Backend, ConnectBackend
 from onepassword_access.changes import ChangeReport, VaultChange, VaultChangeDetector
 from onepassword_access.client import ConnectClient, RetryPolicy
 from onepassword_access.errors import (
@@ -33,11 +35,14 @@ from onepassword_access.models import (
 )
 from onepassword_access.paths import ItemPath, ItemPathError, looks_like_id, parse_item_path
 from onepassword_access.resolve import ItemResolver, ResolvedItem, ResolveError, ResolveErrorKind
+from onepassword_access.sdk import SdkBackend, TokenFormatError
 
 __all__ = [
+    "Backend",
     "BadRequestError",
     "CertificateError",
     "ChangeReport",
+    "ConnectBackend",
     "ConnectClient",
     "ConnectError",
     "ConnectTimeoutError",
@@ -61,8 +66,10 @@ __all__ = [
     "ResolveErrorKind",
     "ResolvedItem",
     "RetryPolicy",
+    "SdkBackend",
     "Section",
     "ServerError",
+    "TokenFormatError",
     "UnauthorizedError",
     "UnreachableError",
     "Vault",

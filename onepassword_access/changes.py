@@ -22,7 +22,7 @@ class VaultChange:
     vault_id: str
     content_version: int
     versions: Mapping[str, int]
-    """Every item now in the vault, with its version."""
+    """Items now in the vault with their versions: every item (Connect), the tracked ones (the SDK backend)."""
     changed: frozenset[str]
     """Items added or at another version (all of them the first time the vault is seen)."""
     removed: frozenset[str]

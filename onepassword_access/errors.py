@@ -184,7 +184,7 @@ def parse_json(reply: Reply, adapter: TypeAdapter[T]) -> T:
     try:
         return adapter.validate_python(data)
     except (ValidationError, RecursionError) as err:
-        raise _invalid(reply, f"unexpected answer: {_summary(err)}") from None
+        raise _invalid(reply, f"unexpected answer: {validation_summary(err)}") from None
 
 
 def _without_lone_surrogates(value: object) -> object:
@@ -208,7 +208,7 @@ def _invalid(reply: Reply, problem: str) -> InvalidResponseError:
     )
 
 
-def _summary(err: ValidationError | RecursionError) -> str:
+def validation_summary(err: ValidationError | RecursionError) -> str:
     """Where the body was wrong, without the offending values (they may be secrets)."""
     if isinstance(err, RecursionError):
         return "nested too deeply"

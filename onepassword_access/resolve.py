@@ -2,13 +2,15 @@
 
 Rules (as ``GetOnePasswordItemByPath``): the vault segment is first looked up as a vault name
 (case-insensitive), then taken as an id if it looks like one; the item segment is fetched by id when it looks
-like one, falling back to a title lookup (a 26-character title looks like an id). Several matches: the
-oldest ``createdAt`` wins, ties broken by id so the choice is stable (the Go operator's is not, issue #252).
+like one, falling back to a title lookup (a 26-character title looks like an id; titles match as the backend
+says: case-insensitively with Connect, exactly with the SDK, as the Go operator's two clients do). Several
+matches: the oldest ``createdAt`` wins, ties broken by id so the choice is stable (the Go operator's is not,
+issue #252).
 Error texts are the Go operator's.
 
 Unlike the Go operator, an ``ItemResolver`` remembers what a path resolved to, so resolving it again costs
-one ``GET`` of the item (the memory is dropped when that answers 404 or the item no longer has the title),
-remembers vault names across items (dropped when the vault answers 404), and downloads a file only when the
+one read of the item (the memory is dropped when that finds nothing or the item no longer has the title),
+remembers vault names across items (dropped when the vault is not found), and downloads a file only when the
 item's version changed. It cannot notice a vault renamed, or an older item renamed to a remembered title.
 Concurrent callers of one path share one resolution in the operator's ``controllers.source.ItemSource``.
 """
@@ -22,7 +24,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import TypeVar
 
-from onepassword_access.client import ConnectClient, content_path
+from onepassword_access.backend import Backend
 from onepassword_access.errors import ConnectError, InvalidResponseError, NotFoundError
 from onepassword_access.models import File, Item, ItemSummary, Vault
 from onepassword_access.paths import ItemPath, go_quote, looks_like_id, parse_item_path
@@ -81,10 +83,10 @@ def oldest(candidates: Sequence[Dated]) -> Dated:
 
 
 class ItemResolver:
-    """Resolves ``vaults/<vault>/items/<item>`` paths through one ``ConnectClient``."""
+    """Resolves ``vaults/<vault>/items/<item>`` paths through one ``Backend`` (Connect or the SDK)."""
 
-    def __init__(self, client: ConnectClient) -> None:
-        self._client = client
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
         self._ids: dict[ItemPath, ItemPath] = {}  # path asked for -> path by ids
         self._vault_ids: dict[str, str] = {}  # vault segment, case-folded -> vault id
         self._files: dict[str, tuple[int, dict[str, bytes]]] = {}  # item id -> (version, file id -> content)
@@ -113,16 +115,19 @@ class ItemResolver:
     async def _remembered(self, path: ItemPath, known: ItemPath) -> Item | None:
         """The item at the remembered ids, or None when it is gone or no longer has the title asked for."""
         try:
-            item = await self._client.get_item(known.vault, known.item)
+            item = await self._backend.get_item(known.vault, known.item)
         except NotFoundError:
             self._files.pop(known.item, None)
             self._vault_ids.pop(path.vault.casefold(), None)
             return None
         except ConnectError as err:
             raise _item_error(known.vault, path.item, err) from err
-        if path.item != item.id and path.item.casefold() != item.title.casefold():
+        if path.item != item.id and not self._same_title(path.item, item.title):
             return None  # renamed: the title may now belong to another item
         return item
+
+    def _same_title(self, asked: str, title: str) -> bool:
+        return asked == title if self._backend.titles_case_sensitive else asked.casefold() == title.casefold()
 
     async def _vault_id(self, segment: str) -> str:
         known = self._vault_ids.get(segment.casefold())
@@ -130,7 +135,7 @@ class ItemResolver:
             return known
         prefix = f"failed to 'getVaultID' for vaultNameOrID='{segment}'"
         try:
-            vaults = await self._client.list_vaults(name=segment)
+            vaults = await self._backend.list_vaults(name=segment)
         except ConnectError as err:
             if looks_like_id(segment):
                 return segment  # as the Go operator: the lookup error is moot when the segment is an id
@@ -157,7 +162,7 @@ class ItemResolver:
     async def _item(self, vault_id: str, segment: str) -> Item:
         if looks_like_id(segment):
             try:
-                return await self._client.get_item(vault_id, segment)
+                return await self._backend.get_item(vault_id, segment)
             except ConnectError as err:
                 # An outage would meet a title lookup too, and a malformed answer is no "no such id":
                 # searching titles then would report a misleading "no items found".
@@ -165,7 +170,7 @@ class ItemResolver:
                     raise _item_error(vault_id, segment, err) from err
                 # else: a 26-character title looks like an id; look it up as a title (Go operator #226)
         try:
-            summaries = await self._client.list_items(vault_id, title=segment)
+            summaries = await self._backend.list_items(vault_id, title=segment)
         except ConnectError as err:
             raise _item_error(vault_id, segment, err) from err
         if not summaries:
@@ -180,7 +185,7 @@ class ItemResolver:
                 extra={"vaultID": vault_id, "item": segment, "itemID": chosen.id, "matches": len(summaries)},
             )
         try:
-            return await self._client.get_item(vault_id, chosen.id)
+            return await self._backend.get_item(vault_id, chosen.id)
         except ConnectError as err:
             raise _item_error(vault_id, segment, err) from err
 
@@ -196,10 +201,8 @@ class ItemResolver:
         return ResolvedItem(item=item, vault_id=vault_id, files=dict(contents))
 
     async def _download(self, vault_id: str, item: Item, file: File) -> bytes:
-        if file.content is not None:
-            return file.content
         try:
-            return await self._client.get_file_content(file.content_path or content_path(vault_id, item.id, file.id))
+            return await self._backend.read_file(vault_id, item.id, file)
         except ConnectError as err:
             raise ResolveError(
                 ResolveErrorKind.CONNECT,

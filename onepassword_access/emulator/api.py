@@ -57,7 +57,7 @@ class ConnectApi:
 
     def _grant(self, request: web.Request) -> Grant:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        grant = self.store.grants.get(token.strip()) if scheme.lower() == "bearer" else None
+        grant = self.store.active_grant(token.strip()) if scheme.lower() == "bearer" else None
         if grant is None:
             raise ApiProblem(401, "Invalid bearer token")
         return grant

@@ -16,11 +16,13 @@ _DEFAULT_MESSAGES = {429: "Too many requests", 500: "Something went wrong", 503:
 class Faults(BaseModel):
     """What to break. The default breaks nothing.
 
-    ``latency`` delays every request whose path matches ``match``. Of those, a ``rate`` fraction (up to
-    ``count`` of them, if set) is answered with ``status`` and a Connect error body (``message``), or with
-    ``body`` verbatim (status 200 unless ``status`` says otherwise); ``retry_after`` adds that header.
-    ``outage`` answers everything 503 (``"503"``) or closes the port so connections are refused
-    (``"refuse"``), for ``outage_seconds`` if set.
+    ``latency`` delays every request whose path matches ``match``; SDK-core invocations are matched as
+    ``sdk:<name>`` (``sdk:VaultsList``), and the default matches every API path and invocation. Of those, a
+    ``rate`` fraction (up to ``count`` of them, if set) is answered with ``status`` and a Connect error body
+    (``message``), or with ``body`` verbatim (status 200 unless ``status`` says otherwise); ``retry_after``
+    adds that header. ``outage`` answers everything 503 (``"503"``) or closes the port so connections are
+    refused (``"refuse"``), for ``outage_seconds`` if set. The SDK core turns each into what the real core
+    raises (``onepassword_access.emulator.sdk_core``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -33,7 +35,7 @@ class Faults(BaseModel):
     retry_after: float | None = Field(None, ge=0)
     rate: float = Field(1.0, ge=0, le=1)
     count: int | None = Field(None, ge=0)
-    match: str = "^/v1/"
+    match: str = "^(/v1/|sdk:)"
     outage: Literal["refuse", "503"] | None = None
     outage_seconds: float | None = Field(None, gt=0)
 
@@ -65,8 +67,8 @@ class FaultInjector:
         """Whether latency and errors apply to ``path``."""
         return self._pattern.search(path) is not None
 
-    def take(self) -> web.Response | None:
-        """The broken answer for this request, or None to serve it normally."""
+    def breaks(self) -> Faults | None:
+        """The faults to answer this request with (consuming one of ``count``), or None to serve it normally."""
         faults = self.faults
         if faults.status is None and faults.body is None:
             return None
@@ -74,6 +76,13 @@ class FaultInjector:
             return None
         if self._remaining is not None:
             self._remaining -= 1
+        return faults
+
+    def take(self) -> web.Response | None:
+        """The broken HTTP answer for this request, or None to serve it normally."""
+        faults = self.breaks()
+        if faults is None:
+            return None
         headers = {"Retry-After": f"{faults.retry_after:g}"} if faults.retry_after is not None else {}
         if faults.body is not None:
             return web.Response(

@@ -3,7 +3,8 @@
 ``async with Emulator(data) as emu`` serves on ``emu.url`` (127.0.0.1, a free port by default) until the
 block ends. Faults are switched at run time with ``await emu.set_faults(...)`` or ``PUT /__admin/faults``;
 items are edited with ``emu.update_item(...)`` or ``POST /__admin/items``; ``emu.request_counts`` counts
-requests by route (``"GET /v1/vaults/{vault}/items/{item}"``).
+requests by route (``"GET /v1/vaults/{vault}/items/{item}"``). ``emu.sdk_core`` serves the same store to the
+1Password SDK in place of its native core (``onepassword_access.emulator.sdk_core``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from onepassword_access.emulator.api import ConnectApi
 from onepassword_access.emulator.data import EmulatorData, ItemSpec, load_data, parse_data
 from onepassword_access.emulator.faults import FaultInjector, Faults, error_response
 from onepassword_access.emulator.items import ApiProblem, render
-from onepassword_access.emulator.store import Store
+from onepassword_access.emulator.sdk_core import CoreError, EmulatedCore, service_account_token
+from onepassword_access.emulator.store import Store, TokenEnd
 from onepassword_access.models import Item
 
 ADMIN = "/__admin"
@@ -54,6 +56,9 @@ class Emulator:
         self._admin = admin
         self._ssl = ssl_context
         self._injector = FaultInjector(seed)
+        self.sdk_core = EmulatedCore(lambda: self.store, self._injector, self.request_counts)
+        """The SDK-core mode: the same store and faults behind the 1Password SDK (``sdk_core.installed()``);
+        its invocations are counted in ``request_counts`` as ``"SDK <name>"``."""
         self._store: Store | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -125,6 +130,15 @@ class Emulator:
     def token(self) -> str:
         """The first token of the data file (the usual one in tests)."""
         return next(iter(self.store.grants))
+
+    def service_account_token(self, token: str | None = None) -> str:
+        """The service-account token the SDK-core mode accepts for a data-file token (default: the first)."""
+        return service_account_token(token or self.token)
+
+    def end_token(self, token: str | None = None, how: TokenEnd = "revoked") -> None:
+        """Revoke a data-file token (default: the first), or let it expire: Connect answers 401 and the SDK
+        core refuses it from then on."""
+        self.store.end_token(token or self.token, how)
 
     # --- faults ------------------------------------------------------------------------------------------
 
@@ -254,6 +268,7 @@ class Emulator:
         router.add_delete(ADMIN + "/faults", self._put_faults)
         router.add_post(ADMIN + "/items", self._post_item)
         router.add_delete(ADMIN + "/items", self._delete_item)
+        router.add_post(ADMIN + "/sdk-core/{call}", self._sdk_core_call)
         router.add_get(ADMIN + "/requests", self._get_requests)
         router.add_delete(ADMIN + "/requests", self._reset_requests)
 
@@ -299,6 +314,29 @@ class Emulator:
         except KeyError as err:
             raise ApiProblem(404, f"not found: {err}") from None
         return web.Response(status=204)
+
+    async def _sdk_core_call(self, request: web.Request) -> web.Response:
+        """The SDK-core mode for another process (``init_client``, ``invoke``, ``release_client``):
+        ``{"argument": <the JSON text the SDK passes>}`` -> ``{"answer": <text>}`` or ``{"error": <the core's
+        msg>}``. ``tests/sdk_core_proxy`` puts it behind the SDK of an ``opsync run`` process."""
+        call = request.match_info["call"]
+        try:
+            argument = str((await request.json())["argument"])
+        except (ValueError, KeyError, TypeError):
+            raise ApiProblem(400, 'expected {"argument": "..."}') from None
+        try:
+            if call == "init_client":
+                answer = await self.sdk_core.init_client(argument)
+            elif call == "invoke":
+                answer = await self.sdk_core.invoke(argument)
+            elif call == "release_client":
+                self.sdk_core.release_client(argument)
+                answer = ""
+            else:
+                raise ApiProblem(404, f"no SDK-core call {call!r}")
+        except CoreError as err:
+            return web.json_response({"error": err.msg})
+        return web.json_response({"answer": answer})
 
     async def _get_requests(self, request: web.Request) -> web.Response:
         return web.json_response(dict(self.request_counts))

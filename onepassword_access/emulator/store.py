@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from onepassword_access.emulator.data import EmulatorData, FieldSpec, ItemSpec, TokenSpec, VaultSpec
 from onepassword_access.emulator.items import Doc, new_id, normalise, rfc3339, stable_id
@@ -20,6 +20,7 @@ from onepassword_access.paths import looks_like_id
 _SEED_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)  # seeded objects are created one second apart, in file order
 EDITOR = stable_id("emulator", "user").upper()  # lastEditedBy: an opaque uppercase user id
 _ACTIVITY_KEPT = 10_000
+TokenEnd = Literal["revoked", "expired"]
 
 
 @dataclass
@@ -61,6 +62,8 @@ class Store:
         for vault in data.vaults:
             self._seed_vault(vault)
         self.grants = {spec.token: self._grant(spec, i) for i, spec in enumerate(data.tokens)}
+        self.ended: dict[str, TokenEnd] = {}
+        """Tokens revoked or expired since (``end_token``): both APIs then refuse them."""
 
     # --- seeding -----------------------------------------------------------------------------------------
 
@@ -127,6 +130,16 @@ class Store:
                 vaults[self.vault(ref).id] = access
         name = spec.name or f"token-{index}"
         return Grant(name, str(uuid.uuid5(uuid.NAMESPACE_URL, f"opsync-emulator/{name}")), vaults, spec.vaults.get("*"))
+
+    def end_token(self, token: str, how: TokenEnd) -> None:
+        """Revoke a token, or let it expire, as an administrator or time would."""
+        if token not in self.grants:
+            raise KeyError("no such token")
+        self.ended[token] = how
+
+    def active_grant(self, token: str) -> Grant | None:
+        """The grant of a token that is known and neither revoked nor expired."""
+        return None if token in self.ended else self.grants.get(token)
 
     # --- lookups -----------------------------------------------------------------------------------------
 

@@ -5,6 +5,8 @@
   skipped.
 - ``api_client``: an admin ``kubernetes_asyncio`` ``ApiClient``; ``kube``: an admin ``opsync.client.Client``.
 - ``namespace``: a fresh namespace for one test, deleted afterwards.
+- ``backend``: how opsync reaches 1Password (``operator_harness.BackendKind``); a test taking it runs twice,
+  through Connect and through a service account (the SDK), against the same emulator store.
 
 When any test fails, the component logs are kept in ``.envtest-logs/`` (or ``$OPSYNC_ENVTEST_LOGS``) with
 the failed test ids, and the folder is named in the terminal summary.
@@ -16,11 +18,12 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Generator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pytest
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
+from operator_harness import BACKENDS, BackendKind
 
 from opsync.envtest import ControlPlane, EnvtestError
 
@@ -77,6 +80,11 @@ async def kube(control_plane: ControlPlane) -> AsyncIterator[Client]:
     client = await control_plane.client()
     yield client
     await client.close()
+
+
+@pytest.fixture(params=BACKENDS, ids=str)
+def backend(request: pytest.FixtureRequest) -> BackendKind:
+    return cast(BackendKind, request.param)
 
 
 @pytest.fixture

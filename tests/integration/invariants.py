@@ -249,6 +249,9 @@ def _ready(opi: KubeObject) -> dict[str, Any] | None:
 # --- opsync as a process (for faults that need one: SIGKILL, SIGSTOP, two replicas) ----------------------
 
 
+SDK_CORE_PROXY = Path(__file__).resolve().parents[1] / "sdk_core_proxy"
+
+
 class OpsyncProcess:
     """``python -m opsync run`` against the control plane and an emulator, logging JSON lines to a file and
     serving its metrics on a free port.
@@ -256,7 +259,18 @@ class OpsyncProcess:
     Its output goes to a file, not a pipe: a pipe nobody reads would block the process once full.
     """
 
-    def __init__(self, kubeconfig: str, emulator: Emulator, namespace: str, log: Path, *args: str, **env: str) -> None:
+    def __init__(
+        self,
+        kubeconfig: str,
+        emulator: Emulator,
+        namespace: str,
+        log: Path,
+        *args: str,
+        service_account: bool = False,
+        **env: str,
+    ) -> None:
+        """``service_account``: ``OP_SERVICE_ACCOUNT_TOKEN`` instead of Connect, the process's SDK answered by
+        the emulator's SDK core (``tests/sdk_core_proxy``)."""
         self.log = log
         self.metrics_port = free_ports(1)[0]
         self.argv = [
@@ -269,10 +283,20 @@ class OpsyncProcess:
             f"--metrics-bind-address=127.0.0.1:{self.metrics_port}",
             *args,
         ]
+        access = (
+            {
+                "OP_SERVICE_ACCOUNT_TOKEN": emulator.service_account_token(),
+                "OPSYNC_TEST_SDK_CORE": emulator.url,
+                "PYTHONPATH": os.pathsep.join([str(SDK_CORE_PROXY), os.environ.get("PYTHONPATH", "")]).rstrip(
+                    os.pathsep
+                ),
+            }
+            if service_account
+            else {"OP_CONNECT_HOST": emulator.url, "OP_CONNECT_TOKEN": emulator.token}
+        )
         self.env = {
             **os.environ,
-            "OP_CONNECT_HOST": emulator.url,
-            "OP_CONNECT_TOKEN": emulator.token,
+            **access,
             "WATCH_NAMESPACE": namespace,
             "POLLING_INTERVAL": "1",
             "KUBECONFIG": kubeconfig,

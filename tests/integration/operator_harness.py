@@ -1,12 +1,16 @@
 """Run opsync in-process against the test control plane and a Connect emulator.
 
-    async with run_operator(control_plane, emulator, namespaces=[namespace], auto_restart=True) as op:
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace], auto_restart=True) as op:
         ...  # op.requests.writes() lists the writes opsync sent to the API server
 
 The operator is what ``opsync run`` builds (``controllers.main.build_operator``), with its own Kubernetes
 client (its requests recorded through the client's observers), probes and metrics servers off, and a
 one-second poll unless told otherwise. Leaving the block stops it the way SIGTERM does. Any ``Settings``
 field can be overridden by keyword.
+
+``backend`` (the ``backend`` fixture: both, one after the other) says how opsync reaches the emulator:
+``CONNECT`` (its Connect API) or ``SDK`` (a service-account token, the real 1Password SDK with the emulator's
+SDK core in place of the native one). Scenario tests take the fixture, so they run against both.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ from typing import Any
 from waiting import eventually
 
 from controllers.config import Settings
-from controllers.main import Operator, build_operator, connect_client
-from onepassword_access.client import ConnectClient
+from controllers.main import Operator, access_backend, build_operator, sign_in
+from onepassword_access.backend import Backend
 from onepassword_access.emulator import Emulator
 from opsync import metrics
 from opsync.client import ApiRequest, Client, count_request
@@ -29,6 +33,46 @@ from opsync.envtest import ControlPlane
 from opsync.resources import KubeObject
 
 READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+@dataclass(frozen=True)
+class BackendKind:
+    """One way opsync reaches 1Password, and how its traffic shows in ``Emulator.request_counts``."""
+
+    name: str
+    poll_call: str
+    """The call a quiet poll makes (per vault with Connect, once with the SDK)."""
+    get_item: str
+    list_items: str
+    poll_match: str
+    """A ``Faults.match`` selecting the poller's calls only."""
+    per_vault_polls: bool
+
+    def quiet_poll_calls(self, vaults: int) -> int:
+        """Calls one quiet poll costs with ``vaults`` vaults tracked."""
+        return vaults if self.per_vault_polls else 1
+
+    def __str__(self) -> str:
+        return self.name
+
+
+CONNECT = BackendKind(
+    "connect",
+    poll_call="GET /v1/vaults/{vault}",
+    get_item="GET /v1/vaults/{vault}/items/{item}",
+    list_items="GET /v1/vaults/{vault}/items",
+    poll_match="^/v1/vaults/[^/]+$",
+    per_vault_polls=True,
+)
+SDK = BackendKind(
+    "sdk",
+    poll_call="SDK VaultsList",
+    get_item="SDK ItemsGet",
+    list_items="SDK ItemsList",
+    poll_match="^sdk:VaultsList$",
+    per_vault_polls=False,
+)
+BACKENDS = (CONNECT, SDK)
 
 
 @dataclass
@@ -53,7 +97,7 @@ class RunningOperator:
     settings: Settings
     client: Client
     requests: RequestLog
-    connect: ConnectClient
+    backend: Backend
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -113,11 +157,17 @@ class RunningOperator:
                 await self.task
 
 
-def operator_settings(emulator: Emulator, namespaces: Sequence[str] | None, **overrides: Any) -> Settings:
+def operator_settings(
+    emulator: Emulator, namespaces: Sequence[str] | None, backend: BackendKind = CONNECT, **overrides: Any
+) -> Settings:
     """Settings for a test operator: the emulator's first token, no servers, a one-second poll."""
+    credentials: dict[str, Any] = (
+        {"service_account_token": emulator.service_account_token()}
+        if backend is SDK
+        else {"connect_host": emulator.url, "connect_token": emulator.token}
+    )
     values: dict[str, Any] = {
-        "connect_host": emulator.url,
-        "connect_token": emulator.token,
+        **credentials,
         "watch_namespaces": tuple(namespaces or ()),
         "polling_interval": 1,
         "metrics_bind_address": "0",
@@ -132,6 +182,7 @@ def operator_settings(emulator: Emulator, namespaces: Sequence[str] | None, **ov
 async def run_operator(
     control_plane: ControlPlane,
     emulator: Emulator,
+    backend: BackendKind = CONNECT,
     *,
     namespaces: Sequence[str] | None = None,
     kubeconfig: str | None = None,
@@ -142,23 +193,25 @@ async def run_operator(
 
     ``kubeconfig``: whom opsync acts as (default: the control plane's admin).
     """
-    settings = operator_settings(emulator, namespaces, **overrides)
+    settings = operator_settings(emulator, namespaces, backend, **overrides)
     requests = RequestLog()
     client = await Client.from_kubeconfig(
         kubeconfig or control_plane.kubeconfig_path, field_manager="opsync", observers=[count_request, requests]
     )
-    connect = connect_client(settings)
+    access = access_backend(settings)
     try:
-        operator = build_operator(settings, client, connect)
-        running = RunningOperator(operator, settings, client, requests, connect)
-        running.task = asyncio.create_task(operator.run(running.stopping), name="opsync under test")
-        await _until_synced(running, sync_timeout)
-        try:
-            yield running
-        finally:
-            await running.stop()
+        with emulator.sdk_core.installed():
+            await sign_in(access)
+            operator = build_operator(settings, client, access)
+            running = RunningOperator(operator, settings, client, requests, access)
+            running.task = asyncio.create_task(operator.run(running.stopping), name="opsync under test")
+            await _until_synced(running, sync_timeout)
+            try:
+                yield running
+            finally:
+                await running.stop()
     finally:
-        await connect.close()
+        await access.close()
         await client.close()
 
 

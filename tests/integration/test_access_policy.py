@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from operator_harness import emulator_data, eventually, run_operator
+from operator_harness import BackendKind, emulator_data, eventually, run_operator
 from operator_helpers import (
     decoded,
     events_for,
@@ -88,7 +88,7 @@ async def denied(kube: Client, namespace: str, name: str) -> str:
 
 
 async def test_without_any_policy_every_namespace_syncs_everything(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     """Compatibility: no policy in the cluster changes nothing."""
 
@@ -99,17 +99,17 @@ async def test_without_any_policy_every_namespace_syncs_everything(
             return False
 
     await eventually(no_policy, message="a OnePasswordAccessPolicy exists")
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{OTHER}/items/db"), namespace)
         await wait_for_data(kube, namespace, "db", {"password": "other-pw"})
         await wait_for_ready(kube, namespace, "db", "True", "Synced")
 
 
 async def test_a_policy_allows_its_namespace_and_vault_and_denies_the_rest(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant, backend: BackendKind
 ) -> None:
     await grant("apps", namespaces={"names": [namespace]}, vaults=[{"vault": "APPS"}])  # names: any case
-    async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]) as op:
         await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{APPS}/items/db"), namespace)
         await kube.create(ONEPASSWORDITEMS, opi("other", f"vaults/{OTHER}/items/db"), namespace)
         deployment = workload("Deployment", "web", item_path=f"vaults/{OTHER}/items/db", item_name="web-db")
@@ -127,10 +127,10 @@ async def test_a_policy_allows_its_namespace_and_vault_and_denies_the_rest(
 
 
 async def test_a_namespace_no_policy_selects_is_denied_without_asking_connect(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant, backend: BackendKind
 ) -> None:
     await grant("elsewhere", namespaces={"names": [f"{namespace}-elsewhere"]}, vaults=[{"vault": APPS}])
-    async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]) as op:
         before = dict(emulator.request_counts)
         await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{APPS}/items/db"), namespace)
         message = await denied(kube, namespace, "db")
@@ -140,11 +140,11 @@ async def test_a_namespace_no_policy_selects_is_denied_without_asking_connect(
 
 
 async def test_label_selected_namespaces_gain_and_lose_access_without_a_restart(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant, backend: BackendKind
 ) -> None:
     team = {"opsync.test/team": namespace}
     await grant("team", namespaces={"selector": {"matchLabels": team}}, vaults=[{"vault": APPS}])
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{APPS}/items/db"), namespace)
         await denied(kube, namespace, "db")
         assert await get_or_none(kube, SECRETS, "db", namespace) is None
@@ -161,14 +161,14 @@ async def test_label_selected_namespaces_gain_and_lose_access_without_a_restart(
 
 
 async def test_tag_and_title_prefix_limits(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant, backend: BackendKind
 ) -> None:
     await grant(
         "limits",
         namespaces={"names": [namespace]},
         vaults=[{"vault": APPS, "tags": ["team-a"]}, {"vault": APPS, "titlePrefix": "public-"}],
     )
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         for name, title in (("db", "db"), ("config", "public-config"), ("cache", "cache")):
             await kube.create(ONEPASSWORDITEMS, opi(name, f"vaults/{APPS}/items/{title}"), namespace)
         await wait_for_data(kube, namespace, "db", DB)  # tagged team-a
@@ -185,11 +185,11 @@ async def test_tag_and_title_prefix_limits(
 
 
 async def test_a_vault_granted_by_id(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant, backend: BackendKind
 ) -> None:
     apps_id = emulator.vault_id(APPS)
     await grant("by-id", namespaces={"names": [namespace]}, vaults=[{"vault": apps_id}])
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         await kube.create(ONEPASSWORDITEMS, opi("by-name", f"vaults/{APPS}/items/db"), namespace)
         await kube.create(ONEPASSWORDITEMS, opi("by-id", f"vaults/{apps_id}/items/db"), namespace)
         await kube.create(ONEPASSWORDITEMS, opi("other", f"vaults/{emulator.vault_id(OTHER)}/items/db"), namespace)
@@ -200,10 +200,10 @@ async def test_a_vault_granted_by_id(
 
 
 async def test_revoked_access_keeps_the_secret_unchanged_until_granted_again(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant, backend: BackendKind
 ) -> None:
     policy = await grant("apps", namespaces={"names": [namespace]}, vaults=[{"vault": APPS}])
-    async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]) as op:
         await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{APPS}/items/db"), namespace)
         await kube.create(
             DEPLOYMENTS,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from operator_harness import RunningOperator, emulator_data, eventually, run_operator
+from operator_harness import BackendKind, RunningOperator, emulator_data, eventually, run_operator
 from operator_helpers import opi, wait_for_data, wait_for_event, workload
 
 from controllers.constants import AUTO_RESTART_ANNOTATION, LAST_RESTARTED_ANNOTATION, RESTART_VERSIONS_ANNOTATION
@@ -101,7 +101,7 @@ async def assert_rolled(kube: Client, namespace: str, expected: dict[str, bool])
 
 
 async def test_precedence_with_auto_restart_off(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     """AUTO_RESTART=false: 9.2 #48 (nothing set: no restart), #49 (item true beats workload false),
     #51 (workload true beats the default), #46 (use through a volume), #43 (item-name of another Secret)."""
@@ -118,7 +118,7 @@ async def test_precedence_with_auto_restart_off(
             workload("Deployment", "names-another", annotations={**ON, "operator.1password.io/item-name": "other"}),
         ],
     )
-    async with run_operator(control_plane, emulator, namespaces=[namespace], auto_restart=False) as op:
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace], auto_restart=False) as op:
         before = [await wait_for_data(kube, namespace, name, OLD) for name in ("plain", "item-on")]
         await op.caught_up(before)
         await change_item_and_settle(op, kube, emulator, namespace, ["plain", "item-on"])
@@ -136,7 +136,7 @@ async def test_precedence_with_auto_restart_off(
 
 
 async def test_precedence_with_auto_restart_on(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     """AUTO_RESTART=true: 9.2 #44 (env, other template annotations kept), #45 (item-name annotation),
     #50 (item false beats workload true), and every way of using a Secret, for all three kinds."""
@@ -157,7 +157,7 @@ async def test_precedence_with_auto_restart_on(
             workload("Deployment", "unrelated"),
         ],
     )
-    async with run_operator(control_plane, emulator, namespaces=[namespace], auto_restart=True) as op:
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace], auto_restart=True) as op:
         before = [await wait_for_data(kube, namespace, name, OLD) for name in ("plain", "item-off", "named-secret")]
         await op.caught_up(before)
         await assert_rolled(kube, namespace, {"Deployment/env": False, "Deployment/named": False})  # not on creation
@@ -203,6 +203,7 @@ async def test_namespace_annotation(
     global_default: bool,
     cluster_wide: bool,
     expected: dict[str, bool],
+    backend: BackendKind,
 ) -> None:
     await kube.patch(NAMESPACES, namespace, {"metadata": {"annotations": {AUTO_RESTART_ANNOTATION: namespace_value}}})
     await create_all(
@@ -215,17 +216,17 @@ async def test_namespace_annotation(
         ],
     )
     watched = None if cluster_wide else [namespace]
-    async with run_operator(control_plane, emulator, namespaces=watched, auto_restart=global_default) as op:
+    async with run_operator(control_plane, emulator, backend, namespaces=watched, auto_restart=global_default) as op:
         await op.caught_up([await wait_for_data(kube, namespace, "plain", OLD)])
         await change_item_and_settle(op, kube, emulator, namespace, ["plain"])
         await assert_rolled(kube, namespace, expected)
 
 
 async def test_change_while_opsync_is_down_rolls_once_when_it_is_back(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     await create_all(kube, namespace, [opi("plain", DB_PATH), workload("Deployment", "env", env_secret="plain")])
-    async with run_operator(control_plane, emulator, namespaces=[namespace], auto_restart=True) as op:
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace], auto_restart=True) as op:
         await op.caught_up([await wait_for_data(kube, namespace, "plain", OLD)])
 
         async def recorded() -> bool:
@@ -235,7 +236,7 @@ async def test_change_while_opsync_is_down_rolls_once_when_it_is_back(
         await eventually(recorded, message="the restart record was not written")
     emulator.update_item(VAULT, "db", fields={"password": "new"})
     await assert_rolled(kube, namespace, {"Deployment/env": False})
-    async with run_operator(control_plane, emulator, namespaces=[namespace], auto_restart=True) as op:
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace], auto_restart=True) as op:
         await op.caught_up([await wait_for_data(kube, namespace, "plain", NEW)])
         stamps = await assert_rolled(kube, namespace, {"Deployment/env": True})
         await op.wait_for_polls(2)
@@ -244,12 +245,12 @@ async def test_change_while_opsync_is_down_rolls_once_when_it_is_back(
 
 
 async def test_repairs_and_ignored_changes_do_not_restart(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     """A Secret deleted or edited by hand is put back without a rollout, and so is a change of an item
     tagged ignore-secret: the data the pods see did not change."""
     await create_all(kube, namespace, [opi("plain", DB_PATH), workload("Deployment", "env", env_secret="plain")])
-    async with run_operator(control_plane, emulator, namespaces=[namespace], auto_restart=True) as op:
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace], auto_restart=True) as op:
         await op.caught_up([await wait_for_data(kube, namespace, "plain", OLD)])
         await kube.patch(SECRETS, "plain", {"data": {"password": "aGFja2Vk"}}, namespace)
         await op.caught_up([await wait_for_data(kube, namespace, "plain", OLD)])

@@ -38,7 +38,20 @@ CASES: list[tuple[str, dict[str, str], list[str], str]] = [
         [],
         "OP_CONNECT_TOKEN_FILE",
     ),
-    ("service-account-token", {"OP_SERVICE_ACCOUNT_TOKEN": "ops_" + TOKEN}, [], "OP_SERVICE_ACCOUNT_TOKEN"),
+    ("service-account-and-connect", {"OP_SERVICE_ACCOUNT_TOKEN": "ops_" + TOKEN}, [], "OP_SERVICE_ACCOUNT_TOKEN"),
+    # the real 1Password SDK refuses these offline, in milliseconds (nothing listens anywhere here)
+    (
+        "service-account-token-malformed",
+        {"OP_CONNECT_HOST": UNSET, "OP_CONNECT_TOKEN": UNSET, "OP_SERVICE_ACCOUNT_TOKEN": "ops_" + TOKEN},
+        [],
+        "OP_SERVICE_ACCOUNT_TOKEN",
+    ),
+    (
+        "service-account-token-not-a-token",
+        {"OP_CONNECT_HOST": UNSET, "OP_CONNECT_TOKEN": UNSET, "OP_SERVICE_ACCOUNT_TOKEN": TOKEN},
+        [],
+        "OP_SERVICE_ACCOUNT_TOKEN",
+    ),
     ("manage-connect-not-a-bool", {"MANAGE_CONNECT": "maybe"}, [], "MANAGE_CONNECT"),
     ("workers-0", {}, ["--workers=0"], "--workers"),
     ("workers-not-a-number", {}, ["--workers=many"], "--workers"),

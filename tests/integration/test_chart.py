@@ -593,7 +593,7 @@ async def test_a_service_account_without_operator_create_is_not_created() -> Non
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"operator": {"authMethod": "service-account"}}, 'authMethod "service-account" is not supported'),
+        ({"operator": {"authMethod": "password"}}, "authMethod"),
         ({"operator": {"pollingRate": 60}}, "pollingRate"),  # a typo of pollingInterval
         ({"pollingInterval": 0}, "pollingInterval"),
         ({"logFormat": "xml"}, "logFormat"),
@@ -602,7 +602,7 @@ async def test_a_service_account_without_operator_create_is_not_created() -> Non
         ({"accessPolicies": [{"name": "p", "namespaces": {"names": ["a"]}, "vaults": []}]}, "vaults"),
     ],
     ids=[
-        "service-account-auth",
+        "unknown-auth-method",
         "unknown-key",
         "polling-interval",
         "log-format",
@@ -616,6 +616,26 @@ async def test_invalid_values_are_refused(values: dict[str, Any], message: str) 
         await render(values)
 
     assert message in refused.value.stderr
+
+
+async def test_a_service_account_token_is_a_file_and_no_connect_is_configured() -> None:
+    """The connect chart's operator values for a service account (authMethod, serviceAccountToken)."""
+    values = {"operator": {"authMethod": "service-account", "serviceAccountToken": {"name": "sa", "key": "credential"}}}
+    objects = await render(values)
+
+    env = env_of(objects)
+    assert env["OP_SERVICE_ACCOUNT_TOKEN_FILE"] == "/var/run/secrets/opsync/service-account/token"
+    assert not {"OP_CONNECT_HOST", "OP_CONNECT_TOKEN_FILE", "OP_SERVICE_ACCOUNT_TOKEN"} & set(env)
+    volume = next(v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"] if "secret" in v)
+    assert volume["secret"]["secretName"] == "sa"
+    assert volume["secret"]["items"] == [{"key": "credential", "path": "token"}]
+    assert of_kind(objects, "Secret") == []
+
+    token = "ops_example-service-account-token"
+    with_value = await render({"authMethod": "service-account", "serviceAccountToken": {"value": token}})
+    secret = one(with_value, "Secret")
+    assert secret["metadata"]["name"] == "onepassword-service-account-token" and list(secret["data"]) == ["token"]
+    assert token not in yaml.safe_dump(one(with_value, "Deployment"))
 
 
 async def test_a_token_value_creates_its_secret_and_never_reaches_the_environment() -> None:

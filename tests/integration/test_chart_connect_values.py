@@ -293,6 +293,26 @@ def only_opsync(objects: list[KubeObject], namespace: str) -> None:
     assert not [o for o in objects if o["metadata"]["name"].startswith(("onepassword-connect", "op-credentials"))]
 
 
+def opsync_env(objects: list[KubeObject]) -> dict[str, str]:
+    deployment = next(d for d in of_kind(objects, "Deployment") if d["metadata"]["name"] == RELEASE)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", "") for e in container["env"]}
+
+
+def uses_a_service_account_token(objects: list[KubeObject], namespace: str) -> None:
+    """authMethod: service-account: the SDK with the token as a file, no Connect settings."""
+    only_opsync(objects, namespace)
+    env = opsync_env(objects)
+    assert "OP_SERVICE_ACCOUNT_TOKEN_FILE" in env
+    assert "OP_CONNECT_HOST" not in env
+
+
+def makes_the_service_account_token_secret(objects: list[KubeObject], namespace: str) -> None:
+    uses_a_service_account_token(objects, namespace)
+    secrets = [s["metadata"]["name"] for s in of_kind(objects, "Secret")]
+    assert "onepassword-service-account-token" in secrets
+
+
 def service_account(name: str) -> KubeObject:
     return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}
 
@@ -315,7 +335,7 @@ CASES = [
     Case(
         "ci/with-service-account-values.yaml",
         lambda: upstream("ci/with-service-account-values.yaml"),
-        refused='authMethod "service-account" is not supported: opsync talks to 1Password Connect',
+        check=uses_a_service_account_token,
     ),
     # What issue 13 found broken
     Case(
@@ -454,8 +474,8 @@ CASES = [
     ),
     Case(
         "operator-serviceAccountToken-value",
-        lambda: {"operator": {"serviceAccountToken": {"value": "ops_x"}}},
-        refused="operator.serviceAccountToken.value: 1Password service-account tokens are not supported",
+        lambda: {"operator": {"authMethod": "service-account", "serviceAccountToken": {"value": "ops_x"}}},
+        check=makes_the_service_account_token_secret,
     ),
     Case(
         "nothing",

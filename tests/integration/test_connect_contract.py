@@ -24,7 +24,7 @@ from openapi_core.exceptions import OpenAPIError
 from openapi_core.testing import MockRequest, MockResponse
 from yarl import URL
 
-from onepassword_access import ConnectClient, ItemResolver, RetryPolicy
+from onepassword_access import ConnectBackend, ConnectClient, ItemResolver, RetryPolicy
 from onepassword_access.emulator import Emulator
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -274,7 +274,7 @@ class OpsyncReader:
 
     def __init__(self, client: ConnectClient) -> None:
         self.client = client
-        self.resolver = ItemResolver(client)
+        self.resolver = ItemResolver(ConnectBackend(client))
 
     async def vault_names(self) -> set[str]:
         return {v.name for v in await self.client.list_vaults()}

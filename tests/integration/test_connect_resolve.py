@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 
 from onepassword_access import (
+    ConnectBackend,
     ConnectClient,
     ForbiddenError,
     ItemPath,
@@ -41,7 +42,7 @@ async def client(emu: Emulator) -> AsyncIterator[ConnectClient]:
 
 @pytest.fixture
 def resolver(client: ConnectClient) -> ItemResolver:
-    return ItemResolver(client)
+    return ItemResolver(ConnectBackend(client))
 
 
 def which(resolved: ResolvedItem | Exception) -> str:
@@ -111,12 +112,12 @@ async def test_errors_carry_the_go_operator_texts(emu: Emulator, resolver: ItemR
 async def test_scope_and_rate_limits_are_reported_with_their_cause(emu: Emulator) -> None:
     async with ConnectClient(emu.url, "reader-token", retry=FAST) as reader:
         with pytest.raises(ResolveError) as forbidden:
-            await ItemResolver(reader).resolve(f"vaults/{emu.vault_id('Other')}/items/other-item")
+            await ItemResolver(ConnectBackend(reader)).resolve(f"vaults/{emu.vault_id('Other')}/items/other-item")
     assert isinstance(forbidden.value.cause, ForbiddenError)
     async with ConnectClient(emu.url, "full-token", retry=FAST) as client:
         await emu.set_faults(status=429, retry_after=60)
         with pytest.raises(ResolveError, match="failed to get vault by title") as limited:
-            await ItemResolver(client).resolve("vaults/Demo/items/duplicate")
+            await ItemResolver(ConnectBackend(client)).resolve("vaults/Demo/items/duplicate")
     assert isinstance(limited.value.cause, RateLimitedError)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from operator_harness import emulator_data, eventually, run_operator
+from operator_harness import BackendKind, emulator_data, eventually, run_operator
 from operator_helpers import opi, wait_for_data, workload
 
 from controllers.constants import ITEM_VERSION_ANNOTATION, MANAGED_LABEL
@@ -20,7 +20,6 @@ pytestmark = pytest.mark.integration
 VAULT = "k8s"
 DB_PATH = f"vaults/{VAULT}/items/db"
 DATA = {"username": "admin", "password": "s3cret"}
-GET_ITEM = "GET /v1/vaults/{vault}/items/{item}"
 
 
 @pytest.fixture
@@ -32,15 +31,15 @@ async def emulator() -> AsyncIterator[Emulator]:
 
 @pytest.mark.parametrize("producer", ["item", "workload"])
 async def test_deleted_and_edited_secrets_are_put_back(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, producer: str
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, producer: str, backend: BackendKind
 ) -> None:
-    async with run_operator(control_plane, emulator, namespaces=[namespace], polling_interval=3600) as op:
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace], polling_interval=3600) as op:
         if producer == "item":
             await kube.create(ONEPASSWORDITEMS, opi("db", DB_PATH), namespace)
         else:
             await kube.create(DEPLOYMENTS, workload("Deployment", "web", item_path=DB_PATH, item_name="db"), namespace)
         await op.caught_up([await wait_for_data(kube, namespace, "db", DATA)])
-        fetches = emulator.request_counts[GET_ITEM]
+        fetches = emulator.request_counts[backend.get_item]
 
         await kube.delete(SECRETS, "db", namespace)
         await wait_for_data(kube, namespace, "db", DATA)
@@ -59,14 +58,14 @@ async def test_deleted_and_edited_secrets_are_put_back(
 
         await eventually(restored, message="opsync's label and annotations were not put back")
         await op.settled()
-    assert emulator.request_counts[GET_ITEM] == fetches  # the item had not changed: no Connect request
+    assert emulator.request_counts[backend.get_item] == fetches  # the item had not changed: 1Password was not asked
 
 
 async def test_foreign_metadata_is_kept(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     """Unlike the Go operator, labels and annotations other tools add to a managed Secret survive."""
-    async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]) as op:
         await kube.create(ONEPASSWORDITEMS, opi("db", DB_PATH), namespace)
         await wait_for_data(kube, namespace, "db", DATA)
         added = {"metadata": {"labels": {"team": "a"}, "annotations": {"reloader.stakater.com/match": "true"}}}

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from operator_harness import TOKEN, emulator_data, eventually, run_operator
+from operator_harness import CONNECT, TOKEN, BackendKind, emulator_data, eventually, run_operator
 from operator_helpers import (
     decoded,
     events_for,
@@ -78,10 +78,10 @@ async def emulator() -> AsyncIterator[Emulator]:
 
 
 async def test_item_becomes_a_secret_owned_by_it(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     """9.1 #1 and 9.3 #62: an item gets a Secret of its name with the item's fields, owned by it."""
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         created = await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{VAULT}/items/db"), namespace)
         secret = await wait_for_data(kube, namespace, "db", {"username": "admin", "password": "s3cret"})
         condition = await wait_for_ready(kube, namespace, "db", "True", "Synced")
@@ -110,10 +110,10 @@ async def test_item_becomes_a_secret_owned_by_it(
 
 
 async def test_item_change_reaches_the_secret_within_a_poll(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     """9.1 #2 and 9.3 #64: a new version with an extra field replaces the data."""
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{VAULT}/items/db"), namespace)
         await wait_for_data(kube, namespace, "db", {"username": "admin", "password": "s3cret"})
         emulator.update_item(VAULT, "db", fields={"password": "n3w", "extraField": "extra"})
@@ -124,10 +124,10 @@ async def test_item_change_reaches_the_secret_within_a_poll(
 
 
 async def test_deleting_the_item_deletes_its_secret(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     """9.1 #3: the garbage collector removes the Secret with its item (no finalizer involved)."""
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         created = await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{VAULT}/items/db"), namespace)
         assert not created["metadata"].get("finalizers")
         await wait_for_data(kube, namespace, "db", {"username": "admin", "password": "s3cret"})
@@ -137,20 +137,22 @@ async def test_deleting_the_item_deletes_its_secret(
 
 
 async def test_labels_become_valid_keys_with_case_kept(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     """9.1 #4."""
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         await kube.create(ONEPASSWORDITEMS, opi("labels", f"vaults/{VAULT}/items/labels"), namespace)
         await wait_for_data(
             kube, namespace, "labels", {"first-host": "a", "AWS-Access-Key": "b", "ice-cream-type": "c"}
         )
 
 
-async def test_secret_type(control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator) -> None:
+async def test_secret_type(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
+) -> None:
     """9.1 #5, #6 and #8: a custom type is applied; "" and Opaque are the same type; the API server refuses
     to change a Secret's type."""
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{VAULT}/items/db"), namespace)
         await kube.create(ONEPASSWORDITEMS, opi("custom", f"vaults/{VAULT}/items/db", type="CustomType"), namespace)
         before = await wait_for_data(kube, namespace, "db", {"username": "admin", "password": "s3cret"})
@@ -176,10 +178,10 @@ async def _observed_generation_is(kube: Client, namespace: str, name: str, gener
 
 
 async def test_item_file_becomes_a_key(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     """9.1 #7 and 9.3 #69."""
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         await kube.create(ONEPASSWORDITEMS, opi("cert", f"vaults/{VAULT}/items/cert"), namespace)
         await wait_for_data(kube, namespace, "cert", {"note": "x", "server.crt": "dummy-cert-content"})
 
@@ -192,11 +194,11 @@ async def test_invalid_item_names_are_refused(kube: Client, namespace: str, name
 
 
 async def test_urls_and_lookups_by_title_and_id(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     """9.3 #63 (primary URL, once), #67 (a 26-character title), #68 (by ids), #70 (vault name in another case)."""
     db = emulator.get_item(VAULT, "db")
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         await kube.create(ONEPASSWORDITEMS, opi("login", f"vaults/{VAULT.upper()}/items/login"), namespace)
         await kube.create(ONEPASSWORDITEMS, opi("id-like", f"vaults/{VAULT}/items/{ID_LIKE_TITLE}"), namespace)
         await kube.create(ONEPASSWORDITEMS, opi("by-ids", f"vaults/{db.vault.id}/items/{db.id}"), namespace)
@@ -211,10 +213,10 @@ async def test_urls_and_lookups_by_title_and_id(
 
 
 async def test_ignore_secret_tag_keeps_the_data(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     """9.3 #65: an item tagged ignore-secret: after a change only the version annotation advances."""
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         await kube.create(ONEPASSWORDITEMS, opi("frozen", f"vaults/{VAULT}/items/frozen"), namespace)
         before = await wait_for_data(kube, namespace, "frozen", {"password": "v1"})
         changed = emulator.update_item(VAULT, "frozen", fields={"password": "v2"})
@@ -234,9 +236,9 @@ async def test_ignore_secret_tag_keeps_the_data(
 
 
 async def test_missing_item_and_vault_are_reported(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         await kube.create(ONEPASSWORDITEMS, opi("nothing", f"vaults/{VAULT}/items/nothing"), namespace)
         await kube.create(ONEPASSWORDITEMS, opi("novault", "vaults/elsewhere/items/db"), namespace)
         item = await wait_for_ready(kube, namespace, "nothing", "False", "ItemNotFound")
@@ -254,19 +256,26 @@ async def test_missing_item_and_vault_are_reported(
 
 
 async def test_unauthorized_token_is_reported(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
-    async with run_operator(control_plane, emulator, namespaces=[namespace], connect_token="not-" + TOKEN):
+    wrong = "not-" + TOKEN
+    bad_token = (
+        {"connect_token": wrong}
+        if backend is CONNECT
+        else {"service_account_token": emulator.service_account_token(wrong)}
+    )
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace], **bad_token):
         await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{VAULT}/items/db"), namespace)
         condition = await wait_for_ready(kube, namespace, "db", "False", "Unauthorized")
-    assert "401" in condition["message"]
+    assert ("401" if backend is CONNECT else "you are not authenticated") in condition["message"]
     assert TOKEN not in condition["message"]
+    assert emulator.service_account_token(wrong) not in condition["message"]
 
 
 async def test_a_missing_watched_namespace_is_ignored(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     """9.2 #58-59: only the listed namespaces are watched, and one that does not exist is no error."""
-    async with run_operator(control_plane, emulator, namespaces=[namespace, f"{namespace}-absent"]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace, f"{namespace}-absent"]):
         await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{VAULT}/items/db"), namespace)
         await wait_for_data(kube, namespace, "db", {"username": "admin", "password": "s3cret"})

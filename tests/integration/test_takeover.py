@@ -11,7 +11,7 @@ import base64
 from collections.abc import AsyncIterator
 
 import pytest
-from operator_harness import emulator_data, eventually, run_operator
+from operator_harness import BackendKind, emulator_data, eventually, run_operator
 from operator_helpers import (
     decoded,
     get_or_none,
@@ -79,7 +79,7 @@ def go_secret(name: str, emulator: Emulator, owner: KubeObject, extra: dict[str,
 
 
 async def test_go_operator_objects_are_taken_over(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     item = await kube.create(ONEPASSWORDITEMS, opi("db", DB_PATH, metadata={"finalizers": [FINALIZER]}), namespace)
     ready = {"type": "Ready", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z"}
@@ -93,7 +93,7 @@ async def test_go_operator_objects_are_taken_over(
     await kube.create(DEPLOYMENTS, user, namespace)
     before = {name: await kube.get(SECRETS, name, namespace) for name in ("db", "web-db")}
 
-    async with run_operator(control_plane, emulator, namespaces=[namespace], auto_restart=True) as op:
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace], auto_restart=True) as op:
         condition = await wait_for_ready(kube, namespace, "db", "True", "Synced")
         assert condition["lastTransitionTime"] == "2024-01-01T00:00:00Z"  # status did not change, reason added
 
@@ -129,12 +129,12 @@ async def test_go_operator_objects_are_taken_over(
 
 
 async def test_a_foreign_secret_is_never_overwritten(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     mine = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "taken"}, "stringData": {"mine": "yes"}}
     foreign = await kube.create(SECRETS, mine, namespace)
     await kube.create(SECRETS, {**mine, "metadata": {"name": "web-db"}}, namespace)
-    async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]) as op:
         await kube.create(ONEPASSWORDITEMS, opi("taken", DB_PATH), namespace)
         await kube.create(DEPLOYMENTS, workload("Deployment", "web", item_path=DB_PATH, item_name="web-db"), namespace)
         condition = await wait_for_ready(kube, namespace, "taken", "False", "SecretConflict")

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from operator_harness import emulator_data, eventually, run_operator
+from operator_harness import BackendKind, emulator_data, eventually, run_operator
 from operator_helpers import decoded, get_or_none, opi, wait_for_data, wait_for_event, workload
 
 from controllers.constants import ITEM_NAME_ANNOTATION, ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION
@@ -31,7 +31,6 @@ ITEMS: list[dict[str, Any]] = [
 DB = {"username": "admin", "password": "s3cret"}
 API = {"token": "t0ken"}
 DB_PATH, API_PATH = f"vaults/{VAULT}/items/db", f"vaults/{VAULT}/items/api"
-ITEM_GET = "GET /v1/vaults/{vault}/items/{item}"
 
 
 @pytest.fixture
@@ -53,10 +52,10 @@ async def wait_for_owners(kube: Client, namespace: str, name: str, expected: lis
 
 
 async def test_annotated_deployment_gets_its_secret(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     """9.1 #11 setup and #11: the Secret is made, and deleting the Deployment deletes it."""
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         created = await kube.create(
             DEPLOYMENTS, workload("Deployment", "test-deployment", item_path=DB_PATH, item_name="test-item"), namespace
         )
@@ -79,10 +78,10 @@ async def test_annotated_deployment_gets_its_secret(
 
 
 async def test_reannotating_with_another_item_updates_the_secret(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     """9.1 #12."""
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         await kube.create(
             DEPLOYMENTS, workload("Deployment", "test-deployment", item_path=DB_PATH, item_name="test-item"), namespace
         )
@@ -93,15 +92,15 @@ async def test_reannotating_with_another_item_updates_the_secret(
 
 
 async def test_unrelated_deployment_update_leaves_the_secret_alone(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     """9.1 #13: the data stays, and nothing is written to the Secret."""
-    async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]) as op:
         await kube.create(
             DEPLOYMENTS, workload("Deployment", "test-deployment", item_path=DB_PATH, item_name="test-item"), namespace
         )
         before = await wait_for_data(kube, namespace, "test-item", DB)
-        item_reads = emulator.request_counts[ITEM_GET]
+        item_reads = emulator.request_counts[backend.get_item]
         patch = {"metadata": {"labels": {"team": "a"}}, "spec": {"replicas": 2}}
         await kube.patch(DEPLOYMENTS, "test-deployment", patch, namespace)
 
@@ -113,7 +112,7 @@ async def test_unrelated_deployment_update_leaves_the_secret_alone(
         await op.settled()
         after = await kube.get(SECRETS, "test-item", namespace)
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
-    assert emulator.request_counts[ITEM_GET] == item_reads  # the item was not fetched again
+    assert emulator.request_counts[backend.get_item] == item_reads  # the item was not fetched again
 
 
 @pytest.mark.parametrize(
@@ -128,11 +127,16 @@ async def test_unrelated_deployment_update_leaves_the_secret_alone(
     ids=["env", "volume", "envFrom", "projected", "initContainer"],
 )
 async def test_secret_is_kept_while_another_workload_uses_it(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, reference: dict[str, str]
+    control_plane: ControlPlane,
+    kube: Client,
+    namespace: str,
+    emulator: Emulator,
+    reference: dict[str, str],
+    backend: BackendKind,
 ) -> None:
     """9.1 #14-15, with the garbage collector running: the Secret outlives the annotated Deployment as long
     as another workload uses it, in any way, and stays in sync from its own annotations."""
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         await kube.create(
             DEPLOYMENTS, workload("Deployment", "test-deployment", item_path=DB_PATH, item_name="test-item"), namespace
         )
@@ -150,9 +154,9 @@ async def test_secret_is_kept_while_another_workload_uses_it(
 
 
 async def test_removing_the_annotations_deletes_an_unused_secret(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         await kube.create(DAEMONSETS, workload("DaemonSet", "agent", item_path=DB_PATH, item_name="agent"), namespace)
         await wait_for_data(kube, namespace, "agent", DB)
         remove = {"metadata": {"annotations": {ITEM_PATH_ANNOTATION: None, ITEM_NAME_ANNOTATION: None}}}
@@ -162,9 +166,9 @@ async def test_removing_the_annotations_deletes_an_unused_secret(
 
 
 async def test_removing_the_annotations_keeps_a_secret_still_referenced(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         manifest = workload("Deployment", "web", item_path=DB_PATH, item_name="web-db", env_secret="web-db")
         await kube.create(DEPLOYMENTS, manifest, namespace)
         await wait_for_data(kube, namespace, "web-db", DB)
@@ -175,7 +179,7 @@ async def test_removing_the_annotations_keeps_a_secret_still_referenced(
 
 
 async def test_statefulset_and_daemonset_annotations(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     """Annotations work on StatefulSets and DaemonSets, on the metadata (9.2 #29) or, only when the metadata
     has none, on the pod template (#30), and item-name is sanitised as the Go operator does."""
@@ -186,7 +190,7 @@ async def test_statefulset_and_daemonset_annotations(
     }
     foreign = {"onepasswordconnect/vaultId": "x", "plain": "y", "operator.1password.io/inject": "app"}
     statefulset = workload("StatefulSet", "db", item_path=DB_PATH, item_name="db", annotations=foreign)
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         await kube.create(STATEFULSETS, statefulset, namespace)
         await kube.create(DAEMONSETS, template_annotated, namespace)
         secret = await wait_for_data(kube, namespace, "db", DB)
@@ -198,11 +202,11 @@ async def test_statefulset_and_daemonset_annotations(
 
 
 async def test_workloads_naming_one_secret_share_it(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     """Two workloads name the same Secret with different paths: the oldest wins, the other is warned, and
     the Secret goes only with the last of them."""
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         await kube.create(
             DEPLOYMENTS, workload("Deployment", "first", item_path=DB_PATH, item_name="shared"), namespace
         )
@@ -221,9 +225,9 @@ async def test_workloads_naming_one_secret_share_it(
 
 
 async def test_an_item_owns_its_name_over_annotations(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         await kube.create(ONEPASSWORDITEMS, opi("creds", DB_PATH), namespace)
         await wait_for_data(kube, namespace, "creds", DB)
         await kube.create(DEPLOYMENTS, workload("Deployment", "web", item_path=API_PATH, item_name="creds"), namespace)
@@ -234,9 +238,9 @@ async def test_an_item_owns_its_name_over_annotations(
 
 
 async def test_sync_failure_is_reported_on_the_workload(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         manifest = workload("Deployment", "web", item_path=f"vaults/{VAULT}/items/missing", item_name="web")
         await kube.create(DEPLOYMENTS, manifest, namespace)
         event = await wait_for_event(kube, namespace, "web", "ReconcileError")
@@ -245,9 +249,9 @@ async def test_sync_failure_is_reported_on_the_workload(
 
 
 async def test_version_annotation_follows_the_item(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
-    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         await kube.create(DEPLOYMENTS, workload("Deployment", "web", item_path=DB_PATH, item_name="web"), namespace)
         await wait_for_data(kube, namespace, "web", DB)
         changed = emulator.update_item(VAULT, "db", fields={"password": "next"})

@@ -92,10 +92,58 @@ def test_manage_connect() -> None:
     assert str(error(env={"MANAGE_CONNECT": "maybe"})) == 'MANAGE_CONNECT: must be true or false, got "maybe"'
 
 
-def test_service_account_token_is_not_supported_yet() -> None:
-    caught = error(env={"OP_SERVICE_ACCOUNT_TOKEN": "ops_s3cr3t"})
-    assert caught.setting == "OP_SERVICE_ACCOUNT_TOKEN" and "not supported yet" in caught.message
-    assert "s3cr3t" not in str(caught)
+SA_TOKEN = "ops_eyJzM2NyM3QiOiJ0b2tlbiJ9"
+
+
+def test_a_service_account_token_selects_the_sdk() -> None:
+    settings = load_settings(parse(), {"OP_SERVICE_ACCOUNT_TOKEN": SA_TOKEN})
+    assert settings.auth_method == "service-account"
+    assert settings.service_account_token is not None
+    assert settings.service_account_token.get_secret_value() == SA_TOKEN
+    assert settings.connect_host is None and settings.connect_token is None
+    assert SA_TOKEN not in repr(settings)
+    assert load().auth_method == "connect"
+
+
+def test_the_service_account_token_file_is_read_like_the_connect_one(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(f"  {SA_TOKEN}\n")
+    settings = load_settings(parse(), {"OP_SERVICE_ACCOUNT_TOKEN_FILE": str(token_file)})
+    assert settings.service_account_token is not None
+    assert settings.service_account_token.get_secret_value() == SA_TOKEN
+    both = {"OP_SERVICE_ACCOUNT_TOKEN_FILE": str(token_file), "OP_SERVICE_ACCOUNT_TOKEN": SA_TOKEN}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(parse(), both)
+    assert caught.value.setting == "OP_SERVICE_ACCOUNT_TOKEN_FILE" and SA_TOKEN not in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(parse(), {"OP_SERVICE_ACCOUNT_TOKEN_FILE": str(tmp_path / "missing")})
+    assert caught.value.setting == "OP_SERVICE_ACCOUNT_TOKEN_FILE" and "cannot read" in caught.value.message
+    with pytest.raises(ConfigError) as caught:
+        load_settings(parse(), {"OP_SERVICE_ACCOUNT_TOKEN": f"{SA_TOKEN} {SA_TOKEN}"})
+    assert caught.value.setting == "OP_SERVICE_ACCOUNT_TOKEN" and SA_TOKEN not in str(caught.value)
+
+
+def test_a_service_account_token_with_connect_settings_is_refused_with_the_go_message() -> None:
+    caught = error(env={"OP_SERVICE_ACCOUNT_TOKEN": SA_TOKEN})
+    assert caught.setting == "OP_SERVICE_ACCOUNT_TOKEN"
+    assert caught.message.startswith("Either Connect or Service Account credentials should be set, not both")
+    assert SA_TOKEN not in str(caught) and TOKEN not in str(caught)
+    with pytest.raises(ConfigError) as file_too:
+        load_settings(parse(), {**BASE_ENV, "OP_SERVICE_ACCOUNT_TOKEN_FILE": "/run/token"})
+    assert file_too.value.setting == "OP_SERVICE_ACCOUNT_TOKEN"
+
+
+def test_half_a_connect_configuration_next_to_a_service_account_is_ignored_with_a_warning() -> None:
+    settings = load_settings(parse(), {"OP_SERVICE_ACCOUNT_TOKEN": SA_TOKEN, "OP_CONNECT_HOST": "https://c"})
+    assert settings.auth_method == "service-account" and settings.connect_host is None
+    assert [w.split(":")[0] for w in settings.warnings] == ["OP_CONNECT_HOST"]
+
+
+def test_without_any_credentials_both_ways_are_named() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(parse(), {})
+    assert caught.value.setting == "OP_CONNECT_HOST"
+    assert "OP_SERVICE_ACCOUNT_TOKEN" in caught.value.message
 
 
 def test_connect_host_is_required_and_must_be_a_url() -> None:

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from controllers.secretdata import InvalidSecretError, desired_secret, item_input_from_connect
+from onepassword_access.backend import ConnectBackend
 from onepassword_access.client import ConnectClient, RetryPolicy
 from onepassword_access.errors import ConnectError, Reply, parse_json
 from onepassword_access.models import Health, Item, ItemSummary, Vault
@@ -360,7 +361,7 @@ def test_resolving_gives_an_item_or_a_resolve_error(
 
     async def resolve() -> ResolvedItem:
         async with ConnectClient(server.url, "t0ken", timeout=5.0, retry=RetryPolicy(attempts=1)) as client:
-            return await ItemResolver(client).resolve(f"vaults/{VAULT_ID}/items/db")
+            return await ItemResolver(ConnectBackend(client)).resolve(f"vaults/{VAULT_ID}/items/db")
 
     try:
         resolved = asyncio.run(resolve())

@@ -198,11 +198,8 @@ here with what to use instead (docs/helm.md lists every value of that chart and 
 {{- fail "acceptanceTests.enabled: opsync's chart has no `helm test` pods; remove it (check an installation with `opsync check`)" -}}
 {{- end -}}
 {{- if include "opsync.enabled" . -}}
-{{- if and (hasKey $c "authMethod") (ne (toString $c.authMethod) "connect") -}}
-{{- fail (printf "authMethod %q is not supported: opsync talks to 1Password Connect (authMethod: connect)" (toString $c.authMethod)) -}}
-{{- end -}}
-{{- if ($c.serviceAccountToken | default dict).value -}}
-{{- fail "operator.serviceAccountToken.value: 1Password service-account tokens are not supported; give a Connect token (token.value, or the Secret token.name)" -}}
+{{- if not (has (toString $c.authMethod) (list "connect" "service-account")) -}}
+{{- fail (printf "authMethod must be connect or service-account, got %q" (toString $c.authMethod)) -}}
 {{- end -}}
 {{- if ($c.hpa | default dict).enabled -}}
 {{- fail "operator.hpa.enabled: only the replica holding the leader Lease works, so autoscaling adds nothing; set replicas (standbys) instead" -}}
