@@ -17,6 +17,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY opsync ./opsync
+COPY onepassword_access ./onepassword_access
 COPY controllers ./controllers
 RUN python -m venv /opt/opsync \
  && /opt/opsync/bin/pip wheel --no-deps --wheel-dir /dist . \

@@ -44,9 +44,11 @@ envtest: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/vulture
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy --strict opsync controllers
+	$(VENV)/bin/mypy --strict opsync onepassword_access controllers
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_FLAGS) tests/unit

@@ -19,7 +19,8 @@ from bench.processes import ConnectEmulator
 from bench.scenarios import Bench, Options, Results, run_all
 from opsync.envtest import ControlPlane
 
-RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
 QUICK = Options(sizes=(10, 50), changes=(1, 10), unmanaged=200, poll_interval=2, rounds=2, idle_polls=2)
 
 
@@ -52,7 +53,7 @@ async def run(options: Options, control_plane: ControlPlane, work_dir: Path) -> 
 
 
 async def _main(options: Options, work_dir: Path) -> Results:
-    async with ControlPlane() as control_plane:
+    async with ControlPlane(crds=[REPO / "crds"]) as control_plane:
         log(f"control plane up in {control_plane.startup_seconds:.1f} s; results in {work_dir}")
         return await run(options, control_plane, work_dir)
 

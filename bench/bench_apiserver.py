@@ -12,14 +12,18 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from bench import cluster
 from bench.processes import CpuMeter, control_plane_pids
+from controllers.resources import ONEPASSWORDITEMS
 from opsync.client import Client, NotFoundError
 from opsync.envtest import ControlPlane
-from opsync.resources import EVENTS, ONEPASSWORDITEMS, SECRETS, KubeObject
+from opsync.resources import EVENTS, SECRETS, KubeObject
 
 NOW = "2026-01-01T00:00:00Z"
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def ready_status() -> KubeObject:
@@ -102,7 +106,7 @@ async def measure(
 
 
 async def _main(count: int, concurrency: int) -> None:
-    async with ControlPlane() as control_plane:
+    async with ControlPlane(crds=[REPO / "crds"]) as control_plane:
         kube = await control_plane.client()
         try:
             for name, costs in (await measure(control_plane, kube, count, concurrency)).items():

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from opsync.onepassword import ConnectClient
-from opsync.onepassword.emulator import Emulator
+from onepassword_access import ConnectClient
+from onepassword_access.emulator import Emulator
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "emulator-data.yaml"
 ROUTE = "GET /v1/vaults/{vault}/items/{item}"

@@ -30,9 +30,10 @@ from bench.cluster import ItemRef, Watch
 from bench.processes import ConnectEmulator, CpuMeter, Opsync, control_plane_pids, until, writes
 from controllers.config import DEFAULT_WORKERS
 from controllers.constants import ITEM_VERSION_ANNOTATION, MANAGED_SELECTOR
+from controllers.resources import ONEPASSWORDITEMS
 from opsync.client import Client
 from opsync.envtest import ControlPlane
-from opsync.resources import DEPLOYMENTS, ONEPASSWORDITEMS, SECRETS, KubeObject
+from opsync.resources import DEPLOYMENTS, SECRETS, KubeObject
 
 
 @dataclass(frozen=True)

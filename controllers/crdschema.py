@@ -17,8 +17,9 @@ from typing import Any
 
 import aiohttp
 
+from controllers.resources import ONEPASSWORDITEMS
 from opsync.client import ApiError, Client, ForbiddenError, NotFoundError
-from opsync.resources import CRDS, ONEPASSWORDITEMS, KubeObject
+from opsync.resources import CRDS, KubeObject
 
 log = logging.getLogger(__name__)
 

@@ -22,18 +22,18 @@ from controllers.constants import (
     EventReason,
 )
 from controllers.secretdata import InvalidSecretError
-from opsync.client import ApiError, InvalidError
-from opsync.controller import Request, Result
-from opsync.onepassword.errors import (
+from onepassword_access.errors import (
     ConnectError,
     ForbiddenError,
     NotFoundError,
     RateLimitedError,
     UnauthorizedError,
 )
-from opsync.onepassword.paths import ItemPathError
-from opsync.onepassword.resolve import ResolveError
+from onepassword_access.paths import ItemPathError
+from onepassword_access.resolve import ResolveError, ResolveErrorKind
+from opsync.client import ApiError, InvalidError
 from opsync.queue import BucketRateLimiter, ItemExponentialFailureRateLimiter, MaxOfRateLimiter, RateLimiter
+from opsync.reconcile import Request, Result
 
 RETRIEVE_PREFIX = "failed to retrieve item: "
 """The Go operator wraps every lookup error so; kept for messages users may grep for."""
@@ -125,12 +125,11 @@ def classify(err: Exception) -> Failure | None:
         return Failure(ConditionReason.INVALID_ITEM_PATH, str(err), Retry.ON_CHANGE)
     if isinstance(err, ResolveError):
         message = RETRIEVE_PREFIX + str(err)
-        if err.cause is None:
-            # Without a Connect error behind it, the resolver found nothing under that name.
-            vault = str(err).startswith("failed to 'getVaultID'")
-            return Failure(
-                ConditionReason.VAULT_NOT_FOUND if vault else ConditionReason.ITEM_NOT_FOUND, message, Retry.BACKOFF
-            )
+        if err.kind is ResolveErrorKind.VAULT_NOT_FOUND:
+            return Failure(ConditionReason.VAULT_NOT_FOUND, message, Retry.BACKOFF)
+        if err.kind is ResolveErrorKind.ITEM_NOT_FOUND:
+            return Failure(ConditionReason.ITEM_NOT_FOUND, message, Retry.BACKOFF)
+        assert err.cause is not None  # a CONNECT kind has one
         if isinstance(err.cause, RateLimitedError):
             return _rate_limited(err.cause)
         reason, retry = _connect_reason(err.cause)

@@ -26,16 +26,20 @@ from controllers.constants import (
 from controllers.crdschema import UPGRADE_HINT, ServedStatus
 from controllers.failures import Failure, classify, rate_limiter, retry_result
 from controllers.metrics import ITEMS
+from controllers.resources import ONEPASSWORDITEMS
 from controllers.secretdata import desired_secret, opi_metadata
 from controllers.secrets import SecretWriter, opi_owner_reference
 from controllers.source import ItemSource
 from controllers.watch import spec_or_metadata_changed
+from opsync.builder import Builder
 from opsync.client import AlreadyExistsError, ApiError, ConflictError, NotFoundError
-from opsync.controller import Builder, Controller, Request, Result
+from opsync.controller import Controller
 from opsync.events import EventRecorder
 from opsync.informer import Informer
 from opsync.manager import Manager
-from opsync.resources import ONEPASSWORDITEMS, SECRETS, KubeObject
+from opsync.reconcile import Request, Result
+from opsync.resources import SECRETS, KubeObject
+from opsync.source import Channel
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +220,9 @@ class ItemReconciler:
             ITEMS.labels(ready=ready, reason=reason).set(count)
 
 
-def setup_items(manager: Manager, reconciler: ItemReconciler, *, workers: int) -> Controller:
-    """The ``onepassworditem`` controller: items, and the managed Secret of the same name (drift repair)."""
+def setup_items(manager: Manager, reconciler: ItemReconciler, *, changes: Channel, workers: int) -> Controller:
+    """The ``onepassworditem`` controller: items, the managed Secret of the same name (drift repair), and
+    what the poller fires into ``changes``."""
 
     def item_of_secret(secret: KubeObject) -> list[Request]:
         request = Request.of(secret)
@@ -227,8 +232,9 @@ def setup_items(manager: Manager, reconciler: ItemReconciler, *, workers: int) -
         Builder(manager, ITEM_CONTROLLER)
         .for_(ONEPASSWORDITEMS, predicates=[spec_or_metadata_changed()])
         .watches(SECRETS, item_of_secret, label_selector=MANAGED_SELECTOR)
+        .watches_source(*reconciler.access.sources(lambda ns: [Request.of(o) for o in reconciler.items.list(ns)]))
+        .watches_source(changes)
         .with_options(workers=workers, rate_limiter=rate_limiter())
         .complete(reconciler)
     )
-    reconciler.access.trigger(controller, lambda namespace: [Request.of(o) for o in reconciler.items.list(namespace)])
     return controller

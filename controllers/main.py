@@ -6,6 +6,7 @@ command share one wiring:
 - the ``onepassworditem`` controller (``controllers.items``);
 - the ``workload-secrets`` controller and one restart controller per workload kind (``controllers.workloads``);
 - the leader-only ``connect-poller`` (``controllers.poller``);
+- with ``MANAGE_CONNECT=true``, the leader-only ``connect-setup`` (``controllers.connect_setup``);
 - one ``ItemSource`` shared by all of them, so each item version is fetched from Connect once.
 """
 
@@ -23,24 +24,27 @@ from kubernetes_asyncio.config import ConfigException
 from controllers import config
 from controllers.access import AccessControl
 from controllers.config import Settings
+from controllers.connect_setup import ConnectSetup, operator_namespace
 from controllers.constants import ITEM_PATH_ANNOTATION, ConditionReason
 from controllers.crdschema import ServedCrd, ServedStatus, read_served_crd
 from controllers.items import ItemOptions, ItemReconciler, setup_items
-from controllers.poller import Poller
+from controllers.metrics import count_connect_request
+from controllers.poller import Handoff, Poller
+from controllers.resources import ONEPASSWORDITEMS
 from controllers.secretdata import operator_annotations
 from controllers.secrets import SecretWriter, managed_secrets
-from controllers.source import InstrumentedConnectClient, ItemSource
+from controllers.source import ItemSource
 from controllers.watch import NamespaceAnnotations
 from controllers.workloads import WorkloadOptions, Workloads, setup_workloads
+from onepassword_access.changes import VaultChangeDetector
+from onepassword_access.client import ConnectClient
+from onepassword_access.resolve import ItemResolver
 from opsync.client import Client
 from opsync.controller import Controller
 from opsync.leader import LeaderElectionConfig, LeaderElectionLost
 from opsync.logging import setup_logging
 from opsync.manager import Manager
-from opsync.onepassword.changes import VaultChangeDetector
-from opsync.onepassword.client import ConnectClient
-from opsync.onepassword.resolve import ItemResolver
-from opsync.resources import ONEPASSWORDITEMS
+from opsync.source import Channel
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +133,13 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
         access,
         served=served,
     )
-    item_controller = setup_items(manager, items, workers=settings.workers)
+    handoff = Handoff(
+        manager.cache.informer(ONEPASSWORDITEMS),
+        item_changes=Channel(),
+        workload_changes=Channel(),
+        connect_unavailable=lambda: items.failing_with(ConditionReason.CONNECT_UNAVAILABLE),
+    )
+    item_controller = setup_items(manager, items, changes=handoff.item_changes, workers=settings.workers)
     workloads = Workloads(manager.cache)
     workload_controller, restart_controllers = setup_workloads(
         manager,
@@ -139,6 +149,7 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
         namespaces=namespaces,
         options=WorkloadOptions(allow_empty_values=settings.allow_empty_values, auto_restart=settings.auto_restart),
         access=access,
+        changes=handoff.workload_changes,
         workers=settings.workers,
     )
 
@@ -153,21 +164,21 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
         detector=VaultChangeDetector(connect),
         source=source,
         secrets=writer.secrets,
-        items=manager.cache.informer(ONEPASSWORDITEMS),
-        item_controller=item_controller,
-        workload_controller=workload_controller,
+        handoff=handoff,
         interval=settings.polling_interval,
         paths_in_use=paths_in_use,
-        unavailable_items=lambda: items.failing_with(ConditionReason.CONNECT_UNAVAILABLE),
     )
     manager.add(poller)
+    if settings.manage_connect:
+        manager.add(ConnectSetup(client, operator_namespace()))
     return Operator(manager, source, poller, item_controller, workload_controller, restart_controllers, served)
 
 
-def connect_client(settings: Settings) -> InstrumentedConnectClient:
+def connect_client(settings: Settings) -> ConnectClient:
     """The Connect client for ``settings`` (reads the CA file: call before the event loop is busy)."""
     ca_file = str(settings.connect_ca_file) if settings.connect_ca_file else None
-    return InstrumentedConnectClient(settings.connect_host, settings.connect_token.get_secret_value(), ca_file=ca_file)
+    token = settings.connect_token.get_secret_value()
+    return ConnectClient(settings.connect_host, token, ca_file=ca_file, observers=[count_connect_request])
 
 
 async def kubernetes_client(settings: Settings) -> Client:

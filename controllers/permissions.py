@@ -26,6 +26,8 @@ class Scope(StrEnum):
     """Always cluster-wide: the resource is cluster-scoped (a ClusterRole, even when namespaces are listed)."""
     LEADER_ELECTION = "leader-election"
     """In the namespace of the leader-election Lease, only with ``--leader-elect``."""
+    OPERATOR_NAMESPACE = "operator-namespace"
+    """In the namespace opsync runs in (``POD_NAMESPACE``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +110,21 @@ REQUIRED: tuple[Permission, ...] = (
         why="leader election",
     ),
 )
+
+MANAGE_CONNECT: tuple[Permission, ...] = (
+    Permission(
+        "",
+        "services",
+        ("get", "create"),
+        scope=Scope.OPERATOR_NAMESPACE,
+        why="MANAGE_CONNECT=true: create Connect's Service when absent (never updated)",
+    ),
+    Permission(
+        "apps",
+        "deployments",
+        ("get", "create"),
+        scope=Scope.OPERATOR_NAMESPACE,
+        why="MANAGE_CONNECT=true: create Connect's Deployment when absent (never updated)",
+    ),
+)
+"""Needed besides ``REQUIRED`` only with ``MANAGE_CONNECT=true`` (``controllers.connect_setup``)."""

@@ -25,8 +25,8 @@ from controllers.secretdata import (
     item_input_from_connect,
     secret_name,
 )
-from opsync.onepassword.paths import ItemPathError
-from opsync.onepassword.resolve import ItemResolver, ResolveError
+from onepassword_access.paths import ItemPathError
+from onepassword_access.resolve import ItemResolver, ResolveError
 from opsync.resources import KubeObject
 
 

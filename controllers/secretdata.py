@@ -403,12 +403,6 @@ def workload_metadata(workload: KubeObject) -> SecretMetadata:
     return SecretMetadata({}, operator_annotations(workload))
 
 
-def owner_reference(api_version: str, kind: str, owner: KubeObject) -> KubeObject:
-    """An owner reference to ``owner`` as the Go operator writes it (no controller/blockOwnerDeletion)."""
-    meta = owner["metadata"]
-    return {"apiVersion": api_version, "kind": kind, "name": meta["name"], "uid": meta["uid"]}
-
-
 # --- The desired Secret, and how it is merged into an existing one ----------------------------------------------
 
 
@@ -570,12 +564,3 @@ def _comparable(secret: KubeObject) -> tuple[Any, ...]:
         secret.get("data") or {},
         secret.get("type") or DEFAULT_SECRET_TYPE,
     )
-
-
-def secret_needs_update(existing: KubeObject, desired: KubeObject, *, keep_data: bool = False) -> bool:
-    """Whether writing ``merge_into(existing, desired)`` would change anything opsync owns.
-
-    Compares data, type, opsync's labels and annotations and owner references; foreign labels and
-    annotations never cause a write. Raises ``SecretTypeImmutableError`` like ``merge_into``.
-    """
-    return secret_differs(merge_into(existing, desired, keep_data=keep_data), existing)

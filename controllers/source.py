@@ -22,30 +22,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 from controllers.constants import RATE_LIMIT_REQUEUE
-from controllers.metrics import CONNECT_REQUESTS, endpoint_template
 from controllers.secretdata import ItemInput, item_input_from_connect
-from opsync.onepassword.client import ConnectClient
-from opsync.onepassword.errors import RateLimitedError, Reply
-from opsync.onepassword.paths import parse_item_path
-from opsync.onepassword.resolve import ItemResolver, ResolvedItem, ResolveError
+from onepassword_access.errors import RateLimitedError
+from onepassword_access.paths import parse_item_path
+from onepassword_access.resolve import ItemResolver, ResolvedItem, ResolveError
 
 log = logging.getLogger(__name__)
 
 ItemKey = tuple[str, str]
 """(vault id, item id)."""
-
-
-class InstrumentedConnectClient(ConnectClient):
-    """A ``ConnectClient`` that counts every HTTP exchange in ``opsync_connect_requests_total``."""
-
-    async def _attempt(self, method: str, path: str, params: dict[str, str] | None) -> Reply:
-        code = "<error>"
-        try:
-            reply = await super()._attempt(method, path, params)
-            code = str(reply.status)
-            return reply
-        finally:
-            CONNECT_REQUESTS.labels(endpoint=endpoint_template(path), code=code).inc()
 
 
 class ItemSource:
@@ -120,10 +105,6 @@ class ItemSource:
         self._gone.discard(key)
         self._latest[key] = max(self._latest.get(key, 0), result.version)
         self._items[path] = result
-
-    def latest_version(self, vault_id: str, item_id: str) -> int | None:
-        """The newest version of an item known (from the poller or a fetch), None if never seen."""
-        return self._latest.get((vault_id, item_id))
 
     def observe(self, vault_id: str, versions: Mapping[str, int], removed: Iterable[str] = ()) -> None:
         """Record what the poller saw in a vault: every item's version, and the items that are gone."""

@@ -41,6 +41,7 @@ from controllers.constants import (
 )
 from controllers.failures import classify, rate_limiter, retry_result
 from controllers.metrics import WORKLOAD_RESTARTS
+from controllers.resources import ONEPASSWORDITEMS
 from controllers.restarts import plan_restart, recorded_versions, secret_names_used_by
 from controllers.secretdata import (
     desired_secret,
@@ -52,13 +53,17 @@ from controllers.secretdata import (
 from controllers.secrets import WORKLOAD_KINDS, SecretWriter, workload_owner_reference
 from controllers.source import ItemSource
 from controllers.watch import NamespaceAnnotations, spec_or_metadata_changed
+from opsync.builder import Builder
 from opsync.cache import Cache
 from opsync.client import AlreadyExistsError, ApiError, ConflictError, NotFoundError
-from opsync.controller import Builder, Controller, Predicate, Request, Result, annotation_changed
+from opsync.controller import Controller
 from opsync.events import EventRecorder
 from opsync.informer import Informer
 from opsync.manager import Manager
-from opsync.resources import ONEPASSWORDITEMS, SECRETS, KubeObject, Resource
+from opsync.predicate import Predicate, annotation_changed
+from opsync.reconcile import Request, Result
+from opsync.resources import SECRETS, KubeObject, Resource
+from opsync.source import Channel, Kind
 
 log = logging.getLogger(__name__)
 
@@ -397,9 +402,10 @@ def setup_workloads(
     namespaces: NamespaceAnnotations,
     options: WorkloadOptions,
     access: AccessControl,
+    changes: Channel,
     workers: int,
 ) -> tuple[Controller, list[Controller]]:
-    """Add the workload-secrets controller (the poller enqueues into it) and one restart controller per
+    """Add the workload-secrets controller (the poller fires into ``changes``) and one restart controller per
     workload kind; return them."""
     relevant = [spec_or_metadata_changed()]
     items = manager.cache.informer(ONEPASSWORDITEMS)
@@ -414,10 +420,10 @@ def setup_workloads(
     builder.watches(SECRETS, unclaimed_secret, label_selector=MANAGED_SELECTOR)
     # An item appearing or disappearing decides who makes a Secret of its name.
     builder.watches(ONEPASSWORDITEMS, lambda opi: [Request.of(opi)], predicates=[Predicate(on_update=lambda *_: False)])
+    builder.watches_source(*access.sources(lambda ns: workload_secret_requests(workloads, writer.secrets, ns)), changes)
     secrets_controller = builder.with_options(workers=workers, rate_limiter=rate_limiter()).complete(
         WorkloadSecretReconciler(manager, workloads, source, writer, options, access=access)
     )
-    access.trigger(secrets_controller, lambda namespace: workload_secret_requests(workloads, writer.secrets, namespace))
 
     restart_controllers = []
     data_or_setting_changed = Predicate(on_update=lambda old, new: _restart_inputs(old) != _restart_inputs(new))
@@ -430,10 +436,12 @@ def setup_workloads(
         def in_namespace(namespace: KubeObject, informer: Informer = informer) -> list[Request]:
             return [Request.of(w) for w in informer.list(namespace["metadata"]["name"])]
 
+        restart_setting_changed = [annotation_changed(AUTO_RESTART_ANNOTATION)]
         controller = (
             Builder(manager, _CONTROLLER_NAMES[kind.kind])
             .for_(kind, predicates=relevant)
             .watches(SECRETS, users_of, label_selector=MANAGED_SELECTOR, predicates=[data_or_setting_changed])
+            .watches_source(*(Kind(ns, in_namespace, restart_setting_changed) for ns in namespaces.informers))
             .with_options(workers=workers, rate_limiter=rate_limiter())
             .complete(
                 WorkloadReconciler(
@@ -441,7 +449,5 @@ def setup_workloads(
                 )
             )
         )
-        for namespace_informer in namespaces.informers:
-            controller.watch(namespace_informer, in_namespace, [annotation_changed(AUTO_RESTART_ANNOTATION)])
         restart_controllers.append(controller)
     return secrets_controller, restart_controllers

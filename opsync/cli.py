@@ -1,26 +1,68 @@
-"""The ``opsync`` command.
+"""The ``opsync`` command: the one module that wires the three layers together.
 
-Each subcommand lives in the module that implements it, which provides ``configure_parser(parser)`` and
-``main(args) -> int``. Modules are imported only when their subcommand runs, so ``opsync version`` does
-not pay for the operator's imports.
+The framework (the rest of ``opsync``), 1Password access (``onepassword_access``) and the operator
+(``controllers``) never import one another upwards (docs/architecture.md, tests/unit/test_layers.py); this
+module imports all three. Each subcommand lives in the module that implements it, which provides
+``configure_parser(parser)`` and ``main(args) -> int``. The imports sit inside small loader functions, so
+``opsync version`` does not pay for the operator's imports, yet are plain ``import`` statements that
+import tools and type checkers see.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from opsync import __version__
 
-# subcommand -> (module, one-line help)
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("controllers.main", "run the operator"),
-    "envtest": ("opsync.envtest", "run a local control plane (etcd, kube-apiserver, kube-controller-manager)"),
-    "connect-emulator": ("opsync.onepassword.emulator", "serve the 1Password Connect emulator"),
-    "render": ("controllers.render", "print the Secret opsync would produce for an item path"),
-    "check": ("controllers.check", "check the configuration, Connect and Kubernetes permissions"),
+
+class Subcommand(Protocol):
+    """What a subcommand's module provides."""
+
+    def configure_parser(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def main(self, args: argparse.Namespace) -> int: ...
+
+
+def _run() -> Subcommand:
+    from controllers import main
+
+    return main
+
+
+def _envtest() -> Subcommand:
+    from opsync import envtest
+
+    return envtest
+
+
+def _connect_emulator() -> Subcommand:
+    from onepassword_access import emulator
+
+    return emulator
+
+
+def _render() -> Subcommand:
+    from controllers import render
+
+    return render
+
+
+def _check() -> Subcommand:
+    from controllers import check
+
+    return check
+
+
+# subcommand -> (loader of its module, one-line help)
+SUBCOMMANDS: dict[str, tuple[Callable[[], Subcommand], str]] = {
+    "run": (_run, "run the operator"),
+    "envtest": (_envtest, "run a local control plane (etcd, kube-apiserver, kube-controller-manager)"),
+    "connect-emulator": (_connect_emulator, "serve the 1Password Connect emulator"),
+    "render": (_render, "print the Secret opsync would produce for an item path"),
+    "check": (_check, "check the configuration, Connect and Kubernetes permissions"),
 }
 
 
@@ -29,15 +71,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="opsync", description="Keep Kubernetes Secrets in sync with 1Password.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("version", help="print the version")
-    for name, (module, help_text) in SUBCOMMANDS.items():
+    for name, (load, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        sub_parser.set_defaults(_module=module)
+        sub_parser.set_defaults(_load=load)
         if command is None or command == name:
-            importlib.import_module(module).configure_parser(sub_parser)
+            load().configure_parser(sub_parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``opsync`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["version"] or argv[:1] == ["--version"]:
         sys.stdout.write(f"opsync {__version__}\n")
@@ -48,5 +91,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    result: int = importlib.import_module(args._module).main(args)
-    return result
+    load: Callable[[], Subcommand] = args._load
+    return load().main(args)

@@ -2,13 +2,17 @@
 
 ``ControlPlane`` runs the binaries ``make envtest`` provides on free loopback ports with certificates it
 generates (``openssl``), RBAC authorization, ServiceAccount token issuing and an admin identity (a client
-certificate in ``system:masters``). It installs the project's CRDs, then hands out kubeconfigs and clients,
+certificate in ``system:masters``). It installs the CRDs its caller names, then hands out kubeconfigs and clients,
 including ones acting as a ServiceAccount so tests can prove RBAC. ``opsync envtest`` runs one in the
 foreground.
 
 Binaries are looked up in ``KUBEBUILDER_ASSETS``, then ``OPSYNC_ENVTEST_ASSETS``, then the newest folder
 under ``~/.cache/opsync/envtest/``. Every process runs in its own process group and is stopped by PID; on
 Linux it is also killed if the Python process dies without cleaning up.
+
+Over 400 lines on purpose: one control plane whose start-up order (certificates, etcd, apiserver, CRDs,
+controller-manager), process supervision and clean-up read best in one place; only ``ControlPlane`` uses the
+helpers here.
 """
 
 from __future__ import annotations
@@ -56,7 +60,6 @@ KCM_CONTROLLERS = (
     "serviceaccount-controller",
     "clusterrole-aggregation-controller",
 )
-DEFAULT_CRDS = Path(__file__).resolve().parent.parent / "crds"
 ADMIN_USER = "admin"
 TOKEN_SECONDS = 24 * 3600
 _LOOPBACK = "127.0.0.1"
@@ -286,7 +289,7 @@ def _b64(path: Path) -> str:
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager on loopback; an async context manager.
 
-    ``async with ControlPlane() as plane:`` starts everything, waits until healthy and installs the CRDs;
+    ``async with ControlPlane(crds=[...]) as plane:`` starts everything, waits until healthy and installs the CRDs;
     leaving the block stops every process and removes the temporary files. When the block raises, the
     component logs are copied to ``logs_root`` (default ``$OPSYNC_ENVTEST_LOGS`` or ``./.envtest-logs``).
     """
@@ -295,13 +298,13 @@ class ControlPlane:
         self,
         *,
         assets: str | Path | None = None,
-        crds: Iterable[str | Path] | None = None,
+        crds: Iterable[str | Path] = (),
         start_timeout: float = 180.0,
         logs_root: str | Path | None = None,
     ) -> None:
-        """``crds``: CRD files or folders of them (default: the repository's ``crds/`` when present)."""
+        """``crds``: CRD files or folders of them to install, given by the caller (an installed package has none)."""
         self._assets_arg = assets
-        self._crds = [Path(p) for p in crds] if crds is not None else [DEFAULT_CRDS] if DEFAULT_CRDS.is_dir() else []
+        self._crds = [Path(p) for p in crds]
         self._start_timeout = start_timeout
         self._logs_root = Path(logs_root or os.environ.get("OPSYNC_ENVTEST_LOGS") or Path.cwd() / ".envtest-logs")
         self._workdir: Path | None = None
@@ -616,7 +619,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``opsync envtest``."""
     parser.add_argument("--kubeconfig", required=True, help="write the admin kubeconfig here (overwritten)")
     parser.add_argument(
-        "--crds", action="append", metavar="PATH", help="CRD file or folder to install (repeatable; default: crds/)"
+        "--crds", action="append", metavar="PATH", help="CRD file or folder to install (repeatable; default: none)"
     )
     parser.add_argument("--assets", help="folder with the binaries (default: see `make envtest`)")
 
@@ -635,7 +638,7 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
-    async with ControlPlane(assets=args.assets, crds=args.crds) as plane:
+    async with ControlPlane(assets=args.assets, crds=args.crds or ()) as plane:
         await asyncio.to_thread(shutil.copyfile, plane.kubeconfig_path, args.kubeconfig)
         os.chmod(args.kubeconfig, 0o600)
         sys.stdout.write(

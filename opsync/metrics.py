@@ -5,7 +5,8 @@ This module is the one place a metric name is written. Everything is registered 
 ``/metrics`` serves what a controller-runtime manager serves (``process_*``, with ``python_*`` standing in
 for ``go_*``).
 
-Work queues report through :func:`track_queue`: their counters and histograms are ordinary metrics
+Work queues report through the ``QueueMetricsProvider`` they are given (by default
+:data:`PROMETHEUS_QUEUE_METRICS`, which uses :func:`track_queue`): their counters and histograms are ordinary metrics
 updated as items move, while ``workqueue_depth``, ``workqueue_unfinished_work_seconds`` and
 ``workqueue_longest_running_processor_seconds`` are read from the live queues at scrape time (they
 change with the clock, not with events). Queues sharing a name are summed (the longest running
@@ -239,6 +240,62 @@ REGISTRY.register(_LIVE_QUEUES)
 def track_queue(queue: TrackedQueue) -> None:
     """Report ``queue``'s depth and in-flight work on ``/metrics`` for as long as it exists."""
     _LIVE_QUEUES.queues.add(queue)
+
+
+class QueueMetrics(Protocol):
+    """What a work queue reports as items move (client-go's workqueue metrics)."""
+
+    def added(self) -> None: ...
+
+    def retried(self) -> None: ...
+
+    def waited(self, seconds: float) -> None:
+        """An item was handed out ``seconds`` after it became ready."""
+        ...
+
+    def worked(self, seconds: float) -> None:
+        """An item was done ``seconds`` after it was handed out."""
+        ...
+
+
+class QueueMetricsProvider(Protocol):
+    """Gives each named queue its metrics: client-go's ``workqueue.MetricsProvider``, passed to the queue
+    rather than looked up globally, so a test or another registry can take the place of Prometheus."""
+
+    def queue_metrics(self, queue: TrackedQueue) -> QueueMetrics: ...
+
+
+class _PrometheusQueue:
+    def __init__(self, name: str) -> None:
+        self._adds = WORKQUEUE_ADDS.labels(name=name, controller=name)
+        self._retries = WORKQUEUE_RETRIES.labels(name=name, controller=name)
+        self._queue_duration = WORKQUEUE_QUEUE_DURATION.labels(name=name, controller=name)
+        self._work_duration = WORKQUEUE_WORK_DURATION.labels(name=name, controller=name)
+
+    def added(self) -> None:
+        self._adds.inc()
+
+    def retried(self) -> None:
+        self._retries.inc()
+
+    def waited(self, seconds: float) -> None:
+        self._queue_duration.observe(seconds)
+
+    def worked(self, seconds: float) -> None:
+        self._work_duration.observe(seconds)
+
+
+class PrometheusQueueMetrics:
+    """The ``workqueue_*`` series on :data:`REGISTRY`, controller-runtime's names and labels."""
+
+    def queue_metrics(self, queue: TrackedQueue) -> QueueMetrics:
+        """The queue's counters and histograms; its live gauges are read from it at scrape time."""
+        track_queue(queue)
+        return _PrometheusQueue(queue.name)
+
+
+PROMETHEUS_QUEUE_METRICS = PrometheusQueueMetrics()
+"""The provider queues use unless given another (or None: no metrics)."""
 
 
 # --- REST client and leader election ---------------------------------------------------------------------

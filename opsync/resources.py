@@ -1,5 +1,7 @@
 """Kubernetes resource kinds and object keys, shared by the client, the cache and controllers.
 
+Only built-in kinds live here; an operator defines its own CRD kinds (``controllers.resources``).
+
 Objects are plain ``dict`` values decoded from the API server's JSON (``KubeObject``): no generated model
 classes, so memory follows what is cached and code reads exactly the fields the API documents.
 """
@@ -82,8 +84,4 @@ CLUSTERROLEBINDINGS = Resource(
 CRDS = Resource("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", namespaced=False)
 SELF_SUBJECT_ACCESS_REVIEWS = Resource(
     "authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", namespaced=False
-)
-ONEPASSWORDITEMS = Resource("onepassword.com", "v1", "OnePasswordItem", "onepassworditems")
-ONEPASSWORDACCESSPOLICIES = Resource(
-    "onepassword.com", "v1alpha1", "OnePasswordAccessPolicy", "onepasswordaccesspolicies", namespaced=False
 )

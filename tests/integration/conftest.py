@@ -51,7 +51,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 @pytest.fixture(scope="session")
 async def control_plane(request: pytest.FixtureRequest) -> AsyncIterator[ControlPlane]:
-    plane = ControlPlane(logs_root=REPO / ".envtest-logs")
+    plane = ControlPlane(crds=[REPO / "crds"], logs_root=REPO / ".envtest-logs")
     try:
         await plane.start()
     except EnvtestError as error:

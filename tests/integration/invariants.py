@@ -41,15 +41,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from waiting import eventually
 
 from controllers.constants import ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION, MANAGED_LABEL, MANAGED_LABEL_VALUE
+from controllers.resources import ONEPASSWORDITEMS
 from controllers.secretdata import build_secret_data, item_input_from_connect, operator_annotations
 from controllers.secrets import WORKLOAD_KINDS
 from controllers.workloads import annotated_secret
+from onepassword_access.emulator import Emulator
+from onepassword_access.paths import parse_item_path
 from opsync.client import Client
 from opsync.envtest import free_ports
 from opsync.informer import Informer
-from opsync.onepassword.emulator import Emulator
-from opsync.onepassword.paths import parse_item_path
-from opsync.resources import ONEPASSWORDITEMS, SECRETS, KubeObject
+from opsync.resources import SECRETS, KubeObject
 
 Data = dict[str, str]  # a Secret's data as the API serves it (base64 values)
 

@@ -8,8 +8,9 @@ from typing import Any
 from operator_harness import eventually
 
 from controllers.constants import ITEM_NAME_ANNOTATION, ITEM_PATH_ANNOTATION
+from controllers.resources import ONEPASSWORDITEMS
 from opsync.client import Client, NotFoundError
-from opsync.resources import EVENTS, ONEPASSWORDITEMS, SECRETS, KubeObject, Resource
+from opsync.resources import EVENTS, SECRETS, KubeObject, Resource
 
 
 def workload(

@@ -24,10 +24,11 @@ from operator_helpers import (
 )
 
 from controllers.access import KEPT_SUFFIX
+from controllers.resources import ONEPASSWORDACCESSPOLICIES, ONEPASSWORDITEMS
+from onepassword_access.emulator import Emulator
 from opsync.client import Client, NotFoundError, TooManyRequestsError
 from opsync.envtest import ControlPlane
-from opsync.onepassword.emulator import Emulator
-from opsync.resources import DEPLOYMENTS, NAMESPACES, ONEPASSWORDACCESSPOLICIES, ONEPASSWORDITEMS, SECRETS, KubeObject
+from opsync.resources import DEPLOYMENTS, NAMESPACES, SECRETS, KubeObject
 
 pytestmark = pytest.mark.integration
 

@@ -14,14 +14,14 @@ from operator_harness import RunningOperator, emulator_data, eventually, run_ope
 from operator_helpers import opi, wait_for_data, wait_for_event, workload
 
 from controllers.constants import AUTO_RESTART_ANNOTATION, LAST_RESTARTED_ANNOTATION, RESTART_VERSIONS_ANNOTATION
+from controllers.resources import ONEPASSWORDITEMS
+from onepassword_access.emulator import Emulator
 from opsync.client import Client
 from opsync.envtest import ControlPlane
-from opsync.onepassword.emulator import Emulator
 from opsync.resources import (
     DAEMONSETS,
     DEPLOYMENTS,
     NAMESPACES,
-    ONEPASSWORDITEMS,
     REPLICASETS,
     SECRETS,
     STATEFULSETS,

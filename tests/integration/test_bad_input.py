@@ -26,10 +26,11 @@ from operator_harness import RunningOperator, emulator_data, eventually, run_ope
 from operator_helpers import events_for, get_or_none, opi, ready_condition, wait_for_event, wait_for_ready, workload
 
 from controllers.constants import AUTO_RESTART_ANNOTATION
+from controllers.resources import ONEPASSWORDITEMS
+from onepassword_access.emulator import Emulator
 from opsync.client import Client, InvalidError
 from opsync.envtest import ControlPlane
-from opsync.onepassword.emulator import Emulator
-from opsync.resources import DEPLOYMENTS, NAMESPACES, ONEPASSWORDITEMS, SECRETS, KubeObject
+from opsync.resources import DEPLOYMENTS, NAMESPACES, SECRETS, KubeObject
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,9 @@ import pytest
 import yaml
 from test_chart import CHART, CommandError, helm, of_kind, render
 
+from controllers.resources import ONEPASSWORDACCESSPOLICIES
 from opsync.envtest import ControlPlane
-from opsync.resources import CRDS, ONEPASSWORDACCESSPOLICIES
+from opsync.resources import CRDS
 
 pytestmark = pytest.mark.integration
 

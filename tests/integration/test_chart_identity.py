@@ -18,11 +18,12 @@ from test_chart import extra_namespaces, installed_chart
 from waiting import eventually
 
 from controllers.constants import AUTO_RESTART_ANNOTATION, LAST_RESTARTED_ANNOTATION
+from controllers.resources import ONEPASSWORDITEMS
+from onepassword_access.emulator import Emulator
 from opsync.client import Client, ForbiddenError
 from opsync.envtest import ControlPlane
 from opsync.metrics import REGISTRY
-from opsync.onepassword.emulator import Emulator
-from opsync.resources import DEPLOYMENTS, NAMESPACES, ONEPASSWORDITEMS, REPLICASETS, SECRETS
+from opsync.resources import DEPLOYMENTS, NAMESPACES, REPLICASETS, SECRETS
 
 pytestmark = pytest.mark.integration
 

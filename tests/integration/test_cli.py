@@ -17,10 +17,10 @@ from operator_helpers import opi, wait_for_data
 
 from controllers import check, render
 from controllers.config import Settings
+from controllers.resources import ONEPASSWORDITEMS
+from onepassword_access.emulator import Emulator
 from opsync.client import Client
 from opsync.envtest import ControlPlane
-from opsync.onepassword.emulator import Emulator
-from opsync.resources import ONEPASSWORDITEMS
 
 pytestmark = pytest.mark.integration
 

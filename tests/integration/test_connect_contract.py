@@ -24,8 +24,8 @@ from openapi_core.exceptions import OpenAPIError
 from openapi_core.testing import MockRequest, MockResponse
 from yarl import URL
 
-from opsync.onepassword import ConnectClient, ItemResolver, RetryPolicy
-from opsync.onepassword.emulator import Emulator
+from onepassword_access import ConnectClient, ItemResolver, RetryPolicy
+from onepassword_access.emulator import Emulator
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 SPEC_HOST = "http://localhost:8080"  # the spec's server; requests are validated as if sent there

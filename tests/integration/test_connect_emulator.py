@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from opsync.onepassword.emulator import Emulator
+from onepassword_access.emulator import Emulator
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "connect-emulator.yaml"

@@ -17,8 +17,8 @@ from operator_harness import TOKEN, emulator_data
 from test_connect_client import tls_files  # noqa: F401 - a fixture (a throwaway CA and a server certificate)
 
 from controllers import config, main
-from opsync.onepassword import CertificateError
-from opsync.onepassword.emulator import Emulator
+from onepassword_access import CertificateError
+from onepassword_access.emulator import Emulator
 
 VAULT = "k8s"
 

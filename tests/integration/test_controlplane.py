@@ -231,7 +231,7 @@ async def test_opsync_envtest_serves_until_sigterm(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     env = {**os.environ, "OPSYNC_ENVTEST_LOGS": str(tmp_path / "logs")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "opsync", "envtest", "--kubeconfig", str(kubeconfig),
+        sys.executable, "-m", "opsync", "envtest", "--kubeconfig", str(kubeconfig), "--crds", "crds",
         stdout=asyncio.subprocess.PIPE, cwd=REPO, env=env,
     )  # fmt: skip
     try:

@@ -9,10 +9,11 @@ from operator_harness import emulator_data, eventually, run_operator
 from operator_helpers import opi, wait_for_data, workload
 
 from controllers.constants import ITEM_VERSION_ANNOTATION, MANAGED_LABEL
+from controllers.resources import ONEPASSWORDITEMS
+from onepassword_access.emulator import Emulator
 from opsync.client import Client
 from opsync.envtest import ControlPlane
-from opsync.onepassword.emulator import Emulator
-from opsync.resources import DEPLOYMENTS, ONEPASSWORDITEMS, SECRETS
+from opsync.resources import DEPLOYMENTS, SECRETS
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,11 @@ from operator_harness import emulator_data, eventually, run_operator
 from operator_helpers import decoded, opi, wait_for_data, wait_for_ready, workload
 
 from controllers.constants import AUTO_RESTART_ANNOTATION, LAST_RESTARTED_ANNOTATION, RESTART_VERSIONS_ANNOTATION
+from controllers.resources import ONEPASSWORDITEMS
+from onepassword_access.emulator import Emulator
 from opsync.client import Client
 from opsync.envtest import ControlPlane
-from opsync.onepassword.emulator import Emulator
-from opsync.resources import DAEMONSETS, DEPLOYMENTS, NAMESPACES, ONEPASSWORDITEMS, REPLICASETS, SECRETS, KubeObject
+from opsync.resources import DAEMONSETS, DEPLOYMENTS, NAMESPACES, REPLICASETS, SECRETS, KubeObject
 
 pytestmark = pytest.mark.integration
 
@@ -113,5 +114,5 @@ async def test_restart_in_sync_writes_nothing(
     async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
         await op.wait_for_polls(3)
         await op.settled()
-        assert op.client.writes() == []
+        assert op.requests.writes() == []
     assert emulator.request_counts["GET /v1/vaults/{vault}/items/{item}"] == 2  # db and api, once each

@@ -17,12 +17,13 @@ from invariants import SecretGuard
 from operator_harness import RunningOperator, emulator_data, eventually, run_operator
 from operator_helpers import decoded, opi, wait_for_data, wait_for_event, wait_for_ready, workload
 
+from controllers.resources import ONEPASSWORDITEMS
+from onepassword_access.emulator import Emulator
 from opsync.client import Client
-from opsync.controller import Request
 from opsync.envtest import ControlPlane
 from opsync.metrics import REGISTRY
-from opsync.onepassword.emulator import Emulator
-from opsync.resources import DEPLOYMENTS, ONEPASSWORDITEMS, SECRETS
+from opsync.reconcile import Request
+from opsync.resources import DEPLOYMENTS, SECRETS
 
 pytestmark = pytest.mark.integration
 

@@ -16,10 +16,11 @@ from invariants import OpsyncProcess, SecretGuard
 from operator_harness import emulator_data, eventually, run_operator
 from operator_helpers import opi, wait_for_data
 
+from controllers.resources import ONEPASSWORDITEMS
+from onepassword_access.emulator import Emulator
 from opsync.client import Client
 from opsync.envtest import ControlPlane
-from opsync.onepassword.emulator import Emulator
-from opsync.resources import ONEPASSWORDITEMS, SECRETS
+from opsync.resources import SECRETS
 
 pytestmark = pytest.mark.integration
 

@@ -27,10 +27,11 @@ from operator_harness import emulator_data, eventually
 from operator_helpers import opi
 
 from controllers.constants import DEFAULT_LEADER_ELECTION_ID
+from controllers.resources import ONEPASSWORDITEMS
+from onepassword_access.emulator import Emulator
 from opsync.client import Client
 from opsync.envtest import ControlPlane
-from opsync.onepassword.emulator import Emulator
-from opsync.resources import LEASES, ONEPASSWORDITEMS, SECRETS, KubeObject
+from opsync.resources import LEASES, SECRETS, KubeObject
 
 pytestmark = pytest.mark.integration
 

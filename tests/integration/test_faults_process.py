@@ -23,10 +23,11 @@ from controllers.constants import (
     ITEM_PATH_ANNOTATION,
     RESTART_VERSIONS_ANNOTATION,
 )
+from controllers.resources import ONEPASSWORDITEMS
+from onepassword_access.emulator import Emulator
 from opsync.client import Client
 from opsync.envtest import ControlPlane
-from opsync.onepassword.emulator import Emulator
-from opsync.resources import DEPLOYMENTS, ONEPASSWORDITEMS, SECRETS
+from opsync.resources import DEPLOYMENTS, SECRETS
 
 pytestmark = pytest.mark.integration
 

@@ -28,10 +28,11 @@ from controllers.constants import (
     ITEM_VERSION_ANNOTATION,
     MANAGED_LABEL,
 )
+from controllers.resources import ONEPASSWORDITEMS
+from onepassword_access.emulator import Emulator
 from opsync.client import Client, InvalidError
 from opsync.envtest import ControlPlane
-from opsync.onepassword.emulator import Emulator
-from opsync.resources import ONEPASSWORDITEMS, SECRETS
+from opsync.resources import SECRETS
 
 pytestmark = pytest.mark.integration
 

@@ -32,11 +32,12 @@ from upstream import CONNECT_CHART, GO_OPERATOR_CRD, upstream
 
 from controllers.constants import FINALIZER
 from controllers.crdschema import ITEMS_CRD, OPSYNC_FIELDS, dropped_status_fields
+from controllers.resources import ONEPASSWORDITEMS
+from onepassword_access.emulator import Emulator
 from opsync.client import Client
-from opsync.controller import Request
 from opsync.envtest import ControlPlane
-from opsync.onepassword.emulator import Emulator
-from opsync.resources import CLUSTERROLES, CRDS, DEPLOYMENTS, NAMESPACES, ONEPASSWORDITEMS, SECRETS
+from opsync.reconcile import Request
+from opsync.resources import CLUSTERROLES, CRDS, DEPLOYMENTS, NAMESPACES, SECRETS
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +81,7 @@ def target(plane: ControlPlane, namespace: str) -> list[str]:
 
 
 async def established(kube: Client) -> bool:
-    conditions = (await kube.get(CRDS, ITEMS_CRD)).get("status", {}).get("conditions", [])
+    conditions = ((await kube.get(CRDS, ITEMS_CRD)).get("status") or {}).get("conditions") or []
     return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
 
@@ -123,7 +124,7 @@ def outdated_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def status_patches(op: RunningOperator, name: str) -> int:
-    return sum(1 for method, path in op.client.writes() if method == "PATCH" and path.endswith(f"/{name}/status"))
+    return sum(1 for method, path in op.requests.writes() if method == "PATCH" and path.endswith(f"/{name}/status"))
 
 
 async def idle_writes_nothing(op: RunningOperator, kube: Client) -> None:
@@ -137,10 +138,10 @@ async def idle_writes_nothing(op: RunningOperator, kube: Client) -> None:
         return found
 
     await op.settled()
-    before, writes = await versions(), len(op.client.writes())
+    before, writes = await versions(), len(op.requests.writes())
     await op.wait_for_polls(2)
     await op.settled()
-    assert op.client.writes()[writes:] == []
+    assert op.requests.writes()[writes:] == []
     assert await versions() == before
 
 

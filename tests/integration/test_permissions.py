@@ -24,9 +24,9 @@ from waiting import eventually
 from controllers import check
 from controllers.config import Settings
 from controllers.permissions import REQUIRED
+from onepassword_access.emulator import Emulator
 from opsync.client import Client
 from opsync.envtest import ControlPlane
-from opsync.onepassword.emulator import Emulator
 from opsync.resources import CLUSTERROLES, ROLES, KubeObject
 
 pytestmark = pytest.mark.integration

@@ -13,10 +13,11 @@ from operator_harness import emulator_data, run_operator
 from operator_helpers import events_for, opi, wait_for_data, wait_for_ready, workload
 
 from controllers.constants import AUTO_RESTART_ANNOTATION, ITEM_NAME_ANNOTATION
+from controllers.resources import ONEPASSWORDITEMS
+from onepassword_access.emulator import Emulator
 from opsync.client import Client
 from opsync.envtest import ControlPlane
-from opsync.onepassword.emulator import Emulator
-from opsync.resources import DEPLOYMENTS, ONEPASSWORDITEMS, SECRETS
+from opsync.resources import DEPLOYMENTS, SECRETS
 
 pytestmark = pytest.mark.integration
 

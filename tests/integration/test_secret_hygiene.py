@@ -29,12 +29,13 @@ import pytest
 from operator_harness import eventually, run_operator
 from operator_helpers import decoded, get_or_none, opi, wait_for_data, wait_for_ready, workload
 
+from controllers.resources import ONEPASSWORDACCESSPOLICIES, ONEPASSWORDITEMS
+from onepassword_access.emulator import Emulator
 from opsync import metrics
 from opsync.client import Client
 from opsync.envtest import ControlPlane
 from opsync.logging import JsonFormatter
-from opsync.onepassword.emulator import Emulator
-from opsync.resources import DEPLOYMENTS, EVENTS, ONEPASSWORDACCESSPOLICIES, ONEPASSWORDITEMS, SECRETS, KubeObject
+from opsync.resources import DEPLOYMENTS, EVENTS, SECRETS, KubeObject
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +47,7 @@ FILE_TEXT = f"file-{RUN}-hygiene"
 CONNECT_TOKEN = f"token-{RUN}-hygiene"
 SEEDED = (PASSWORD, ROTATED, API_KEY, FILE_TEXT, CONNECT_TOKEN)
 VAULT, CLOSED = "hygiene", "closed"
-EMULATOR_LOGGER = "opsync.onepassword.emulator"
+EMULATOR_LOGGER = "onepassword_access.emulator"
 
 
 def _item(title: str, **extra: Any) -> dict[str, Any]:

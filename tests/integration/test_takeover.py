@@ -31,10 +31,11 @@ from controllers.constants import (
     LAST_RESTARTED_ANNOTATION,
     MANAGED_LABEL,
 )
+from controllers.resources import ONEPASSWORDITEMS
+from onepassword_access.emulator import Emulator
 from opsync.client import Client
 from opsync.envtest import ControlPlane
-from opsync.onepassword.emulator import Emulator
-from opsync.resources import DEPLOYMENTS, ONEPASSWORDITEMS, SECRETS, KubeObject
+from opsync.resources import DEPLOYMENTS, SECRETS, KubeObject
 
 pytestmark = pytest.mark.integration
 

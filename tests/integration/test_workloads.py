@@ -15,10 +15,11 @@ from operator_harness import emulator_data, eventually, run_operator
 from operator_helpers import decoded, get_or_none, opi, wait_for_data, wait_for_event, workload
 
 from controllers.constants import ITEM_NAME_ANNOTATION, ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION
+from controllers.resources import ONEPASSWORDITEMS
+from onepassword_access.emulator import Emulator
 from opsync.client import Client
 from opsync.envtest import ControlPlane
-from opsync.onepassword.emulator import Emulator
-from opsync.resources import DAEMONSETS, DEPLOYMENTS, ONEPASSWORDITEMS, SECRETS, STATEFULSETS, KubeObject
+from opsync.resources import DAEMONSETS, DEPLOYMENTS, SECRETS, STATEFULSETS, KubeObject
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from opsync.onepassword.emulator.data import EmulatorData, parse_data
-from opsync.onepassword.emulator.items import (
+from onepassword_access.emulator.data import EmulatorData, parse_data
+from onepassword_access.emulator.items import (
     ApiProblem,
     apply_patch,
     generate_value,
@@ -18,9 +18,9 @@ from opsync.onepassword.emulator.items import (
     stable_id,
     totp_code,
 )
-from opsync.onepassword.emulator.scim import parse_filter
-from opsync.onepassword.emulator.store import Store
-from opsync.onepassword.paths import looks_like_id
+from onepassword_access.emulator.scim import parse_filter
+from onepassword_access.emulator.store import Store
+from onepassword_access.paths import looks_like_id
 
 RECORD: dict[str, list[str]] = {"title": ["Item Title"], "tag": ["k8s", "Team-A"]}
 

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from opsync.onepassword.errors import (
+from onepassword_access.errors import (
     BadRequestError,
     ConnectError,
     ForbiddenError,
@@ -25,7 +25,7 @@ from opsync.onepassword.errors import (
     parse_json,
     parse_retry_after,
 )
-from opsync.onepassword.models import Item, ItemSummary, Vault
+from onepassword_access.models import Item, ItemSummary, Vault
 
 ITEM = TypeAdapter(Item)
 JSON = st.recursive(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from opsync.onepassword.models import FieldType, File, Item, ItemCategory, ItemSummary, Vault, VaultType
+from onepassword_access.models import FieldType, File, Item, ItemCategory, ItemSummary, Vault, VaultType
 
 FULL_ITEM = {
     "id": "wepiqdxdzncjtnvmv5fegud4qy",

@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from controllers.secretdata import InvalidSecretError, desired_secret, item_input_from_connect
-from opsync.onepassword.client import ConnectClient, RetryPolicy
-from opsync.onepassword.errors import ConnectError, Reply, parse_json
-from opsync.onepassword.models import Health, Item, ItemSummary, Vault
-from opsync.onepassword.resolve import ItemResolver, ResolvedItem, ResolveError
+from onepassword_access.client import ConnectClient, RetryPolicy
+from onepassword_access.errors import ConnectError, Reply, parse_json
+from onepassword_access.models import Health, Item, ItemSummary, Vault
+from onepassword_access.resolve import ItemResolver, ResolvedItem, ResolveError
 
 MARKER = "hunter2-s3cr3t"
 """A value planted in answers: it must never show in the error of a 2xx answer."""

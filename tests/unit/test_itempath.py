@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from opsync.onepassword.paths import ItemPath, ItemPathError, go_quote, looks_like_id, parse_item_path
+from onepassword_access.paths import ItemPath, ItemPathError, go_quote, looks_like_id, parse_item_path
 
 GO_FORMAT = "Must be of the format: `vaults/{vault_id}/items/{item_id}`"
 

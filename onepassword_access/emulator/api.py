@@ -13,10 +13,10 @@ from typing import Any
 
 from aiohttp import web
 
-from opsync.onepassword.emulator.items import ApiProblem, Doc, apply_patch, render
-from opsync.onepassword.emulator.scim import parse_filter
-from opsync.onepassword.emulator.store import Grant, Store, VaultState
-from opsync.onepassword.paths import looks_like_id
+from onepassword_access.emulator.items import ApiProblem, Doc, apply_patch, render
+from onepassword_access.emulator.scim import parse_filter
+from onepassword_access.emulator.store import Grant, Store, VaultState
+from onepassword_access.paths import looks_like_id
 
 VAULT = "/v1/vaults/{vault}"
 ITEM = VAULT + "/items/{item}"

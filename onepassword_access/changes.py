@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from opsync.onepassword.client import ConnectClient
-from opsync.onepassword.errors import ConnectError
+from onepassword_access.client import ConnectClient
+from onepassword_access.errors import ConnectError
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +37,6 @@ class ChangeReport:
 
     changes: Mapping[str, VaultChange]
     errors: Mapping[str, ConnectError]
-
-    def changed_items(self) -> set[tuple[str, str]]:
-        """(vault id, item id) of every added or changed item."""
-        return {(vault_id, item_id) for vault_id, change in self.changes.items() for item_id in change.changed}
 
 
 class VaultChangeDetector:

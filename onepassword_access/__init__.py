@@ -1,11 +1,11 @@
-"""1Password Connect: wire models, an async client, item resolution, change detection, and an emulator.
+"""1Password access (Connect today): wire models, an async client, item resolution, change detection, and an emulator.
 
-The emulator (``opsync.onepassword.emulator``) is not imported here: the operator does not need it.
+The emulator (``onepassword_access.emulator``) is not imported here: the operator does not need it.
 """
 
-from opsync.onepassword.changes import ChangeReport, VaultChange, VaultChangeDetector
-from opsync.onepassword.client import ConnectClient, RetryPolicy
-from opsync.onepassword.errors import (
+from onepassword_access.changes import ChangeReport, VaultChange, VaultChangeDetector
+from onepassword_access.client import ConnectClient, RetryPolicy
+from onepassword_access.errors import (
     BadRequestError,
     CertificateError,
     ConnectError,
@@ -18,7 +18,7 @@ from opsync.onepassword.errors import (
     UnauthorizedError,
     UnreachableError,
 )
-from opsync.onepassword.models import (
+from onepassword_access.models import (
     FieldPurpose,
     FieldType,
     File,
@@ -31,8 +31,8 @@ from opsync.onepassword.models import (
     Section,
     Vault,
 )
-from opsync.onepassword.paths import ItemPath, ItemPathError, looks_like_id, parse_item_path
-from opsync.onepassword.resolve import ItemResolver, ResolvedItem, ResolveError, ResolveMemo
+from onepassword_access.paths import ItemPath, ItemPathError, looks_like_id, parse_item_path
+from onepassword_access.resolve import ItemResolver, ResolvedItem, ResolveError, ResolveErrorKind
 
 __all__ = [
     "BadRequestError",
@@ -58,7 +58,7 @@ __all__ = [
     "NotFoundError",
     "RateLimitedError",
     "ResolveError",
-    "ResolveMemo",
+    "ResolveErrorKind",
     "ResolvedItem",
     "RetryPolicy",
     "Section",

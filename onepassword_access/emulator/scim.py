@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 
-from opsync.onepassword.emulator.items import ApiProblem
+from onepassword_access.emulator.items import ApiProblem
 
 Record = Mapping[str, Iterable[str]]  # attribute -> its values (an item has one title, many tags)
 Predicate = Callable[[Record], bool]

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opsync.onepassword.emulator.data import EmulatorData, FieldSpec, ItemSpec, TokenSpec, VaultSpec
-from opsync.onepassword.emulator.items import Doc, new_id, normalise, rfc3339, stable_id
-from opsync.onepassword.paths import looks_like_id
+from onepassword_access.emulator.data import EmulatorData, FieldSpec, ItemSpec, TokenSpec, VaultSpec
+from onepassword_access.emulator.items import Doc, new_id, normalise, rfc3339, stable_id
+from onepassword_access.paths import looks_like_id
 
 _SEED_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)  # seeded objects are created one second apart, in file order
 EDITOR = stable_id("emulator", "user").upper()  # lastEditedBy: an opaque uppercase user id

@@ -23,12 +23,12 @@ from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 from pydantic import ValidationError
 
-from opsync.onepassword.emulator.api import ConnectApi
-from opsync.onepassword.emulator.data import EmulatorData, ItemSpec, load_data, parse_data
-from opsync.onepassword.emulator.faults import FaultInjector, Faults, error_response
-from opsync.onepassword.emulator.items import ApiProblem, render
-from opsync.onepassword.emulator.store import Store
-from opsync.onepassword.models import Item
+from onepassword_access.emulator.api import ConnectApi
+from onepassword_access.emulator.data import EmulatorData, ItemSpec, load_data, parse_data
+from onepassword_access.emulator.faults import FaultInjector, Faults, error_response
+from onepassword_access.emulator.items import ApiProblem, render
+from onepassword_access.emulator.store import Store
+from onepassword_access.models import Item
 
 ADMIN = "/__admin"
 

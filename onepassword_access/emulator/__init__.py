@@ -13,10 +13,10 @@ import signal
 import ssl
 import sys
 
+from onepassword_access.emulator.data import EmulatorData, ItemSpec, load_data
+from onepassword_access.emulator.faults import Faults
+from onepassword_access.emulator.server import Emulator
 from opsync.logging import setup_logging
-from opsync.onepassword.emulator.data import EmulatorData, ItemSpec, load_data
-from opsync.onepassword.emulator.faults import Faults
-from opsync.onepassword.emulator.server import Emulator
 
 __all__ = ["Emulator", "EmulatorData", "Faults", "ItemSpec", "configure_parser", "load_data", "main"]
 

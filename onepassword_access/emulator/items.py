@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from opsync.onepassword.models import ItemCategory
+from onepassword_access.models import ItemCategory
 
 Doc = dict[str, Any]
 BUILTIN_FIELD_IDS = {"USERNAME": "username", "PASSWORD": "password", "NOTES": "notesPlain"}
