@@ -4,9 +4,10 @@
 command share one wiring:
 
 - the ``onepassworditem`` controller (``controllers.items``);
-- the ``workload-secrets`` controller and one restart controller per workload kind (``controllers.workloads``);
+- the ``workload-secrets`` controller (``controllers.workloads``);
+- one restart controller per workload kind (``controllers.rollouts``);
 - the leader-only ``connect-poller`` (``controllers.poller``);
-- one ``ItemSource`` shared by all of them, so each item version is fetched from Connect once.
+- one ``ItemFetcher`` shared by all of them, so each item version is fetched from Connect once.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from controllers import config
 from controllers.access import AccessControl
 from controllers.config import Settings
 from controllers.constants import ITEM_PATH_ANNOTATION
+from controllers.desired import operator_annotations
+from controllers.fetcher import InstrumentedConnectClient, ItemFetcher
 from controllers.items import ItemOptions, ItemReconciler, setup_items
 from controllers.poller import Poller
 from controllers.resources import ONEPASSWORDITEMS
-from controllers.secretdata import operator_annotations
+from controllers.rollouts import setup_restarts
 from controllers.secrets import SecretWriter, managed_secrets
-from controllers.source import InstrumentedConnectClient, ItemSource
-from controllers.watch import NamespaceAnnotations
+from controllers.watch import NamespaceMetadata
 from controllers.workloads import WorkloadOptions, Workloads, setup_workloads
 from onepassword_access.changes import VaultChangeDetector
 from onepassword_access.client import ConnectClient
@@ -57,7 +59,7 @@ class Operator:
     """The assembled operator: run ``manager`` (``run`` also releases what the manager does not own)."""
 
     manager: Manager
-    source: ItemSource
+    fetcher: ItemFetcher
     poller: Poller
     item_controller: Controller
     workload_controller: Controller
@@ -73,7 +75,7 @@ class Operator:
         try:
             await self.manager.run(stopping)
         finally:
-            await self.source.close()
+            await self.fetcher.close()
 
 
 def leader_election_namespace(settings: Settings) -> str:
@@ -102,27 +104,37 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
         health_probe_bind_address=settings.health_probe_bind_address,
         metrics_bind_address=settings.metrics_bind_address,
     )
-    source = ItemSource(ItemResolver(connect))
+    fetcher = ItemFetcher(ItemResolver(connect))
     writer = SecretWriter(client, managed_secrets(manager.cache))
-    namespaces = NamespaceAnnotations(manager.cache, settings.watch_namespaces)
+    namespaces = NamespaceMetadata(manager.cache, settings.watch_namespaces)
     access = AccessControl(manager.cache, namespaces)
     items = ItemReconciler(
         manager,
-        source,
+        fetcher,
         writer,
         ItemOptions(allow_empty_values=settings.allow_empty_values, enable_annotations=settings.enable_annotations),
         access,
     )
     item_controller = setup_items(manager, items, workers=settings.workers)
     workloads = Workloads(manager.cache)
-    workload_controller, restart_controllers = setup_workloads(
+    workload_options = WorkloadOptions(
+        allow_empty_values=settings.allow_empty_values, auto_restart=settings.auto_restart
+    )
+    workload_controller = setup_workloads(
         manager,
         workloads=workloads,
-        source=source,
+        fetcher=fetcher,
         writer=writer,
-        namespaces=namespaces,
-        options=WorkloadOptions(allow_empty_values=settings.allow_empty_values, auto_restart=settings.auto_restart),
+        options=workload_options,
         access=access,
+        workers=settings.workers,
+    )
+    restart_controllers = setup_restarts(
+        manager,
+        workloads=workloads,
+        secrets=writer.secrets,
+        namespaces=namespaces,
+        options=workload_options,
         workers=settings.workers,
     )
 
@@ -135,7 +147,7 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
 
     poller = Poller(
         detector=VaultChangeDetector(connect),
-        source=source,
+        fetcher=fetcher,
         secrets=writer.secrets,
         items=manager.cache.informer(ONEPASSWORDITEMS),
         item_controller=item_controller,
@@ -144,7 +156,7 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
         paths_in_use=paths_in_use,
     )
     manager.add(poller)
-    return Operator(manager, source, poller, item_controller, workload_controller, restart_controllers)
+    return Operator(manager, fetcher, poller, item_controller, workload_controller, restart_controllers)
 
 
 def connect_client(settings: Settings) -> InstrumentedConnectClient:

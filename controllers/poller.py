@@ -12,9 +12,9 @@ Every ``POLLING_INTERVAL`` seconds (the first time as soon as the caches are syn
    so those keys and the items ``Ready=False`` with ``ConnectUnavailable`` are retried at once.
 
 The poller never writes to Kubernetes and never fetches an item: the reconcilers fetch each changed item once
-through the shared ``ItemSource``, which the poller tells about the new versions. Unlike the Go operator's
+through the shared ``ItemFetcher``, which the poller tells about the new versions. Unlike the Go operator's
 ticker it runs only on the leader, and its first poll does not wait one interval. While a rate limit Connect
-reported lasts (``ItemSource.rate_limited_for``), polls are skipped.
+reported lasts (``ItemFetcher.rate_limited_for``), polls are skipped.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from controllers.constants import ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION, READY_CONDITION, ConditionReason
+from controllers.constants import ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION, ConditionReason
+from controllers.fetcher import ItemFetcher
 from controllers.metrics import LAST_SUCCESSFUL_POLL, POLL_DURATION, POLLS
-from controllers.source import ItemSource
+from controllers.status import ready_of
 from onepassword_access.changes import ChangeReport, VaultChangeDetector
 from onepassword_access.errors import RateLimitedError
 from onepassword_access.paths import ItemPathError, parse_item_path
@@ -58,7 +59,7 @@ class Poller:
         self,
         *,
         detector: VaultChangeDetector,
-        source: ItemSource,
+        fetcher: ItemFetcher,
         secrets: Informer,
         items: Informer,
         item_controller: Controller,
@@ -67,7 +68,7 @@ class Poller:
         paths_in_use: Callable[[], Iterable[str]],
     ) -> None:
         self._detector = detector
-        self._source = source
+        self._fetcher = fetcher
         self._secrets = secrets
         self._items = items
         self._item_controller = item_controller
@@ -102,7 +103,7 @@ class Poller:
 
     async def poll(self) -> int:
         """One poll; returns how many Secrets were handed to a reconciler."""
-        if self._source.rate_limited_for() > 0:
+        if self._fetcher.rate_limited_for() > 0:
             log.debug("poll skipped: Connect asked to wait")
             POLLS.labels(result="skipped").inc()
             return 0
@@ -111,9 +112,9 @@ class Poller:
         report = await self._detector.poll({t.vault_id for t in tracked})
         for error in report.errors.values():
             if isinstance(error, RateLimitedError):
-                self._source.note_rate_limit(error)
+                self._fetcher.note_rate_limit(error)
         for vault_id, change in report.changes.items():
-            self._source.observe(vault_id, change.versions, change.removed)
+            self._fetcher.observe(vault_id, change.versions, change.removed)
         # Connect answers again: what failed for want of it is retried now, not when its backoff (up to
         # 5 minutes) ends, so everything recovers within one poll of the end of an outage.
         recovered, self._failing = self._failing and not report.errors, bool(report.errors)
@@ -121,7 +122,7 @@ class Poller:
         for entry in tracked:
             if self._drifted(entry, report) and self._enqueue(entry.request, even_in_backoff=recovered):
                 enqueued += 1
-        self._source.retain(self._paths_in_use())
+        self._fetcher.retain(self._paths_in_use())
         POLL_DURATION.observe(time.monotonic() - started)
         POLLS.labels(result="failed" if report.errors else "ok").inc()
         if report.errors:
@@ -182,7 +183,5 @@ _CONNECT_UNAVAILABLE = ("False", ConditionReason.CONNECT_UNAVAILABLE)
 
 def _ready_reason(opi: KubeObject) -> tuple[str, str] | None:
     """The (status, reason) of an item's cached ``Ready`` condition."""
-    for condition in (opi.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == READY_CONDITION:
-            return str(condition.get("status")), str(condition.get("reason"))
-    return None
+    condition = ready_of(opi)
+    return None if condition is None else (str(condition.get("status")), str(condition.get("reason")))

@@ -20,8 +20,8 @@ import aiohttp
 from waiting import eventually
 
 from controllers.config import Settings
+from controllers.fetcher import InstrumentedConnectClient
 from controllers.main import Operator, build_operator
-from controllers.source import InstrumentedConnectClient
 from onepassword_access.emulator import Emulator
 from opsync import metrics
 from opsync.client import Client

@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from invariants import OpsyncProcess, SecretGuard
+from invariants import SecretGuard
 from operator_harness import emulator_data, eventually, run_operator
 from operator_helpers import opi, wait_for_data
+from opsync_process import OpsyncProcess
 
 from controllers.resources import ONEPASSWORDITEMS
 from onepassword_access.emulator import Emulator
@@ -90,7 +91,9 @@ async def test_compaction_410_relists_and_recreates_a_secret_deleted_in_the_gap(
 ) -> None:
     """opsync is frozen (SIGSTOP) while the apiserver restarts, a managed Secret is deleted and etcd is
     compacted: no watch event of that deletion exists any more, so only the relist after 410 can find it."""
-    opsync = await OpsyncProcess(control_plane.kubeconfig_path, emulator, namespace, tmp_path / "opsync.log").start()
+    opsync = await OpsyncProcess.run(
+        control_plane.kubeconfig_path, emulator, namespace, tmp_path / "opsync.log"
+    ).start()
     try:
         await populate(client, namespace)
         async with SecretGuard(client, namespace, emulator) as guard:

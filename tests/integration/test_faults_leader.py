@@ -22,9 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from invariants import OpsyncProcess, SecretGuard
+from invariants import SecretGuard
 from operator_harness import emulator_data, eventually
 from operator_helpers import opi
+from opsync_process import OpsyncProcess
 
 from controllers.constants import DEFAULT_LEADER_ELECTION_ID
 from controllers.resources import ONEPASSWORDITEMS
@@ -83,7 +84,9 @@ async def test_killing_the_leader_mid_sync_hands_over_without_overlap(
 ) -> None:
     args = ("--leader-elect", f"--leader-election-namespace={namespace}")
     replicas = [
-        await OpsyncProcess(control_plane.kubeconfig_path, emulator, namespace, tmp_path / f"{n}.log", *args).start()
+        await OpsyncProcess.run(
+            control_plane.kubeconfig_path, emulator, namespace, tmp_path / f"{n}.log", *args
+        ).start()
         for n in ("one", "two")
     ]
     try:
@@ -143,7 +146,9 @@ async def test_a_frozen_leader_that_resumes_after_a_takeover_exits_without_rolli
     that it exits (status 1) to campaign again."""
     args = ("--leader-elect", f"--leader-election-namespace={namespace}")
     replicas = [
-        await OpsyncProcess(control_plane.kubeconfig_path, emulator, namespace, tmp_path / f"{n}.log", *args).start()
+        await OpsyncProcess.run(
+            control_plane.kubeconfig_path, emulator, namespace, tmp_path / f"{n}.log", *args
+        ).start()
         for n in ("one", "two")
     ]
     try:

@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from invariants import OpsyncProcess, SecretGuard
+from invariants import SecretGuard
 from operator_harness import emulator_data, eventually
 from operator_helpers import opi, workload
+from opsync_process import OpsyncProcess
 
 from controllers.constants import (
     AUTO_RESTART_ANNOTATION,
@@ -79,7 +80,7 @@ async def test_sigkill_mid_sync_then_restart_converges_without_duplicate_rollout
     control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, tmp_path: Path
 ) -> None:
     kubeconfig = control_plane.kubeconfig_path
-    first = await OpsyncProcess(kubeconfig, emulator, namespace, tmp_path / "first.log").start()
+    first = await OpsyncProcess.run(kubeconfig, emulator, namespace, tmp_path / "first.log").start()
     try:
         await create_all(kube, namespace)
         await SecretGuard(kube, namespace, emulator).converged(timeout=120)
@@ -120,7 +121,7 @@ async def test_sigkill_mid_sync_then_restart_converges_without_duplicate_rollout
             await kube.patch(DEPLOYMENTS, "named", unannotate, namespace)
             await emulator.clear_faults()
 
-            second = await OpsyncProcess(kubeconfig, emulator, namespace, tmp_path / "second.log").start()
+            second = await OpsyncProcess.run(kubeconfig, emulator, namespace, tmp_path / "second.log").start()
             try:
                 await guard.converged(timeout=120)  # includes: no orphaned managed Secret
                 polls = await second.sample("opsync_polls_total", result="ok")

@@ -116,7 +116,7 @@ async def test_a_rate_limited_poll_pauses_everything(
         emulator.update_item(VAULT, "db", fields={"password": "new"})
 
         async def limited() -> bool:
-            return op.operator.source.rate_limited_for() > 0
+            return op.operator.fetcher.rate_limited_for() > 0
 
         await eventually(limited, message="the poller's 429 did not pause Connect requests")
         await kube.create(ONEPASSWORDITEMS, opi("api", f"vaults/{VAULT}/items/api"), namespace)

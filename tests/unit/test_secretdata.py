@@ -18,31 +18,29 @@ from controllers.constants import (
     OWNED_METADATA_ANNOTATION,
     ConditionReason,
 )
+from controllers.desired import (
+    DesiredSecret,
+    SecretMetadata,
+    desired_secret,
+    operator_annotations,
+    opi_metadata,
+    opi_owner_reference,
+    secret_data_version,
+    workload_metadata,
+)
+from controllers.merge import Ownership, merge_into, plan_update, secret_ownership
+from controllers.sanitisers import is_valid_secret_key, secret_data_key, secret_name
 from controllers.secretdata import (
     InvalidSecretError,
     ItemField,
     ItemFile,
     ItemInput,
     ItemUrl,
-    Ownership,
-    SecretMetadata,
     SecretTooLargeError,
     SecretTypeImmutableError,
     build_secret_data,
-    desired_secret,
-    is_valid_secret_key,
     item_input_from_connect,
-    merge_into,
-    operator_annotations,
-    opi_metadata,
-    owner_reference,
-    secret_data_key,
-    secret_data_version,
-    secret_name,
-    secret_needs_update,
-    secret_ownership,
     validate_secret_data,
-    workload_metadata,
 )
 from onepassword_access.models import Item
 
@@ -259,7 +257,7 @@ def opi(name="db", annotations=None, labels=None) -> dict:
 
 
 def test_desired_secret_from_an_item() -> None:  # scenarios 16, 17, 22
-    owner = owner_reference("onepassword.com/v1", "OnePasswordItem", opi())
+    owner = opi_owner_reference(opi())
     desired = desired_secret(
         name="db",
         namespace="ns",
@@ -276,7 +274,14 @@ def test_desired_secret_from_an_item() -> None:  # scenarios 16, 17, 22
     assert annotations[ITEM_VERSION_ANNOTATION] == "7"
     assert annotations[AUTO_RESTART_ANNOTATION] == "false"
     assert secret["metadata"]["ownerReferences"] == [
-        {"apiVersion": "onepassword.com/v1", "kind": "OnePasswordItem", "name": "db", "uid": "uid-opi"}
+        {
+            "apiVersion": "onepassword.com/v1",
+            "kind": "OnePasswordItem",
+            "name": "db",
+            "uid": "uid-opi",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
     ]
     assert secret["metadata"]["labels"][MANAGED_LABEL] == "true"
 
@@ -409,6 +414,11 @@ def desired_for(source: ItemInput, **kwargs) -> dict:
     return desired_secret(name="db", namespace="ns", item=source, **kwargs).secret
 
 
+def needs_update(existing: dict, desired: dict) -> bool:
+    """Whether the writer would write over ``existing`` (``merge.plan_update`` finds a difference)."""
+    return plan_update(existing, DesiredSecret(desired)) is not None
+
+
 def stored(secret: dict) -> dict:
     """What the API server returns: the object plus server-set metadata."""
     result = json.loads(json.dumps(secret))
@@ -419,18 +429,18 @@ def stored(secret: dict) -> dict:
 
 def test_same_item_needs_no_update() -> None:
     desired = desired_for(item(("password", "p")))
-    assert not secret_needs_update(stored(desired), desired)
+    assert not needs_update(stored(desired), desired)
 
 
 def test_new_version_updates_data_and_annotations() -> None:  # scenario 18
     existing = stored(desired_for(item(("password", "old"), version=1)))
     desired = desired_for(item(("password", "new"), ("extraField", "x"), version=2))
-    assert secret_needs_update(existing, desired)
+    assert needs_update(existing, desired)
     merged = merge_into(existing, desired)
     assert decoded(merged) == {"password": b"new", "extraField": b"x"}
     assert merged["metadata"]["annotations"][ITEM_VERSION_ANNOTATION] == "2"
     assert merged["metadata"]["resourceVersion"] == "100"
-    assert not secret_needs_update(merged, desired)
+    assert not needs_update(merged, desired)
 
 
 def test_allow_empty_toggle_drops_or_keeps_empty_keys() -> None:  # scenario 60
@@ -446,7 +456,7 @@ def test_manual_data_edits_are_repaired() -> None:
     desired = desired_for(item(("password", "p")))
     edited = stored(desired)
     edited["data"] = {"password": base64.b64encode(b"hacked").decode(), "extra": "eA=="}
-    assert secret_needs_update(edited, desired)
+    assert needs_update(edited, desired)
     assert decoded(merge_into(edited, desired)) == {"password": b"p"}
 
 
@@ -455,7 +465,7 @@ def test_foreign_labels_and_annotations_survive_and_stale_owned_ones_go() -> Non
     existing = stored(first)
     existing["metadata"]["labels"]["argocd.argoproj.io/instance"] = "app"
     existing["metadata"]["annotations"]["reloader.stakater.com/match"] = "true"
-    assert not secret_needs_update(existing, first)  # foreign keys alone never cause a write
+    assert not needs_update(existing, first)  # foreign keys alone never cause a write
     second = desired_for(item(("a", "b")), metadata=SecretMetadata({"team": "b"}, {}))
     merged = merge_into(existing, second)
     assert merged["metadata"]["labels"] == {"team": "b", MANAGED_LABEL: "true", "argocd.argoproj.io/instance": "app"}
@@ -464,20 +474,21 @@ def test_foreign_labels_and_annotations_survive_and_stale_owned_ones_go() -> Non
     assert json.loads(annotations[OWNED_METADATA_ANNOTATION])["labels"] == [MANAGED_LABEL, "team"]
 
 
-def test_missing_owner_reference_is_added_and_others_kept() -> None:
+def test_producer_owner_references_become_the_desired_ones_and_others_are_kept() -> None:
     owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u1"}
-    other = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api", "uid": "u2"}
-    existing = stored(desired_for(item(("a", "b")), owner_references=[other]))
+    stale = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api", "uid": "u2"}
+    other = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Application", "name": "argo", "uid": "u3"}
+    existing = stored(desired_for(item(("a", "b")), owner_references=[stale, other]))
     desired = desired_for(item(("a", "b")), owner_references=[owner])
-    assert secret_needs_update(existing, desired)
+    assert needs_update(existing, desired)
     assert merge_into(existing, desired)["metadata"]["ownerReferences"] == [other, owner]
-    assert not secret_needs_update(merge_into(existing, desired), desired)
+    assert not needs_update(merge_into(existing, desired), desired)
 
 
 def test_type_cannot_change_but_empty_equals_opaque() -> None:
     existing = stored(desired_for(item(("a", "b"))))
     existing["type"] = ""
-    assert not secret_needs_update(existing, desired_for(item(("a", "b")), secret_type="Opaque"))
+    assert not needs_update(existing, desired_for(item(("a", "b")), secret_type="Opaque"))
     with pytest.raises(SecretTypeImmutableError, match="secret type is immutable"):
         merge_into(existing, desired_for(item(("a", "b")), secret_type="CustomType"))
 
