@@ -59,7 +59,7 @@ def parse_bool(value: str | None) -> bool | None:
     return None
 
 
-# --- Which Secrets a workload uses (reference 2.3, "any" semantics) ---------------------------------------------
+# --- Which Secrets a workload uses (any reference counts) -------------------------------------------------------
 
 
 def _annotations(meta: Mapping[str, Any] | None) -> Mapping[str, str]:
@@ -98,7 +98,7 @@ def secret_names_used_by(workload: KubeObject) -> set[str]:
     return names
 
 
-# --- Whether a change restarts (reference 5.4) -------------------------------------------------------------------
+# --- Whether a change restarts ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,8 @@
   skipped.
 - ``api_client``: an admin ``kubernetes_asyncio`` ``ApiClient``; ``kube``: an admin ``opsync.client.Client``.
 - ``namespace``: a fresh namespace for one test, deleted afterwards.
+- ``emulator``: a Connect emulator for one test, serving ``connect_data``: by default the ``vaults`` fixture,
+  which each test module that uses the emulator defines (vault name -> items), with one all-vaults token.
 
 When any test fails, the component logs are kept in ``.envtest-logs/`` (or ``$OPSYNC_ENVTEST_LOGS``) with
 the failed test ids, and the folder is named in the terminal summary.
@@ -16,12 +18,14 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Generator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
+from operator_harness import Vaults, emulator_data
 
+from onepassword_access.emulator import Emulator
 from opsync.envtest import ControlPlane, EnvtestError
 
 if TYPE_CHECKING:
@@ -88,3 +92,16 @@ async def namespace(request: pytest.FixtureRequest, api_client: k8s.ApiClient) -
     await core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
     yield name
     await core.delete_namespace(name)
+
+
+@pytest.fixture
+def connect_data(vaults: Vaults) -> dict[str, Any]:
+    """The emulator's data: the test module's ``vaults`` and one all-vaults token (``operator_harness.TOKEN``)."""
+    return emulator_data(vaults)
+
+
+@pytest.fixture
+async def emulator(connect_data: dict[str, Any]) -> AsyncIterator[Emulator]:
+    """A Connect emulator serving ``connect_data`` for one test."""
+    async with Emulator(connect_data) as emu:
+        yield emu

@@ -2,7 +2,7 @@
 
 Runs the real command in a subprocess (no cluster needed: the settings are checked first), one case per
 kind of setting; every rule of each setting is in ``tests/unit/test_config.py``. The Go operator crashed,
-fell back silently or trimmed nothing for several of these (reference 10.2).
+fell back silently or trimmed nothing for several of these (docs/compatibility.md, deliberate differences).
 """
 
 from __future__ import annotations

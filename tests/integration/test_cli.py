@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from operator_harness import TOKEN, emulator_data
+from operator_harness import TOKEN, Vaults
 from operator_helpers import opi, wait_for_data
 from opsync_process import OpsyncProcess
 
@@ -26,7 +25,7 @@ VAULT = "k8s"
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
+def vaults() -> Vaults:
     items = [
         {
             "title": "My DB",
@@ -34,8 +33,7 @@ async def emulator() -> AsyncIterator[Emulator]:
             "files": [{"name": "ca.crt", "content": "CERT"}],
         }
     ]
-    async with Emulator(emulator_data({VAULT: items})) as emu:
-        yield emu
+    return {VAULT: items}
 
 
 def settings(emulator: Emulator, kubeconfig: str, namespace: str, **extra: object) -> Settings:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-from operator_harness import emulator_data, eventually, run_operator
+from operator_harness import Vaults, eventually, run_operator
 from operator_helpers import opi, wait_for_data, workload
 
 from controllers.constants import ITEM_VERSION_ANNOTATION, MANAGED_LABEL
@@ -24,10 +22,9 @@ GET_ITEM = "GET /v1/vaults/{vault}/items/{item}"
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
+def vaults() -> Vaults:
     fields = [{"label": "username", "value": "admin"}, {"label": "password", "value": "s3cret"}]
-    async with Emulator(emulator_data({VAULT: [{"title": "db", "fields": fields}]})) as emu:
-        yield emu
+    return {VAULT: [{"title": "db", "fields": fields}]}
 
 
 @pytest.mark.parametrize("producer", ["item", "workload"])

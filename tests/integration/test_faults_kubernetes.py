@@ -1,4 +1,4 @@
-"""Kubernetes faults (issue 8): the API server restarted under a running opsync, and etcd compaction forcing
+"""Kubernetes faults (docs/reliability.md): the API server restarted under a running opsync, and etcd compaction forcing
 410 Gone. Each test ends with the shared invariant (``invariants.SecretGuard``).
 
 The informer's own 410 ladder is tested in ``test_informer.py``; these tests check what the operator does
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from invariants import SecretGuard
-from operator_harness import emulator_data, eventually, run_operator
+from operator_harness import Vaults, eventually, run_operator
 from operator_helpers import opi, wait_for_data
 from opsync_process import OpsyncProcess
 
@@ -38,13 +38,12 @@ def data(name: str, password: str = "v1") -> dict[str, str]:
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
+def vaults() -> Vaults:
     items = [
         {"title": name, "fields": [{"label": "user", "value": name}, {"label": "password", "value": "v1"}]}
         for name in (*NAMES, "late", "after")
     ]
-    async with Emulator(emulator_data({VAULT: items})) as emu:
-        yield emu
+    return {VAULT: items}
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Two replicas with leader election, the leader killed during a sync (issue 8): the other takes over after
+"""Two replicas with leader election, the leader killed during a sync (docs/reliability.md): the other takes over after
 the Lease expires and finishes the sync, and the two never write at the same time. Ends with the shared
 invariant (``invariants.SecretGuard``).
 
@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from invariants import SecretGuard
-from operator_harness import emulator_data, eventually
+from operator_harness import Vaults, eventually
 from operator_helpers import opi
 from opsync_process import OpsyncProcess
 
@@ -46,10 +45,9 @@ def path(name: str) -> str:
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
+def vaults() -> Vaults:
     items = [{"title": f"item-{i}", "fields": [{"label": "password", "value": "v1"}]} for i in range(ITEMS)]
-    async with Emulator(emulator_data({VAULT: items})) as emu:
-        yield emu
+    return {VAULT: items}
 
 
 def parse_time(value: str) -> datetime:

@@ -1,6 +1,6 @@
-"""opsync killed with SIGKILL in the middle of a large sync, then started again (issue 8): it converges, rolls
-each workload exactly once for its changed Secret, and leaves no orphaned Secret. Ends with the shared
-invariant (``invariants.SecretGuard``).
+"""opsync killed with SIGKILL in the middle of a large sync, then started again (docs/reliability.md): it
+converges, rolls each workload exactly once for its changed Secret, and leaves no orphaned Secret. Ends with
+the shared invariant (``invariants.SecretGuard``).
 
 ``test_auto_restart.py`` covers a change made while opsync is cleanly stopped; here the process dies with
 writes half done: some Secrets updated, some workloads not yet rolled for them.
@@ -9,12 +9,11 @@ writes half done: some Secrets updated, some workloads not yet rolled for them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from invariants import SecretGuard
-from operator_harness import emulator_data, eventually
+from operator_harness import Vaults, eventually
 from operator_helpers import opi, workload
 from opsync_process import OpsyncProcess
 
@@ -43,10 +42,9 @@ def path(name: str) -> str:
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
+def vaults() -> Vaults:
     items = [{"title": f"item-{i}", "fields": [{"label": "password", "value": "v1"}]} for i in range(ITEMS)]
-    async with Emulator(emulator_data({VAULT: items})) as emu:
-        yield emu
+    return {VAULT: items}
 
 
 async def create_all(kube: Client, namespace: str) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-from operator_harness import emulator_data, eventually, run_operator
+from operator_harness import Vaults, eventually, run_operator
 from operator_helpers import get_or_none, opi, wait_for_data, wait_for_event, wait_for_ready, workload
 
 from controllers.resources import ONEPASSWORDITEMS
@@ -26,18 +24,14 @@ GET_ITEM = "GET /v1/vaults/{vault}/items/{item}"
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    data = emulator_data(
-        {
-            VAULT: [
-                {"title": "db", "fields": [{"label": "password", "value": "old"}]},
-                {"title": "api", "fields": [{"label": "token", "value": "t"}]},
-            ],
-            OTHER_VAULT: [{"title": "mail", "fields": [{"label": "password", "value": "m"}]}],
-        }
-    )
-    async with Emulator(data) as emu:
-        yield emu
+def vaults() -> Vaults:
+    return {
+        VAULT: [
+            {"title": "db", "fields": [{"label": "password", "value": "old"}]},
+            {"title": "api", "fields": [{"label": "token", "value": "t"}]},
+        ],
+        OTHER_VAULT: [{"title": "mail", "fields": [{"label": "password", "value": "m"}]}],
+    }
 
 
 def sample(name: str, **labels: str) -> float:

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,9 +114,8 @@ def debug_logs() -> Iterator[Capture]:
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    async with Emulator(DATA) as emu:
-        yield emu
+def connect_data() -> dict[str, Any]:
+    return DATA
 
 
 def test_the_search_finds_what_it_looks_for() -> None:

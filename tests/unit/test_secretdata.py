@@ -1,4 +1,8 @@
-"""Item → Secret: sanitisers, data precedence, metadata and merging (reference 3 and 9: 4, 16-27, 60)."""
+"""Item → Secret: sanitisers, data precedence, metadata and merging.
+
+"scenario N" comments name the Go operator's test scenarios (9.1 #4, 9.2 #16-27, #60), replayed here and listed in
+docs/compatibility.md.
+"""
 
 from __future__ import annotations
 
@@ -64,7 +68,7 @@ def decoded(secret: dict) -> dict[str, bytes]:
     return {key: base64.b64decode(value) for key, value in secret["data"].items()}
 
 
-# --- sanitisers (reference 3.3, scenarios 4 and 26) -------------------------------------------------------------
+# --- sanitisers (scenarios 4 and 26) ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -135,7 +139,7 @@ def test_secret_names_with_nothing_usable_are_none(name: str) -> None:
     assert secret_name(name) is None
 
 
-# --- data (reference 3.2, scenarios 19-25, 60) ------------------------------------------------------------------
+# --- data (scenarios 19-25, 60) ---------------------------------------------------------------------------------
 
 
 def test_field_labels_become_keys_with_case_preserved() -> None:  # scenario 4
@@ -213,7 +217,7 @@ def test_unusable_labels_give_no_data() -> None:  # scenario 25
     assert len(result.warnings) == 3 * 3  # the non-blank labels of each kind are reported
 
 
-def test_files_fill_free_keys_only() -> None:  # scenario 7 and reference 3.2 step 3
+def test_files_fill_free_keys_only() -> None:  # scenario 7: files only into free keys
     files = [ItemFile("f1", "server.crt"), ItemFile("f2", "password"), ItemFile("f3", "missing.txt")]
     contents = {"f1": b"dummy-cert-content", "f2": b"file wins?"}
     result = build_secret_data(item(("password", "field"), files=files, contents=contents))
@@ -341,7 +345,7 @@ def test_more_than_one_mebibyte_is_refused() -> None:
     assert caught.value.reason is ConditionReason.SECRET_TOO_LARGE
 
 
-# --- metadata producers (reference 2.1, 3.6, scenarios 28-31) ---------------------------------------------------
+# --- metadata producers (scenarios 28-31) -----------------------------------------------------------------------
 
 
 def test_opi_labels_are_copied_and_annotations_only_with_the_flag() -> None:
