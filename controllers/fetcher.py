@@ -121,10 +121,6 @@ class ItemFetcher:
         self._latest[key] = max(self._latest.get(key, 0), result.version)
         self._items[path] = result
 
-    def latest_version(self, vault_id: str, item_id: str) -> int | None:
-        """The newest version of an item known (from the poller or a fetch), None if never seen."""
-        return self._latest.get((vault_id, item_id))
-
     def observe(self, vault_id: str, versions: Mapping[str, int], removed: Iterable[str] = ()) -> None:
         """Record what the poller saw in a vault: every item's version, and the items that are gone."""
         for item_id, version in versions.items():

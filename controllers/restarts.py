@@ -162,11 +162,6 @@ def changed_secrets(workload: KubeObject, secret_versions: Mapping[str, str]) ->
     return {name for name, token in secret_versions.items() if name in record and record[name] != token}
 
 
-def template_needs_restart(workload: KubeObject, secret_versions: Mapping[str, str]) -> bool:
-    """Whether a used Secret changed since the workload's last restart (auto-restart settings aside)."""
-    return bool(changed_secrets(workload, secret_versions))
-
-
 def _record(workload: KubeObject, secret_versions: Mapping[str, str]) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "annotations": {

@@ -211,7 +211,6 @@ async def test_an_item_is_fetched_once_until_the_poller_sees_a_newer_version() -
     items.observe(VAULT, {ITEM: 2})
     assert (await items.get(PATH))[1].version == 2
     assert resolver.calls == 2
-    assert items.latest_version(VAULT, ITEM) == 2
 
 
 async def test_concurrent_callers_share_one_request() -> None:

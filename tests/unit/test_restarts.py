@@ -25,7 +25,6 @@ from controllers.restarts import (
     recorded_versions,
     restart_patch,
     secret_names_used_by,
-    template_needs_restart,
 )
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
@@ -210,7 +209,7 @@ def test_a_change_rolls_exactly_once() -> None:  # scenarios 44, 47
     assert unchanged.patch is None and not unchanged.restart  # 47: same version, nothing
 
     changed = {"db": managed_secret("db", 2)}
-    assert template_needs_restart(web, {"db": "vaults/v/items/i@2"})
+    assert changed_secrets(web, {"db": "vaults/v/items/i@2"}) == {"db"}
     plan = plan_restart(web, changed, None, True, NOW)
     assert plan.restart and plan.changed == {"db"}
     rolled = apply_merge_patch(web, plan.patch)
