@@ -13,7 +13,7 @@ Both raise ``AccessDeniedError``, which ``controllers.failures`` turns into ``Re
 ``AccessDenied``, a Warning Event and one log line; no Secret is written. A Secret written before access
 was revoked is kept, not updated, and the message says so.
 
-Controllers whose keys the policies affect call ``trigger``: any policy change (and a Namespace label change)
+Controllers whose keys the policies affect watch ``sources``: any policy change (and a Namespace label change)
 enqueues their keys again, so policies take effect without a restart. Controllers wait for the informers
 they watch to sync, so no key is reconciled before the policies are known (an unsynced, empty cache would
 otherwise read as "no policy: allow everything").
@@ -30,8 +30,10 @@ from controllers.watch import NamespaceMetadata, labels_of
 from onepassword_access.paths import parse_item_path
 from onepassword_access.resolve import ResolvedItem
 from opsync.cache import Cache
-from opsync.controller import Controller, Predicate, Request
 from opsync.informer import Informer
+from opsync.predicate import Predicate
+from opsync.reconcile import Request
+from opsync.source import Kind, Source
 
 KEPT_SUFFIX = "the existing Secret is kept but no longer updated"
 
@@ -81,13 +83,17 @@ class AccessControl:
         if not decision.allowed:
             raise AccessDeniedError(_message(decision, kept=kept), item_limited=decision.item_limited)
 
-    def trigger(self, controller: Controller, requests_in: RequestsIn) -> None:
-        """Reconcile ``controller``'s keys again when a policy changes (all keys) or a Namespace's labels
-        change (its keys)."""
-        controller.watch(self.policies, lambda _policy: requests_in(None))
+    def sources(self, requests_in: RequestsIn) -> list[Source]:
+        """Sources for a controller (``Builder.watches_source``) that enqueue its keys again when a policy
+        changes (all keys) or a Namespace's labels change (its keys)."""
         labels_changed = Predicate(on_update=lambda old, new: labels_of(old) != labels_of(new))
-        for informer in self._namespaces.informers:
-            controller.watch(informer, lambda namespace: requests_in(namespace["metadata"]["name"]), [labels_changed])
+        return [
+            Kind(self.policies, lambda _policy: requests_in(None)),
+            *(
+                Kind(informer, lambda namespace: requests_in(namespace["metadata"]["name"]), [labels_changed])
+                for informer in self._namespaces.informers
+            ),
+        ]
 
 
 def _message(decision: AccessDecision, *, kept: bool) -> str:

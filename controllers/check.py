@@ -6,10 +6,13 @@ Checked, with the flags and environment of ``opsync run``:
 - Connect: it answers ``/health``, accepts the token, and the token reads the vaults that the
   OnePasswordItems in the watched namespaces name;
 - Kubernetes: a SelfSubjectAccessReview for every verb of every permission in
-  ``controllers.permissions.REQUIRED``, where its scope says (each watched namespace or all of them; the
-  watched Namespace objects by name; cluster-scoped kinds; the leader-election namespace). A missing one is
+  ``controllers.permissions.REQUIRED`` (and ``MANAGE_CONNECT`` with ``MANAGE_CONNECT=true``), where its scope
+  says (each watched namespace or all of them; the watched Namespace objects by name; cluster-scoped kinds;
+  the leader-election namespace; opsync's own namespace). A missing one is
   named with its verb, its place and why opsync needs it, e.g.
-  ``kubernetes: secrets  FAIL  missing: delete in team-a — write the Secrets; ...``.
+  ``kubernetes: secrets  FAIL  missing: delete in team-a — write the Secrets; ...``;
+- the served OnePasswordItem CRD: ``warn`` when it is older than opsync's (1Password's, left by the Go
+  operator: Ready conditions lose their reason) with how to upgrade it, ``FAIL`` when there is none.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ import aiohttp
 from kubernetes_asyncio.config import ConfigException
 
 from controllers import config
+from controllers.connect_setup import operator_namespace
+from controllers.crdschema import ITEMS_CRD, ServedCrd, read_served_crd
 from controllers.main import OUTSIDE_A_POD, connect_client, kubernetes_client, leader_election_namespace
-from controllers.permissions import REQUIRED, Permission, Scope
+from controllers.permissions import MANAGE_CONNECT, REQUIRED, Permission, Scope
 from controllers.resources import ONEPASSWORDITEMS
 from onepassword_access.client import ConnectClient
 from onepassword_access.errors import ConnectError
@@ -118,11 +123,13 @@ def _targets(permission: Permission, settings: config.Settings) -> list[tuple[st
         case Scope.LEADER_ELECTION:
             return [(leader_election_namespace(settings), "")]
         case Scope.CLUSTER:
-            return [("", "")]
+            return [("", name) for name in permission.names] or [("", "")]
         case Scope.WATCHED_BY_NAME:
             return [("", name) for name in settings.watch_namespaces] or [("", "")]
         case Scope.WATCHED:
             return [(namespace, "") for namespace in settings.watch_namespaces] or [("", "")]
+        case Scope.OPERATOR_NAMESPACE:
+            return [(operator_namespace(), "")]
 
 
 def _place(namespace: str, name: str) -> str:
@@ -134,7 +141,7 @@ def _place(namespace: str, name: str) -> str:
 async def check_permissions(kube: Client, settings: config.Settings) -> list[Row]:
     """One row per required permission: ok, or each verb and place it lacks, named, with why it is needed."""
     rows = []
-    for permission in REQUIRED:
+    for permission in (*REQUIRED, *(MANAGE_CONNECT if settings.manage_connect else ())):
         if permission.scope is Scope.LEADER_ELECTION and not settings.leader_elect:
             continue
         try:
@@ -156,6 +163,15 @@ async def check_permissions(kube: Client, settings: config.Settings) -> list[Row
     return rows
 
 
+def crd_row(found: ServedCrd) -> Row:
+    """The row about the served OnePasswordItem CRD."""
+    if found.missing:
+        status: Status = "FAIL"
+    else:
+        status = "ok" if found.dropped == () else "warn"
+    return Row(f"crd: {ITEMS_CRD}", status, found.describe())
+
+
 # --- the command -----------------------------------------------------------------------------------------
 
 
@@ -168,6 +184,7 @@ async def run_checks(settings: config.Settings) -> list[Row]:
             segments, listed = await used_vaults(kube, settings.watch_namespaces)
             rows += listed
             rows += await check_permissions(kube, settings)
+            rows.append(crd_row(await read_served_crd(kube)))
     except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as err:
         rows.append(Row("kubernetes: API server", "FAIL", str(err) or type(err).__name__))
     except ConfigException as err:  # no kubeconfig, or not in a pod

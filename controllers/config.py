@@ -58,6 +58,7 @@ _SETTING_NAMES = {
     "watch_namespaces": "WATCH_NAMESPACE",
     "polling_interval": "POLLING_INTERVAL",
     "auto_restart": "AUTO_RESTART",
+    "manage_connect": "MANAGE_CONNECT",
     "allow_empty_values": "--allow-empty-values",
     "enable_annotations": "--enable-annotations",
     "leader_elect": "--leader-elect",
@@ -112,6 +113,8 @@ class Settings(BaseModel):
     """``POLLING_INTERVAL``: seconds between polls of 1Password."""
     auto_restart: bool = False
     """``AUTO_RESTART``: restart workloads when their Secrets change, unless annotations say otherwise."""
+    manage_connect: bool = False
+    """``MANAGE_CONNECT``: create Connect's Service and Deployment when absent (``controllers.connect_setup``)."""
     allow_empty_values: bool = False
     enable_annotations: bool = False
     leader_elect: bool = False
@@ -130,7 +133,9 @@ class Settings(BaseModel):
     warnings: tuple[str, ...] = ()
     """Accepted but questionable settings, for the caller to log at start-up."""
 
-    @field_validator("auto_restart", "allow_empty_values", "enable_annotations", "leader_elect", mode="before")
+    @field_validator(
+        "auto_restart", "manage_connect", "allow_empty_values", "enable_annotations", "leader_elect", mode="before"
+    )
     @classmethod
     def _bool(cls, value: object) -> object:
         return _go_bool(value)
@@ -327,13 +332,6 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
             "1Password service accounts are not supported yet; use 1Password Connect "
             "(OP_CONNECT_HOST with OP_CONNECT_TOKEN or OP_CONNECT_TOKEN_FILE)",
         )
-    manage_connect = environ.get("MANAGE_CONNECT", "")
-    if manage_connect and parse_bool(manage_connect) is None:
-        raise ConfigError("MANAGE_CONNECT", f"must be true or false, got {_quoted(manage_connect)}")
-    if parse_bool(manage_connect):
-        raise ConfigError(
-            "MANAGE_CONNECT", "opsync does not deploy Connect; install it with 1Password's connect Helm chart"
-        )
     if not environ.get("OP_CONNECT_HOST", "").strip():
         raise ConfigError("OP_CONNECT_HOST", "not set; opsync needs the URL of a 1Password Connect server")
     raw: dict[str, Any] = {
@@ -343,6 +341,7 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         "watch_namespaces": environ.get("WATCH_NAMESPACE", ""),
         "polling_interval": environ.get("POLLING_INTERVAL", ""),
         "auto_restart": environ.get("AUTO_RESTART", ""),
+        "manage_connect": environ.get("MANAGE_CONNECT", ""),
         "kubeconfig": getattr(args, "kubeconfig", None) or environ.get("KUBECONFIG") or None,
     }
     for name in _SETTING_NAMES:

@@ -12,7 +12,6 @@ from enum import StrEnum
 from typing import Final
 
 # --- Annotations read and written by the Go operator ------------------------------------------------------------
-ANNOTATION_PREFIX: Final = "operator.1password.io/"
 ITEM_PATH_ANNOTATION: Final = "operator.1password.io/item-path"
 ITEM_NAME_ANNOTATION: Final = "operator.1password.io/item-name"
 ITEM_VERSION_ANNOTATION: Final = "operator.1password.io/item-version"
@@ -40,7 +39,6 @@ ITEM_PATH_FORMAT: Final = "vaults/{vault_id}/items/{item_id}"
 
 # --- Names of the Go operator's controllers, event sources and Events -------------------------------------------
 ITEM_CONTROLLER: Final = "onepassworditem"
-DEPLOYMENT_CONTROLLER: Final = "onepassword-deployment"
 DEPLOYMENT_EVENT_COMPONENT: Final = "onepassword-operator-deployment"
 READY_CONDITION: Final = "Ready"
 
@@ -59,9 +57,6 @@ class EventReason(StrEnum):
     """A OnePasswordAccessPolicy does not let the namespace sync the item."""
 
 
-RATE_LIMIT_MARKER: Final = "rate limit"
-"""The Go operator recognises rate limiting by this substring of an error's text."""
-RATE_LIMIT_EVENT_MESSAGE: Final = "1Password rate limit hit. Requeuing after 15 minutes."
 RECONCILE_ERROR_EVENT_MESSAGE: Final = "Failed to sync secret from 1Password: {error}"
 SECRET_TYPE_IMMUTABLE_MESSAGE: Final = "cannot change secret type: secret type is immutable"  # noqa: S105 - not a password
 
@@ -70,7 +65,6 @@ class ConditionReason(StrEnum):
     """``reason`` of the OnePasswordItem ``Ready`` condition (opsync adds reasons; the Go operator has none)."""
 
     SYNCED = "Synced"
-    PENDING = "Pending"
     INVALID_ITEM_PATH = "InvalidItemPath"
     VAULT_NOT_FOUND = "VaultNotFound"
     ITEM_NOT_FOUND = "ItemNotFound"

@@ -32,12 +32,12 @@ from onepassword_access.errors import (
     UnauthorizedError,
 )
 from onepassword_access.paths import ItemPathError
-from onepassword_access.resolve import ResolveError
+from onepassword_access.resolve import ResolveError, ResolveErrorKind
 from opsync.client import AlreadyExistsError, ApiError, ConflictError, InvalidError
 from opsync.client import NotFoundError as ObjectNotFoundError
-from opsync.controller import Request, Result
 from opsync.events import EventRecorder
 from opsync.queue import BucketRateLimiter, ItemExponentialFailureRateLimiter, MaxOfRateLimiter, RateLimiter
+from opsync.reconcile import Request, Result
 from opsync.resources import KubeObject
 
 log = logging.getLogger(__name__)
@@ -137,12 +137,11 @@ def classify(err: Exception) -> Failure | None:
         return Failure(ConditionReason.INVALID_ITEM_PATH, str(err), Retry.ON_CHANGE)
     if isinstance(err, ResolveError):
         message = RETRIEVE_PREFIX + str(err)
-        if err.cause is None:
-            # Without a Connect error behind it, the resolver found nothing under that name.
-            vault = str(err).startswith("failed to 'getVaultID'")
-            return Failure(
-                ConditionReason.VAULT_NOT_FOUND if vault else ConditionReason.ITEM_NOT_FOUND, message, Retry.BACKOFF
-            )
+        if err.kind is ResolveErrorKind.VAULT_NOT_FOUND:
+            return Failure(ConditionReason.VAULT_NOT_FOUND, message, Retry.BACKOFF)
+        if err.kind is ResolveErrorKind.ITEM_NOT_FOUND:
+            return Failure(ConditionReason.ITEM_NOT_FOUND, message, Retry.BACKOFF)
+        assert err.cause is not None  # a CONNECT kind has one
         if isinstance(err.cause, RateLimitedError):
             return _rate_limited(err.cause)
         reason, retry = _connect_reason(err.cause)

@@ -22,10 +22,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 from controllers.constants import RATE_LIMIT_REQUEUE
-from controllers.metrics import CONNECT_REQUESTS, endpoint_template
 from controllers.secretdata import ItemInput, item_input_from_connect
-from onepassword_access.client import ConnectClient
-from onepassword_access.errors import RateLimitedError, Reply
+from onepassword_access.errors import RateLimitedError
 from onepassword_access.paths import parse_item_path
 from onepassword_access.resolve import ItemResolver, ResolvedItem, ResolveError
 
@@ -33,19 +31,6 @@ log = logging.getLogger(__name__)
 
 ItemKey = tuple[str, str]
 """(vault id, item id)."""
-
-
-class InstrumentedConnectClient(ConnectClient):
-    """A ``ConnectClient`` that counts every HTTP exchange in ``opsync_connect_requests_total``."""
-
-    async def _attempt(self, method: str, path: str, params: dict[str, str] | None) -> Reply:
-        code = "<error>"
-        try:
-            reply = await super()._attempt(method, path, params)
-            code = str(reply.status)
-            return reply
-        finally:
-            CONNECT_REQUESTS.labels(endpoint=endpoint_template(path), code=code).inc()
 
 
 class ItemFetcher:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from controllers.access import AccessControl
 from controllers.constants import ITEM_CONTROLLER, MANAGED_SELECTOR, ConditionReason, EventReason
+from controllers.crdschema import UPGRADE_HINT, ServedStatus
 from controllers.desired import desired_secret, opi_metadata, opi_owner_reference
 from controllers.failures import Failure, classify, rate_limiter, retry_result, write_refused
 from controllers.fetcher import ItemFetcher
@@ -23,12 +24,15 @@ from controllers.resources import ONEPASSWORDITEMS
 from controllers.secrets import SecretWriter
 from controllers.status import status_patch
 from controllers.watch import spec_or_metadata_changed
+from opsync.builder import Builder
 from opsync.client import ApiError
-from opsync.controller import Builder, Controller, Request, Result
+from opsync.controller import Controller
 from opsync.events import EventRecorder
 from opsync.informer import Informer
 from opsync.manager import Manager
+from opsync.reconcile import Request, Result
 from opsync.resources import SECRETS, KubeObject
+from opsync.source import Channel
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,14 @@ class ItemReconciler:
     """Reconciles one OnePasswordItem; see the module docstring."""
 
     def __init__(
-        self, manager: Manager, fetcher: ItemFetcher, writer: SecretWriter, options: ItemOptions, access: AccessControl
+        self,
+        manager: Manager,
+        fetcher: ItemFetcher,
+        writer: SecretWriter,
+        options: ItemOptions,
+        access: AccessControl,
+        *,
+        served: ServedStatus | None = None,
     ) -> None:
         self.items: Informer = manager.cache.informer(ONEPASSWORDITEMS)
         self._client = manager.client
@@ -55,7 +66,13 @@ class ItemReconciler:
         self._writer = writer
         self._options = options
         self._events: EventRecorder = manager.event_recorder("opsync")
-        self._states: dict[Request, tuple[str, str]] = {}  # for the opsync_items gauge
+        self._states: dict[Request, tuple[str, str]] = {}  # for the opsync_items gauge and failing_with
+        self.served = served or ServedStatus()
+
+    def failing_with(self, reason: str) -> list[Request]:
+        """The items whose last reconcile here ended ``Ready=False`` with ``reason``. Kept in memory rather than
+        read back from the condition, which an old CRD stores without its reason."""
+        return [request for request, state in self._states.items() if state == ("false", reason)]
 
     async def reconcile(self, request: Request) -> Result | None:
         opi = self.items.get(request.namespace, request.name)
@@ -113,12 +130,22 @@ class ItemReconciler:
         self._record_state(request, ("false", failure.reason))
 
     async def _set_status(self, opi: KubeObject, status: str, reason: str, message: str, *, synced: bool) -> None:
-        """Patch the status subresource, only when the condition (or the sync time) changes."""
-        patch = status_patch(opi, status, reason, message, synced=synced)
-        if patch is not None:
-            meta = opi["metadata"]
-            await self._client.patch(
-                ONEPASSWORDITEMS, meta["name"], {"status": patch}, meta["namespace"], subresource="status"
+        """Patch the status subresource, only when the condition (or the sync time) changes.
+
+        The comparison is with the condition as the served schema stores it (``self.served``): on an old CRD
+        that drops ``reason``, a condition differing only there is not rewritten on every retry."""
+        patch = status_patch(opi, status, reason, message, synced=synced, served=self.served)
+        if patch is None:
+            return
+        meta = opi["metadata"]
+        stored = await self._client.patch(
+            ONEPASSWORDITEMS, meta["name"], {"status": patch}, meta["namespace"], subresource="status"
+        )
+        if dropped := self.served.learn(patch, stored.get("status") or {}):
+            log.warning(
+                "the API server dropped status.%s from a OnePasswordItem: its CRD is older than opsync's; %s",
+                ", status.".join(sorted(dropped)),
+                UPGRADE_HINT,
             )
 
     def _record_state(self, request: Request, state: tuple[str, str] | None) -> None:
@@ -136,8 +163,9 @@ class ItemReconciler:
             ITEMS.labels(ready=ready, reason=reason).set(count)
 
 
-def setup_items(manager: Manager, reconciler: ItemReconciler, *, workers: int) -> Controller:
-    """The ``onepassworditem`` controller: items, and the managed Secret of the same name (drift repair)."""
+def setup_items(manager: Manager, reconciler: ItemReconciler, *, changes: Channel, workers: int) -> Controller:
+    """The ``onepassworditem`` controller: items, the managed Secret of the same name (drift repair), and
+    what the poller fires into ``changes``."""
 
     def item_of_secret(secret: KubeObject) -> list[Request]:
         request = Request.of(secret)
@@ -147,8 +175,9 @@ def setup_items(manager: Manager, reconciler: ItemReconciler, *, workers: int) -
         Builder(manager, ITEM_CONTROLLER)
         .for_(ONEPASSWORDITEMS, predicates=[spec_or_metadata_changed()])
         .watches(SECRETS, item_of_secret, label_selector=MANAGED_SELECTOR)
+        .watches_source(*reconciler.access.sources(lambda ns: [Request.of(o) for o in reconciler.items.list(ns)]))
+        .watches_source(changes)
         .with_options(workers=workers, rate_limiter=rate_limiter())
         .complete(reconciler)
     )
-    reconciler.access.trigger(controller, lambda namespace: [Request.of(o) for o in reconciler.items.list(namespace)])
     return controller

@@ -7,6 +7,7 @@ command share one wiring:
 - the ``workload-secrets`` controller (``controllers.workloads``);
 - one restart controller per workload kind (``controllers.rollouts``);
 - the leader-only ``connect-poller`` (``controllers.poller``);
+- with ``MANAGE_CONNECT=true``, the leader-only ``connect-setup`` (``controllers.connect_setup``);
 - one ``ItemFetcher`` shared by all of them, so each item version is fetched from Connect once.
 """
 
@@ -16,7 +17,7 @@ import argparse
 import asyncio
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubernetes_asyncio.config import ConfigException
@@ -24,11 +25,14 @@ from kubernetes_asyncio.config import ConfigException
 from controllers import config
 from controllers.access import AccessControl
 from controllers.config import Settings
-from controllers.constants import ITEM_PATH_ANNOTATION
+from controllers.connect_setup import ConnectSetup, operator_namespace
+from controllers.constants import ITEM_PATH_ANNOTATION, ConditionReason
+from controllers.crdschema import ServedCrd, ServedStatus, read_served_crd
 from controllers.desired import operator_annotations
-from controllers.fetcher import InstrumentedConnectClient, ItemFetcher
+from controllers.fetcher import ItemFetcher
 from controllers.items import ItemOptions, ItemReconciler, setup_items
-from controllers.poller import Poller
+from controllers.metrics import count_connect_request
+from controllers.poller import Handoff, Poller
 from controllers.resources import ONEPASSWORDITEMS
 from controllers.rollouts import setup_restarts
 from controllers.secrets import SecretWriter, managed_secrets
@@ -42,6 +46,7 @@ from opsync.controller import Controller
 from opsync.leader import LeaderElectionConfig, LeaderElectionLost
 from opsync.logging import setup_logging
 from opsync.manager import Manager
+from opsync.source import Channel
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,8 @@ class Operator:
     item_controller: Controller
     workload_controller: Controller
     restart_controllers: list[Controller]
+    served: ServedStatus = field(default_factory=ServedStatus)
+    """What the served OnePasswordItem CRD keeps of an item's status (shared with the item reconciler)."""
 
     @property
     def controllers(self) -> list[Controller]:
@@ -73,9 +80,20 @@ class Operator:
     async def run(self, stopping: asyncio.Event | None = None) -> None:
         """Run until ``stopping`` is set (or SIGTERM/SIGINT when it is None)."""
         try:
+            await self.check_crd()
             await self.manager.run(stopping)
         finally:
             await self.fetcher.close()
+
+    async def check_crd(self) -> ServedCrd:
+        """Read the served CRD once, before reconciling: tell ``served`` what it drops, and warn in one line when
+        it is older than opsync's (or cannot be read)."""
+        found = await read_served_crd(self.manager.client)
+        if found.dropped is not None:
+            self.served.dropped = frozenset(found.dropped)
+        if found.dropped is None or found.outdated:
+            log.warning(found.describe())
+        return found
 
 
 def leader_election_namespace(settings: Settings) -> str:
@@ -108,14 +126,22 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
     writer = SecretWriter(client, managed_secrets(manager.cache))
     namespaces = NamespaceMetadata(manager.cache, settings.watch_namespaces)
     access = AccessControl(manager.cache, namespaces)
+    served = ServedStatus()
     items = ItemReconciler(
         manager,
         fetcher,
         writer,
         ItemOptions(allow_empty_values=settings.allow_empty_values, enable_annotations=settings.enable_annotations),
         access,
+        served=served,
     )
-    item_controller = setup_items(manager, items, workers=settings.workers)
+    handoff = Handoff(
+        manager.cache.informer(ONEPASSWORDITEMS),
+        item_changes=Channel(),
+        workload_changes=Channel(),
+        connect_unavailable=lambda: items.failing_with(ConditionReason.CONNECT_UNAVAILABLE),
+    )
+    item_controller = setup_items(manager, items, changes=handoff.item_changes, workers=settings.workers)
     workloads = Workloads(manager.cache)
     workload_options = WorkloadOptions(
         allow_empty_values=settings.allow_empty_values, auto_restart=settings.auto_restart
@@ -127,6 +153,7 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
         writer=writer,
         options=workload_options,
         access=access,
+        changes=handoff.workload_changes,
         workers=settings.workers,
     )
     restart_controllers = setup_restarts(
@@ -149,20 +176,21 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
         detector=VaultChangeDetector(connect),
         fetcher=fetcher,
         secrets=writer.secrets,
-        items=manager.cache.informer(ONEPASSWORDITEMS),
-        item_controller=item_controller,
-        workload_controller=workload_controller,
+        handoff=handoff,
         interval=settings.polling_interval,
         paths_in_use=paths_in_use,
     )
     manager.add(poller)
-    return Operator(manager, fetcher, poller, item_controller, workload_controller, restart_controllers)
+    if settings.manage_connect:
+        manager.add(ConnectSetup(client, operator_namespace()))
+    return Operator(manager, fetcher, poller, item_controller, workload_controller, restart_controllers, served)
 
 
-def connect_client(settings: Settings) -> InstrumentedConnectClient:
+def connect_client(settings: Settings) -> ConnectClient:
     """The Connect client for ``settings`` (reads the CA file: call before the event loop is busy)."""
     ca_file = str(settings.connect_ca_file) if settings.connect_ca_file else None
-    return InstrumentedConnectClient(settings.connect_host, settings.connect_token.get_secret_value(), ca_file=ca_file)
+    token = settings.connect_token.get_secret_value()
+    return ConnectClient(settings.connect_host, token, ca_file=ca_file, observers=[count_connect_request])
 
 
 async def kubernetes_client(settings: Settings) -> Client:

@@ -10,6 +10,7 @@ import re
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from onepassword_access.client import Exchange
 from opsync.metrics import REGISTRY
 
 CONNECT_REQUESTS = Counter(
@@ -68,3 +69,9 @@ _ID_SEGMENT = re.compile(r"(?<=/)(vaults|items|files)/[^/?]+")
 def endpoint_template(path: str) -> str:
     """``/v1/vaults/{id}/items/{id}`` for ``/v1/vaults/abc/items/def``: a label without ids or titles."""
     return _ID_SEGMENT.sub(lambda m: f"{m.group(1)}/{{id}}", path.split("?", 1)[0])
+
+
+def count_connect_request(exchange: Exchange) -> None:
+    """A ``ConnectClient`` observer: count the attempt in ``opsync_connect_requests_total``."""
+    code = "<error>" if exchange.status is None else str(exchange.status)
+    CONNECT_REQUESTS.labels(endpoint=endpoint_template(exchange.path), code=code).inc()

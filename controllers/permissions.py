@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from controllers.crdschema import ITEMS_CRD
+
 
 class Scope(StrEnum):
     """Where a permission is needed."""
@@ -24,6 +26,8 @@ class Scope(StrEnum):
     """Always cluster-wide: the resource is cluster-scoped (a ClusterRole, even when namespaces are listed)."""
     LEADER_ELECTION = "leader-election"
     """In the namespace of the leader-election Lease, only with ``--leader-elect``."""
+    OPERATOR_NAMESPACE = "operator-namespace"
+    """In the namespace opsync runs in (``POD_NAMESPACE``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,8 @@ class Permission:
     scope: Scope = Scope.WATCHED
     subresource: str = ""
     why: str = ""
+    names: tuple[str, ...] = ()
+    """Only these objects (RBAC ``resourceNames``); empty: all of them."""
 
     @property
     def display(self) -> str:
@@ -89,6 +95,14 @@ REQUIRED: tuple[Permission, ...] = (
         why="which namespaces may sync which vaults",
     ),
     Permission(
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        ("get",),
+        scope=Scope.CLUSTER,
+        names=(ITEMS_CRD,),
+        why="read the OnePasswordItem CRD's schema at start-up, to warn when it is older than opsync's",
+    ),
+    Permission(
         "coordination.k8s.io",
         "leases",
         ("get", "create", "update"),
@@ -96,3 +110,21 @@ REQUIRED: tuple[Permission, ...] = (
         why="leader election",
     ),
 )
+
+MANAGE_CONNECT: tuple[Permission, ...] = (
+    Permission(
+        "",
+        "services",
+        ("get", "create"),
+        scope=Scope.OPERATOR_NAMESPACE,
+        why="MANAGE_CONNECT=true: create Connect's Service when absent (never updated)",
+    ),
+    Permission(
+        "apps",
+        "deployments",
+        ("get", "create"),
+        scope=Scope.OPERATOR_NAMESPACE,
+        why="MANAGE_CONNECT=true: create Connect's Deployment when absent (never updated)",
+    ),
+)
+"""Needed besides ``REQUIRED`` only with ``MANAGE_CONNECT=true`` (``controllers.connect_setup``)."""

@@ -6,10 +6,12 @@ Every ``POLLING_INTERVAL`` seconds (the first time as soon as the caches are syn
    the ``item-version`` it was made from.
 2. Ask the change detector about their vaults: one ``GET`` per vault, plus one item listing for each vault
    whose ``contentVersion`` moved.
-3. Enqueue each Secret whose item is at another version now (or just disappeared) into the controller that
-   makes it: the OnePasswordItem of the same name, else the workload-secrets controller. Keys already
-   retrying with backoff are left to it, except on the first good poll after failed ones: Connect is back,
-   so those keys and the items ``Ready=False`` with ``ConnectUnavailable`` are retried at once.
+3. Fire each Secret whose item is at another version now (or just disappeared) at the controller that makes
+   it (``Handoff``): the OnePasswordItem of the same name, else the workload-secrets controller, each through
+   an ``opsync.source.Channel`` it watches. Keys already retrying with backoff are left to it, except on the
+   first good poll after failed ones: Connect is back, so those keys and the items whose last reconcile failed
+   with ``ConnectUnavailable`` (remembered, not read back from a status the served CRD may prune) are
+   retried at once.
 
 The poller never writes to Kubernetes and never fetches an item: the reconcilers fetch each changed item once
 through the shared ``ItemFetcher``, which the poller tells about the new versions. Unlike the Go operator's
@@ -26,16 +28,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from controllers.constants import ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION, ConditionReason
+from controllers.constants import ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION
 from controllers.fetcher import ItemFetcher
 from controllers.metrics import LAST_SUCCESSFUL_POLL, POLL_DURATION, POLLS
-from controllers.status import ready_of
 from onepassword_access.changes import ChangeReport, VaultChangeDetector
 from onepassword_access.errors import RateLimitedError
 from onepassword_access.paths import ItemPathError, parse_item_path
-from opsync.controller import Controller, Request
 from opsync.informer import Informer
-from opsync.resources import KubeObject
+from opsync.reconcile import Request
+from opsync.source import Channel
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,35 @@ class Tracked:
     version: str
 
 
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """Where the poller's findings go: a Secret of an item's name to the item controller (``item_changes``),
+    any other managed Secret to the workload-secrets controller (``workload_changes``)."""
+
+    items: Informer
+    item_changes: Channel
+    workload_changes: Channel
+    connect_unavailable: Callable[[], Iterable[Request]]
+    """The OnePasswordItems whose last reconcile failed because Connect was unavailable."""
+
+    async def wait_for_sync(self) -> bool:
+        """True once the items cache (which decides where a Secret goes) has synced."""
+        return await self.items.wait_for_sync()
+
+    def changed(self, request: Request, *, even_in_backoff: bool = False) -> bool:
+        """Fire ``request`` at the controller that makes its Secret (see ``Channel.fire``)."""
+        owned_by_item = self.items.get(request.namespace, request.name) is not None
+        channel = self.item_changes if owned_by_item else self.workload_changes
+        return channel.fire(request, even_in_backoff=even_in_backoff)
+
+    def retry_connect_unavailable(self) -> int:
+        """Fire the OnePasswordItems whose last reconcile failed because Connect was unavailable; how many."""
+        waiting = list(self.connect_unavailable())
+        for request in waiting:
+            self.item_changes.fire(request, even_in_backoff=True)
+        return len(waiting)
+
+
 class Poller:
     """The leader-only runnable polling 1Password (see the module docstring)."""
 
@@ -61,18 +91,14 @@ class Poller:
         detector: VaultChangeDetector,
         fetcher: ItemFetcher,
         secrets: Informer,
-        items: Informer,
-        item_controller: Controller,
-        workload_controller: Controller,
+        handoff: Handoff,
         interval: float,
         paths_in_use: Callable[[], Iterable[str]],
     ) -> None:
         self._detector = detector
         self._fetcher = fetcher
         self._secrets = secrets
-        self._items = items
-        self._item_controller = item_controller
-        self._workload_controller = workload_controller
+        self._handoff = handoff
         self.interval = interval
         self._paths_in_use = paths_in_use
         self._failing = False  # the last poll could not read every vault
@@ -91,7 +117,7 @@ class Poller:
 
     async def _wait_for_sync(self, stopping: asyncio.Event) -> bool:
         async def synced() -> bool:
-            return all(await asyncio.gather(self._secrets.wait_for_sync(), self._items.wait_for_sync()))
+            return all(await asyncio.gather(self._secrets.wait_for_sync(), self._handoff.wait_for_sync()))
 
         waits = [asyncio.ensure_future(synced()), asyncio.ensure_future(stopping.wait())]
         try:
@@ -118,9 +144,9 @@ class Poller:
         # Connect answers again: what failed for want of it is retried now, not when its backoff (up to
         # 5 minutes) ends, so everything recovers within one poll of the end of an outage.
         recovered, self._failing = self._failing and not report.errors, bool(report.errors)
-        enqueued = self._retry_unavailable_items() if recovered else 0
+        enqueued = self._handoff.retry_connect_unavailable() if recovered else 0
         for entry in tracked:
-            if self._drifted(entry, report) and self._enqueue(entry.request, even_in_backoff=recovered):
+            if self._drifted(entry, report) and self._handoff.changed(entry.request, even_in_backoff=recovered):
                 enqueued += 1
         self._fetcher.retain(self._paths_in_use())
         POLL_DURATION.observe(time.monotonic() - started)
@@ -159,29 +185,3 @@ class Poller:
             return str(versions[entry.item_id]) != entry.version
         change = report.changes.get(entry.vault_id)
         return change is not None and entry.item_id in change.removed  # gone: its reconciler reports it
-
-    def _enqueue(self, request: Request, *, even_in_backoff: bool = False) -> bool:
-        """Hand ``request`` to its reconciler, unless it is retrying with backoff already (and not
-        ``even_in_backoff``)."""
-        owned_by_item = self._items.get(request.namespace, request.name) is not None
-        controller = self._item_controller if owned_by_item else self._workload_controller
-        if controller.queue.num_requeues(request) > 0 and not even_in_backoff:
-            return False  # failing and retrying with backoff already
-        controller.enqueue(request)
-        return True
-
-    def _retry_unavailable_items(self) -> int:
-        """Enqueue the OnePasswordItems whose ``Ready`` condition says Connect was unavailable."""
-        waiting = [Request.of(opi) for opi in self._items.list() if _ready_reason(opi) == _CONNECT_UNAVAILABLE]
-        for request in waiting:
-            self._item_controller.enqueue(request)
-        return len(waiting)
-
-
-_CONNECT_UNAVAILABLE = ("False", ConditionReason.CONNECT_UNAVAILABLE)
-
-
-def _ready_reason(opi: KubeObject) -> tuple[str, str] | None:
-    """The (status, reason) of an item's cached ``Ready`` condition."""
-    condition = ready_of(opi)
-    return None if condition is None else (str(condition.get("status")), str(condition.get("reason")))

@@ -27,12 +27,16 @@ from controllers.restarts import plan_restart, recorded_versions, secret_names_u
 from controllers.sanitisers import secret_name
 from controllers.watch import NamespaceMetadata, spec_or_metadata_changed
 from controllers.workloads import SECRET_USERS_INDEX, WorkloadOptions, Workloads
+from opsync.builder import Builder
 from opsync.client import ApiError, ConflictError
-from opsync.controller import Builder, Controller, Predicate, Request, Result, annotation_changed
+from opsync.controller import Controller
 from opsync.events import EventRecorder
 from opsync.informer import Informer
 from opsync.manager import Manager
+from opsync.predicate import Predicate, annotation_changed
+from opsync.reconcile import Request, Result
 from opsync.resources import SECRETS, KubeObject, Resource
+from opsync.source import Kind
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +165,12 @@ def setup_restarts(
         def in_namespace(namespace: KubeObject, informer: Informer = informer) -> list[Request]:
             return [Request.of(w) for w in informer.list(namespace["metadata"]["name"])]
 
+        restart_setting_changed = [annotation_changed(AUTO_RESTART_ANNOTATION)]
         controller = (
             Builder(manager, _CONTROLLER_NAMES[kind.kind])
             .for_(kind, predicates=relevant)
             .watches(SECRETS, users_of, label_selector=MANAGED_SELECTOR, predicates=[data_or_setting_changed])
+            .watches_source(*(Kind(ns, in_namespace, restart_setting_changed) for ns in namespaces.informers))
             .with_options(workers=workers, rate_limiter=rate_limiter())
             .complete(
                 RestartReconciler(
@@ -172,7 +178,5 @@ def setup_restarts(
                 )
             )
         )
-        for namespace_informer in namespaces.informers:
-            controller.watch(namespace_informer, in_namespace, [annotation_changed(AUTO_RESTART_ANNOTATION)])
         restart_controllers.append(controller)
     return restart_controllers

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from controllers.constants import READY_CONDITION
+from controllers.crdschema import ServedStatus
 from opsync.resources import KubeObject
 from opsync.timestamps import rfc3339
 
@@ -34,17 +35,20 @@ def ready_condition(previous: KubeObject | None, status: str, reason: str, messa
     }
 
 
-def status_patch(opi: KubeObject, status: str, reason: str, message: str, *, synced: bool) -> KubeObject | None:
+def status_patch(
+    opi: KubeObject, status: str, reason: str, message: str, *, synced: bool, served: ServedStatus
+) -> KubeObject | None:
     """The status to patch onto ``opi`` for this outcome; None when the condition is already so.
 
     ``synced``: the Secret's data was just written, which moves ``lastSyncTime`` (also set at the first
-    success).
+    success). The comparison is with the condition as the served schema stores it (``served``): on an old CRD
+    that drops ``reason``, a condition differing only there is not rewritten on every retry.
     """
     current: dict[str, Any] = opi.get("status") or {}
     condition = ready_condition(ready_of(opi), status, reason, message, int(opi["metadata"].get("generation") or 0))
     patch: dict[str, Any] = {}
-    if [condition] != (current.get("conditions") or []):
+    if [served.condition(condition)] != (current.get("conditions") or []):
         patch["conditions"] = [condition]
-    if synced or (status == "True" and not current.get("lastSyncTime")):
+    if synced or (status == "True" and not current.get("lastSyncTime") and served.keeps("lastSyncTime")):
         patch["lastSyncTime"] = rfc3339()
     return patch or None

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opsync.cache import Cache, metadata_only
-from opsync.controller import Predicate
 from opsync.informer import Informer
+from opsync.predicate import Predicate
 from opsync.resources import NAMESPACES, KubeObject
 
 _WATCHED_METADATA = ("labels", "annotations", "finalizers", "deletionTimestamp", "uid")

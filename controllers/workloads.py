@@ -46,12 +46,16 @@ from controllers.restarts import secret_names_used_by
 from controllers.sanitisers import secret_name
 from controllers.secrets import SecretWriter
 from controllers.watch import spec_or_metadata_changed
+from opsync.builder import Builder
 from opsync.cache import Cache
-from opsync.controller import Builder, Controller, Predicate, Request, Result
+from opsync.controller import Controller
 from opsync.events import EventRecorder
 from opsync.informer import Informer
 from opsync.manager import Manager
+from opsync.predicate import Predicate
+from opsync.reconcile import Request, Result
 from opsync.resources import SECRETS, KubeObject, Resource
+from opsync.source import Channel
 
 log = logging.getLogger(__name__)
 
@@ -273,9 +277,10 @@ def setup_workloads(
     writer: SecretWriter,
     options: WorkloadOptions,
     access: AccessControl,
+    changes: Channel,
     workers: int,
 ) -> Controller:
-    """Add the workload-secrets controller (the poller enqueues into it); return it."""
+    """Add the workload-secrets controller (the poller fires into ``changes``); return it."""
     items = manager.cache.informer(ONEPASSWORDITEMS)
 
     def unclaimed_secret(secret: KubeObject) -> list[Request]:
@@ -288,8 +293,8 @@ def setup_workloads(
     builder.watches(SECRETS, unclaimed_secret, label_selector=MANAGED_SELECTOR)
     # An item appearing or disappearing decides who makes a Secret of its name.
     builder.watches(ONEPASSWORDITEMS, lambda opi: [Request.of(opi)], predicates=[Predicate(on_update=lambda *_: False)])
+    builder.watches_source(*access.sources(lambda ns: workload_secret_requests(workloads, writer.secrets, ns)), changes)
     secrets_controller = builder.with_options(workers=workers, rate_limiter=rate_limiter()).complete(
         WorkloadSecretReconciler(manager, workloads, fetcher, writer, options, access=access)
     )
-    access.trigger(secrets_controller, lambda namespace: workload_secret_requests(workloads, writer.secrets, namespace))
     return secrets_controller

@@ -1,11 +1,11 @@
-"""Mirror each ConfigMap labelled ``opsync.dev/mirror=true`` into the namespaces listed in its
-``opsync.dev/mirror-to`` annotation. Edited or deleted mirrors are put back; mirrors no longer wanted go."""
+"""Mirror ConfigMaps labelled opsync.dev/mirror=true into the namespaces their opsync.dev/mirror-to annotation names."""
 
 import asyncio
 
+from opsync.builder import Builder
 from opsync.client import Client
-from opsync.controller import Builder, Request
 from opsync.manager import Manager
+from opsync.reconcile import Request
 from opsync.resources import CONFIGMAPS, KubeObject
 
 SOURCES, MIRROR_OF, MIRROR_TO = "opsync.dev/mirror=true", "opsync.dev/mirror-of", "opsync.dev/mirror-to"

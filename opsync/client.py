@@ -2,10 +2,14 @@
 
 ``Client`` sends requests through kubernetes-asyncio's ``ApiClient`` (so kubeconfig/in-cluster auth, token
 refresh and TLS come from there) but never builds generated model classes: bodies go out and come back as
-JSON dicts (``KubeObject``). Every request has a deadline and is counted in
-``rest_client_requests_total{code,method,host}``. Failures the API server reports become typed ``ApiError``
+JSON dicts (``KubeObject``). Every request has a deadline and is shown to the client's ``observers`` (an
+``ApiRequest`` each); the default one, ``count_request``, counts it in ``rest_client_requests_total{code,
+method,host}`` as client-go's request-result metric does. Failures the API server reports become typed ``ApiError``
 subclasses whose message comes from the server's ``Status`` only, never from the request body (which may hold
 Secret data). Network failures propagate as ``aiohttp.ClientError`` or ``TimeoutError``.
+
+Just over 400 lines: one class with every REST verb and the watch stream, plus the re-exported errors
+(``opsync.errors``) its callers catch.
 """
 
 from __future__ import annotations
@@ -26,7 +30,38 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
 from opsync import metrics
+from opsync.errors import (  # re-exported: callers catch them as opsync.client errors
+    AlreadyExistsError,
+    ApiError,
+    ConflictError,
+    ForbiddenError,
+    GoneError,
+    InvalidError,
+    NotFoundError,
+    TooManyRequestsError,
+    error_from_response,
+    error_from_status,
+)
 from opsync.resources import KubeObject, Resource
+
+__all__ = [
+    "AlreadyExistsError",
+    "ApiError",
+    "ApiRequest",
+    "Client",
+    "ConflictError",
+    "ForbiddenError",
+    "GoneError",
+    "InvalidError",
+    "NotFoundError",
+    "PatchType",
+    "RequestObserver",
+    "TooManyRequestsError",
+    "WatchEvent",
+    "count_request",
+    "error_from_response",
+    "error_from_status",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,95 +78,26 @@ _MUTATE_ATTEMPTS = 5  # as client-go's retry.DefaultRetry
 _MUTATE_BACKOFF = 0.01
 
 
-class ApiError(Exception):
-    """The API server refused a request. ``message`` comes from its ``Status`` body only."""
+@dataclass(frozen=True, slots=True)
+class ApiRequest:
+    """One request, as observers see it: no headers, no body."""
 
-    def __init__(
-        self,
-        status: int,
-        reason: str = "",
-        message: str = "",
-        *,
-        causes: tuple[str, ...] = (),
-        retry_after: float | None = None,
-    ) -> None:
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.causes = causes  # the ``reason`` of each ``details.causes`` entry
-        self.retry_after = retry_after
-        super().__init__(f"{status} {reason}: {message}" if message else f"{status} {reason}")
+    method: str
+    path: str
+    host: str
+    """``host:port`` of the API server."""
+    status: int | None
+    """The HTTP status; None when no answer came."""
 
 
-class NotFoundError(ApiError):
-    """404: the object (or its namespace, or the resource) does not exist."""
+RequestObserver = Callable[[ApiRequest], None]
+"""Called after every request; must not raise and must not block."""
 
 
-class ConflictError(ApiError):
-    """409 Conflict: the object changed since it was read (stale resourceVersion)."""
-
-
-class AlreadyExistsError(ApiError):
-    """409 AlreadyExists: create of a name that is taken."""
-
-
-class ForbiddenError(ApiError):
-    """403: RBAC (or an admission webhook) forbids the request."""
-
-
-class GoneError(ApiError):
-    """410, or a watch ERROR event with reason Expired/Gone: the resourceVersion is too old."""
-
-
-class InvalidError(ApiError):
-    """422: the object failed validation."""
-
-
-class TooManyRequestsError(ApiError):
-    """429: the server asks to slow down; ``retry_after`` says for how long when it said so."""
-
-
-def error_from_status(
-    http_status: int, status: Mapping[str, Any] | None, *, retry_after: float | None = None
-) -> ApiError:
-    """The typed error for an HTTP status code and the (optional) ``Status`` object the server sent."""
-    status = status if status and status.get("kind") == "Status" else {}
-    code = int(status.get("code") or http_status)
-    reason = str(status.get("reason") or "")
-    message = str(status.get("message") or "")
-    details = status.get("details") or {}
-    causes = tuple(str(cause.get("reason") or "") for cause in details.get("causes") or ())
-    if retry_after is None and details.get("retryAfterSeconds"):
-        retry_after = float(details["retryAfterSeconds"])
-    kind: type[ApiError]
-    if code == 410 or reason in ("Expired", "Gone"):
-        kind = GoneError
-    elif code == 404:
-        kind = NotFoundError
-    elif code == 409:
-        kind = AlreadyExistsError if reason == "AlreadyExists" else ConflictError
-    elif code == 403:
-        kind = ForbiddenError
-    elif code == 422:
-        kind = InvalidError
-    elif code == 429:
-        kind = TooManyRequestsError
-    else:
-        kind = ApiError
-    return kind(code, reason, message, causes=causes, retry_after=retry_after)
-
-
-def error_from_response(http_status: int, data: bytes, headers: Mapping[str, str]) -> ApiError:
-    try:
-        status = json.loads(data) if data else None
-    except ValueError:
-        status = None  # not a Status (a proxy's HTML page...): its text is not worth surfacing
-    retry_after: float | None = None
-    try:
-        retry_after = float(headers.get("Retry-After") or "") or None
-    except ValueError:
-        retry_after = None
-    return error_from_status(http_status, status if isinstance(status, dict) else None, retry_after=retry_after)
+def count_request(request: ApiRequest) -> None:
+    """The default observer: ``rest_client_requests_total`` (code ``<error>`` without an answer, as client-go)."""
+    code = "<error>" if request.status is None else str(request.status)
+    metrics.REST_CLIENT_REQUESTS.labels(code=code, method=request.method, host=request.host).inc()
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,9 +129,16 @@ class Client:
     """Async CRUD, patch and watch on any ``Resource``; returns plain dicts."""
 
     def __init__(
-        self, api_client: k8s_client.ApiClient, *, request_timeout: float = 30.0, field_manager: str = "opsync"
+        self,
+        api_client: k8s_client.ApiClient,
+        *,
+        request_timeout: float = 30.0,
+        field_manager: str = "opsync",
+        observers: Sequence[RequestObserver] = (count_request,),
     ) -> None:
+        """``observers`` see every request (replace the default to count requests elsewhere, or not at all)."""
         self._api = api_client
+        self._observers = tuple(observers)
         self.request_timeout = request_timeout
         self.field_manager = field_manager
         self._metric_host = urlsplit(self.host).netloc
@@ -179,23 +152,40 @@ class Client:
         context: str | None = None,
         request_timeout: float = 30.0,
         field_manager: str = "opsync",
+        observers: Sequence[RequestObserver] = (count_request,),
     ) -> Client:
         """A client for ``path`` (default: ``$KUBECONFIG`` or ``~/.kube/config``) and ``context``."""
         configuration = k8s_client.Configuration()
         await k8s_config.load_kube_config(
             config_file=path, context=context, client_configuration=configuration, persist_config=False
         )
-        return cls(k8s_client.ApiClient(configuration), request_timeout=request_timeout, field_manager=field_manager)
+        return cls(
+            k8s_client.ApiClient(configuration),
+            request_timeout=request_timeout,
+            field_manager=field_manager,
+            observers=observers,
+        )
 
     @classmethod
-    def in_cluster(cls, *, request_timeout: float = 30.0, field_manager: str = "opsync") -> Client:
+    def in_cluster(
+        cls,
+        *,
+        request_timeout: float = 30.0,
+        field_manager: str = "opsync",
+        observers: Sequence[RequestObserver] = (count_request,),
+    ) -> Client:
         """A client for the pod's ServiceAccount (token re-read as kubelet rotates it).
 
         Call it with an event loop running: the connection pool is made here.
         """
         configuration = k8s_client.Configuration()
         k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        return cls(k8s_client.ApiClient(configuration), request_timeout=request_timeout, field_manager=field_manager)
+        return cls(
+            k8s_client.ApiClient(configuration),
+            request_timeout=request_timeout,
+            field_manager=field_manager,
+            observers=observers,
+        )
 
     @property
     def host(self) -> str:
@@ -219,9 +209,9 @@ class Client:
     async def _send(
         self, method: str, path: str, query: Query, body: Any = None, content_type: str | None = None
     ) -> aiohttp.ClientResponse:
-        """Send a request and return the unread response; count it whatever happens."""
+        """Send a request and return the unread response; the observers see it whatever happens."""
         headers = {"Accept": "application/json", "Content-Type": content_type or "application/json"}
-        code = "<error>"  # client-go's label for requests that got no HTTP status
+        status: int | None = None
         try:
             response = cast(
                 aiohttp.ClientResponse,
@@ -235,10 +225,12 @@ class Client:
                     _preload_content=False,
                 ),
             )
-            code = str(response.status)
+            status = response.status
             return response
         finally:
-            metrics.REST_CLIENT_REQUESTS.labels(code=code, method=method, host=self._metric_host).inc()
+            request = ApiRequest(method, path, self._metric_host, status)
+            for observe in self._observers:
+                observe(request)
 
     async def _request(
         self,

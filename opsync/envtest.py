@@ -2,13 +2,17 @@
 
 ``ControlPlane`` runs the binaries ``make envtest`` provides on free loopback ports with certificates it
 generates (``openssl``), RBAC authorization, ServiceAccount token issuing and an admin identity (a client
-certificate in ``system:masters``). It installs the project's CRDs, then hands out kubeconfigs and clients,
+certificate in ``system:masters``). It installs the CRDs its caller names, then hands out kubeconfigs and clients,
 including ones acting as a ServiceAccount so tests can prove RBAC. ``opsync envtest`` runs one in the
 foreground.
 
 Binaries are looked up in ``KUBEBUILDER_ASSETS``, then ``OPSYNC_ENVTEST_ASSETS``, then the newest folder
 under ``~/.cache/opsync/envtest/``. Every process runs in its own process group and is stopped by PID; on
 Linux it is also killed if the Python process dies without cleaning up.
+
+Over 400 lines on purpose: one control plane whose start-up order (certificates, etcd, apiserver, CRDs,
+controller-manager), process supervision and clean-up read best in one place; only ``ControlPlane`` uses the
+helpers here.
 """
 
 from __future__ import annotations

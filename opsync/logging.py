@@ -8,7 +8,7 @@
 * ``extra={...}`` on a single call, e.g. ``log.info("updated secret", extra={"secret": "ns/name"})``.
 
 This module cannot tell a secret from any other string: callers must never pass secret values, tokens or
-item field contents as messages, fields or exception text.
+other confidential data as messages, fields or exception text.
 """
 
 from __future__ import annotations

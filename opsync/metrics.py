@@ -5,8 +5,9 @@ This module is the one place a metric name is written. Everything is registered 
 ``/metrics`` serves what a controller-runtime manager serves (``process_*``, with ``python_*`` standing in
 for ``go_*``).
 
-Work queues report through :func:`track_queue`: their counters and histograms are ordinary metrics
-updated as items move, while ``workqueue_depth``, ``workqueue_unfinished_work_seconds`` and
+Controllers and work queues report through the ``MetricsProvider`` they are given (by default
+:data:`PROMETHEUS`), as client-go's workqueue ``MetricsProvider``. A queue's counters and histograms are
+ordinary metrics updated as items move, while ``workqueue_depth``, ``workqueue_unfinished_work_seconds`` and
 ``workqueue_longest_running_processor_seconds`` are read from the live queues at scrape time (they
 change with the clock, not with events). Queues sharing a name are summed (the longest running
 processor is the maximum).
@@ -239,6 +240,125 @@ REGISTRY.register(_LIVE_QUEUES)
 def track_queue(queue: TrackedQueue) -> None:
     """Report ``queue``'s depth and in-flight work on ``/metrics`` for as long as it exists."""
     _LIVE_QUEUES.queues.add(queue)
+
+
+class QueueMetrics(Protocol):
+    """What a work queue reports as items move (client-go's workqueue metrics)."""
+
+    def added(self) -> None: ...
+
+    def retried(self) -> None: ...
+
+    def waited(self, seconds: float) -> None:
+        """An item was handed out ``seconds`` after it became ready."""
+        ...
+
+    def worked(self, seconds: float) -> None:
+        """An item was done ``seconds`` after it was handed out."""
+        ...
+
+
+class QueueMetricsProvider(Protocol):
+    """Gives each named queue its metrics: client-go's ``workqueue.MetricsProvider``, passed to the queue
+    rather than looked up globally, so a test or another registry can take the place of Prometheus."""
+
+    def queue_metrics(self, queue: TrackedQueue) -> QueueMetrics: ...
+
+
+class _PrometheusQueue:
+    def __init__(self, name: str) -> None:
+        self._adds = WORKQUEUE_ADDS.labels(name=name, controller=name)
+        self._retries = WORKQUEUE_RETRIES.labels(name=name, controller=name)
+        self._queue_duration = WORKQUEUE_QUEUE_DURATION.labels(name=name, controller=name)
+        self._work_duration = WORKQUEUE_WORK_DURATION.labels(name=name, controller=name)
+
+    def added(self) -> None:
+        self._adds.inc()
+
+    def retried(self) -> None:
+        self._retries.inc()
+
+    def waited(self, seconds: float) -> None:
+        self._queue_duration.observe(seconds)
+
+    def worked(self, seconds: float) -> None:
+        self._work_duration.observe(seconds)
+
+
+class ControllerMetrics(Protocol):
+    """What a controller reports about its reconciles (controller-runtime's controller metrics)."""
+
+    def reconcile_started(self) -> None: ...
+
+    def reconcile_ended(self, result: str, seconds: float, *, terminal: bool = False, panic: bool = False) -> None:
+        """``result`` is one of :data:`RECONCILE_RESULTS`; ``terminal``/``panic`` qualify an ``error``."""
+        ...
+
+    def reconcile_timed_out(self) -> None: ...
+
+
+class MetricsProvider(QueueMetricsProvider, Protocol):
+    """Gives controllers and their queues their metrics; a controller is handed one instead of using the
+    global series itself."""
+
+    def controller_metrics(self, name: str, workers: int) -> ControllerMetrics: ...
+
+
+class _PrometheusController:
+    def __init__(self, name: str, workers: int) -> None:
+        register_controller(name, workers)
+        self._name = name
+        self._active = ACTIVE_WORKERS.labels(controller=name)
+        self._time = RECONCILE_TIME.labels(controller=name)
+
+    def reconcile_started(self) -> None:
+        self._active.inc()
+
+    def reconcile_ended(self, result: str, seconds: float, *, terminal: bool = False, panic: bool = False) -> None:
+        name = self._name
+        RECONCILE_TOTAL.labels(controller=name, result=result).inc()
+        if result == "error":
+            RECONCILE_ERRORS.labels(controller=name).inc()
+        if terminal:
+            TERMINAL_RECONCILE_ERRORS.labels(controller=name).inc()
+        if panic:
+            RECONCILE_PANICS.labels(controller=name).inc()
+        self._active.dec()
+        self._time.observe(seconds)
+
+    def reconcile_timed_out(self) -> None:
+        RECONCILE_TIMEOUTS.labels(controller=self._name).inc()
+
+
+class PrometheusMetrics:
+    """The series of this module on :data:`REGISTRY`, controller-runtime's names and labels."""
+
+    def queue_metrics(self, queue: TrackedQueue) -> QueueMetrics:
+        """The queue's counters and histograms; its live gauges are read from it at scrape time."""
+        track_queue(queue)
+        return _PrometheusQueue(queue.name)
+
+    def controller_metrics(self, name: str, workers: int) -> ControllerMetrics:
+        """The controller's series, created at their starting values (``register_controller``)."""
+        return _PrometheusController(name, workers)
+
+
+PROMETHEUS = PrometheusMetrics()
+"""The provider controllers and queues use unless given another (or None: no metrics)."""
+
+
+class _NoControllerMetrics:
+    def reconcile_started(self) -> None:
+        pass
+
+    def reconcile_ended(self, result: str, seconds: float, *, terminal: bool = False, panic: bool = False) -> None:
+        pass
+
+    def reconcile_timed_out(self) -> None:
+        pass
+
+
+NO_CONTROLLER_METRICS: ControllerMetrics = _NoControllerMetrics()
 
 
 # --- REST client and leader election ---------------------------------------------------------------------

@@ -165,16 +165,6 @@ def default_controller_rate_limiter(clock: Clock = time.monotonic) -> MaxOfRateL
 # --- the queue ---------------------------------------------------------------------------------------------
 
 
-class _QueueMetrics:
-    """The ``workqueue_*`` series of one named queue."""
-
-    def __init__(self, name: str) -> None:
-        self.adds = metrics.WORKQUEUE_ADDS.labels(name=name, controller=name)
-        self.retries = metrics.WORKQUEUE_RETRIES.labels(name=name, controller=name)
-        self.queue_duration = metrics.WORKQUEUE_QUEUE_DURATION.labels(name=name, controller=name)
-        self.work_duration = metrics.WORKQUEUE_WORK_DURATION.labels(name=name, controller=name)
-
-
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -184,8 +174,14 @@ class WorkQueue(Generic[T]):
     """A deduplicating, single-flight, delaying, rate-limited work queue (see the module docstring)."""
 
     def __init__(
-        self, name: str = "", *, rate_limiter: RateLimiter[T] | None = None, clock: Clock = time.monotonic
+        self,
+        name: str = "",
+        *,
+        rate_limiter: RateLimiter[T] | None = None,
+        clock: Clock = time.monotonic,
+        metrics_provider: metrics.QueueMetricsProvider | None = metrics.PROMETHEUS,
     ) -> None:
+        """A named queue reports through ``metrics_provider`` (None: not at all); an unnamed one never does."""
         self.name = name
         self._limiter: RateLimiter[T] = (
             rate_limiter if rate_limiter is not None else default_controller_rate_limiter(clock)
@@ -204,9 +200,7 @@ class WorkQueue(Generic[T]):
         self._drainers: list[asyncio.Future[None]] = []
         self._shutting_down = False
         self._draining = False
-        self._metrics = _QueueMetrics(name) if name else None
-        if name:
-            metrics.track_queue(self)
+        self._metrics = metrics_provider.queue_metrics(self) if name and metrics_provider else None
 
     def add(self, item: T) -> None:
         """Queue ``item`` for processing (a no-op if it is already waiting, or the queue is shut down)."""
@@ -219,7 +213,7 @@ class WorkQueue(Generic[T]):
         if self._shutting_down:
             return
         if self._metrics:
-            self._metrics.retries.inc()
+            self._metrics.retried()
         if delay <= 0:
             self.add(item)
             return
@@ -274,7 +268,7 @@ class WorkQueue(Generic[T]):
         if started is None:
             return  # not handed out (client-go ignores this too)
         if self._metrics:
-            self._metrics.work_duration.observe(self._clock() - started)
+            self._metrics.worked(self._clock() - started)
         if item in self._dirty:
             self._promote_due()  # keys already due were ready first: they stay ahead
             self._ready.append(item)
@@ -323,7 +317,7 @@ class WorkQueue(Generic[T]):
         self._dirty.add(item)
         self._queued_since[item] = since
         if self._metrics:
-            self._metrics.adds.inc()
+            self._metrics.added()
         if item not in self._processing:
             self._ready.append(item)
             self._wake_one()
@@ -335,7 +329,7 @@ class WorkQueue(Generic[T]):
         self._processing[item] = now
         queued_since = self._queued_since.pop(item)
         if self._metrics:
-            self._metrics.queue_duration.observe(now - queued_since)
+            self._metrics.waited(now - queued_since)
         return item
 
     def _promote_due(self) -> None:

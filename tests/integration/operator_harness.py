@@ -1,11 +1,12 @@
 """Run opsync in-process against the test control plane and a Connect emulator.
 
     async with run_operator(control_plane, emulator, namespaces=[namespace], auto_restart=True) as op:
-        ...  # op.client.writes() lists the writes opsync sent to the API server
+        ...  # op.requests.writes() lists the writes opsync sent to the API server
 
 The operator is what ``opsync run`` builds (``controllers.main.build_operator``), with its own Kubernetes
-client (counting its requests), probes and metrics servers off, and a one-second poll unless told otherwise.
-Leaving the block stops it the way SIGTERM does. Any ``Settings`` field can be overridden by keyword.
+client (its requests recorded through the client's observers), probes and metrics servers off, and a
+one-second poll unless told otherwise. Leaving the block stops it the way SIGTERM does. Any ``Settings``
+field can be overridden by keyword.
 """
 
 from __future__ import annotations
@@ -16,41 +17,32 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from waiting import eventually
 
 from controllers.config import Settings
-from controllers.fetcher import InstrumentedConnectClient
-from controllers.main import Operator, build_operator
+from controllers.main import Operator, build_operator, connect_client
+from onepassword_access.client import ConnectClient
 from onepassword_access.emulator import Emulator
 from opsync import metrics
-from opsync.client import Client
+from opsync.client import ApiRequest, Client, count_request
 from opsync.envtest import ControlPlane
 from opsync.resources import KubeObject
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 
-class CountingClient(Client):
-    """A ``Client`` that records (method, path) of every request it sends."""
+@dataclass
+class RequestLog:
+    """A ``Client`` observer recording (method, path) of every request."""
 
-    requests: list[tuple[str, str]]
+    requests: list[tuple[str, str]] = field(default_factory=list)
 
-    async def _send(self, method: str, path: str, *args: Any, **kwargs: Any) -> aiohttp.ClientResponse:
-        self.requests.append((method, path))
-        return await super()._send(method, path, *args, **kwargs)
+    def __call__(self, request: ApiRequest) -> None:
+        self.requests.append((request.method, request.path))
 
     def writes(self) -> list[tuple[str, str]]:
         """The requests that were not reads (watches are GETs)."""
         return [(method, path) for method, path in self.requests if method not in READ_METHODS]
-
-
-async def counting_client(kubeconfig: str) -> CountingClient:
-    """A client for ``kubeconfig`` that counts its requests."""
-    client = await CountingClient.from_kubeconfig(kubeconfig, field_manager="opsync")
-    assert isinstance(client, CountingClient)
-    client.requests = []
-    return client
 
 
 @dataclass
@@ -59,8 +51,9 @@ class RunningOperator:
 
     operator: Operator
     settings: Settings
-    client: CountingClient
-    connect: InstrumentedConnectClient
+    client: Client
+    requests: RequestLog
+    connect: ConnectClient
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -150,11 +143,14 @@ async def run_operator(
     ``kubeconfig``: whom opsync acts as (default: the control plane's admin).
     """
     settings = operator_settings(emulator, namespaces, **overrides)
-    client = await counting_client(kubeconfig or control_plane.kubeconfig_path)
-    connect = InstrumentedConnectClient(settings.connect_host, settings.connect_token.get_secret_value())
+    requests = RequestLog()
+    client = await Client.from_kubeconfig(
+        kubeconfig or control_plane.kubeconfig_path, field_manager="opsync", observers=[count_request, requests]
+    )
+    connect = connect_client(settings)
     try:
         operator = build_operator(settings, client, connect)
-        running = RunningOperator(operator, settings, client, connect)
+        running = RunningOperator(operator, settings, client, requests, connect)
         running.task = asyncio.create_task(operator.run(running.stopping), name="opsync under test")
         await _until_synced(running, sync_timeout)
         try:

@@ -39,7 +39,7 @@ CASES: list[tuple[str, dict[str, str], list[str], str]] = [
         "OP_CONNECT_TOKEN_FILE",
     ),
     ("service-account-token", {"OP_SERVICE_ACCOUNT_TOKEN": "ops_" + TOKEN}, [], "OP_SERVICE_ACCOUNT_TOKEN"),
-    ("manage-connect", {"MANAGE_CONNECT": "true"}, [], "MANAGE_CONNECT"),
+    ("manage-connect-not-a-bool", {"MANAGE_CONNECT": "maybe"}, [], "MANAGE_CONNECT"),
     ("workers-0", {}, ["--workers=0"], "--workers"),
     ("workers-not-a-number", {}, ["--workers=many"], "--workers"),
     ("log-level", {}, ["--log-level=loud"], "--log-level"),

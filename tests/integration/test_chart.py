@@ -31,7 +31,7 @@ import pytest
 import yaml
 from waiting import eventually
 
-from controllers.permissions import REQUIRED, Scope
+from controllers.permissions import MANAGE_CONNECT, REQUIRED, Scope
 from opsync.client import Client, ForbiddenError, NotFoundError
 from opsync.envtest import ControlPlane, find_assets
 from opsync.resources import (
@@ -56,7 +56,7 @@ COMMAND_TIMEOUT = 120.0
 TOKEN_FILE = "/var/run/secrets/opsync/connect/token"
 
 Grant = tuple[str, str, str, tuple[str, ...]]  # apiGroup, resource, verb, resourceNames
-CLUSTER_SCOPED = frozenset({"namespaces", "onepasswordaccesspolicies"})
+CLUSTER_SCOPED = frozenset({"namespaces", "onepasswordaccesspolicies", "customresourcedefinitions"})
 WATCHED = "WATCHED"  # in expected-rbac.yaml's resourceNames: the watchNamespace list
 
 
@@ -201,25 +201,33 @@ def granted(objects: list[KubeObject], service_account: str, namespace: str) -> 
     return Grants(cluster, dict(by_namespace))
 
 
-def expected_grants(watched: list[str], release_namespace: str = RELEASE_NAMESPACE) -> Grants:
+def expected_grants(
+    watched: list[str], release_namespace: str = RELEASE_NAMESPACE, *, manage_connect: bool = False
+) -> Grants:
     """The reviewed RBAC (tests/data/expected-rbac.yaml) for a watchNamespace list, leader election on."""
-    reviewed = yaml.safe_load(EXPECTED_RBAC.read_text())["namespaced" if watched else "clusterWide"]
+    reviewed_all = yaml.safe_load(EXPECTED_RBAC.read_text())
+    reviewed = reviewed_all["namespaced" if watched else "clusterWide"]
     by_namespace: dict[str, set[Grant]] = defaultdict(set)
     for name in watched:
         by_namespace[name] |= expand(reviewed["watched"])
     by_namespace[release_namespace] |= expand(reviewed["release"])
+    if manage_connect:
+        by_namespace[release_namespace] |= expand(reviewed_all["manageConnect"]["release"])
     return Grants(expand(reviewed["cluster"], watched), dict(by_namespace))
 
 
-def required_grants(watched: list[str], release_namespace: str = RELEASE_NAMESPACE) -> Grants:
-    """What ``controllers.permissions.REQUIRED`` says opsync needs, placed as the chart must grant it."""
+def required_grants(
+    watched: list[str], release_namespace: str = RELEASE_NAMESPACE, *, manage_connect: bool = False
+) -> Grants:
+    """What ``controllers.permissions`` says opsync needs (``REQUIRED``, and ``MANAGE_CONNECT`` with
+    ``manage_connect``), placed as the chart must grant it."""
     cluster: set[Grant] = set()
     by_namespace: dict[str, set[Grant]] = defaultdict(set)
-    for permission in REQUIRED:
+    for permission in (*REQUIRED, *(MANAGE_CONNECT if manage_connect else ())):
         resource = f"{permission.resource}/{permission.subresource}" if permission.subresource else permission.resource
-        grants = {(permission.group, resource, verb, ()) for verb in permission.verbs}
+        grants = {(permission.group, resource, verb, tuple(sorted(permission.names))) for verb in permission.verbs}
         match permission.scope:
-            case Scope.LEADER_ELECTION:
+            case Scope.LEADER_ELECTION | Scope.OPERATOR_NAMESPACE:
                 by_namespace[release_namespace] |= grants
             case Scope.WATCHED if watched:
                 for name in watched:
@@ -278,9 +286,9 @@ async def installed_chart(
 
     The watched namespaces must exist. Without a kubelet the Deployment's pods never start; opsync itself can
     run in the test process with ``kubeconfig``. Access policies in ``values`` apply to the whole cluster
-    while the block runs.
+    while the block runs. The CRDs are left out (``crds.install=false``): the control plane has them, shared.
     """
-    text = await render_text(values, release=release, namespace=namespace)
+    text = await render_text({"crds": {"install": False}, **(values or {})}, release=release, namespace=namespace)
     objects = [doc for doc in yaml.safe_load_all(text) if doc]
     account = one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
     admin = control_plane.kubeconfig_path
@@ -319,8 +327,9 @@ def chart_meta() -> dict[str, Any]:
         {"watchNamespace": ["team-a", "team-b"], "replicas": 3},
         {"metrics": {"serviceMonitor": {"enabled": True}}, "networkPolicy": {"enabled": True}},
         {"operator": {"watchNamespace": ["x"], "token": {"value": "t"}}},
+        {"connect": {"create": True, "credentials": "{}", "tls": {"enabled": True}}, "manageConnect": True},
     ],
-    ids=["default", "namespaced-ha", "monitoring", "operator-block"],
+    ids=["default", "namespaced-ha", "monitoring", "operator-block", "connect-create"],
 )
 async def test_helm_lint_passes_strictly(values: dict[str, Any]) -> None:
     output = await helm("lint", "--strict", str(CHART), "-f", "-", stdin=yaml.safe_dump(values))
@@ -406,6 +415,23 @@ async def test_the_granted_rbac_is_exactly_what_opsync_needs_and_the_reviewed_li
     assert rendered == expected_grants(watched)
 
 
+@pytest.mark.parametrize(
+    "values",
+    [{"manageConnect": True}, {"customEnvVars": [{"name": "MANAGE_CONNECT", "value": "true"}]}],
+    ids=["value", "env-var"],
+)
+async def test_manage_connect_adds_exactly_its_permissions_in_the_release_namespace(values: dict[str, Any]) -> None:
+    objects = await render(values)
+
+    rendered = granted(objects, RELEASE, RELEASE_NAMESPACE)
+    assert rendered == required_grants([], manage_connect=True)
+    assert rendered == expected_grants([], manage_connect=True)
+    assert [e for e in container(objects)["env"] if e["name"] == "MANAGE_CONNECT"] == [
+        {"name": "MANAGE_CONNECT", "value": "true"}
+    ]
+    assert rendered != granted(await render(), RELEASE, RELEASE_NAMESPACE)
+
+
 async def test_without_leader_election_there_is_no_lease_access() -> None:
     objects = await render({"leaderElection": False})
 
@@ -422,11 +448,12 @@ async def test_watch_namespace_scopes_rbac_to_those_namespaces() -> None:
         (RELEASE_NAMESPACE, RELEASE),
         (RELEASE_NAMESPACE, f"{RELEASE}-leader-election"),
     }
-    # Cluster-wide: only access policies and the watched Namespace objects, by name.
+    # Cluster-wide: only access policies, the watched Namespace objects and the OnePasswordItem CRD, by name.
     rules = one(objects, "ClusterRole")["rules"]
     assert {(rule["resources"][0], tuple(rule.get("resourceNames", ()))) for rule in rules} == {
         ("onepasswordaccesspolicies", ()),
         ("namespaces", ("team-a", RELEASE_NAMESPACE)),
+        ("customresourcedefinitions", ("onepassworditems.onepassword.com",)),
     }
 
 
@@ -553,9 +580,14 @@ async def test_the_operator_block_overrides_top_level_keys_even_with_false_and_z
 
 
 async def test_a_service_account_without_operator_create_is_not_created() -> None:
-    values = {"operator": {"create": False, "serviceAccount": {"create": "{{ .Values.operator.create }}"}}}
+    values = {
+        "connect": {"create": True},
+        "operator": {"create": False, "serviceAccount": {"create": "{{ .Values.operator.create }}"}},
+    }
 
-    assert of_kind(await render(values), "ServiceAccount") == []
+    objects = await render(values)
+    assert of_kind(objects, "ServiceAccount") == []
+    assert [d["metadata"]["name"] for d in of_kind(objects, "Deployment")] == ["onepassword-connect"]
 
 
 @pytest.mark.parametrize(
@@ -565,10 +597,19 @@ async def test_a_service_account_without_operator_create_is_not_created() -> Non
         ({"operator": {"pollingRate": 60}}, "pollingRate"),  # a typo of pollingInterval
         ({"pollingInterval": 0}, "pollingInterval"),
         ({"logFormat": "xml"}, "logFormat"),
-        ({"connect": {"host": "onepassword-connect:8080"}}, "connect/host"),
+        ({"connect": {"host": "onepassword-connect:8080"}}, "connect.host must be a bare host name"),
+        ({"connect": {"create": True, "replica": 2}}, "at '/connect': additional properties 'replica' not allowed"),
         ({"accessPolicies": [{"name": "p", "namespaces": {"names": ["a"]}, "vaults": []}]}, "vaults"),
     ],
-    ids=["service-account-auth", "unknown-key", "polling-interval", "log-format", "connect-host", "empty-vaults"],
+    ids=[
+        "service-account-auth",
+        "unknown-key",
+        "polling-interval",
+        "log-format",
+        "connect-host",
+        "connect-unknown-key",
+        "empty-vaults",
+    ],
 )
 async def test_invalid_values_are_refused(values: dict[str, Any], message: str) -> None:
     with pytest.raises(CommandError) as refused:
@@ -644,15 +685,6 @@ async def test_access_policies_from_values_become_objects() -> None:
     assert policies["shared"]["spec"] == {k: v for k, v in ACCESS_POLICIES[1].items() if k != "name"}
 
 
-async def test_the_chart_ships_the_repository_crds_unchanged() -> None:
-    objects = await render(include_crds=True)
-
-    shipped = {c["metadata"]["name"]: c for c in of_kind(objects, "CustomResourceDefinition")}
-    repository = [yaml.safe_load(path.read_text()) for path in sorted((REPO / "crds").glob("*.yaml"))]
-    assert shipped == {c["metadata"]["name"]: c for c in repository}
-    assert {"onepassworditems.onepassword.com", "onepasswordaccesspolicies.onepassword.com"} <= set(shipped)
-
-
 # on the control plane
 
 
@@ -669,10 +701,11 @@ async def test_applied_cluster_wide_the_service_account_can_do_exactly_what_opsy
     ):
         assert "PodSecurity" not in chart.warnings
         expected = expected_grants([], namespace)
-        for group, resource, verb, _ in expected.cluster:
+        for group, resource, verb, names in expected.cluster:
             # Namespaced kinds in all namespaces at once and in one the chart never heard of.
             for where in ("",) if resource in CLUSTER_SCOPED else ("", elsewhere):
-                assert await allowed(opsync, (group, resource, verb), where), (group, resource, verb, where)
+                for name in names or ("",):
+                    assert await allowed(opsync, (group, resource, verb), where, name), (resource, verb, where, name)
         for group, resource, verb, _ in expected.namespaces[namespace]:
             assert await allowed(opsync, (group, resource, verb), namespace)
             assert not await allowed(opsync, (group, resource, verb), elsewhere)  # leases: its own namespace only
@@ -775,9 +808,10 @@ async def test_the_crds_and_access_policies_are_accepted_by_the_api_server(contr
 async def test_helm_installs_and_uninstalls_the_release(
     control_plane: ControlPlane, kube: Client, namespace: str
 ) -> None:
-    # The CRDs exist already (the control plane installed them), which helm must tolerate on install.
+    # The CRDs exist already, without Helm's ownership (the control plane installed them): left to their owner.
+    # Adopting them is test_chart_crds.py's.
     target = [f"--kubeconfig={control_plane.kubeconfig_path}", f"--namespace={namespace}"]
-    await helm("install", RELEASE, str(CHART), *target)
+    await helm("install", RELEASE, str(CHART), *target, "--set=crds.install=false")
     cluster_role = f"{namespace}-{RELEASE}"
 
     assert (await kube.get(DEPLOYMENTS, RELEASE, namespace))["spec"]["replicas"] == 1

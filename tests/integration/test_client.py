@@ -11,6 +11,7 @@ import pytest
 from opsync import metrics
 from opsync.client import (
     AlreadyExistsError,
+    ApiRequest,
     Client,
     ConflictError,
     ForbiddenError,
@@ -264,3 +265,19 @@ async def test_requests_are_counted(kube: Client, namespace: str) -> None:
         await kube.get(CONFIGMAPS, "nope", namespace)
     assert count("200", "GET") == before_ok + 1
     assert count("404", "GET") == before_missing + 1
+
+
+async def test_observers_replace_the_default_counting(control_plane: ControlPlane, namespace: str) -> None:
+    seen: list[ApiRequest] = []
+    async with await Client.from_kubeconfig(control_plane.kubeconfig_path, observers=[seen.append]) as kube:
+        host = kube.host.split("://", 1)[1]
+        counted = metrics.REGISTRY.get_sample_value(
+            "rest_client_requests_total", {"code": "404", "method": "GET", "host": host}
+        )
+        with pytest.raises(NotFoundError):
+            await kube.get(CONFIGMAPS, "nope", namespace)
+    assert seen == [ApiRequest("GET", CONFIGMAPS.path(namespace, "nope"), host, 404)]
+    after = metrics.REGISTRY.get_sample_value(
+        "rest_client_requests_total", {"code": "404", "method": "GET", "host": host}
+    )
+    assert after == counted  # the default observer was replaced, not added to

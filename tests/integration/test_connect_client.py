@@ -26,6 +26,7 @@ from onepassword_access import (
     UnauthorizedError,
     UnreachableError,
 )
+from onepassword_access.client import Exchange
 from onepassword_access.emulator import Emulator
 from opsync import __version__
 
@@ -300,3 +301,16 @@ async def test_tls_with_a_custom_ca(tls_files: dict[str, Path]) -> None:
 @pytest.fixture(autouse=True)
 def _log_retries(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="onepassword_access")
+
+
+async def test_observers_see_every_attempt_and_no_answer_as_none(emu: Emulator) -> None:
+    seen: list[Exchange] = []
+    async with ConnectClient(emu.url, TOKEN, retry=FAST, timeout=5, observers=[seen.append]) as client:
+        demo = emu.vault_id("Demo")
+        await emu.set_faults(status=500, count=1)
+        await client.get_vault(demo)  # one failed attempt, one retry
+        await emu.set_faults(outage="refuse")
+        with pytest.raises(UnreachableError):
+            await client.heartbeat()  # a probe: one attempt, no answer
+    path = f"/v1/vaults/{demo}"
+    assert seen == [Exchange("GET", path, 500), Exchange("GET", path, 200), Exchange("GET", "/heartbeat", None)]

@@ -111,5 +111,5 @@ async def test_restart_in_sync_writes_nothing(
     async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
         await op.wait_for_polls(3)
         await op.settled()
-        assert op.client.writes() == []
+        assert op.requests.writes() == []
     assert emulator.request_counts["GET /v1/vaults/{vault}/items/{item}"] == 2  # db and api, once each

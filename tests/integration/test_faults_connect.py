@@ -19,9 +19,9 @@ from operator_helpers import decoded, opi, wait_for_data, wait_for_event, wait_f
 from controllers.resources import ONEPASSWORDITEMS
 from onepassword_access.emulator import Emulator
 from opsync.client import Client
-from opsync.controller import Request
 from opsync.envtest import ControlPlane
 from opsync.metrics import REGISTRY
+from opsync.reconcile import Request
 from opsync.resources import DEPLOYMENTS, SECRETS
 
 pytestmark = pytest.mark.integration

@@ -12,10 +12,11 @@ import aiohttp
 import pytest
 from waiting import eventually
 
+from opsync.builder import Builder
 from opsync.client import Client, NotFoundError
-from opsync.controller import Builder, Request
 from opsync.leader import LeaderElectionConfig, LeaderElectionLost
 from opsync.manager import Manager
+from opsync.reconcile import Request
 from opsync.resources import CONFIGMAPS, LEASES, ROLEBINDINGS, ROLES, SERVICEACCOUNTS, KubeObject
 
 pytestmark = pytest.mark.integration

@@ -50,13 +50,13 @@ async def test_a_quiet_poll_costs_one_request_per_vault(
         await op.caught_up(synced)
         await op.wait_for_polls(1)  # the first poll after the Secrets exist lists each vault once
         emulator.request_counts.clear()
-        writes = len(op.client.writes())
+        writes = len(op.requests.writes())
         await op.wait_for_polls(3)
         await op.settled()
         counts = dict(emulator.request_counts)
         assert set(counts) == {GET_VAULT}
         assert 6 <= counts[GET_VAULT] <= 8  # 2 vaults x 3 polls (and perhaps one poll in progress)
-        assert len(op.client.writes()) == writes  # the poller never writes to Kubernetes
+        assert len(op.requests.writes()) == writes  # the poller never writes to Kubernetes
         assert sample("opsync_last_successful_poll_timestamp_seconds") > 0
 
 

@@ -86,8 +86,9 @@ def test_bad_auto_restart_is_named() -> None:
 
 
 def test_manage_connect() -> None:
-    assert load(MANAGE_CONNECT="false").connect_host  # accepted
-    assert error(env={"MANAGE_CONNECT": "true"}).setting == "MANAGE_CONNECT"
+    assert load().manage_connect is False
+    assert load(MANAGE_CONNECT="false").manage_connect is False
+    assert load(MANAGE_CONNECT="TRUE").manage_connect is True
     assert str(error(env={"MANAGE_CONNECT": "maybe"})) == 'MANAGE_CONNECT: must be true or false, got "maybe"'
 
 

@@ -1,4 +1,6 @@
-"""Controllers: result handling on a real WorkQueue, predicates, event mapping, the builder, shutdown.
+"""Controllers: result handling on a real WorkQueue, startup and shutdown, the builder.
+
+Predicates are in test_predicate.py, handlers and sources in test_handler.py.
 
 Informers are stand-ins (plain objects that call the registered handlers); the queue and metrics are real.
 """
@@ -7,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -15,29 +17,14 @@ import pytest
 from waiting import eventually
 
 from opsync import metrics
-from opsync.controller import (
-    Builder,
-    CacheSyncTimeoutError,
-    Controller,
-    EnqueueHandler,
-    Predicate,
-    Request,
-    Result,
-    TerminalError,
-    and_,
-    annotation_changed,
-    controller_owner,
-    generation_changed,
-    label_selector,
-    not_,
-    object_request,
-    or_,
-    resource_version_changed,
-)
+from opsync.builder import Builder
+from opsync.controller import CacheSyncTimeoutError, Controller
 from opsync.logging import current_context
 from opsync.manager import Manager
-from opsync.queue import WorkQueue
+from opsync.reconcile import Request, Result, TerminalError
 from opsync.resources import CONFIGMAPS, DEPLOYMENTS, NAMESPACES, REPLICASETS, SECRETS, KubeObject, Resource
+from opsync.source import Channel, Kind
+from opsync.testing import take_ready
 
 KEY = Request("ns", "a")
 OTHER = Request("ns", "b")
@@ -168,6 +155,16 @@ async def test_errors_retry_with_backoff_until_success_resets_it() -> None:
     assert sample("controller_runtime_reconcile_errors_total", controller=controller.name) == 2
 
 
+async def test_unexpected_exceptions_count_as_panics_io_failures_do_not() -> None:
+    controller, rec = make({KEY: [KeyError("bug"), OSError("connection reset"), TimeoutError(), None]})
+    async with running(controller):
+        controller.enqueue(KEY)
+        await eventually(lambda: sample_total(controller, "success") == 1)
+    assert rec.count(KEY) == 4
+    assert sample("controller_runtime_reconcile_errors_total", controller=controller.name) == 3
+    assert sample("controller_runtime_reconcile_panics_total", controller=controller.name) == 1
+
+
 async def test_terminal_error_is_not_retried_and_forgets_the_backoff() -> None:
     controller, rec = make({KEY: [RuntimeError("boom"), TerminalError("bad spec")]})
     async with running(controller):
@@ -292,7 +289,7 @@ async def test_workers_reconcile_different_keys_concurrently_but_never_one_key_t
 async def test_waits_for_informers_to_sync_before_reconciling() -> None:
     controller, rec = make()
     informer = FakeInformer(synced=False)
-    controller.watch(informer)
+    controller.watch(Kind(informer))
     async with running(controller):
         informer.add(obj("a"))
         await asyncio.sleep(0.05)  # a chance to misbehave, not synchronisation: nothing may run yet
@@ -303,14 +300,14 @@ async def test_waits_for_informers_to_sync_before_reconciling() -> None:
 
 async def test_cache_sync_timeout_fails_the_controller() -> None:
     controller, _ = make(cache_sync_timeout=0.05)
-    controller.watch(FakeInformer(synced=False))
+    controller.watch(Kind(FakeInformer(synced=False)))
     with pytest.raises(CacheSyncTimeoutError):
         await controller.run(asyncio.Event())
 
 
 async def test_stopping_while_waiting_for_sync_returns() -> None:
     controller, _ = make()
-    controller.watch(FakeInformer(synced=False))
+    controller.watch(Kind(FakeInformer(synced=False)))
     stopping = asyncio.Event()
     task = asyncio.create_task(controller.run(stopping))
     stopping.set()
@@ -345,73 +342,7 @@ async def test_shutdown_finishes_in_flight_reconciles_and_takes_no_new_ones() ->
     assert rec.calls == [KEY]
 
 
-# --- event handlers and the builder -----------------------------------------------------------------------
-
-
-def handled(map_fn: Callable[[KubeObject], Any], *predicates: Predicate) -> tuple[EnqueueHandler, WorkQueue[Request]]:
-    queue: WorkQueue[Request] = WorkQueue(unique("handler"))
-    return EnqueueHandler(queue, map_fn, predicates), queue
-
-
-async def drain(queue: WorkQueue[Request]) -> set[Request]:
-    """Everything ready in the queue."""
-    items: set[Request] = set()
-    async with asyncio.timeout(5):
-        while len(queue):
-            item = await queue.get()
-            queue.done(item)
-            items.add(item)
-    return items
-
-
-async def test_object_handler_enqueues_the_object_on_every_event() -> None:
-    handler, queue = handled(object_request)
-    handler.on_add(obj("a"), True)
-    handler.on_update(obj("b"), obj("b"))
-    handler.on_delete(obj("c"))
-    assert await drain(queue) == {Request("ns", "a"), Request("ns", "b"), Request("ns", "c")}
-
-
-def owned(kind: str, api_version: str, name: str, *, controller: bool = True) -> KubeObject:
-    ref = {"apiVersion": api_version, "kind": kind, "name": name, "uid": "u", "controller": controller}
-    return obj("child", ownerReferences=[ref])
-
-
-@pytest.mark.parametrize(
-    ("child", "expected"),
-    [
-        (owned("Deployment", "apps/v1", "web"), {Request("ns", "web")}),
-        (owned("Deployment", "apps/v1beta2", "web"), {Request("ns", "web")}),  # any version of the group
-        (owned("Deployment", "apps/v1", "web", controller=False), set()),  # not the controller owner
-        (owned("Deployment", "extensions/v1", "web"), set()),  # another group
-        (owned("ReplicaSet", "apps/v1", "web"), set()),  # another kind
-        (obj("orphan"), set()),
-    ],
-)
-async def test_owner_handler_enqueues_the_controller_owner(child: KubeObject, expected: set[Request]) -> None:
-    handler, queue = handled(controller_owner(DEPLOYMENTS))
-    handler.on_add(child, False)
-    assert await drain(queue) == expected
-
-
-async def test_owner_of_a_cluster_scoped_kind_has_no_namespace() -> None:
-    handler, queue = handled(controller_owner(NAMESPACES))
-    handler.on_add(owned("Namespace", "v1", "team-a"), False)
-    assert await drain(queue) == {Request("", "team-a")}
-
-
-async def test_update_enqueues_what_old_and_new_map_to() -> None:
-    handler, queue = handled(controller_owner(DEPLOYMENTS))
-    handler.on_update(owned("Deployment", "apps/v1", "before"), owned("Deployment", "apps/v1", "after"))
-    assert await drain(queue) == {Request("ns", "before"), Request("ns", "after")}
-
-
-async def test_predicates_filter_events() -> None:
-    handler, queue = handled(object_request, generation_changed())
-    handler.on_update(obj("same", generation=1), obj("same", generation=1))
-    handler.on_update(obj("bumped", generation=1), obj("bumped", generation=2))
-    handler.on_add(obj("new"), False)
-    assert await drain(queue) == {Request("ns", "bumped"), Request("ns", "new")}
+# --- the builder ---------------------------------------------------------------------------------------------
 
 
 async def test_builder_wires_primary_owned_and_watched_kinds() -> None:
@@ -435,13 +366,29 @@ async def test_builder_wires_primary_owned_and_watched_kinds() -> None:
     assert controller.workers == 2
     informers = manager.cache.informers
     informers[(DEPLOYMENTS, "app=web")].add(obj("web"))
-    informers[(REPLICASETS, None)].add(owned("Deployment", "apps/v1", "web-owner"))
+    owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web-owner", "uid": "u", "controller": True}
+    informers[(REPLICASETS, None)].add(obj("child", ownerReferences=[owner]))
     informers[(SECRETS, None)].add(obj("creds"))
-    assert await drain(controller.queue) == {
+    assert await take_ready(controller.queue) == {
         Request("ns", "web"),
         Request("ns", "web-owner"),
         Request("elsewhere", "creds"),
     }
+
+
+async def test_builder_watches_existing_sources() -> None:
+    manager = FakeManager()
+    elsewhere = FakeInformer(NAMESPACES)  # an informer the builder did not make
+    channel = Channel()
+    controller = (
+        Builder(cast(Manager, manager), unique("sources"))
+        .watches_source(Kind(elsewhere, lambda ns: [Request(ns["metadata"]["name"], "x")]), channel)
+        .complete(Scripted())
+    )
+    assert manager.cache.informers == {}  # nothing of its own to watch
+    elsewhere.add(obj("team-a", namespace=""))
+    assert channel.fire(KEY)
+    assert await take_ready(controller.queue) == {Request("team-a", "x"), KEY}
 
 
 def test_builder_refuses_incomplete_declarations() -> None:
@@ -452,81 +399,3 @@ def test_builder_refuses_incomplete_declarations() -> None:
         Builder(manager, "orphan-owns").owns(SECRETS).complete(Scripted())
     with pytest.raises(ValueError):
         Builder(manager, "twice").for_(SECRETS).for_(CONFIGMAPS)
-
-
-# --- predicates --------------------------------------------------------------------------------------------
-
-
-def labelled(**labels: str) -> KubeObject:
-    return obj(labels=labels)
-
-
-def annotated(**annotations: str) -> KubeObject:
-    return obj(annotations=annotations)
-
-
-def test_default_predicate_passes_everything() -> None:
-    p = Predicate()
-    assert p.create(obj()) and p.update(obj(), obj()) and p.delete(obj())
-
-
-def test_generation_changed() -> None:
-    p = generation_changed()
-    assert p.update(obj(generation=1), obj(generation=2))
-    assert not p.update(obj(generation=1), obj(generation=1))
-    assert not p.update(obj(), obj())  # kinds without a generation never pass updates
-    assert p.create(obj()) and p.delete(obj())
-
-
-def test_annotation_changed() -> None:
-    any_key, one_key = annotation_changed(), annotation_changed("restart")
-    assert any_key.update(annotated(a="1"), annotated(a="2"))
-    assert any_key.update(obj(), annotated(a="1"))
-    assert not any_key.update(annotated(a="1"), annotated(a="1"))
-    assert one_key.update(annotated(restart="1"), annotated(restart="2"))
-    assert one_key.update(obj(), annotated(restart="1"))
-    assert not one_key.update(annotated(restart="1", a="1"), annotated(restart="1", a="2"))
-
-
-def test_label_selector() -> None:
-    p = label_selector({"matchLabels": {"opsync.dev/mirror": "true"}})
-    assert p.create(labelled(**{"opsync.dev/mirror": "true"}))
-    assert not p.create(labelled(other="x"))
-    assert not p.delete(obj())
-    assert p.update(obj(), labelled(**{"opsync.dev/mirror": "true"}))  # judged on the new object
-    assert not p.update(labelled(**{"opsync.dev/mirror": "true"}), obj())
-    exists = label_selector({"matchExpressions": [{"key": "tier", "operator": "Exists"}]})
-    assert exists.create(labelled(tier="db")) and not exists.create(obj())
-
-
-def test_resource_version_changed() -> None:
-    p = resource_version_changed()
-    assert p.update(obj(resourceVersion="1"), obj(resourceVersion="2"))
-    assert not p.update(obj(resourceVersion="1"), obj(resourceVersion="1"))
-
-
-def test_combinators() -> None:
-    yes, no = (
-        Predicate(),
-        Predicate(on_create=lambda _: False, on_update=lambda _o, _n: False, on_delete=lambda _: False),
-    )
-    o = obj()
-    assert and_(yes, yes).create(o) and not and_(yes, no).create(o)
-    assert or_(no, yes).update(o, o) and not or_(no, no).update(o, o)
-    assert not_(no).delete(o) and not not_(yes).delete(o)
-    assert and_().create(o) and not or_().create(o)
-
-
-async def test_subclassed_predicate() -> None:
-    class OnlyDeletes(Predicate):
-        def create(self, obj: KubeObject) -> bool:
-            return False
-
-        def update(self, old: KubeObject, new: KubeObject) -> bool:
-            return False
-
-    handler, queue = handled(object_request, OnlyDeletes())
-    handler.on_add(obj("a"), False)
-    handler.on_update(obj("b"), obj("b"))
-    handler.on_delete(obj("c"))
-    assert await drain(queue) == {Request("ns", "c")}

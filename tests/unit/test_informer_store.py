@@ -10,8 +10,10 @@ import pytest
 
 from opsync.cache import metadata_only
 from opsync.client import Client, GoneError, WatchEvent
-from opsync.informer import Backoff, Delta, Informer, Store, strip_managed_fields
+from opsync.informer import Backoff, Informer, strip_managed_fields
 from opsync.resources import CONFIGMAPS, KubeObject, Resource
+from opsync.store import Delta, Store
+from opsync.testing import FakeClock
 
 
 def obj(name: str, namespace: str = "ns", rv: str = "1", **labels: str) -> KubeObject:
@@ -152,14 +154,6 @@ def test_metadata_only_keeps_identity_and_metadata_but_no_payload() -> None:
         "kind": "Secret",
         "metadata": {"name": "a", "labels": {"x": "y"}},
     }
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_backoff_doubles_up_to_the_cap_with_full_jitter() -> None:

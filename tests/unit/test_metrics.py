@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import itertools
 
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import eventually
 
 from opsync import metrics
+from opsync.controller import Controller
 from opsync.queue import WorkQueue
+from opsync.reconcile import Request, Result, TerminalError
+from opsync.testing import FakeClock
 
 _names = itertools.count()
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -30,14 +35,6 @@ def scrape() -> Samples:
 
 def value(samples: Samples, metric: str, /, **labels: str) -> float | None:
     return samples.get((metric, frozenset(labels.items())))
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_render_latest_is_the_prometheus_text_format_with_process_metrics() -> None:
@@ -80,7 +77,7 @@ def test_reconcile_time_has_controller_runtimes_buckets() -> None:
 
 
 async def test_a_named_queue_reports_the_seven_workqueue_metrics() -> None:
-    name, clock = unique("queue"), FakeClock()
+    name, clock = unique("queue"), FakeClock(100.0)
     queue: WorkQueue[str] = WorkQueue(name, clock=clock)
     labels = {"name": name, "controller": name}
     queue.add("a")
@@ -116,8 +113,77 @@ async def test_a_named_queue_reports_the_seven_workqueue_metrics() -> None:
     assert {"1e-08", "1000.0", "+Inf"} <= bounds
 
 
+class Recorded:
+    """A metrics provider that records instead of exporting."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, float]] = []
+        self.queues: list[str] = []
+
+    def controller_metrics(self, name: str, workers: int) -> Recorded.Controller:
+        self.events.append(("controller", name, float(workers)))
+        return Recorded.Controller(self, name)
+
+    class Controller:
+        def __init__(self, owner: Recorded, name: str) -> None:
+            self.owner, self.name = owner, name
+
+        def reconcile_started(self) -> None:
+            self.owner.events.append(("started", self.name, 0.0))
+
+        def reconcile_ended(self, result: str, seconds: float, *, terminal: bool = False, panic: bool = False) -> None:
+            self.owner.events.append((f"ended {result} terminal={terminal} panic={panic}", self.name, 0.0))
+
+        def reconcile_timed_out(self) -> None:
+            self.owner.events.append(("timed out", self.name, 0.0))
+
+    def queue_metrics(self, queue: metrics.TrackedQueue) -> Recorded.Queue:
+        self.queues.append(queue.name)
+        return Recorded.Queue(self, queue.name)
+
+    class Queue:
+        def __init__(self, owner: Recorded, name: str) -> None:
+            self.owner, self.name = owner, name
+
+        def added(self) -> None:
+            self.owner.events.append(("added", self.name, 0.0))
+
+        def retried(self) -> None:
+            self.owner.events.append(("retried", self.name, 0.0))
+
+        def waited(self, seconds: float) -> None:
+            self.owner.events.append(("waited", self.name, seconds))
+
+        def worked(self, seconds: float) -> None:
+            self.owner.events.append(("worked", self.name, seconds))
+
+
+async def test_a_queue_reports_to_the_provider_it_is_given_and_nowhere_else() -> None:
+    name, clock, provider = unique("queue"), FakeClock(100.0), Recorded()
+    queue: WorkQueue[str] = WorkQueue(name, clock=clock, metrics_provider=provider)
+    queue.add("a")
+    clock.advance(1.0)
+    assert await queue.get() == "a"
+    clock.advance(2.0)
+    queue.done("a")
+    queue.add_rate_limited("a")
+    assert provider.queues == [name]
+    assert provider.events == [
+        ("added", name, 0.0),
+        ("waited", name, 1.0),
+        ("worked", name, 2.0),
+        ("retried", name, 0.0),
+    ]
+    samples = scrape()
+    assert value(samples, "workqueue_adds_total", name=name, controller=name) is None  # no series at all
+    assert not any(dict(key).get("name") == name for sample, key in samples if sample == "workqueue_depth")
+    silent: WorkQueue[str] = WorkQueue(unique("silent"), metrics_provider=None)
+    silent.add("a")
+    assert value(scrape(), "workqueue_adds_total", name=silent.name, controller=silent.name) is None
+
+
 def test_a_key_due_after_a_delay_counts_in_depth_without_a_worker() -> None:
-    name, clock = unique("queue"), FakeClock()
+    name, clock = unique("queue"), FakeClock(100.0)
     queue: WorkQueue[str] = WorkQueue(name, clock=clock)
     queue.add_after("a", 5.0)
     assert value(scrape(), "workqueue_depth", name=name, controller=name, priority="") == 0
@@ -157,3 +223,33 @@ def test_rest_client_and_leader_election_series() -> None:
     samples = scrape()
     assert value(samples, "rest_client_requests_total", code="200", method="GET", host=host) == 1
     assert value(samples, "leader_election_master_status", name=host) == 1
+
+
+async def test_a_controller_reports_to_the_provider_it_is_given() -> None:
+    provider, name = Recorded(), unique("ctrl")
+    outcomes: list[Exception | Result | None] = [KeyError("bug"), TerminalError("bad spec"), Result(requeue=True)]
+
+    class Reconciler:
+        async def reconcile(self, request: Request) -> Result | None:
+            outcome = outcomes.pop(0) if outcomes else None
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+    controller = Controller(name, Reconciler(), metrics_provider=provider)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(controller.run(stopping))
+    controller.enqueue(Request("ns", "a"))
+    controller.enqueue(Request("ns", "b"))
+    await eventually(lambda: sum(event.startswith("ended") for event, _, _ in provider.events) == 4)
+    stopping.set()
+    await task
+    ended = [event for event, who, _ in provider.events if event.startswith("ended") and who == name]
+    assert ended == [
+        "ended error terminal=False panic=True",
+        "ended error terminal=True panic=False",
+        "ended requeue terminal=False panic=False",
+        "ended success terminal=False panic=False",
+    ]
+    assert provider.events[0] == ("controller", name, 1.0) and provider.queues == [name]
+    assert value(scrape(), "controller_runtime_reconcile_total", controller=name, result="success") is None

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from controllers.constants import RATE_LIMIT_EVENT_MESSAGE, ConditionReason, EventReason
+from controllers.constants import ConditionReason, EventReason
 from controllers.failures import Retry, SecretConflictError, classify, retry_result
 from controllers.fetcher import ItemFetcher
 from controllers.merge import owner_references
@@ -24,9 +24,9 @@ from onepassword_access.errors import (
 )
 from onepassword_access.models import Item
 from onepassword_access.paths import ItemPathError
-from onepassword_access.resolve import ResolvedItem, ResolveError
+from onepassword_access.resolve import ResolvedItem, ResolveError, ResolveErrorKind
 from opsync.client import InvalidError
-from opsync.controller import Result
+from opsync.reconcile import Result
 
 VAULT, ITEM = "hfnjvi6aymbsnfc2xeeoheizda", "wepiqdxdzncjtnvmv5fegud4qy"
 
@@ -38,19 +38,35 @@ VAULT, ITEM = "hfnjvi6aymbsnfc2xeeoheizda", "wepiqdxdzncjtnvmv5fegud4qy"
     [
         (ItemPathError("nope"), ConditionReason.INVALID_ITEM_PATH, Retry.ON_CHANGE),
         (
-            ResolveError("failed to 'getVaultID' for vaultNameOrID='x': no vaults"),
+            ResolveError(ResolveErrorKind.VAULT_NOT_FOUND, "failed to 'getVaultID' for vaultNameOrID='x': no vaults"),
             ConditionReason.VAULT_NOT_FOUND,
             Retry.BACKOFF,
         ),
-        (ResolveError('no items found with identifier "x"'), ConditionReason.ITEM_NOT_FOUND, Retry.BACKOFF),
         (
-            ResolveError("x", UnauthorizedError("status 401: Invalid bearer token")),
+            ResolveError(ResolveErrorKind.ITEM_NOT_FOUND, 'no items found with identifier "x"'),
+            ConditionReason.ITEM_NOT_FOUND,
+            Retry.BACKOFF,
+        ),
+        (
+            ResolveError(ResolveErrorKind.CONNECT, "x", UnauthorizedError("status 401: Invalid bearer token")),
             ConditionReason.UNAUTHORIZED,
             Retry.BACKOFF,
         ),
-        (ResolveError("x", ForbiddenError("status 403: no access")), ConditionReason.ACCESS_DENIED, Retry.BACKOFF),
-        (ResolveError("x", UnreachableError("cannot reach")), ConditionReason.CONNECT_UNAVAILABLE, Retry.BACKOFF),
-        (ResolveError("x", ServerError("status 503")), ConditionReason.CONNECT_UNAVAILABLE, Retry.BACKOFF),
+        (
+            ResolveError(ResolveErrorKind.CONNECT, "x", ForbiddenError("status 403: no access")),
+            ConditionReason.ACCESS_DENIED,
+            Retry.BACKOFF,
+        ),
+        (
+            ResolveError(ResolveErrorKind.CONNECT, "x", UnreachableError("cannot reach")),
+            ConditionReason.CONNECT_UNAVAILABLE,
+            Retry.BACKOFF,
+        ),
+        (
+            ResolveError(ResolveErrorKind.CONNECT, "x", ServerError("status 503")),
+            ConditionReason.CONNECT_UNAVAILABLE,
+            Retry.BACKOFF,
+        ),
         (SecretConflictError("ns", "db"), ConditionReason.SECRET_CONFLICT, Retry.BACKOFF),
         (InvalidSecretError("needs tls.crt"), ConditionReason.INVALID_SECRET, Retry.BACKOFF),
         (InvalidError(422, "Invalid", "data[.]: Invalid value"), ConditionReason.INVALID_SECRET, Retry.BACKOFF),
@@ -64,7 +80,7 @@ def test_each_failure_has_a_reason_and_a_retry(error: Exception, reason: Conditi
 
 
 def test_lookup_failures_keep_the_go_operator_wording() -> None:
-    failure = classify(ResolveError('no items found with identifier "x" in vault "v"'))
+    failure = classify(ResolveError(ResolveErrorKind.ITEM_NOT_FOUND, 'no items found with identifier "x" in vault "v"'))
     assert failure is not None
     assert failure.message == 'failed to retrieve item: no items found with identifier "x" in vault "v"'
     assert failure.event_reason is EventReason.RECONCILE_ERROR
@@ -72,12 +88,12 @@ def test_lookup_failures_keep_the_go_operator_wording() -> None:
 
 
 def test_rate_limits_wait_for_retry_after_else_fifteen_minutes() -> None:
-    told = classify(ResolveError("x", RateLimitedError("status 429", retry_after=120)))
+    told = classify(ResolveError(ResolveErrorKind.CONNECT, "x", RateLimitedError("status 429", retry_after=120)))
     untold = classify(RateLimitedError("status 429"))
     assert told is not None and untold is not None
     assert (told.reason, told.retry, told.delay) == (ConditionReason.RATE_LIMITED, Retry.AFTER, 120)
     assert told.message == "1Password rate limit hit. Requeuing after 2 minutes."
-    assert (untold.delay, untold.message) == (900, RATE_LIMIT_EVENT_MESSAGE)
+    assert (untold.delay, untold.message) == (900, "1Password rate limit hit. Requeuing after 15 minutes.")
     assert untold.event_reason is EventReason.RATE_LIMITED
     assert retry_result(told) == Result(requeue_after=120)
 
@@ -95,7 +111,7 @@ def test_bugs_are_not_failures() -> None:
 
 def test_retry_results() -> None:
     on_change = classify(ItemPathError("x"))
-    backoff = classify(ResolveError("x"))
+    backoff = classify(ResolveError(ResolveErrorKind.ITEM_NOT_FOUND, "x"))
     assert on_change is not None and backoff is not None
     assert retry_result(on_change) is None
     assert retry_result(backoff) == Result(requeue=True)
@@ -238,7 +254,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_others() -> None:
 
 async def test_failures_are_not_remembered_and_removed_items_are_fetched_again() -> None:
     items, resolver = fetcher()
-    resolver.fail = ResolveError("no items found")
+    resolver.fail = ResolveError(ResolveErrorKind.ITEM_NOT_FOUND, "no items found")
     with pytest.raises(ResolveError):
         await items.get(PATH)
     resolver.fail = None
@@ -267,7 +283,7 @@ async def test_a_rate_limit_pauses_every_request_until_retry_after() -> None:
     now = [100.0]
     resolver = FakeResolver()
     items = ItemFetcher(resolver, clock=lambda: now[0])  # type: ignore[arg-type]
-    resolver.fail = ResolveError("x", RateLimitedError("status 429", retry_after=60))
+    resolver.fail = ResolveError(ResolveErrorKind.CONNECT, "x", RateLimitedError("status 429", retry_after=60))
     with pytest.raises(ResolveError):
         await items.get(PATH)
     resolver.fail = None

@@ -1,0 +1,100 @@
+"""Event filters applied before a key is enqueued: controller-runtime's ``pkg/predicate``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from opsync.labels import selector_matches
+from opsync.resources import KubeObject
+
+
+def _meta(obj: KubeObject) -> dict[str, Any]:
+    meta: dict[str, Any] = obj.get("metadata") or {}
+    return meta
+
+
+@dataclass(frozen=True)
+class Predicate:
+    """Filters events before they are enqueued; each kind of event passes unless its function says no.
+
+    Build one from functions (``Predicate(on_update=lambda old, new: ...)``), with the helpers below, or
+    subclass it and override ``create``/``update``/``delete``.
+    """
+
+    on_create: Callable[[KubeObject], bool] | None = None
+    on_update: Callable[[KubeObject, KubeObject], bool] | None = None
+    on_delete: Callable[[KubeObject], bool] | None = None
+
+    def create(self, obj: KubeObject) -> bool:
+        """Whether an added object (including those of the initial list) is enqueued."""
+        return self.on_create is None or self.on_create(obj)
+
+    def update(self, old: KubeObject, new: KubeObject) -> bool:
+        """Whether an update is enqueued."""
+        return self.on_update is None or self.on_update(old, new)
+
+    def delete(self, obj: KubeObject) -> bool:
+        """Whether a deletion is enqueued."""
+        return self.on_delete is None or self.on_delete(obj)
+
+
+def generation_changed() -> Predicate:
+    """Updates only when ``metadata.generation`` changed (spec changes; status and metadata edits are
+    ignored). Kinds without a generation, such as ConfigMap and Secret, then never pass updates."""
+    return Predicate(on_update=lambda old, new: _meta(old).get("generation") != _meta(new).get("generation"))
+
+
+def annotation_changed(key: str | None = None) -> Predicate:
+    """Updates only when the annotations changed (only annotation ``key``, when given)."""
+
+    def annotations(obj: KubeObject) -> Mapping[str, str]:
+        values: Mapping[str, str] = _meta(obj).get("annotations") or {}
+        return values if key is None else {key: values[key]} if key in values else {}
+
+    return Predicate(on_update=lambda old, new: annotations(old) != annotations(new))
+
+
+def label_selector(selector: Mapping[str, Any]) -> Predicate:
+    """Events for objects whose labels match a ``LabelSelector`` (``matchLabels``/``matchExpressions``).
+
+    As in controller-runtime, an update is judged on the new object only.
+    """
+
+    def matches(obj: KubeObject) -> bool:
+        return selector_matches(selector, _meta(obj).get("labels"))
+
+    return Predicate(on_create=matches, on_update=lambda _old, new: matches(new), on_delete=matches)
+
+
+def resource_version_changed() -> Predicate:
+    """Updates only when ``metadata.resourceVersion`` changed (drops resync replays)."""
+    return Predicate(on_update=lambda old, new: _meta(old).get("resourceVersion") != _meta(new).get("resourceVersion"))
+
+
+def and_(*predicates: Predicate) -> Predicate:
+    """Passes what every one of ``predicates`` passes."""
+    return Predicate(
+        on_create=lambda obj: all(p.create(obj) for p in predicates),
+        on_update=lambda old, new: all(p.update(old, new) for p in predicates),
+        on_delete=lambda obj: all(p.delete(obj) for p in predicates),
+    )
+
+
+def or_(*predicates: Predicate) -> Predicate:
+    """Passes what any one of ``predicates`` passes."""
+    return Predicate(
+        on_create=lambda obj: any(p.create(obj) for p in predicates),
+        on_update=lambda old, new: any(p.update(old, new) for p in predicates),
+        on_delete=lambda obj: any(p.delete(obj) for p in predicates),
+    )
+
+
+def not_(predicate: Predicate) -> Predicate:
+    """Passes what ``predicate`` drops."""
+    return Predicate(
+        on_create=lambda obj: not predicate.create(obj),
+        on_update=lambda old, new: not predicate.update(old, new),
+        on_delete=lambda obj: not predicate.delete(obj),
+    )
