@@ -1,4 +1,4 @@
-"""``python -m bench`` (``make bench``): issue 7's scenarios on a fresh control plane and Connect emulator.
+"""``python -m bench`` (``make bench``): docs/benchmarks.md's scenarios on a fresh control plane and Connect emulator.
 
 Writes the results as JSON to bench/results/<time>.json (with opsync's and the emulator's logs), the tables to
 docs/benchmarks.md and the plots to docs/benchmarks/ (``--no-doc``: only print the tables). ``--quick`` runs
@@ -61,7 +61,9 @@ async def _main(options: Options, work_dir: Path) -> Results:
 def main() -> None:
     """Parse the options, run, save, report."""
     defaults = Options()
-    parser = argparse.ArgumentParser(prog="python -m bench", description="Run issue 7's operator benchmarks.")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Run the operator benchmarks (docs/benchmarks.md)."
+    )
     parser.add_argument(
         "--sizes",
         type=_sizes,

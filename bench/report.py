@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 IMAGES = REPO / "docs" / "benchmarks"
 
-# The targets of issue 7.
+# The targets in docs/benchmarks.md.
 RATIO_TARGET = 1.5
 RATIO_AT = 1000
 PROPAGATION_SLACK = 2.0
@@ -58,7 +58,7 @@ def _verdict(met: bool, miss: str) -> str:
 
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(target, measured, verdict) for each of issue 7's targets the run covered."""
+    """(target, measured, verdict) for each target (docs/benchmarks.md) the run covered."""
     rows: list[tuple[str, str, str]] = []
     syncs = results["initial_sync"]
     if syncs:

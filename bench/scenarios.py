@@ -1,4 +1,4 @@
-"""The five scenarios of issue 7, run in one control plane against one Connect emulator.
+"""The five scenarios of docs/benchmarks.md, run in one control plane against one Connect emulator.
 
 Order (each size gets fresh namespaces; the largest size's objects and opsync carry on):
 
@@ -34,6 +34,7 @@ from controllers.resources import ONEPASSWORDITEMS
 from opsync.client import Client
 from opsync.envtest import ControlPlane
 from opsync.resources import DEPLOYMENTS, SECRETS, KubeObject
+from opsync.timestamps import rfc3339
 
 
 @dataclass(frozen=True)
@@ -399,7 +400,7 @@ async def add_unmanaged(bench: Bench, namespaces: Sequence[str], first: int, las
 async def run_all(bench: Bench) -> Results:
     """Every scenario, in the order of the module docstring."""
     options = bench.options
-    results = Results(options=asdict(options), started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    results = Results(options=asdict(options), started=rfc3339())
     started = time.perf_counter()
     opsync: Opsync | None = None
     namespaces: list[str] = []

@@ -5,7 +5,7 @@ The decisions are ``controllers.policy``'s (pure); this module feeds them from t
 - the policies, from a cluster-scoped informer (cluster-scoped even when ``WATCH_NAMESPACE`` is set, since
   policies live outside namespaces);
 - a Namespace's labels, from the metadata-only Namespace informers the restart controllers already use
-  (``controllers.watch.NamespaceAnnotations``), so no extra watch or permission is needed.
+  (``controllers.watch.NamespaceMetadata``), so no extra watch or permission is needed.
 
 A reconciler asks twice: ``admit`` before fetching the item (a namespace no policy selects costs no Connect
 request and learns nothing about the item), ``authorize`` once the item is resolved (vault, title, tags).
@@ -21,19 +21,18 @@ otherwise read as "no policy: allow everything").
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 
 from controllers.failures import AccessDeniedError
 from controllers.policy import AccessDecision, AccessRequest, evaluate, namespace_denied
 from controllers.resources import ONEPASSWORDACCESSPOLICIES
-from controllers.watch import NamespaceAnnotations
+from controllers.watch import NamespaceMetadata, labels_of
 from onepassword_access.paths import parse_item_path
 from onepassword_access.resolve import ResolvedItem
 from opsync.cache import Cache
 from opsync.informer import Informer
 from opsync.predicate import Predicate
 from opsync.reconcile import Request
-from opsync.resources import KubeObject
 from opsync.source import Kind, Source
 
 KEPT_SUFFIX = "the existing Secret is kept but no longer updated"
@@ -42,27 +41,14 @@ RequestsIn = Callable[[str | None], Iterable[Request]]
 """A controller's keys in one namespace (None: in every namespace)."""
 
 
-def _labels(obj: KubeObject) -> Mapping[str, str]:
-    labels: Mapping[str, str] = (obj.get("metadata") or {}).get("labels") or {}
-    return labels
-
-
 class AccessControl:
     """Answers "may this namespace sync this item?" from the cached policies and Namespace labels."""
 
-    def __init__(self, cache: Cache, namespaces: NamespaceAnnotations) -> None:
+    def __init__(self, cache: Cache, namespaces: NamespaceMetadata) -> None:
         # optional: a cluster whose CRDs came from the Go operator has no policy CRD, hence no policy (allow all,
         # as before); the informer notices when the CRD is installed.
         self.policies: Informer = cache.informer(ONEPASSWORDACCESSPOLICIES, optional=True)
         self._namespaces = namespaces
-
-    def namespace_labels(self, namespace: str) -> Mapping[str, str]:
-        """The Namespace's labels; empty when it is not in the cache (label selectors then select nothing)."""
-        for informer in self._namespaces.informers:
-            found = informer.get("", namespace)
-            if found is not None:
-                return _labels(found)
-        return {}
 
     def decide(self, namespace: str, path: str, resolved: ResolvedItem) -> AccessDecision:
         """The decision for the item ``path`` resolved to.
@@ -74,7 +60,7 @@ class AccessControl:
         segment = parse_item_path(path).vault
         request = AccessRequest(
             namespace=namespace,
-            namespace_labels=self.namespace_labels(namespace),
+            namespace_labels=self._namespaces.labels(namespace),
             vault_id=resolved.vault_id,
             vault_name=segment if segment != resolved.vault_id else resolved.vault_id,
             item_title=resolved.item.title,
@@ -87,7 +73,7 @@ class AccessControl:
 
         ``kept``: a Secret written earlier exists (the message then says it is kept).
         """
-        denied = namespace_denied(self.policies.list(), namespace, self.namespace_labels(namespace))
+        denied = namespace_denied(self.policies.list(), namespace, self._namespaces.labels(namespace))
         if denied is not None:
             raise AccessDeniedError(_message(denied, kept=kept))
 
@@ -100,7 +86,7 @@ class AccessControl:
     def sources(self, requests_in: RequestsIn) -> list[Source]:
         """Sources for a controller (``Builder.watches_source``) that enqueue its keys again when a policy
         changes (all keys) or a Namespace's labels change (its keys)."""
-        labels_changed = Predicate(on_update=lambda old, new: _labels(old) != _labels(new))
+        labels_changed = Predicate(on_update=lambda old, new: labels_of(old) != labels_of(new))
         return [
             Kind(self.policies, lambda _policy: requests_in(None)),
             *(

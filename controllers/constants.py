@@ -1,8 +1,8 @@
 """Every string and default the operator shares with 1Password's Go operator (v1.12.0), plus opsync's own.
 
-The Go operator's strings are quoted exactly from its source (see the behavioural reference, sections 2, 5, 6
-and 7): existing manifests, Secrets and Deployments made by it keep working unchanged. opsync's additions live
-under ``opsync.dev/`` so they never collide with keys the Go operator or users write.
+The Go operator's strings are quoted exactly from its source: existing manifests, Secrets and Deployments made
+by it keep working unchanged (docs/compatibility.md). opsync's additions live under ``opsync.dev/`` so they never
+collide with keys the Go operator or users write.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 from enum import StrEnum
 from typing import Final
 
-# --- Annotations read and written by the Go operator (reference 2.1) -------------------------------------------
+# --- Annotations read and written by the Go operator ------------------------------------------------------------
 ITEM_PATH_ANNOTATION: Final = "operator.1password.io/item-path"
 ITEM_NAME_ANNOTATION: Final = "operator.1password.io/item-name"
 ITEM_VERSION_ANNOTATION: Final = "operator.1password.io/item-version"
@@ -37,7 +37,7 @@ IGNORE_SECRET_TAG: Final = "operator.1password.io:ignore-secret"  # noqa: S105 -
 FINALIZER: Final = "onepassword.com/finalizer.secret"
 ITEM_PATH_FORMAT: Final = "vaults/{vault_id}/items/{item_id}"
 
-# --- Names of the Go operator's controllers, event sources and Events (reference 0, 2.2, 5.5) ----------------
+# --- Names of the Go operator's controllers, event sources and Events -------------------------------------------
 ITEM_CONTROLLER: Final = "onepassworditem"
 DEPLOYMENT_EVENT_COMPONENT: Final = "onepassword-operator-deployment"
 READY_CONDITION: Final = "Ready"
@@ -84,7 +84,7 @@ class ConditionReason(StrEnum):
     """The API server refused or failed a write (permissions, validation, outage)."""
 
 
-# --- Defaults (reference 5.1, 5.5, 6) ---------------------------------------------------------------------------
+# --- Defaults ---------------------------------------------------------------------------------------------------
 DEFAULT_POLLING_INTERVAL: Final = 600
 """Seconds between polls of 1Password (the Go default; its shipped manifest sets 10)."""
 RATE_LIMIT_REQUEUE: Final = 15 * 60.0

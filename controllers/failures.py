@@ -2,11 +2,13 @@
 
 Every failure of the item and workload reconcilers goes through ``classify`` so that the same problem reads
 the same everywhere. Messages come from error texts that never hold values: Connect errors carry the server's
-``message`` only, Kubernetes errors the ``Status`` message only, resolver errors ids and titles.
+``message`` only, Kubernetes errors the ``Status`` message only, resolver errors ids and titles. Write races
+are no failures: ``WRITE_RACES`` just run the reconcile again.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from enum import Enum
@@ -31,12 +33,21 @@ from onepassword_access.errors import (
 )
 from onepassword_access.paths import ItemPathError
 from onepassword_access.resolve import ResolveError, ResolveErrorKind
-from opsync.client import ApiError, InvalidError
+from opsync.client import AlreadyExistsError, ApiError, ConflictError, InvalidError
+from opsync.client import NotFoundError as ObjectNotFoundError
+from opsync.events import EventRecorder
 from opsync.queue import BucketRateLimiter, ItemExponentialFailureRateLimiter, MaxOfRateLimiter, RateLimiter
 from opsync.reconcile import Request, Result
+from opsync.resources import KubeObject
+
+log = logging.getLogger(__name__)
 
 RETRIEVE_PREFIX = "failed to retrieve item: "
 """The Go operator wraps every lookup error so; kept for messages users may grep for."""
+
+WRITE_RACES = (ConflictError, AlreadyExistsError, ObjectNotFoundError)
+"""A write that raced with another writer, or with a deletion the cache had not seen yet: not a failure. The
+reconcile simply runs again once the cache has caught up (and a vanished object then ends it)."""
 
 
 class Retry(Enum):
@@ -117,10 +128,11 @@ def _duration(seconds: float) -> str:
 
 
 def classify(err: Exception) -> Failure | None:
-    """The ``Failure`` an error stands for; None for errors that are bugs (let them propagate).
-
-    Write races (409 Conflict/AlreadyExists) are not failures: callers retry them quietly before this.
+    """The ``Failure`` an error stands for; None for errors that are no failure to report: bugs, and write
+    races (``WRITE_RACES``), which the reconcile retries quietly (``write_refused``). Let those propagate.
     """
+    if isinstance(err, WRITE_RACES):
+        return None
     if isinstance(err, ItemPathError):
         return Failure(ConditionReason.INVALID_ITEM_PATH, str(err), Retry.ON_CHANGE)
     if isinstance(err, ResolveError):
@@ -163,6 +175,16 @@ def classify(err: Exception) -> Failure | None:
             ConditionReason.KUBERNETES_ERROR, f"Kubernetes API unreachable: {type(err).__name__}", Retry.BACKOFF
         )
     return None
+
+
+def write_refused(events: EventRecorder, obj: KubeObject, err: ApiError, *, what: str) -> Result:
+    """The result of a reconcile ended by ``err``: a write race (``WRITE_RACES``) runs again quietly; any
+    other refusal of a write to ``obj`` itself (finalizer, status, restart patch: forbidden, a webhook...)
+    also gets a log line and a Warning Event on ``obj`` saying opsync could not update this ``what``."""
+    if not isinstance(err, WRITE_RACES):
+        log.warning("could not update the %s: %s", obj.get("kind") or what, err)
+        events.event(obj, "Warning", EventReason.RECONCILE_ERROR, f"opsync could not update this {what}: {err}")
+    return Result(requeue=True)
 
 
 def retry_result(failure: Failure) -> Result | None:

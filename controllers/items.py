@@ -1,38 +1,31 @@
 """OnePasswordItem → the Secret of the same name (the Go operator's ``onepassworditem`` controller).
 
-One reconcile: take the item from ``ItemSource`` (Connect only when the item changed or was never fetched),
-build the desired Secret (``secretdata``), let ``SecretWriter`` write the difference, and report the outcome
-in the ``Ready`` condition. The Secret's controller owner reference to the item makes garbage collection
-delete it with the item, so opsync needs no finalizer; the Go operator's finalizer is removed from items it
-left behind so they can still be deleted.
+One reconcile: take the item from ``ItemFetcher`` (Connect only when the item changed or was never fetched),
+build the desired Secret (``controllers.desired``), let ``SecretWriter`` write the difference, and report the
+outcome in the ``Ready`` condition (``controllers.status``). The Secret's controller owner reference to the
+item makes garbage collection delete it with the item, so opsync needs no finalizer; the Go operator's
+finalizer is removed from items it left behind so they can still be deleted.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
 
 from controllers.access import AccessControl
-from controllers.constants import (
-    FINALIZER,
-    ITEM_CONTROLLER,
-    MANAGED_SELECTOR,
-    READY_CONDITION,
-    ConditionReason,
-    EventReason,
-)
+from controllers.constants import ITEM_CONTROLLER, MANAGED_SELECTOR, ConditionReason, EventReason
 from controllers.crdschema import UPGRADE_HINT, ServedStatus
-from controllers.failures import Failure, classify, rate_limiter, retry_result
+from controllers.desired import desired_secret, opi_metadata, opi_owner_reference
+from controllers.failures import Failure, classify, rate_limiter, retry_result, write_refused
+from controllers.fetcher import ItemFetcher
+from controllers.finalizer import remove_go_finalizer
 from controllers.metrics import ITEMS
 from controllers.resources import ONEPASSWORDITEMS
-from controllers.secretdata import desired_secret, opi_metadata
-from controllers.secrets import SecretWriter, opi_owner_reference
-from controllers.source import ItemSource
+from controllers.secrets import SecretWriter
+from controllers.status import status_patch
 from controllers.watch import spec_or_metadata_changed
 from opsync.builder import Builder
-from opsync.client import AlreadyExistsError, ApiError, ConflictError, NotFoundError
+from opsync.client import ApiError
 from opsync.controller import Controller
 from opsync.events import EventRecorder
 from opsync.informer import Informer
@@ -47,32 +40,6 @@ SYNCED_MESSAGE = "the Secret is in sync with the 1Password item"
 _WRITTEN = {"create": "created", "update": "updated", "takeover": "taken over", "repair": "repaired"}
 
 
-def now_rfc3339() -> str:
-    """The current time as the API server writes it (seconds, UTC)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def ready_condition(previous: KubeObject | None, status: str, reason: str, message: str, generation: int) -> KubeObject:
-    """The ``Ready`` condition; ``lastTransitionTime`` moves only when ``status`` does."""
-    unchanged = previous is not None and previous.get("status") == status and previous.get("lastTransitionTime")
-    return {
-        "type": READY_CONDITION,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "observedGeneration": generation,
-        "lastTransitionTime": previous["lastTransitionTime"] if unchanged and previous else now_rfc3339(),
-    }
-
-
-def _ready(opi: KubeObject) -> KubeObject | None:
-    for condition in (opi.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == READY_CONDITION:
-            found: KubeObject = condition
-            return found
-    return None
-
-
 @dataclass(frozen=True, slots=True)
 class ItemOptions:
     allow_empty_values: bool = False
@@ -85,7 +52,7 @@ class ItemReconciler:
     def __init__(
         self,
         manager: Manager,
-        source: ItemSource,
+        fetcher: ItemFetcher,
         writer: SecretWriter,
         options: ItemOptions,
         access: AccessControl,
@@ -94,7 +61,7 @@ class ItemReconciler:
     ) -> None:
         self.items: Informer = manager.cache.informer(ONEPASSWORDITEMS)
         self._client = manager.client
-        self._source = source
+        self._fetcher = fetcher
         self.access = access
         self._writer = writer
         self._options = options
@@ -113,19 +80,12 @@ class ItemReconciler:
             self._record_state(request, None)
             return None
         try:
-            if FINALIZER in (opi["metadata"].get("finalizers") or []):
-                opi = await self._remove_finalizer(opi)
+            opi = await remove_go_finalizer(self._client, ONEPASSWORDITEMS, opi)
             if opi["metadata"].get("deletionTimestamp"):
                 return None  # the garbage collector deletes the Secret once the item is gone
             return await self._sync(request, opi)
-        except (ConflictError, AlreadyExistsError, NotFoundError):
-            # Raced with another writer, or the item or Secret went away meanwhile: the cache is behind.
-            # Try again once it has caught up (a vanished item then simply ends the reconcile).
-            return Result(requeue=True)
-        except ApiError as err:  # writing the item itself (finalizer, status) was refused
-            log.warning("could not update the OnePasswordItem: %s", err)
-            self._events.event(opi, "Warning", EventReason.RECONCILE_ERROR, f"opsync could not update this item: {err}")
-            return Result(requeue=True)
+        except ApiError as err:  # a write race, or writing the item itself (finalizer, status) was refused
+            return write_refused(self._events, opi, err, what="item")
 
     async def _sync(self, request: Request, opi: KubeObject) -> Result | None:
         name, namespace = request.name, request.namespace
@@ -133,7 +93,7 @@ class ItemReconciler:
             path = str((opi.get("spec") or {}).get("itemPath") or "")
             kept = self._writer.secrets.get(namespace, name) is not None
             self.access.admit(namespace, kept=kept)
-            resolved, item = await self._source.get(path)
+            resolved, item = await self._fetcher.get(path)
             self.access.authorize(namespace, path, resolved, kept=kept)
             desired = desired_secret(
                 name=name,
@@ -144,9 +104,7 @@ class ItemReconciler:
                 owner_references=[opi_owner_reference(opi)],
                 allow_empty=self._options.allow_empty_values,
             )
-            written = await self._writer.write(desired.secret, keep_data=item.ignores_secret)
-        except (ConflictError, AlreadyExistsError, NotFoundError):
-            raise
+            written = await self._writer.write(desired)
         except Exception as err:
             failure = classify(err)
             if failure is None:
@@ -176,15 +134,8 @@ class ItemReconciler:
 
         The comparison is with the condition as the served schema stores it (``self.served``): on an old CRD
         that drops ``reason``, a condition differing only there is not rewritten on every retry."""
-        current: dict[str, Any] = opi.get("status") or {}
-        previous = _ready(opi)
-        condition = ready_condition(previous, status, reason, message, int(opi["metadata"].get("generation") or 0))
-        patch: dict[str, Any] = {}
-        if [self.served.condition(condition)] != (current.get("conditions") or []):
-            patch["conditions"] = [condition]
-        if synced or (status == "True" and not current.get("lastSyncTime") and self.served.keeps("lastSyncTime")):
-            patch["lastSyncTime"] = now_rfc3339()
-        if not patch:
+        patch = status_patch(opi, status, reason, message, synced=synced, served=self.served)
+        if patch is None:
             return
         meta = opi["metadata"]
         stored = await self._client.patch(
@@ -196,14 +147,6 @@ class ItemReconciler:
                 ", status.".join(sorted(dropped)),
                 UPGRADE_HINT,
             )
-
-    async def _remove_finalizer(self, opi: KubeObject) -> KubeObject:
-        """Drop the Go operator's finalizer (opsync relies on garbage collection instead)."""
-        meta = opi["metadata"]
-        kept = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
-        patch = {"metadata": {"finalizers": kept, "resourceVersion": meta["resourceVersion"]}}
-        log.info("removing the 1Password operator's finalizer")
-        return await self._client.patch(ONEPASSWORDITEMS, meta["name"], patch, meta["namespace"])
 
     def _record_state(self, request: Request, state: tuple[str, str] | None) -> None:
         if state is None:

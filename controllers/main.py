@@ -4,10 +4,11 @@
 command share one wiring:
 
 - the ``onepassworditem`` controller (``controllers.items``);
-- the ``workload-secrets`` controller and one restart controller per workload kind (``controllers.workloads``);
+- the ``workload-secrets`` controller (``controllers.workloads``);
+- one restart controller per workload kind (``controllers.rollouts``);
 - the leader-only ``connect-poller`` (``controllers.poller``);
 - with ``MANAGE_CONNECT=true``, the leader-only ``connect-setup`` (``controllers.connect_setup``);
-- one ``ItemSource`` shared by all of them, so each item version is fetched from 1Password once.
+- one ``ItemFetcher`` shared by all of them, so each item version is fetched from 1Password once.
 
 They reach 1Password through one ``onepassword_access.backend.Backend``, made by ``access_backend``: Connect,
 or a service account through the SDK (``OP_SERVICE_ACCOUNT_TOKEN``). Nothing else knows which.
@@ -30,14 +31,15 @@ from controllers.config import Settings
 from controllers.connect_setup import ConnectSetup, operator_namespace
 from controllers.constants import ITEM_PATH_ANNOTATION, ConditionReason
 from controllers.crdschema import ServedCrd, ServedStatus, read_served_crd
+from controllers.desired import operator_annotations
+from controllers.fetcher import ItemFetcher
 from controllers.items import ItemOptions, ItemReconciler, setup_items
 from controllers.metrics import SDK_CALLS, count_connect_request
 from controllers.poller import Handoff, Poller
 from controllers.resources import ONEPASSWORDITEMS
-from controllers.secretdata import operator_annotations
+from controllers.rollouts import setup_restarts
 from controllers.secrets import SecretWriter, managed_secrets
-from controllers.source import ItemSource
-from controllers.watch import NamespaceAnnotations
+from controllers.watch import NamespaceMetadata
 from controllers.workloads import WorkloadOptions, Workloads, setup_workloads
 from onepassword_access.backend import Backend, ConnectBackend
 from onepassword_access.client import ConnectClient
@@ -68,7 +70,7 @@ class Operator:
     """The assembled operator: run ``manager`` (``run`` also releases what the manager does not own)."""
 
     manager: Manager
-    source: ItemSource
+    fetcher: ItemFetcher
     poller: Poller
     item_controller: Controller
     workload_controller: Controller
@@ -87,7 +89,7 @@ class Operator:
             await self.check_crd()
             await self.manager.run(stopping)
         finally:
-            await self.source.close()
+            await self.fetcher.close()
 
     async def check_crd(self) -> ServedCrd:
         """Read the served CRD once, before reconciling: tell ``served`` what it drops, and warn in one line when
@@ -126,14 +128,14 @@ def build_operator(settings: Settings, client: Client, backend: Backend) -> Oper
         health_probe_bind_address=settings.health_probe_bind_address,
         metrics_bind_address=settings.metrics_bind_address,
     )
-    source = ItemSource(ItemResolver(backend))
+    fetcher = ItemFetcher(ItemResolver(backend))
     writer = SecretWriter(client, managed_secrets(manager.cache))
-    namespaces = NamespaceAnnotations(manager.cache, settings.watch_namespaces)
+    namespaces = NamespaceMetadata(manager.cache, settings.watch_namespaces)
     access = AccessControl(manager.cache, namespaces)
     served = ServedStatus()
     items = ItemReconciler(
         manager,
-        source,
+        fetcher,
         writer,
         ItemOptions(allow_empty_values=settings.allow_empty_values, enable_annotations=settings.enable_annotations),
         access,
@@ -147,15 +149,25 @@ def build_operator(settings: Settings, client: Client, backend: Backend) -> Oper
     )
     item_controller = setup_items(manager, items, changes=handoff.item_changes, workers=settings.workers)
     workloads = Workloads(manager.cache)
-    workload_controller, restart_controllers = setup_workloads(
+    workload_options = WorkloadOptions(
+        allow_empty_values=settings.allow_empty_values, auto_restart=settings.auto_restart
+    )
+    workload_controller = setup_workloads(
         manager,
         workloads=workloads,
-        source=source,
+        fetcher=fetcher,
         writer=writer,
-        namespaces=namespaces,
-        options=WorkloadOptions(allow_empty_values=settings.allow_empty_values, auto_restart=settings.auto_restart),
+        options=workload_options,
         access=access,
         changes=handoff.workload_changes,
+        workers=settings.workers,
+    )
+    restart_controllers = setup_restarts(
+        manager,
+        workloads=workloads,
+        secrets=writer.secrets,
+        namespaces=namespaces,
+        options=workload_options,
         workers=settings.workers,
     )
 
@@ -168,7 +180,7 @@ def build_operator(settings: Settings, client: Client, backend: Backend) -> Oper
 
     poller = Poller(
         backend=backend,
-        source=source,
+        fetcher=fetcher,
         secrets=writer.secrets,
         handoff=handoff,
         interval=settings.polling_interval,
@@ -177,7 +189,7 @@ def build_operator(settings: Settings, client: Client, backend: Backend) -> Oper
     manager.add(poller)
     if settings.manage_connect:
         manager.add(ConnectSetup(client, operator_namespace()))
-    return Operator(manager, source, poller, item_controller, workload_controller, restart_controllers, served)
+    return Operator(manager, fetcher, poller, item_controller, workload_controller, restart_controllers, served)
 
 
 def connect_client(settings: Settings) -> ConnectClient:

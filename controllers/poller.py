@@ -3,7 +3,7 @@
 Every ``POLLING_INTERVAL`` seconds (the first time as soon as the caches are synced), on the leader only:
 
 1. From the managed Secrets' cache, collect each Secret's item (its ``item-path`` annotation, by ids) and
-   the ``item-version`` it was made from; the items ``ItemSource`` holds without a Secret (an access policy
+   the ``item-version`` it was made from; the items ``ItemFetcher`` holds without a Secret (an access policy
    denied it) are followed too, so that a change in 1Password reaches them.
 2. Ask the backend what changed in their vaults: with Connect one ``GET`` per vault, with the SDK one
    ``vaults.list()`` for all of them, plus a listing of the items of each vault whose ``contentVersion`` moved.
@@ -15,9 +15,9 @@ Every ``POLLING_INTERVAL`` seconds (the first time as soon as the caches are syn
    prune) are retried at once.
 
 The poller never writes to Kubernetes and never fetches an item: the reconcilers fetch each changed item once
-through the shared ``ItemSource``, which the poller tells about the new versions. Unlike the Go operator's
+through the shared ``ItemFetcher``, which the poller tells about the new versions. Unlike the Go operator's
 ticker it runs only on the leader, and its first poll does not wait one interval. While a rate limit 1Password
-reported lasts (``ItemSource.rate_limited_for``), polls are skipped.
+reported lasts (``ItemFetcher.rate_limited_for``), polls are skipped.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from controllers.constants import ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION
+from controllers.fetcher import ItemFetcher
 from controllers.metrics import LAST_SUCCESSFUL_POLL, POLL_DURATION, POLLS
-from controllers.source import ItemSource
 from onepassword_access.backend import Backend
 from onepassword_access.changes import ChangeReport
 from onepassword_access.errors import RateLimitedError
@@ -91,14 +91,14 @@ class Poller:
         self,
         *,
         backend: Backend,
-        source: ItemSource,
+        fetcher: ItemFetcher,
         secrets: Informer,
         handoff: Handoff,
         interval: float,
         paths_in_use: Callable[[], Iterable[str]],
     ) -> None:
         self._backend = backend
-        self._source = source
+        self._fetcher = fetcher
         self._secrets = secrets
         self._handoff = handoff
         self.interval = interval
@@ -131,21 +131,21 @@ class Poller:
 
     async def poll(self) -> int:
         """One poll; returns how many Secrets were handed to a reconciler."""
-        if self._source.rate_limited_for() > 0:
+        if self._fetcher.rate_limited_for() > 0:
             log.debug("poll skipped: 1Password asked to wait")
             POLLS.labels(result="skipped").inc()
             return 0
         started = time.monotonic()
         tracked = list(self._tracked())
         following: dict[str, set[str]] = {}
-        for vault_id, item_id in [(t.vault_id, t.item_id) for t in tracked] + sorted(self._source.held()):
+        for vault_id, item_id in [(t.vault_id, t.item_id) for t in tracked] + sorted(self._fetcher.held()):
             following.setdefault(vault_id, set()).add(item_id)
         report = await self._backend.poll(following)
         for error in report.errors.values():
             if isinstance(error, RateLimitedError):
-                self._source.note_rate_limit(error)
+                self._fetcher.note_rate_limit(error)
         for vault_id, change in report.changes.items():
-            self._source.observe(vault_id, change.versions, change.removed)
+            self._fetcher.observe(vault_id, change.versions, change.removed)
         # 1Password answers again: what failed for want of it is retried now, not when its backoff (up to
         # 5 minutes) ends, so everything recovers within one poll of the end of an outage.
         recovered, self._failing = self._failing and not report.errors, bool(report.errors)
@@ -153,7 +153,7 @@ class Poller:
         for entry in tracked:
             if self._drifted(entry, report) and self._handoff.changed(entry.request, even_in_backoff=recovered):
                 enqueued += 1
-        self._source.retain(self._paths_in_use())
+        self._fetcher.retain(self._paths_in_use())
         POLL_DURATION.observe(time.monotonic() - started)
         POLLS.labels(result="failed" if report.errors else "ok").inc()
         if report.errors:

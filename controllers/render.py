@@ -18,14 +18,10 @@ import sys
 import yaml
 
 from controllers import config
+from controllers.desired import SecretMetadata, desired_secret
 from controllers.main import access_backend, sign_in
-from controllers.secretdata import (
-    InvalidSecretError,
-    SecretMetadata,
-    desired_secret,
-    item_input_from_connect,
-    secret_name,
-)
+from controllers.sanitisers import secret_name
+from controllers.secretdata import InvalidSecretError, item_input_from_connect
 from onepassword_access.paths import ItemPathError
 from onepassword_access.resolve import ItemResolver, ResolveError
 from opsync.resources import KubeObject

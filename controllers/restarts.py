@@ -7,7 +7,7 @@ Restarting exactly once per change
 The Go operator rolls a Deployment from the poll that changed a Secret; a restart is lost when a reconciler
 changed the Secret first, when the write fails, or when the operator was down. opsync instead keeps state:
 
-- Each managed Secret carries a data-version token (``secretdata.secret_data_version``) that moves only when
+- Each managed Secret carries a data-version token (``desired.secret_data_version``) that moves only when
   1Password changed its data.
 - Each workload with auto-restart on records, in its **metadata** annotation ``opsync.dev/restart-versions``,
   the tokens of the managed Secrets it uses as of its last restart (metadata, because any pod-template edit
@@ -40,8 +40,10 @@ from controllers.constants import (
     LAST_RESTARTED_ANNOTATION,
     RESTART_VERSIONS_ANNOTATION,
 )
-from controllers.secretdata import secret_data_version, secret_name
+from controllers.desired import secret_data_version
+from controllers.sanitisers import secret_name
 from opsync.resources import KubeObject
+from opsync.timestamps import rfc3339
 
 
 def parse_bool(value: str | None) -> bool | None:
@@ -57,7 +59,7 @@ def parse_bool(value: str | None) -> bool | None:
     return None
 
 
-# --- Which Secrets a workload uses (reference 2.3, "any" semantics) ---------------------------------------------
+# --- Which Secrets a workload uses (any reference counts) -------------------------------------------------------
 
 
 def _annotations(meta: Mapping[str, Any] | None) -> Mapping[str, str]:
@@ -96,7 +98,7 @@ def secret_names_used_by(workload: KubeObject) -> set[str]:
     return names
 
 
-# --- Whether a change restarts (reference 5.4) -------------------------------------------------------------------
+# --- Whether a change restarts ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,16 +187,12 @@ def restart_patch(workload: KubeObject, secret_versions: Mapping[str, str], now:
     """
     stamp = now.astimezone(UTC)
     template = ((workload.get("spec") or {}).get("template") or {}).get("metadata")
-    if _rfc3339(stamp) == _annotations(template).get(LAST_RESTARTED_ANNOTATION):
+    if rfc3339(stamp) == _annotations(template).get(LAST_RESTARTED_ANNOTATION):
         stamp += timedelta(seconds=1)
     return {
         "metadata": _record(workload, secret_versions),
-        "spec": {"template": {"metadata": {"annotations": {LAST_RESTARTED_ANNOTATION: _rfc3339(stamp)}}}},
+        "spec": {"template": {"metadata": {"annotations": {LAST_RESTARTED_ANNOTATION: rfc3339(stamp)}}}},
     }
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)

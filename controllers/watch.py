@@ -1,4 +1,4 @@
-"""What the operator's controllers watch: which updates matter, and the Namespaces' annotations."""
+"""What the operator's controllers watch: which updates matter, and the Namespaces' labels and annotations."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def spec_or_metadata_changed() -> Predicate:
     return Predicate(on_update=lambda old, new: _watched(old) != _watched(new))
 
 
-class NamespaceAnnotations:
-    """The annotations of the watched Namespaces, from a metadata-only cache.
+class NamespaceMetadata:
+    """The labels and annotations of the watched Namespaces, from a metadata-only cache.
 
     With a namespace list, each Namespace is watched by name (``fieldSelector=metadata.name=<ns>``), which
     needs no cluster-wide permission (RBAC grants it with ``resourceNames``, as in the Go operator's #245 fix).
@@ -43,11 +43,28 @@ class NamespaceAnnotations:
         else:
             self.informers = [cache.informer(NAMESPACES, transform=metadata_only)]
 
-    def annotations(self, namespace: str) -> Mapping[str, str] | None:
-        """The Namespace's annotations; None when it is not known (not watched, or not in the cache)."""
+    def _find(self, namespace: str) -> KubeObject | None:
         for informer in self.informers:
             found = informer.get("", namespace)
             if found is not None:
-                annotations: Mapping[str, str] = (found.get("metadata") or {}).get("annotations") or {}
-                return annotations
+                return found
         return None
+
+    def annotations(self, namespace: str) -> Mapping[str, str] | None:
+        """The Namespace's annotations; None when it is not known (not watched, or not in the cache)."""
+        found = self._find(namespace)
+        if found is None:
+            return None
+        annotations: Mapping[str, str] = (found.get("metadata") or {}).get("annotations") or {}
+        return annotations
+
+    def labels(self, namespace: str) -> Mapping[str, str]:
+        """The Namespace's labels; empty when it is not known (label selectors then select nothing)."""
+        found = self._find(namespace)
+        return labels_of(found) if found is not None else {}
+
+
+def labels_of(obj: KubeObject) -> Mapping[str, str]:
+    """An object's labels (empty when it has none)."""
+    labels: Mapping[str, str] = (obj.get("metadata") or {}).get("labels") or {}
+    return labels

@@ -1,8 +1,7 @@
-"""Annotated workloads → Secrets, and rolling restarts of workloads whose Secrets changed.
+"""Annotated workloads → Secrets: the ``workload-secrets`` controller and the workload caches it shares.
 
 Deployments, StatefulSets and DaemonSets annotated with ``operator.1password.io/item-path`` and ``item-name``
-get that Secret, as with the Go operator (which handles Deployments only). Two kinds of controllers share the
-workload caches and their indexes:
+get that Secret, as with the Go operator (which handles Deployments only), from this module's controller:
 
 ``workload-secrets`` (key: namespace/Secret name)
     Makes the Secret from the annotations of the workloads naming it. Several workloads may name one
@@ -16,54 +15,47 @@ workload caches and their indexes:
     did). If several workloads name the Secret with different paths, the oldest workload wins and the
     others get a Warning Event; a OnePasswordItem of the same name always wins over annotations.
 
-``onepassword-deployment``, ``onepassword-statefulset``, ``onepassword-daemonset`` (key: the workload)
-    Restart the workload once per change of the data of a managed Secret it uses (``controllers.restarts``:
-    the versions it was rolled for are recorded on it, so repeated reconciles do not roll again and a change
-    made while opsync was down still rolls once), and remove the Go operator's finalizer.
+The restart controllers (``controllers.rollouts``) share the workload caches and their indexes too.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from controllers.access import AccessControl
 from controllers.constants import (
-    AUTO_RESTART_ANNOTATION,
     DEPLOYMENT_EVENT_COMPONENT,
-    FINALIZER,
     ITEM_NAME_ANNOTATION,
     ITEM_PATH_ANNOTATION,
     MANAGED_SELECTOR,
     OPI_KIND,
     EventReason,
 )
-from controllers.failures import classify, rate_limiter, retry_result
-from controllers.metrics import WORKLOAD_RESTARTS
-from controllers.resources import ONEPASSWORDITEMS
-from controllers.restarts import plan_restart, recorded_versions, secret_names_used_by
-from controllers.secretdata import (
+from controllers.desired import (
+    WORKLOAD_KINDS,
     desired_secret,
     operator_annotations,
-    secret_data_version,
-    secret_name,
     workload_metadata,
+    workload_owner_reference,
 )
-from controllers.secrets import WORKLOAD_KINDS, SecretWriter, workload_owner_reference
-from controllers.source import ItemSource
-from controllers.watch import NamespaceAnnotations, spec_or_metadata_changed
+from controllers.failures import WRITE_RACES, classify, rate_limiter, retry_result
+from controllers.fetcher import ItemFetcher
+from controllers.resources import ONEPASSWORDITEMS
+from controllers.restarts import secret_names_used_by
+from controllers.sanitisers import secret_name
+from controllers.secrets import SecretWriter
+from controllers.watch import spec_or_metadata_changed
 from opsync.builder import Builder
 from opsync.cache import Cache
-from opsync.client import AlreadyExistsError, ApiError, ConflictError, NotFoundError
 from opsync.controller import Controller
 from opsync.events import EventRecorder
 from opsync.informer import Informer
 from opsync.manager import Manager
-from opsync.predicate import Predicate, annotation_changed
+from opsync.predicate import Predicate
 from opsync.reconcile import Request, Result
 from opsync.resources import SECRETS, KubeObject, Resource
-from opsync.source import Channel, Kind
+from opsync.source import Channel
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +64,6 @@ SECRET_USERS_INDEX = "opsync.dev/secret-users"  # noqa: S105 - an index name
 """Workload index: ``namespace/secret`` for every Secret the workload uses or names in ``item-name``."""
 ITEM_NAME_INDEX = "opsync.dev/item-name"
 """Workload index: ``namespace/secret`` for the Secret its ``item-name`` annotation names."""
-_PATCH_ATTEMPTS = 3
-_CONTROLLER_NAMES = {
-    "Deployment": "onepassword-deployment",
-    "StatefulSet": "onepassword-statefulset",
-    "DaemonSet": "onepassword-daemonset",
-}
 
 
 def annotated_secret(workload: KubeObject) -> str | None:
@@ -173,7 +159,7 @@ class WorkloadSecretReconciler:
         self,
         manager: Manager,
         workloads: Workloads,
-        source: ItemSource,
+        fetcher: ItemFetcher,
         writer: SecretWriter,
         options: WorkloadOptions,
         *,
@@ -181,7 +167,7 @@ class WorkloadSecretReconciler:
     ) -> None:
         self._workloads = workloads
         self._items = manager.cache.informer(ONEPASSWORDITEMS)
-        self._source = source
+        self._fetcher = fetcher
         self._access = access
         self._writer = writer
         self._options = options
@@ -190,7 +176,7 @@ class WorkloadSecretReconciler:
     async def reconcile(self, request: Request) -> Result | None:
         try:
             return await self._reconcile(request.namespace, request.name)
-        except (ConflictError, AlreadyExistsError, NotFoundError):
+        except WRITE_RACES:
             return Result(requeue=True)  # raced with another writer: try again from the fresher cache
 
     async def _reconcile(self, namespace: str, name: str) -> Result | None:
@@ -224,7 +210,7 @@ class WorkloadSecretReconciler:
         reported = naming or users
         try:
             self._access.admit(namespace, kept=existing is not None)
-            resolved, item = await self._source.get(path)
+            resolved, item = await self._fetcher.get(path)
             self._access.authorize(namespace, path, resolved, kept=existing is not None)
             desired = desired_secret(
                 name=name,
@@ -234,9 +220,7 @@ class WorkloadSecretReconciler:
                 owner_references=owners,
                 allow_empty=self._options.allow_empty_values,
             )
-            written = await self._writer.write(desired.secret, keep_data=item.ignores_secret)
-        except (ConflictError, AlreadyExistsError, NotFoundError):
-            raise
+            written = await self._writer.write(desired)
         except Exception as err:
             failure = classify(err)
             if failure is None:
@@ -272,109 +256,6 @@ class WorkloadSecretReconciler:
                 )
 
 
-class WorkloadReconciler:
-    """Restarts one workload of one kind when its Secrets' data changed; removes the Go finalizer."""
-
-    def __init__(
-        self,
-        manager: Manager,
-        kind: Resource,
-        *,
-        workloads: Workloads,
-        secrets: Informer,
-        namespaces: NamespaceAnnotations,
-        options: WorkloadOptions,
-    ) -> None:
-        self.kind = kind
-        self.informer = workloads.informers[kind]
-        self._client = manager.client
-        self._secrets = secrets
-        self._namespaces = namespaces
-        self._options = options
-        self._events: EventRecorder = manager.event_recorder(DEPLOYMENT_EVENT_COMPONENT)
-
-    async def reconcile(self, request: Request) -> Result | None:
-        workload = self.informer.get(request.namespace, request.name)
-        if workload is None:
-            return None
-        try:
-            if FINALIZER in (workload["metadata"].get("finalizers") or []):
-                workload = await self._remove_finalizer(workload)
-            if workload["metadata"].get("deletionTimestamp"):
-                return None
-            self._check_item_name(workload)
-            await self._restart_if_needed(workload)
-        except (ConflictError, NotFoundError):
-            return Result(requeue=True)  # the cache is behind: try again once it caught up
-        except ApiError as err:  # forbidden, refused by a webhook...
-            log.warning("could not update the %s: %s", self.kind.kind, err)
-            message = f"opsync could not update this {self.kind.kind}: {err}"
-            self._events.event(workload, "Warning", EventReason.RECONCILE_ERROR, message)
-            return Result(requeue=True)
-        return None
-
-    def _check_item_name(self, workload: KubeObject) -> None:
-        raw = operator_annotations(workload).get(ITEM_NAME_ANNOTATION)
-        if raw and secret_name(raw) is None:
-            self._events.event(
-                workload,
-                "Warning",
-                EventReason.RECONCILE_ERROR,
-                f"{ITEM_NAME_ANNOTATION} {raw!r} cannot be made a valid Secret name",
-            )
-
-    async def _restart_if_needed(self, workload: KubeObject) -> None:
-        """Roll or record as ``plan_restart`` says. The patch is conditional on the workload's
-        resourceVersion (so a stale cache cannot roll it twice); a conflict, usually a status update by the
-        workload's own controller, is retried at once from a fresh read."""
-        meta = workload["metadata"]
-        namespace = meta["namespace"]
-        secrets = {
-            name: secret
-            for name in sorted(secret_names_used_by(workload))
-            if (secret := self._secrets.get(namespace, name)) is not None
-        }
-        if not secrets and recorded_versions(workload) is None:
-            return
-        for attempt in range(_PATCH_ATTEMPTS):
-            plan = plan_restart(
-                workload,
-                secrets,
-                self._namespaces.annotations(namespace),
-                self._options.auto_restart,
-                datetime.now(UTC),
-            )
-            if attempt == 0:
-                for message in plan.invalid:
-                    self._events.event(workload, "Warning", EventReason.INVALID_AUTO_RESTART, message)
-            if plan.patch is None:
-                return
-            try:
-                await self._client.patch(self.kind, meta["name"], plan.patch, namespace)
-                break
-            except ConflictError:
-                if attempt + 1 == _PATCH_ATTEMPTS:
-                    raise
-                workload = await self._client.get(self.kind, meta["name"], namespace)
-        if plan.restart:
-            changed = ", ".join(sorted(plan.changed))
-            WORKLOAD_RESTARTS.labels(kind=self.kind.kind).inc()
-            log.info("restarted: the data of its Secrets changed", extra={"secrets": changed})
-            self._events.event(
-                workload,
-                "Normal",
-                EventReason.RESTARTED,
-                f"Rolling restart: the data of Secret(s) {changed} changed in 1Password",
-            )
-
-    async def _remove_finalizer(self, workload: KubeObject) -> KubeObject:
-        meta = workload["metadata"]
-        kept = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
-        log.info("removing the 1Password operator's finalizer")
-        patch = {"metadata": {"finalizers": kept, "resourceVersion": meta["resourceVersion"]}}
-        return await self._client.patch(self.kind, meta["name"], patch, meta["namespace"])
-
-
 def workload_secret_requests(workloads: Workloads, secrets: Informer, namespace: str | None) -> list[Request]:
     """The keys of the ``workload-secrets`` controller in ``namespace`` (None: everywhere): the Secrets
     workloads name, and the managed Secrets made for workloads (kept in sync from their own annotations)."""
@@ -388,26 +269,18 @@ def workload_secret_requests(workloads: Workloads, secrets: Informer, namespace:
     return sorted(named | made)
 
 
-def _restart_inputs(secret: KubeObject) -> tuple[str | None, str | None]:
-    annotations = (secret.get("metadata") or {}).get("annotations") or {}
-    return secret_data_version(secret), annotations.get(AUTO_RESTART_ANNOTATION)
-
-
 def setup_workloads(
     manager: Manager,
     *,
     workloads: Workloads,
-    source: ItemSource,
+    fetcher: ItemFetcher,
     writer: SecretWriter,
-    namespaces: NamespaceAnnotations,
     options: WorkloadOptions,
     access: AccessControl,
     changes: Channel,
     workers: int,
-) -> tuple[Controller, list[Controller]]:
-    """Add the workload-secrets controller (the poller fires into ``changes``) and one restart controller per
-    workload kind; return them."""
-    relevant = [spec_or_metadata_changed()]
+) -> Controller:
+    """Add the workload-secrets controller (the poller fires into ``changes``); return it."""
     items = manager.cache.informer(ONEPASSWORDITEMS)
 
     def unclaimed_secret(secret: KubeObject) -> list[Request]:
@@ -416,38 +289,12 @@ def setup_workloads(
 
     builder = Builder(manager, WORKLOAD_SECRETS_CONTROLLER)
     for kind in WORKLOAD_KINDS:
-        builder.watches(kind, _secret_requests, predicates=relevant)
+        builder.watches(kind, _secret_requests, predicates=[spec_or_metadata_changed()])
     builder.watches(SECRETS, unclaimed_secret, label_selector=MANAGED_SELECTOR)
     # An item appearing or disappearing decides who makes a Secret of its name.
     builder.watches(ONEPASSWORDITEMS, lambda opi: [Request.of(opi)], predicates=[Predicate(on_update=lambda *_: False)])
     builder.watches_source(*access.sources(lambda ns: workload_secret_requests(workloads, writer.secrets, ns)), changes)
     secrets_controller = builder.with_options(workers=workers, rate_limiter=rate_limiter()).complete(
-        WorkloadSecretReconciler(manager, workloads, source, writer, options, access=access)
+        WorkloadSecretReconciler(manager, workloads, fetcher, writer, options, access=access)
     )
-
-    restart_controllers = []
-    data_or_setting_changed = Predicate(on_update=lambda old, new: _restart_inputs(old) != _restart_inputs(new))
-    for kind in WORKLOAD_KINDS:
-        informer = workloads.informers[kind]
-
-        def users_of(secret: KubeObject, informer: Informer = informer) -> list[Request]:
-            return [Request.of(w) for w in informer.by_index(SECRET_USERS_INDEX, str(Request.of(secret)))]
-
-        def in_namespace(namespace: KubeObject, informer: Informer = informer) -> list[Request]:
-            return [Request.of(w) for w in informer.list(namespace["metadata"]["name"])]
-
-        restart_setting_changed = [annotation_changed(AUTO_RESTART_ANNOTATION)]
-        controller = (
-            Builder(manager, _CONTROLLER_NAMES[kind.kind])
-            .for_(kind, predicates=relevant)
-            .watches(SECRETS, users_of, label_selector=MANAGED_SELECTOR, predicates=[data_or_setting_changed])
-            .watches_source(*(Kind(ns, in_namespace, restart_setting_changed) for ns in namespaces.informers))
-            .with_options(workers=workers, rate_limiter=rate_limiter())
-            .complete(
-                WorkloadReconciler(
-                    manager, kind, workloads=workloads, secrets=writer.secrets, namespaces=namespaces, options=options
-                )
-            )
-        )
-        restart_controllers.append(controller)
-    return secrets_controller, restart_controllers
+    return secrets_controller

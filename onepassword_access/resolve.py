@@ -12,7 +12,7 @@ Unlike the Go operator, an ``ItemResolver`` remembers what a path resolved to, s
 one read of the item (the memory is dropped when that finds nothing or the item no longer has the title),
 remembers vault names across items (dropped when the vault is not found), and downloads a file only when the
 item's version changed. It cannot notice a vault renamed, or an older item renamed to a remembered title.
-Concurrent callers of one path share one resolution in the operator's ``controllers.source.ItemSource``.
+Concurrent callers of one path share one resolution in the operator's ``controllers.fetcher.ItemFetcher``.
 """
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ def _skip_environment_lookups(api_client: k8s_client.ApiClient) -> None:
     """Stop aiohttp looking up proxies and ``~/.netrc`` in a worker thread on every request.
 
     kubernetes-asyncio's session trusts the environment: two thread-pool round trips and a file lookup per
-    request, about 0.8 ms of CPU (measured for issue 7; several times the cost of a loopback request). With
+    request, about 0.8 ms of CPU (measured for docs/benchmarks.md; several times the cost of a loopback request). With
     no proxy variables set the lookups can find nothing client-go would use (it reads no ``.netrc``), so they
     are turned off; with proxy variables the session is left as it is.
     """

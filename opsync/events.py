@@ -15,11 +15,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Literal
 
 from opsync.client import Client, NotFoundError
 from opsync.resources import EVENTS, KubeObject
+from opsync.timestamps import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,6 @@ class _Recorded:
     name: str
     count: int
     seen: float  # clock() of the last occurrence
-
-
-def _timestamp() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class EventRecorder:
@@ -85,7 +81,7 @@ class EventRecorder:
         meta = obj.get("metadata") or {}
         fields = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind")} | {f: meta.get(f) for f in _META_FIELDS}
         involved = {field: str(value) for field, value in fields.items() if value}
-        pending = _Pending(involved, type_, reason, message[:MAX_MESSAGE], _timestamp())
+        pending = _Pending(involved, type_, reason, message[:MAX_MESSAGE], rfc3339())
         try:
             self._queue.put_nowait(pending)
         except asyncio.QueueFull:

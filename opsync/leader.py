@@ -27,12 +27,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from opsync import metrics
 from opsync.client import AlreadyExistsError, Client, ConflictError, NotFoundError
 from opsync.resources import LEASES, KubeObject
+from opsync.timestamps import rfc3339_micro
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,6 @@ class LeaderElectionConfig:
             raise ValueError("lease_duration must be greater than renew_deadline")
         if self.renew_deadline <= JITTER_FACTOR * self.retry_period:
             raise ValueError(f"renew_deadline must be greater than retry_period * {JITTER_FACTOR}")
-
-
-def _micro_time() -> str:
-    """Now as a Kubernetes MicroTime (RFC 3339 with microseconds, UTC)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 async def _sleep(seconds: float, stopping: asyncio.Event) -> bool:
@@ -162,7 +157,7 @@ class LeaderElector:
     async def _try_acquire_or_renew(self) -> bool:
         """One attempt to take or renew the Lease; False when someone else holds it or the write failed."""
         cfg = self.config
-        now = _micro_time()
+        now = rfc3339_micro()
         try:
             async with asyncio.timeout(cfg.renew_deadline):
                 try:
@@ -231,7 +226,7 @@ class LeaderElector:
         lease = self._lease
         if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.config.identity:
             return
-        now = _micro_time()
+        now = rfc3339_micro()
         spec = {**lease["spec"], "leaseDurationSeconds": 1, "acquireTime": now, "renewTime": now}
         spec.pop("holderIdentity", None)
         try:

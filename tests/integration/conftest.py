@@ -7,6 +7,8 @@
 - ``namespace``: a fresh namespace for one test, deleted afterwards.
 - ``backend``: how opsync reaches 1Password (``operator_harness.BackendKind``); a test taking it runs twice,
   through Connect and through a service account (the SDK), against the same emulator store.
+- ``emulator``: a Connect emulator for one test, serving ``connect_data``: by default the ``vaults`` fixture,
+  which each test module that uses the emulator defines (vault name -> items), with one all-vaults token.
 
 When any test fails, the component logs are kept in ``.envtest-logs/`` (or ``$OPSYNC_ENVTEST_LOGS``) with
 the failed test ids, and the folder is named in the terminal summary.
@@ -18,13 +20,14 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Generator
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
-from operator_harness import BACKENDS, BackendKind
+from operator_harness import BACKENDS, BackendKind, Vaults, emulator_data
 
+from onepassword_access.emulator import Emulator
 from opsync.envtest import ControlPlane, EnvtestError
 
 if TYPE_CHECKING:
@@ -96,3 +99,16 @@ async def namespace(request: pytest.FixtureRequest, api_client: k8s.ApiClient) -
     await core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
     yield name
     await core.delete_namespace(name)
+
+
+@pytest.fixture
+def connect_data(vaults: Vaults) -> dict[str, Any]:
+    """The emulator's data: the test module's ``vaults`` and one all-vaults token (``operator_harness.TOKEN``)."""
+    return emulator_data(vaults)
+
+
+@pytest.fixture
+async def emulator(connect_data: dict[str, Any]) -> AsyncIterator[Emulator]:
+    """A Connect emulator serving ``connect_data`` for one test."""
+    async with Emulator(connect_data) as emu:
+        yield emu

@@ -19,36 +19,27 @@ client, independent of opsync's) and records a violation whenever
 orphans), every OnePasswordItem is ``Ready=True`` for its current generation, and unmanaged Secrets still
 have the resourceVersion and data of the snapshot; and it fails with every violation seen meanwhile.
 
-``OpsyncProcess`` runs ``python -m opsync run`` for the faults that need a real process (SIGKILL, SIGSTOP,
-two replicas).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import json
-import os
-import signal
-import sys
 from collections.abc import Mapping
-from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
-import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
 from waiting import eventually
 
 from controllers.constants import ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION, MANAGED_LABEL, MANAGED_LABEL_VALUE
+from controllers.desired import WORKLOAD_KINDS, operator_annotations
 from controllers.resources import ONEPASSWORDITEMS
-from controllers.secretdata import build_secret_data, item_input_from_connect, operator_annotations
-from controllers.secrets import WORKLOAD_KINDS
+from controllers.secretdata import build_secret_data, item_input_from_connect
+from controllers.status import ready_of
 from controllers.workloads import annotated_secret
 from onepassword_access.emulator import Emulator
 from onepassword_access.paths import parse_item_path
 from opsync.client import Client
-from opsync.envtest import free_ports
 from opsync.informer import Informer
 from opsync.resources import SECRETS, KubeObject
 
@@ -208,7 +199,7 @@ class SecretGuard:
             if after is None or _rv(after) != _rv(before) or after.get("data") != before.get("data"):
                 found.append(f"unmanaged Secret {name} was touched")
         for opi in (await self.kube.list(ONEPASSWORDITEMS, self.namespace))["items"]:
-            ready = _ready(opi)
+            ready = ready_of(opi)
             generation = opi["metadata"].get("generation")
             if ready is None or ready["status"] != "True" or ready.get("observedGeneration") != generation:
                 found.append(f"OnePasswordItem {opi['metadata']['name']} is not Ready: {ready}")
@@ -239,126 +230,3 @@ def _path(secret: KubeObject) -> str:
 
 def _rv(obj: KubeObject) -> str:
     return str(obj["metadata"].get("resourceVersion"))
-
-
-def _ready(opi: KubeObject) -> dict[str, Any] | None:
-    conditions = (opi.get("status") or {}).get("conditions") or []
-    return next((dict(c) for c in conditions if c.get("type") == "Ready"), None)
-
-
-# --- opsync as a process (for faults that need one: SIGKILL, SIGSTOP, two replicas) ----------------------
-
-
-SDK_CORE_PROXY = Path(__file__).resolve().parents[1] / "sdk_core_proxy"
-
-
-class OpsyncProcess:
-    """``python -m opsync run`` against the control plane and an emulator, logging JSON lines to a file and
-    serving its metrics on a free port.
-
-    Its output goes to a file, not a pipe: a pipe nobody reads would block the process once full.
-    """
-
-    def __init__(
-        self,
-        kubeconfig: str,
-        emulator: Emulator,
-        namespace: str,
-        log: Path,
-        *args: str,
-        service_account: bool = False,
-        **env: str,
-    ) -> None:
-        """``service_account``: ``OP_SERVICE_ACCOUNT_TOKEN`` instead of Connect, the process's SDK answered by
-        the emulator's SDK core (``tests/sdk_core_proxy``)."""
-        self.log = log
-        self.metrics_port = free_ports(1)[0]
-        self.argv = [
-            sys.executable,
-            "-m",
-            "opsync",
-            "run",
-            "--log-format=json",
-            "--health-probe-bind-address=0",
-            f"--metrics-bind-address=127.0.0.1:{self.metrics_port}",
-            *args,
-        ]
-        access = (
-            {
-                "OP_SERVICE_ACCOUNT_TOKEN": emulator.service_account_token(),
-                "OPSYNC_TEST_SDK_CORE": emulator.url,
-                "PYTHONPATH": os.pathsep.join([str(SDK_CORE_PROXY), os.environ.get("PYTHONPATH", "")]).rstrip(
-                    os.pathsep
-                ),
-            }
-            if service_account
-            else {"OP_CONNECT_HOST": emulator.url, "OP_CONNECT_TOKEN": emulator.token}
-        )
-        self.env = {
-            **os.environ,
-            **access,
-            "WATCH_NAMESPACE": namespace,
-            "POLLING_INTERVAL": "1",
-            "KUBECONFIG": kubeconfig,
-            **env,
-        }
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> Self:
-        with self.log.open("ab") as out:
-            self.process = await asyncio.create_subprocess_exec(
-                *self.argv, env=self.env, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def signal(self, sig: signal.Signals) -> None:
-        """Send ``sig`` (SIGKILL, SIGSTOP, SIGCONT...) to the process."""
-        assert self.process is not None
-        self.process.send_signal(sig)
-
-    async def kill(self) -> None:
-        """SIGKILL it and reap it: no shutdown, no Lease release, as a node or OOM kill."""
-        if self.process is not None and self.process.returncode is None:
-            self.signal(signal.SIGKILL)
-            await self.process.wait()
-
-    async def stop(self) -> int:
-        """SIGTERM it (after a SIGCONT, in case it is stopped) and wait for it; return its exit code."""
-        assert self.process is not None
-        if self.process.returncode is None:
-            self.signal(signal.SIGCONT)
-            self.signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(60):
-                    await self.process.wait()
-            except TimeoutError:
-                await self.kill()
-        return int(self.process.returncode or 0)
-
-    def lines(self) -> list[dict[str, Any]]:
-        """Its JSON log lines so far."""
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-
-    async def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        """Its metrics now: (sample name, sorted labels) -> value; empty while it does not answer."""
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        try:
-            async with aiohttp.ClientSession() as session, session.get(url, timeout=aiohttp.ClientTimeout(5)) as r:
-                text = await r.text()
-        except (aiohttp.ClientError, TimeoutError):
-            return {}
-        return {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-        }
-
-    async def sample(self, metric: str, **labels: str) -> float:
-        """One metric sample (0 when absent)."""
-        return (await self.metrics()).get((metric, tuple(sorted(labels.items()))), 0.0)

@@ -228,7 +228,11 @@ async def _until_synced(running: RunningOperator, timeout: float) -> None:
 TOKEN = "opsync-test-token"
 
 
-def emulator_data(vaults: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+Vaults = dict[str, list[dict[str, Any]]]
+"""Vault name -> items, as in the emulator's data file."""
+
+
+def emulator_data(vaults: Vaults) -> dict[str, Any]:
     """An emulator data mapping: vault name -> items (as in the emulator's data file), one all-vaults token."""
     return {
         "tokens": [{"token": TOKEN, "name": "opsync"}],

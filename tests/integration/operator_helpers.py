@@ -9,6 +9,7 @@ from operator_harness import eventually
 
 from controllers.constants import ITEM_NAME_ANNOTATION, ITEM_PATH_ANNOTATION
 from controllers.resources import ONEPASSWORDITEMS
+from controllers.status import ready_of
 from opsync.client import Client, NotFoundError
 from opsync.resources import EVENTS, SECRETS, KubeObject, Resource
 
@@ -116,8 +117,8 @@ async def wait_for_data(
 
 
 async def ready_condition(kube: Client, namespace: str, name: str) -> KubeObject | None:
-    item = await kube.get(ONEPASSWORDITEMS, name, namespace)
-    return next((c for c in (item.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), None)
+    """The item's Ready condition as the API server has it now."""
+    return ready_of(await kube.get(ONEPASSWORDITEMS, name, namespace))
 
 
 async def wait_for_ready(kube: Client, namespace: str, name: str, status: str, reason: str) -> KubeObject:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from operator_harness import BackendKind, emulator_data, eventually, run_operator
+from operator_harness import BackendKind, Vaults, eventually, run_operator
 from operator_helpers import (
     decoded,
     events_for,
@@ -47,9 +47,8 @@ Grant = Callable[..., Awaitable[KubeObject]]
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    async with Emulator(emulator_data(VAULTS)) as emu:
-        yield emu
+def vaults() -> Vaults:
+    return VAULTS
 
 
 @pytest.fixture

@@ -1,16 +1,14 @@
 """Auto-restart: which workloads roll when an item changes, and that each rolls exactly once.
 
-Replays the Go operator's poller restart tests (reference 9.2 #43-57) against the real control plane: one
+Replays the Go operator's poller restart tests (9.2 #43-57) against the real control plane: one
 item change, several workloads set up differently, and the pod template's ``last-restarted`` annotation (and
 ``metadata.generation``) tell which rolled.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-from operator_harness import BackendKind, RunningOperator, emulator_data, eventually, run_operator
+from operator_harness import BackendKind, RunningOperator, Vaults, eventually, run_operator
 from operator_helpers import opi, wait_for_data, wait_for_event, workload
 
 from controllers.constants import AUTO_RESTART_ANNOTATION, LAST_RESTARTED_ANNOTATION, RESTART_VERSIONS_ANNOTATION
@@ -40,12 +38,11 @@ ON, OFF = {AUTO_RESTART_ANNOTATION: "true"}, {AUTO_RESTART_ANNOTATION: "false"}
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
+def vaults() -> Vaults:
     items = [
         {"title": "db", "fields": [{"label": "username", "value": "admin"}, {"label": "password", "value": "old"}]}
     ]
-    async with Emulator(emulator_data({VAULT: items})) as emu:
-        yield emu
+    return {VAULT: items}
 
 
 async def generation(kube: Client, kind: Resource, namespace: str, name: str) -> int:

@@ -2,16 +2,16 @@
 
 Runs the real command in a subprocess (no cluster needed: the settings are checked first), one case per
 kind of setting; every rule of each setting is in ``tests/unit/test_config.py``. The Go operator crashed,
-fell back silently or trimmed nothing for several of these (reference 10.2).
+fell back silently or trimmed nothing for several of these (docs/compatibility.md, deliberate differences).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
+from pathlib import Path
 
 import pytest
+from opsync_process import OpsyncProcess
 
 pytestmark = pytest.mark.integration
 
@@ -99,30 +99,18 @@ def environment(changes: dict[str, str], kubeconfig: str) -> dict[str, str]:
 
 @pytest.mark.parametrize(("env", "argv", "setting"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 async def test_bad_setting_exits_2_naming_it(
-    kubeconfig: str, env: dict[str, str], argv: list[str], setting: str
+    kubeconfig: str, env: dict[str, str], argv: list[str], setting: str, tmp_path: Path
 ) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "opsync",
-        "run",
-        "--metrics-bind-address=0",
-        "--health-probe-bind-address=0",
-        *argv,
-        env=environment(env, kubeconfig),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    args = ["run", "--metrics-bind-address=0", "--health-probe-bind-address=0", *argv]
+    opsync = OpsyncProcess(args, environment(env, kubeconfig), tmp_path / "stdout", stderr=tmp_path / "stderr")
+    await opsync.start()
     try:
-        async with asyncio.timeout(60):
-            stdout, stderr = await process.communicate()
+        code = await opsync.wait()
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    err = stderr.decode()
-    assert process.returncode == 2, err
+        await opsync.kill()
+    err, stdout = opsync.errors(), opsync.output()
+    assert code == 2, err
     assert err.startswith(f"opsync: invalid configuration: {setting}: "), err
     assert err.count("\n") == 1, "one line, no traceback"
-    assert "Traceback" not in err and stdout == b""
+    assert "Traceback" not in err and stdout == ""
     assert TOKEN not in err

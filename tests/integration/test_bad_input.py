@@ -1,4 +1,4 @@
-"""Bad input (issue 8), table-driven: one operator run over one namespace, every case applied at once.
+"""Bad input (docs/reliability.md), table-driven: one operator run over one namespace, every case applied at once.
 
 Each row of ``CASES`` says what is applied, what the user then sees (the ``Ready`` condition's status, reason
 and message, an Event) and what becomes of the Secret. Throughout, a ``good`` item in the same namespace

@@ -9,10 +9,8 @@ the chart's RBAC (which ``test_chart`` proves equal to ``controllers.permissions
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-from operator_harness import emulator_data, run_operator
+from operator_harness import Vaults, run_operator
 from operator_helpers import opi, wait_for_data, wait_for_ready, workload
 from test_chart import extra_namespaces, installed_chart
 from waiting import eventually
@@ -31,10 +29,9 @@ VAULT = "k8s"
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
+def vaults() -> Vaults:
     items = [{"title": "db", "fields": [{"label": "password", "value": "one"}]}]
-    async with Emulator(emulator_data({VAULT: items})) as emu:
-        yield emu
+    return {VAULT: items}
 
 
 def refused() -> float:

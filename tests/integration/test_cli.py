@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
-import os
-import signal
-import sys
-from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
-from operator_harness import TOKEN, emulator_data
+from operator_harness import TOKEN, Vaults
 from operator_helpers import opi, wait_for_data
+from opsync_process import OpsyncProcess
 
 from controllers import check, render
 from controllers.config import Settings
@@ -28,7 +25,7 @@ VAULT = "k8s"
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
+def vaults() -> Vaults:
     items = [
         {
             "title": "My DB",
@@ -36,8 +33,7 @@ async def emulator() -> AsyncIterator[Emulator]:
             "files": [{"name": "ca.crt", "content": "CERT"}],
         }
     ]
-    async with Emulator(emulator_data({VAULT: items})) as emu:
-        yield emu
+    return {VAULT: items}
 
 
 def settings(emulator: Emulator, kubeconfig: str, namespace: str, **extra: object) -> Settings:
@@ -110,45 +106,23 @@ async def test_render_hides_values_unless_asked(emulator: Emulator) -> None:
 
 
 async def test_opsync_run_syncs_and_stops_on_sigterm(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, tmp_path: Path
 ) -> None:
     """The ``opsync run`` process: configuration from flags and environment, leader election, a clean exit."""
-    env = {
-        **os.environ,
-        "OP_CONNECT_HOST": emulator.url,
-        "OP_CONNECT_TOKEN": TOKEN,
-        "WATCH_NAMESPACE": namespace,
-        "POLLING_INTERVAL": "1",
-        "KUBECONFIG": control_plane.kubeconfig_path,
-    }
-    args = [
+    args = (
         "--leader-elect",
         f"--leader-election-namespace={namespace}",
         "--metrics-bind-address=0",
         "--health-probe-bind-address=127.0.0.1:0",
-        "--log-format=json",
-    ]
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "opsync",
-        "run",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
+    opsync = OpsyncProcess.run(control_plane.kubeconfig_path, emulator, namespace, tmp_path / "opsync.log", *args)
+    await opsync.start()
     try:
         await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{VAULT}/items/My DB"), namespace)
         await wait_for_data(kube, namespace, "db", {"user-name": "admin", "ca.crt": "CERT"}, timeout=60)
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(60):
-            _, stderr = await process.communicate()
+        code = await opsync.stop()
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, stderr.decode()[-2000:]
-    lines = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
-    assert any(line["msg"] == "starting opsync" for line in lines)
-    assert TOKEN not in stderr.decode()
+        await opsync.kill()
+    assert code == 0, opsync.output()[-2000:]
+    assert any(line["msg"] == "starting opsync" for line in opsync.lines())
+    assert emulator.token not in opsync.output()

@@ -2,7 +2,7 @@
 client read the same things from it.
 
 The spec is ``tests/data/connect-openapi.yaml`` (see tests/data/README.md), with its documented errata
-(NOTES.md section 4) patched in memory here: field type ``OTP`` (the spec says ``TOTP``), the ``totp``
+(docs/connect-emulator.md) patched in memory here: field type ``OTP`` (the spec says ``TOTP``), the ``totp``
 property of OTP fields, and files endpoints whose ids are 26-character ids, not ``format: uuid``.
 """
 
@@ -40,7 +40,7 @@ def load_spec(*, errata: bool = True) -> OpenAPI:
 
 
 def patch_errata(spec: dict[str, Any]) -> None:
-    """The spec's known errors, corrected as NOTES.md section 4 describes."""
+    """The spec's known errors, corrected as docs/connect-emulator.md describes."""
     field = spec["components"]["schemas"]["Field"]["properties"]
     field["type"]["enum"].append("OTP")
     field["totp"] = {"type": "string", "readOnly": True}

@@ -1,4 +1,4 @@
-"""The Connect emulator behaves like the real server (NOTES.md section 7), as seen over HTTP."""
+"""The Connect emulator behaves like the real server (docs/connect-emulator.md), as seen over HTTP."""
 
 from __future__ import annotations
 

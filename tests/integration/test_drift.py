@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-from operator_harness import BackendKind, emulator_data, eventually, run_operator
+from operator_harness import BackendKind, Vaults, eventually, run_operator
 from operator_helpers import opi, wait_for_data, workload
 
 from controllers.constants import ITEM_VERSION_ANNOTATION, MANAGED_LABEL
@@ -23,10 +21,9 @@ DATA = {"username": "admin", "password": "s3cret"}
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
+def vaults() -> Vaults:
     fields = [{"label": "username", "value": "admin"}, {"label": "password", "value": "s3cret"}]
-    async with Emulator(emulator_data({VAULT: [{"title": "db", "fields": fields}]})) as emu:
-        yield emu
+    return {VAULT: [{"title": "db", "fields": fields}]}
 
 
 @pytest.mark.parametrize("producer", ["item", "workload"])

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-from operator_harness import CONNECT, BackendKind, emulator_data, eventually, run_operator
+from operator_harness import CONNECT, BackendKind, Vaults, eventually, run_operator
 from operator_helpers import decoded, opi, wait_for_data, wait_for_ready, workload
 
 from controllers.constants import AUTO_RESTART_ANNOTATION, LAST_RESTARTED_ANNOTATION, RESTART_VERSIONS_ANNOTATION
@@ -24,13 +22,12 @@ EXPECTED = {"db": DB, "api": {"token": "t", "ca.crt": "C"}, "named-db": DB}
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
+def vaults() -> Vaults:
     items = [
         {"title": "db", "fields": [{"label": "username", "value": "admin"}, {"label": "password", "value": "one"}]},
         {"title": "api", "fields": [{"label": "token", "value": "t"}], "files": [{"name": "ca.crt", "content": "C"}]},
     ]
-    async with Emulator(emulator_data({VAULT: items})) as emu:
-        yield emu
+    return {VAULT: items}
 
 
 async def template_stamp(kube: Client, namespace: str, name: str) -> str | None:

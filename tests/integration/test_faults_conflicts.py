@@ -1,4 +1,4 @@
-"""Write conflicts (issue 8): a Secret or Deployment changed by someone else between opsync's read and its
+"""Write conflicts (docs/reliability.md): a Secret or Deployment changed by someone else between opsync's read and its
 write gets a 409; opsync retries from the fresh object, so its change still lands and the other writer's
 change is kept. Ends with the shared invariant (``invariants.SecretGuard``).
 
@@ -9,12 +9,12 @@ write of the object, the test changes that object through another client, so the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from invariants import SecretGuard
-from operator_harness import RunningOperator, emulator_data, eventually, run_operator
+from operator_harness import RunningOperator, Vaults, eventually, run_operator
 from operator_helpers import opi, wait_for_data, wait_for_ready, workload
 
 from controllers.constants import AUTO_RESTART_ANNOTATION, LAST_RESTARTED_ANNOTATION, RESTART_VERSIONS_ANNOTATION
@@ -32,10 +32,9 @@ FOREIGN = "team.example/owner"
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
+def vaults() -> Vaults:
     fields = [{"label": "user", "value": "db"}, {"label": "password", "value": "v1"}]
-    async with Emulator(emulator_data({VAULT: [{"title": "db", "fields": fields}]})) as emu:
-        yield emu
+    return {VAULT: [{"title": "db", "fields": fields}]}
 
 
 class Interference:

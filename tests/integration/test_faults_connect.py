@@ -1,4 +1,4 @@
-"""Connect faults (issue 8): down, slow, 5xx and 429 storms. Each test ends with the shared invariant
+"""Connect faults (docs/reliability.md): down, slow, 5xx and 429 storms. Each test ends with the shared invariant
 (``invariants.SecretGuard``): no managed Secret deleted, emptied or given wrong data, no other Secret touched,
 and everything converged once the fault ends.
 
@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
 
 import pytest
 from invariants import SecretGuard
-from operator_harness import CONNECT, BackendKind, RunningOperator, emulator_data, eventually, run_operator
+from operator_harness import CONNECT, BackendKind, RunningOperator, Vaults, eventually, run_operator
 from operator_helpers import decoded, opi, wait_for_data, wait_for_event, wait_for_ready, workload
 
 from controllers.resources import ONEPASSWORDITEMS
@@ -38,13 +37,12 @@ def path(name: str) -> str:
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
+def vaults() -> Vaults:
     items = [
         {"title": name, "fields": [{"label": "user", "value": name}, {"label": "password", "value": "v1"}]}
         for name in (*NAMES, "late")
     ]
-    async with Emulator(emulator_data({VAULT: items})) as emu:
-        yield emu
+    return {VAULT: items}
 
 
 def sample(metric: str, **labels: str) -> float:

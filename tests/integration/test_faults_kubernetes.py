@@ -1,4 +1,4 @@
-"""Kubernetes faults (issue 8): the API server restarted under a running opsync, and etcd compaction forcing
+"""Kubernetes faults (docs/reliability.md): the API server restarted under a running opsync, and etcd compaction forcing
 410 Gone. Each test ends with the shared invariant (``invariants.SecretGuard``).
 
 The informer's own 410 ladder is tested in ``test_informer.py``; these tests check what the operator does
@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from invariants import OpsyncProcess, SecretGuard
-from operator_harness import emulator_data, eventually, run_operator
+from invariants import SecretGuard
+from operator_harness import Vaults, eventually, run_operator
 from operator_helpers import opi, wait_for_data
+from opsync_process import OpsyncProcess
 
 from controllers.resources import ONEPASSWORDITEMS
 from onepassword_access.emulator import Emulator
@@ -37,13 +38,12 @@ def data(name: str, password: str = "v1") -> dict[str, str]:
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
+def vaults() -> Vaults:
     items = [
         {"title": name, "fields": [{"label": "user", "value": name}, {"label": "password", "value": "v1"}]}
         for name in (*NAMES, "late", "after")
     ]
-    async with Emulator(emulator_data({VAULT: items})) as emu:
-        yield emu
+    return {VAULT: items}
 
 
 @pytest.fixture
@@ -90,7 +90,9 @@ async def test_compaction_410_relists_and_recreates_a_secret_deleted_in_the_gap(
 ) -> None:
     """opsync is frozen (SIGSTOP) while the apiserver restarts, a managed Secret is deleted and etcd is
     compacted: no watch event of that deletion exists any more, so only the relist after 410 can find it."""
-    opsync = await OpsyncProcess(control_plane.kubeconfig_path, emulator, namespace, tmp_path / "opsync.log").start()
+    opsync = await OpsyncProcess.run(
+        control_plane.kubeconfig_path, emulator, namespace, tmp_path / "opsync.log"
+    ).start()
     try:
         await populate(client, namespace)
         async with SecretGuard(client, namespace, emulator) as guard:

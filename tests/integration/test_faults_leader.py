@@ -1,4 +1,4 @@
-"""Two replicas with leader election, the leader killed during a sync (issue 8): the other takes over after
+"""Two replicas with leader election, the leader killed during a sync (docs/reliability.md): the other takes over after
 the Lease expires and finishes the sync, and the two never write at the same time. Ends with the shared
 invariant (``invariants.SecretGuard``).
 
@@ -18,13 +18,15 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from invariants import OpsyncProcess, SecretGuard
-from operator_harness import emulator_data, eventually
+from invariants import SecretGuard
+from operator_harness import Vaults, eventually
 from operator_helpers import opi
+from opsync_process import OpsyncProcess
 
 from controllers.constants import DEFAULT_LEADER_ELECTION_ID
 from controllers.resources import ONEPASSWORDITEMS
@@ -45,10 +47,9 @@ def path(name: str) -> str:
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
+def vaults() -> Vaults:
     items = [{"title": f"item-{i}", "fields": [{"label": "password", "value": "v1"}]} for i in range(ITEMS)]
-    async with Emulator(emulator_data({VAULT: items})) as emu:
-        yield emu
+    return {VAULT: items}
 
 
 def parse_time(value: str) -> datetime:
@@ -78,12 +79,15 @@ async def leader(replicas: list[OpsyncProcess]) -> OpsyncProcess | None:
     return None
 
 
-async def test_killing_the_leader_mid_sync_hands_over_without_overlap(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, tmp_path: Path
-) -> None:
+@asynccontextmanager
+async def replicas_in_sync(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, logs: Path
+) -> AsyncIterator[tuple[OpsyncProcess, OpsyncProcess]]:
+    """Two ``opsync run --leader-elect`` replicas with every item synced: (the leader, the standby). Both are
+    stopped when the block ends."""
     args = ("--leader-elect", f"--leader-election-namespace={namespace}")
     replicas = [
-        await OpsyncProcess(control_plane.kubeconfig_path, emulator, namespace, tmp_path / f"{n}.log", *args).start()
+        await OpsyncProcess.run(control_plane.kubeconfig_path, emulator, namespace, logs / f"{n}.log", *args).start()
         for n in ("one", "two")
     ]
     try:
@@ -92,21 +96,37 @@ async def test_killing_the_leader_mid_sync_hands_over_without_overlap(
         await SecretGuard(kube, namespace, emulator).converged(timeout=90)
         first = await leader(replicas)
         assert first is not None
-        standby = next(r for r in replicas if r is not first)
+        yield first, next(r for r in replicas if r is not first)
+    finally:
+        await asyncio.gather(*(replica.stop() for replica in replicas))
+
+
+async def change_every_item_and_wait_until_midway(
+    kube: Client, namespace: str, emulator: Emulator, guard: SecretGuard
+) -> None:
+    """Change every item to ``v2`` with Connect slowed down, so the sync takes seconds; return once a few
+    Secrets have the new data."""
+    await emulator.set_faults(latency=0.3, match="/items/[a-z0-9]+$")
+    for i in range(ITEMS):
+        emulator.update_item(VAULT, f"item-{i}", fields={"password": "v2"})
+    guard.item_changed()
+
+    async def midway() -> bool:
+        found = (await kube.list(SECRETS, namespace))["items"]
+        return sum(1 for s in found if (s.get("data") or {}).get("password") == "djI=") >= 5
+
+    await eventually(midway, timeout=60, interval=0.2, message="the sync never got going")
+
+
+async def test_killing_the_leader_mid_sync_hands_over_without_overlap(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, tmp_path: Path
+) -> None:
+    async with replicas_in_sync(control_plane, kube, namespace, emulator, tmp_path) as (first, standby):
         lease: KubeObject = await kube.get(LEASES, DEFAULT_LEADER_ELECTION_ID, namespace)
         first_holder = lease["spec"]["holderIdentity"]
 
         async with SecretGuard(kube, namespace, emulator) as guard:
-            await emulator.set_faults(latency=0.3, match="/items/[a-z0-9]+$")  # a sync of several seconds
-            for i in range(ITEMS):
-                emulator.update_item(VAULT, f"item-{i}", fields={"password": "v2"})
-            guard.item_changed()
-
-            async def midway() -> bool:
-                found = (await kube.list(SECRETS, namespace))["items"]
-                return sum(1 for s in found if (s.get("data") or {}).get("password") == "djI=") >= 5
-
-            await eventually(midway, timeout=60, interval=0.2, message="the sync never got going")
+            await change_every_item_and_wait_until_midway(kube, namespace, emulator, guard)
             standby_writes = await writes(standby)
             assert accepted(standby_writes) == 0, f"the standby wrote while the other replica led: {standby_writes}"
             await first.kill()
@@ -128,8 +148,6 @@ async def test_killing_the_leader_mid_sync_hands_over_without_overlap(
         assert datetime.fromisoformat(acquired[0]["ts"].replace("Z", "+00:00")) > killed_at
         assert await leader([standby]) is standby
         assert accepted(await writes(standby)) > 0
-    finally:
-        await asyncio.gather(*(replica.stop() for replica in replicas))
 
 
 async def test_a_frozen_leader_that_resumes_after_a_takeover_exits_without_rolling_anything_back(
@@ -141,46 +159,23 @@ async def test_a_frozen_leader_that_resumes_after_a_takeover_exits_without_rolli
     (stricter than client-go, which waits out the renew deadline); until then it may still reconcile, so what
     must hold is that it never writes older data over newer (writes carry resourceVersion preconditions) and
     that it exits (status 1) to campaign again."""
-    args = ("--leader-elect", f"--leader-election-namespace={namespace}")
-    replicas = [
-        await OpsyncProcess(control_plane.kubeconfig_path, emulator, namespace, tmp_path / f"{n}.log", *args).start()
-        for n in ("one", "two")
-    ]
-    try:
+    async with (
+        replicas_in_sync(control_plane, kube, namespace, emulator, tmp_path) as (frozen, successor),
+        SecretGuard(kube, namespace, emulator) as guard,
+    ):
+        await change_every_item_and_wait_until_midway(kube, namespace, emulator, guard)
+        frozen.signal(signal.SIGSTOP)
+        await emulator.clear_faults()
+        await guard.converged(timeout=90)  # the successor took over and finished
         for i in range(ITEMS):
-            await kube.create(ONEPASSWORDITEMS, opi(f"item-{i}", path(f"item-{i}")), namespace)
-        await SecretGuard(kube, namespace, emulator).converged(timeout=90)
-        frozen = await leader(replicas)
-        assert frozen is not None
-        successor = next(r for r in replicas if r is not frozen)
+            emulator.update_item(VAULT, f"item-{i}", fields={"password": "v3"})
+        guard.item_changed()
+        await guard.converged(timeout=60)
+        assert await leader([successor]) is successor
 
-        async with SecretGuard(kube, namespace, emulator) as guard:
-            await emulator.set_faults(latency=0.3, match="/items/[a-z0-9]+$")
-            for i in range(ITEMS):
-                emulator.update_item(VAULT, f"item-{i}", fields={"password": "v2"})
-            guard.item_changed()
-
-            async def midway() -> bool:
-                found = (await kube.list(SECRETS, namespace))["items"]
-                return sum(1 for s in found if (s.get("data") or {}).get("password") == "djI=") >= 5
-
-            await eventually(midway, timeout=60, interval=0.2, message="the sync never got going")
-            frozen.signal(signal.SIGSTOP)
-            await emulator.clear_faults()
-            await guard.converged(timeout=90)  # the successor took over and finished
-            for i in range(ITEMS):
-                emulator.update_item(VAULT, f"item-{i}", fields={"password": "v3"})
-            guard.item_changed()
-            await guard.converged(timeout=60)
-            assert await leader([successor]) is successor
-
-            frozen.signal(signal.SIGCONT)
-            assert frozen.process is not None
-            async with asyncio.timeout(60):
-                assert await frozen.process.wait() == 1
-            assert any("the lease is held by" in line["msg"] for line in frozen.lines()), (
-                "it must stop on seeing the successor"
-            )
-            await guard.converged(timeout=30)  # nothing rolled back: the guard saw every version only rise
-    finally:
-        await asyncio.gather(*(replica.stop() for replica in replicas))
+        frozen.signal(signal.SIGCONT)
+        assert await frozen.wait(60) == 1
+        assert any("the lease is held by" in line["msg"] for line in frozen.lines()), (
+            "it must stop on seeing the successor"
+        )
+        await guard.converged(timeout=30)  # nothing rolled back: the guard saw every version only rise

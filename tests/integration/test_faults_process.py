@@ -1,6 +1,6 @@
-"""opsync killed with SIGKILL in the middle of a large sync, then started again (issue 8): it converges, rolls
-each workload exactly once for its changed Secret, and leaves no orphaned Secret. Ends with the shared
-invariant (``invariants.SecretGuard``).
+"""opsync killed with SIGKILL in the middle of a large sync, then started again (docs/reliability.md): it
+converges, rolls each workload exactly once for its changed Secret, and leaves no orphaned Secret. Ends with
+the shared invariant (``invariants.SecretGuard``).
 
 ``test_auto_restart.py`` covers a change made while opsync is cleanly stopped; here the process dies with
 writes half done: some Secrets updated, some workloads not yet rolled for them.
@@ -9,13 +9,13 @@ writes half done: some Secrets updated, some workloads not yet rolled for them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from invariants import OpsyncProcess, SecretGuard
-from operator_harness import emulator_data, eventually
+from invariants import SecretGuard
+from operator_harness import Vaults, eventually
 from operator_helpers import opi, workload
+from opsync_process import OpsyncProcess
 
 from controllers.constants import (
     AUTO_RESTART_ANNOTATION,
@@ -42,10 +42,9 @@ def path(name: str) -> str:
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
+def vaults() -> Vaults:
     items = [{"title": f"item-{i}", "fields": [{"label": "password", "value": "v1"}]} for i in range(ITEMS)]
-    async with Emulator(emulator_data({VAULT: items})) as emu:
-        yield emu
+    return {VAULT: items}
 
 
 async def create_all(kube: Client, namespace: str) -> None:
@@ -79,7 +78,7 @@ async def test_sigkill_mid_sync_then_restart_converges_without_duplicate_rollout
     control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, tmp_path: Path
 ) -> None:
     kubeconfig = control_plane.kubeconfig_path
-    first = await OpsyncProcess(kubeconfig, emulator, namespace, tmp_path / "first.log").start()
+    first = await OpsyncProcess.run(kubeconfig, emulator, namespace, tmp_path / "first.log").start()
     try:
         await create_all(kube, namespace)
         await SecretGuard(kube, namespace, emulator).converged(timeout=120)
@@ -120,7 +119,7 @@ async def test_sigkill_mid_sync_then_restart_converges_without_duplicate_rollout
             await kube.patch(DEPLOYMENTS, "named", unannotate, namespace)
             await emulator.clear_faults()
 
-            second = await OpsyncProcess(kubeconfig, emulator, namespace, tmp_path / "second.log").start()
+            second = await OpsyncProcess.run(kubeconfig, emulator, namespace, tmp_path / "second.log").start()
             try:
                 await guard.converged(timeout=120)  # includes: no orphaned managed Secret
                 polls = await second.sample("opsync_polls_total", result="ok")

@@ -1,16 +1,15 @@
 """OnePasswordItem → Secret, against the real control plane and the Connect emulator.
 
-Replays the Go operator's OnePasswordItem controller tests (reference 9.1 #1-10) and its e2e scenarios
+Replays the Go operator's OnePasswordItem controller tests (9.1 #1-10) and its e2e scenarios
 (9.3 #62-70), plus opsync's status, events, ownership and failure handling.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from operator_harness import CONNECT, TOKEN, BackendKind, emulator_data, eventually, run_operator
+from operator_harness import CONNECT, TOKEN, BackendKind, Vaults, eventually, run_operator
 from operator_helpers import (
     decoded,
     events_for,
@@ -72,9 +71,8 @@ ITEMS: list[dict[str, Any]] = [
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    async with Emulator(emulator_data({VAULT: ITEMS})) as emu:
-        yield emu
+def vaults() -> Vaults:
+    return {VAULT: ITEMS}
 
 
 async def test_item_becomes_a_secret_owned_by_it(

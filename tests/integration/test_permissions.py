@@ -13,11 +13,11 @@ import asyncio
 import os
 import re
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import NamedTuple
 
 import pytest
-from operator_harness import TOKEN, emulator_data
+from operator_harness import TOKEN, Vaults
 from test_chart import allowed, extra_namespaces, installed_chart, of_kind, one
 from waiting import eventually
 
@@ -36,10 +36,9 @@ CHECK_TIMEOUT = 60.0
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
+def vaults() -> Vaults:
     items = [{"title": "db", "fields": [{"label": "password", "value": "one"}]}]
-    async with Emulator(emulator_data({VAULT: items})) as emu:
-        yield emu
+    return {VAULT: items}
 
 
 @pytest.mark.parametrize("namespaced", [False, True], ids=["cluster-wide", "namespaced"])

@@ -3,10 +3,8 @@ rate limits, outages, metrics."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-from operator_harness import CONNECT, BackendKind, emulator_data, eventually, run_operator
+from operator_harness import CONNECT, BackendKind, Vaults, eventually, run_operator
 from operator_helpers import get_or_none, opi, wait_for_data, wait_for_event, wait_for_ready, workload
 
 from controllers.resources import ONEPASSWORDITEMS
@@ -24,18 +22,14 @@ OLD, NEW = {"password": "old"}, {"password": "new"}
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    data = emulator_data(
-        {
-            VAULT: [
-                {"title": "db", "fields": [{"label": "password", "value": "old"}]},
-                {"title": "api", "fields": [{"label": "token", "value": "t"}]},
-            ],
-            OTHER_VAULT: [{"title": "mail", "fields": [{"label": "password", "value": "m"}]}],
-        }
-    )
-    async with Emulator(data) as emu:
-        yield emu
+def vaults() -> Vaults:
+    return {
+        VAULT: [
+            {"title": "db", "fields": [{"label": "password", "value": "old"}]},
+            {"title": "api", "fields": [{"label": "token", "value": "t"}]},
+        ],
+        OTHER_VAULT: [{"title": "mail", "fields": [{"label": "password", "value": "m"}]}],
+    }
 
 
 def sample(name: str, **labels: str) -> float:
@@ -123,7 +117,7 @@ async def test_a_rate_limited_poll_pauses_everything(
         emulator.update_item(VAULT, "db", fields={"password": "new"})
 
         async def limited() -> bool:
-            return op.operator.source.rate_limited_for() > 0
+            return op.operator.fetcher.rate_limited_for() > 0
 
         await eventually(limited, message="the poller's rate limit did not pause 1Password requests")
         await kube.create(ONEPASSWORDITEMS, opi("api", f"vaults/{VAULT}/items/api"), namespace)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from controllers.secretdata import secret_data_key, secret_name
+from controllers.sanitisers import secret_data_key, secret_name
 from opsync.client import Client
 from opsync.resources import SECRETS
 

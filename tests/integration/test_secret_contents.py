@@ -1,15 +1,14 @@
-"""What goes into a Secret, as seen through the API: the Go operator's builder tests (reference 9.2 #16-27,
+"""What goes into a Secret, as seen through the API: the Go operator's builder tests (9.2 #16-27,
 #60) replayed end to end, and no value ever leaking into logs, Events or conditions."""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from operator_harness import CONNECT, BackendKind, emulator_data, run_operator
+from operator_harness import CONNECT, BackendKind, Vaults, run_operator
 from operator_helpers import events_for, opi, wait_for_data, wait_for_ready, workload
 
 from controllers.constants import AUTO_RESTART_ANNOTATION, ITEM_NAME_ANNOTATION
@@ -59,9 +58,8 @@ RULES = {
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    async with Emulator(emulator_data({VAULT: ITEMS})) as emu:
-        yield emu
+def vaults() -> Vaults:
+    return {VAULT: ITEMS}
 
 
 async def test_go_builder_rules(

@@ -13,21 +13,19 @@ out of the search.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
 import os
 import secrets
-import signal
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from operator_harness import eventually, run_operator
 from operator_helpers import decoded, get_or_none, opi, wait_for_data, wait_for_ready, workload
+from opsync_process import OpsyncProcess
 
 from controllers.resources import ONEPASSWORDACCESSPOLICIES, ONEPASSWORDITEMS
 from onepassword_access.emulator import Emulator
@@ -116,9 +114,8 @@ def debug_logs() -> Iterator[Capture]:
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    async with Emulator(DATA) as emu:
-        yield emu
+def connect_data() -> dict[str, Any]:
+    return DATA
 
 
 def test_the_search_finds_what_it_looks_for() -> None:
@@ -209,13 +206,6 @@ async def test_no_value_or_token_in_logs_events_statuses_or_metrics(
     assert found == {}
 
 
-async def _run_process(env: dict[str, str]) -> asyncio.subprocess.Process:
-    args = ["--metrics-bind-address=0", "--health-probe-bind-address=0", "--log-format=json", "--log-level=debug"]
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "opsync", "run", *args, env=env, stderr=asyncio.subprocess.PIPE
-    )
-
-
 async def test_opsync_run_takes_the_token_from_a_file_never_from_its_command_line(
     control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, tmp_path: Path
 ) -> None:
@@ -229,7 +219,14 @@ async def test_opsync_run_takes_the_token_from_a_file_never_from_its_command_lin
         "POLLING_INTERVAL": "1",
         "KUBECONFIG": control_plane.kubeconfig_path,
     }
-    process = await _run_process(env)
+    args = [
+        "run",
+        "--metrics-bind-address=0",
+        "--health-probe-bind-address=0",
+        "--log-format=json",
+        "--log-level=debug",
+    ]
+    opsync = await OpsyncProcess(args, env, tmp_path / "opsync.log").start()
     try:
         await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{VAULT}/items/db"), namespace)
 
@@ -238,16 +235,12 @@ async def test_opsync_run_takes_the_token_from_a_file_never_from_its_command_lin
             return data.get("password") == PASSWORD
 
         await eventually(synced, timeout=60, message="opsync run never synced the item")
-        proc = Path(f"/proc/{process.pid}")
+        proc = Path(f"/proc/{opsync.pid}")
         assert leaks((proc / "cmdline").read_bytes().decode()) == []
         assert leaks((proc / "environ").read_bytes().decode()) == []
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(60):
-            _, stderr = await process.communicate()
+        code = await opsync.stop()
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, stderr.decode()[-2000:]
-    assert '"level": "debug"' in stderr.decode()
-    assert leaks(stderr.decode()) == []
+        await opsync.kill()
+    assert code == 0, opsync.output()[-2000:]
+    assert '"level": "debug"' in opsync.output()
+    assert leaks(opsync.output()) == []

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from invariants import OpsyncProcess
 from operator_harness import CONNECT, SDK, TOKEN, BackendKind, emulator_data, eventually, run_operator
 from operator_helpers import opi, wait_for_data, wait_for_event, wait_for_ready, workload
+from opsync_process import OpsyncProcess
 
 from controllers import check, render
 from controllers.config import Settings
@@ -75,7 +75,7 @@ async def test_opsync_run_with_a_service_account_token_syncs_polls_and_rolls(
     control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, tmp_path: Path
 ) -> None:
     """``OP_SERVICE_ACCOUNT_TOKEN=... opsync run`` as a process (its SDK answered by the emulator's core)."""
-    process = OpsyncProcess(
+    process = OpsyncProcess.run(
         control_plane.kubeconfig_path, emulator, namespace, tmp_path / "opsync.log", service_account=True
     )
     await process.start()

@@ -8,10 +8,9 @@ data or rolling workloads, and both kinds can still be deleted. Secrets nobody m
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 
 import pytest
-from operator_harness import BackendKind, emulator_data, eventually, run_operator
+from operator_harness import BackendKind, Vaults, eventually, run_operator
 from operator_helpers import (
     decoded,
     get_or_none,
@@ -45,10 +44,9 @@ DATA = {"username": "admin", "password": "s3cret"}
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
+def vaults() -> Vaults:
     fields = [{"label": "username", "value": "admin"}, {"label": "password", "value": "s3cret"}]
-    async with Emulator(emulator_data({VAULT: [{"title": "db", "fields": fields}]})) as emu:
-        yield emu
+    return {VAULT: [{"title": "db", "fields": fields}]}
 
 
 def go_secret(name: str, emulator: Emulator, owner: KubeObject, extra: dict[str, str] | None = None) -> KubeObject:

@@ -1,17 +1,16 @@
 """Annotated workloads → Secrets, against the real control plane (with its garbage collector).
 
-Replays the Go operator's Deployment controller tests (reference 9.1 #11-15) where the garbage collector
+Replays the Go operator's Deployment controller tests (9.1 #11-15) where the garbage collector
 runs (the Go tests ran without one, which hid that shared Secrets were deleted), and covers StatefulSets,
 DaemonSets, annotation removal, several workloads naming one Secret, and conflicts.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from operator_harness import BackendKind, emulator_data, eventually, run_operator
+from operator_harness import BackendKind, Vaults, eventually, run_operator
 from operator_helpers import decoded, get_or_none, opi, wait_for_data, wait_for_event, workload
 
 from controllers.constants import ITEM_NAME_ANNOTATION, ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION
@@ -34,9 +33,8 @@ DB_PATH, API_PATH = f"vaults/{VAULT}/items/db", f"vaults/{VAULT}/items/api"
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    async with Emulator(emulator_data({VAULT: ITEMS})) as emu:
-        yield emu
+def vaults() -> Vaults:
+    return {VAULT: ITEMS}
 
 
 async def owners(kube: Client, namespace: str, name: str) -> list[str]:

@@ -4,7 +4,7 @@
 The answers come over real HTTP from a small aiohttp server (in a thread, with its own event loop) that
 replies with the generated status, headers and body: arbitrary JSON, JSON shaped like Connect's objects
 with wrong or extreme values, and bytes that are not JSON at all. Whatever parses as an ``Item`` must
-then make a Secret without error (``controllers.secretdata``).
+then make a Secret without error (``controllers.desired``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from controllers.secretdata import InvalidSecretError, desired_secret, item_input_from_connect
+from controllers.desired import desired_secret
+from controllers.secretdata import InvalidSecretError, item_input_from_connect
 from onepassword_access.backend import ConnectBackend
 from onepassword_access.client import ConnectClient, RetryPolicy
 from onepassword_access.errors import ConnectError, Reply, parse_json

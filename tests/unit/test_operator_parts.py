@@ -1,4 +1,4 @@
-"""The operator's pure parts: failure classification, owner references, metric labels, the item source."""
+"""The operator's pure parts: failure classification, owner references, metric labels, the item fetcher."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 
 from controllers.constants import ConditionReason, EventReason
 from controllers.failures import Retry, SecretConflictError, classify, retry_result
-from controllers.items import ready_condition
+from controllers.fetcher import ItemFetcher
+from controllers.merge import owner_references
 from controllers.metrics import endpoint_template
 from controllers.secretdata import InvalidSecretError
-from controllers.secrets import owner_references
-from controllers.source import ItemSource
+from controllers.status import ready_condition
 from controllers.workloads import annotated_secret, made_for_workloads
 from onepassword_access.errors import (
     ForbiddenError,
@@ -185,7 +185,7 @@ def test_connect_endpoints_are_labelled_without_ids(path: str, template: str) ->
     assert endpoint_template(path) == template
 
 
-# --- the item source -----------------------------------------------------------------------------------------
+# --- the item fetcher ----------------------------------------------------------------------------------------
 
 
 class FakeResolver:
@@ -210,13 +210,13 @@ class FakeResolver:
 PATH = "vaults/k8s/items/db"
 
 
-def source() -> tuple[ItemSource, FakeResolver]:
+def fetcher() -> tuple[ItemFetcher, FakeResolver]:
     resolver = FakeResolver()
-    return ItemSource(resolver), resolver  # type: ignore[arg-type]
+    return ItemFetcher(resolver), resolver  # type: ignore[arg-type]
 
 
 async def test_an_item_is_fetched_once_until_the_poller_sees_a_newer_version() -> None:
-    items, resolver = source()
+    items, resolver = fetcher()
     assert (await items.get(PATH))[1].version == 1
     await items.get(PATH)
     assert resolver.calls == 1
@@ -230,7 +230,7 @@ async def test_an_item_is_fetched_once_until_the_poller_sees_a_newer_version() -
 
 
 async def test_concurrent_callers_share_one_request() -> None:
-    items, resolver = source()
+    items, resolver = fetcher()
     resolver.gate.clear()
     waiting = [asyncio.ensure_future(items.get(PATH)) for _ in range(5)]
     await asyncio.sleep(0)
@@ -241,7 +241,7 @@ async def test_concurrent_callers_share_one_request() -> None:
 
 
 async def test_a_cancelled_caller_does_not_cancel_the_others() -> None:
-    items, resolver = source()
+    items, resolver = fetcher()
     resolver.gate.clear()
     first = asyncio.ensure_future(items.get(PATH))
     second = asyncio.ensure_future(items.get(PATH))
@@ -253,7 +253,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_others() -> None:
 
 
 async def test_failures_are_not_remembered_and_removed_items_are_fetched_again() -> None:
-    items, resolver = source()
+    items, resolver = fetcher()
     resolver.fail = ResolveError(ResolveErrorKind.ITEM_NOT_FOUND, "no items found")
     with pytest.raises(ResolveError):
         await items.get(PATH)
@@ -265,14 +265,14 @@ async def test_failures_are_not_remembered_and_removed_items_are_fetched_again()
 
 
 async def test_malformed_paths_never_reach_connect() -> None:
-    items, resolver = source()
+    items, resolver = fetcher()
     with pytest.raises(ItemPathError):
         await items.get("vaults/x")
     assert resolver.calls == 0
 
 
 async def test_retain_forgets_unused_paths() -> None:
-    items, resolver = source()
+    items, resolver = fetcher()
     await items.get(PATH)
     items.retain([])
     await items.get(PATH)
@@ -282,7 +282,7 @@ async def test_retain_forgets_unused_paths() -> None:
 async def test_a_rate_limit_pauses_every_request_until_retry_after() -> None:
     now = [100.0]
     resolver = FakeResolver()
-    items = ItemSource(resolver, clock=lambda: now[0])  # type: ignore[arg-type]
+    items = ItemFetcher(resolver, clock=lambda: now[0])  # type: ignore[arg-type]
     resolver.fail = ResolveError(ResolveErrorKind.CONNECT, "x", RateLimitedError("status 429", retry_after=60))
     with pytest.raises(ResolveError):
         await items.get(PATH)
@@ -298,7 +298,7 @@ async def test_a_rate_limit_pauses_every_request_until_retry_after() -> None:
 
 
 def test_a_rate_limit_without_retry_after_pauses_fifteen_minutes() -> None:
-    items = ItemSource(FakeResolver(), clock=lambda: 0.0)  # type: ignore[arg-type]
+    items = ItemFetcher(FakeResolver(), clock=lambda: 0.0)  # type: ignore[arg-type]
     items.note_rate_limit(RateLimitedError("status 429"))
     assert items.rate_limited_for() == 900
 

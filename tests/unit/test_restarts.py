@@ -1,5 +1,5 @@
 """Restarts: which Secrets a workload uses, the auto-restart precedence, and rolling once per change
-(reference 2.3, 5.4 and 9: 32-54, 57)."""
+(the Go operator's test scenarios 9.2 #32-54, #57, listed in docs/compatibility.md)."""
 
 from __future__ import annotations
 

@@ -7,19 +7,9 @@ import re
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from controllers.secretdata import (
-    InvalidSecretError,
-    ItemField,
-    ItemFile,
-    ItemInput,
-    ItemUrl,
-    build_secret_data,
-    desired_secret,
-    is_valid_secret_key,
-    is_valid_secret_name,
-    secret_data_key,
-    secret_name,
-)
+from controllers.desired import desired_secret
+from controllers.sanitisers import is_valid_secret_key, is_valid_secret_name, secret_data_key, secret_name
+from controllers.secretdata import InvalidSecretError, ItemField, ItemFile, ItemInput, ItemUrl, build_secret_data
 
 KEY = re.compile(r"[-._a-zA-Z0-9]+")
 DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"

@@ -1,4 +1,8 @@
-"""Item → Secret: sanitisers, data precedence, metadata and merging (reference 3 and 9: 4, 16-27, 60)."""
+"""Item → Secret: sanitisers, data precedence, metadata and merging.
+
+"scenario N" comments name the Go operator's test scenarios (9.1 #4, 9.2 #16-27, #60), replayed here and listed in
+docs/compatibility.md.
+"""
 
 from __future__ import annotations
 
@@ -18,30 +22,29 @@ from controllers.constants import (
     OWNED_METADATA_ANNOTATION,
     ConditionReason,
 )
+from controllers.desired import (
+    DesiredSecret,
+    SecretMetadata,
+    desired_secret,
+    operator_annotations,
+    opi_metadata,
+    opi_owner_reference,
+    secret_data_version,
+    workload_metadata,
+)
+from controllers.merge import Ownership, merge_into, plan_update, secret_ownership
+from controllers.sanitisers import is_valid_secret_key, secret_data_key, secret_name
 from controllers.secretdata import (
     InvalidSecretError,
     ItemField,
     ItemFile,
     ItemInput,
     ItemUrl,
-    Ownership,
-    SecretMetadata,
     SecretTooLargeError,
     SecretTypeImmutableError,
     build_secret_data,
-    desired_secret,
-    is_valid_secret_key,
     item_input_from_connect,
-    merge_into,
-    operator_annotations,
-    opi_metadata,
-    secret_data_key,
-    secret_data_version,
-    secret_differs,
-    secret_name,
-    secret_ownership,
     validate_secret_data,
-    workload_metadata,
 )
 from onepassword_access.models import Item
 
@@ -65,7 +68,7 @@ def decoded(secret: dict) -> dict[str, bytes]:
     return {key: base64.b64decode(value) for key, value in secret["data"].items()}
 
 
-# --- sanitisers (reference 3.3, scenarios 4 and 26) -------------------------------------------------------------
+# --- sanitisers (scenarios 4 and 26) ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -136,7 +139,7 @@ def test_secret_names_with_nothing_usable_are_none(name: str) -> None:
     assert secret_name(name) is None
 
 
-# --- data (reference 3.2, scenarios 19-25, 60) ------------------------------------------------------------------
+# --- data (scenarios 19-25, 60) ---------------------------------------------------------------------------------
 
 
 def test_field_labels_become_keys_with_case_preserved() -> None:  # scenario 4
@@ -214,7 +217,7 @@ def test_unusable_labels_give_no_data() -> None:  # scenario 25
     assert len(result.warnings) == 3 * 3  # the non-blank labels of each kind are reported
 
 
-def test_files_fill_free_keys_only() -> None:  # scenario 7 and reference 3.2 step 3
+def test_files_fill_free_keys_only() -> None:  # scenario 7: files only into free keys
     files = [ItemFile("f1", "server.crt"), ItemFile("f2", "password"), ItemFile("f3", "missing.txt")]
     contents = {"f1": b"dummy-cert-content", "f2": b"file wins?"}
     result = build_secret_data(item(("password", "field"), files=files, contents=contents))
@@ -258,7 +261,7 @@ def opi(name="db", annotations=None, labels=None) -> dict:
 
 
 def test_desired_secret_from_an_item() -> None:  # scenarios 16, 17, 22
-    owner = {"apiVersion": "onepassword.com/v1", "kind": "OnePasswordItem", "name": "db", "uid": "uid-opi"}
+    owner = opi_owner_reference(opi())
     desired = desired_secret(
         name="db",
         namespace="ns",
@@ -275,7 +278,14 @@ def test_desired_secret_from_an_item() -> None:  # scenarios 16, 17, 22
     assert annotations[ITEM_VERSION_ANNOTATION] == "7"
     assert annotations[AUTO_RESTART_ANNOTATION] == "false"
     assert secret["metadata"]["ownerReferences"] == [
-        {"apiVersion": "onepassword.com/v1", "kind": "OnePasswordItem", "name": "db", "uid": "uid-opi"}
+        {
+            "apiVersion": "onepassword.com/v1",
+            "kind": "OnePasswordItem",
+            "name": "db",
+            "uid": "uid-opi",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
     ]
     assert secret["metadata"]["labels"][MANAGED_LABEL] == "true"
 
@@ -335,7 +345,7 @@ def test_more_than_one_mebibyte_is_refused() -> None:
     assert caught.value.reason is ConditionReason.SECRET_TOO_LARGE
 
 
-# --- metadata producers (reference 2.1, 3.6, scenarios 28-31) ---------------------------------------------------
+# --- metadata producers (scenarios 28-31) -----------------------------------------------------------------------
 
 
 def test_opi_labels_are_copied_and_annotations_only_with_the_flag() -> None:
@@ -409,8 +419,8 @@ def desired_for(source: ItemInput, **kwargs) -> dict:
 
 
 def needs_update(existing: dict, desired: dict) -> bool:
-    """SecretWriter's test: would writing the merge change anything opsync owns?"""
-    return secret_differs(merge_into(existing, desired), existing)
+    """Whether the writer would write over ``existing`` (``merge.plan_update`` finds a difference)."""
+    return plan_update(existing, DesiredSecret(desired)) is not None
 
 
 def stored(secret: dict) -> dict:
@@ -468,10 +478,11 @@ def test_foreign_labels_and_annotations_survive_and_stale_owned_ones_go() -> Non
     assert json.loads(annotations[OWNED_METADATA_ANNOTATION])["labels"] == [MANAGED_LABEL, "team"]
 
 
-def test_missing_owner_reference_is_added_and_others_kept() -> None:
+def test_producer_owner_references_become_the_desired_ones_and_others_are_kept() -> None:
     owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u1"}
-    other = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api", "uid": "u2"}
-    existing = stored(desired_for(item(("a", "b")), owner_references=[other]))
+    stale = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api", "uid": "u2"}
+    other = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Application", "name": "argo", "uid": "u3"}
+    existing = stored(desired_for(item(("a", "b")), owner_references=[stale, other]))
     desired = desired_for(item(("a", "b")), owner_references=[owner])
     assert needs_update(existing, desired)
     assert merge_into(existing, desired)["metadata"]["ownerReferences"] == [other, owner]

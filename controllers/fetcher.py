@@ -2,7 +2,7 @@
 
 The reconcilers are level-triggered: any event (their own writes, a hand edit, a relist) makes them compute
 the desired Secret again, and that needs the item. Asking Connect every time would cost a request per event
-(the Go operator fetches the item on every Deployment event). ``ItemSource`` instead keeps the last item it
+(the Go operator fetches the item on every Deployment event). ``ItemFetcher`` instead keeps the last item it
 got for each path and hands it out again while it is current, where *current* means the poller has not seen
 a newer version of that item since. So:
 
@@ -33,7 +33,7 @@ ItemKey = tuple[str, str]
 """(vault id, item id)."""
 
 
-class ItemSource:
+class ItemFetcher:
     """Resolved items by path, reused until the poller reports a newer version."""
 
     def __init__(self, resolver: ItemResolver, *, clock: Callable[[], float] = time.monotonic) -> None:

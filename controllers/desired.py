@@ -1,0 +1,210 @@
+"""The desired Secret: what one producer (a OnePasswordItem, or the workloads naming a Secret) wants it to be.
+
+``desired_secret`` is the one place that assembles a Secret: the sanitised name, the data (``secretdata``),
+the producer's labels and annotations, opsync's bookkeeping annotations, the managed label and the owner
+references. What exists in the cluster plays no part here: ``controllers.merge`` merges the result into it.
+
+Which labels and annotations each producer gives its Secret is the Go operator's rule (see
+docs/compatibility.md); opsync adds, under ``opsync.dev/``, the keys it owns (so it only ever removes those)
+and a data-version token that moves only when the data does (``controllers.restarts`` rolls workloads on it).
+
+Pure functions.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from controllers.constants import (
+    AUTO_RESTART_ANNOTATION,
+    DATA_VERSION_ANNOTATION,
+    DEFAULT_SECRET_TYPE,
+    GO_FALSE_VALUES,
+    GO_TRUE_VALUES,
+    ITEM_PATH_ANNOTATION,
+    ITEM_VERSION_ANNOTATION,
+    LAST_APPLIED_ANNOTATION,
+    MANAGED_LABEL,
+    MANAGED_LABEL_VALUE,
+    NON_OPERATOR_ANNOTATIONS,
+    OPERATOR_ANNOTATION_PATTERN,
+    OPI_API_VERSION,
+    OPI_KIND,
+    OWNED_METADATA_ANNOTATION,
+)
+from controllers.sanitisers import secret_name
+from controllers.secretdata import InvalidSecretError, ItemInput, build_secret_data, validate_secret_data
+from opsync.resources import DAEMONSETS, DEPLOYMENTS, STATEFULSETS, KubeObject, Resource
+
+WORKLOAD_KINDS: tuple[Resource, ...] = (DEPLOYMENTS, STATEFULSETS, DAEMONSETS)
+"""The workload kinds whose annotations make Secrets (the Go operator handles Deployments only)."""
+
+# --- Labels and annotations each producer gives its Secret -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SecretMetadata:
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    warnings: tuple[str, ...] = ()
+
+
+def is_go_bool(value: str) -> bool:
+    """Whether the Go operator parses ``value`` as a boolean (any case)."""
+    return value.lower() in GO_TRUE_VALUES | GO_FALSE_VALUES
+
+
+def opi_metadata(opi: KubeObject, *, enable_annotations: bool = False) -> SecretMetadata:
+    """Labels and annotations an OnePasswordItem gives its Secret.
+
+    All labels are copied (Go behaviour). With ``enable_annotations`` all annotations are copied except
+    ``kubectl.kubernetes.io/last-applied-configuration``. The ``auto-restart`` annotation is copied when it is
+    a valid boolean; an invalid one is left out with a warning (the Go operator refuses to write the Secret).
+    """
+    meta = opi.get("metadata") or {}
+    source: Mapping[str, str] = meta.get("annotations") or {}
+    annotations = {k: v for k, v in source.items() if k != LAST_APPLIED_ANNOTATION} if enable_annotations else {}
+    annotations.pop(AUTO_RESTART_ANNOTATION, None)
+    warnings: tuple[str, ...] = ()
+    auto_restart = source.get(AUTO_RESTART_ANNOTATION, "")
+    if auto_restart and is_go_bool(auto_restart):
+        annotations[AUTO_RESTART_ANNOTATION] = auto_restart
+    elif auto_restart:
+        warnings = (f"{AUTO_RESTART_ANNOTATION}={auto_restart!r} is not true or false; it is ignored",)
+    return SecretMetadata(dict(meta.get("labels") or {}), annotations, warnings)
+
+
+def operator_annotations(workload: KubeObject) -> dict[str, str]:
+    """The workload's ``operator.1password.io/*`` annotations (Go ``FilterAnnotations``), empty if none.
+
+    Taken from the workload's metadata, or, only when that has none, from its pod template (never mixed).
+    ``last-restarted`` and ``auto-restart`` do not count.
+    """
+    template = ((workload.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    for meta in (workload.get("metadata") or {}, template):
+        found = {
+            key: value
+            for key, value in (meta.get("annotations") or {}).items()
+            if OPERATOR_ANNOTATION_PATTERN.match(key) and key not in NON_OPERATOR_ANNOTATIONS
+        }
+        if found:
+            return found
+    return {}
+
+
+def workload_metadata(workload: KubeObject) -> SecretMetadata:
+    """Labels (none) and annotations (its operator annotations) a workload gives the Secret it names."""
+    return SecretMetadata({}, operator_annotations(workload))
+
+
+# --- Owner references ------------------------------------------------------------------------------------------
+
+
+def opi_owner_reference(opi: KubeObject) -> KubeObject:
+    """The controller reference from a Secret to its OnePasswordItem: garbage collection deletes the Secret
+    with the item, and foreground deletion of the item waits for it."""
+    meta = opi["metadata"]
+    return {
+        "apiVersion": OPI_API_VERSION,
+        "kind": OPI_KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def workload_owner_reference(kind: Resource, workload: KubeObject) -> KubeObject:
+    """A plain (non-controller) reference from a shared Secret to one workload that uses it: garbage
+    collection deletes the Secret only once every such workload is gone."""
+    meta = workload["metadata"]
+    return {"apiVersion": kind.api_version, "kind": kind.kind, "name": meta["name"], "uid": meta["uid"]}
+
+
+# --- The desired Secret ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredSecret:
+    secret: KubeObject
+    """A complete ``v1/Secret`` to create, or to merge into the existing one (``controllers.merge``)."""
+    warnings: tuple[str, ...] = ()
+    """Fields, files or annotations left out, by label and key (never a value): for an Event."""
+    keep_data: bool = False
+    """The item is tagged ``ignore-secret``: an existing Secret keeps its data, only its metadata advances."""
+
+
+def desired_secret(
+    *,
+    name: str,
+    namespace: str,
+    item: ItemInput,
+    secret_type: str = "",
+    metadata: SecretMetadata | None = None,
+    owner_references: Sequence[KubeObject] = (),
+    allow_empty: bool = False,
+) -> DesiredSecret:
+    """The Secret ``item`` should produce, named after ``name`` (sanitised with ``secret_name``).
+
+    ``metadata`` comes from ``opi_metadata`` or ``workload_metadata``; on top of it go the item-path (resolved
+    IDs), item-version, opsync's data-version and owned-metadata annotations and the managed label;
+    ``keep_data`` follows the item's ``ignore-secret`` tag. Raises ``InvalidSecretError`` (with a condition
+    reason) when the name or the data cannot work.
+    """
+    sanitised = secret_name(name)
+    if sanitised is None:
+        raise InvalidSecretError(f"{name!r} cannot be made a valid Secret name")
+    metadata = metadata or SecretMetadata({}, {})
+    built = build_secret_data(item, allow_empty=allow_empty)
+    secret_type = secret_type or DEFAULT_SECRET_TYPE
+    validate_secret_data(secret_type, built.data)
+    labels = {**metadata.labels, MANAGED_LABEL: MANAGED_LABEL_VALUE}
+    annotations = {
+        **metadata.annotations,
+        ITEM_PATH_ANNOTATION: item.path,
+        ITEM_VERSION_ANNOTATION: str(item.version),
+        DATA_VERSION_ANNOTATION: data_version(item.path, str(item.version)),
+    }
+    annotations[OWNED_METADATA_ANNOTATION] = json.dumps(
+        {"annotations": sorted(annotations), "labels": sorted(labels)}, separators=(",", ":")
+    )
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": sanitised,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [dict(ref) for ref in owner_references],
+        },
+        "type": secret_type,
+        "data": {key: base64.b64encode(value).decode("ascii") for key, value in built.data.items()},
+    }
+    return DesiredSecret(secret, metadata.warnings + built.warnings, keep_data=item.ignores_secret)
+
+
+# --- The data-version token -----------------------------------------------------------------------------------
+
+
+def data_version(item_path: str, item_version: str) -> str:
+    """The data-version token for data written from ``item_path`` at ``item_version``.
+
+    It includes the path because a re-created item starts again at version 1.
+    """
+    return f"{item_path}@{item_version}"
+
+
+def secret_data_version(secret: KubeObject) -> str | None:
+    """A token that changes exactly when 1Password changed the Secret's data (None: not a managed Secret).
+
+    opsync's data-version annotation, else (a Secret the Go operator made) its item path and version.
+    """
+    annotations = (secret.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(DATA_VERSION_ANNOTATION):
+        return str(annotations[DATA_VERSION_ANNOTATION])
+    path, version = annotations.get(ITEM_PATH_ANNOTATION), annotations.get(ITEM_VERSION_ANNOTATION)
+    return data_version(path, version) if path and version else None
