@@ -3,7 +3,7 @@
 Every ``POLLING_INTERVAL`` seconds (the first time as soon as the caches are synced), on the leader only:
 
 1. From the managed Secrets' cache, collect each Secret's item (its ``item-path`` annotation, by ids) and
-   the ``item-version`` it was made from.
+   the ``item-version`` it was made from, and the versions of a shaped Secret's ``spec.extraItems``.
 2. Ask the change detector about their vaults: one ``GET`` per vault, plus one item listing for each vault
    whose ``contentVersion`` moved.
 3. Enqueue each Secret whose item is at another version now (or just disappeared) into the controller that
@@ -21,12 +21,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from controllers.constants import ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION, ConditionReason
+from controllers.constants import (
+    EXTRA_ITEMS_ANNOTATION,
+    ITEM_PATH_ANNOTATION,
+    ITEM_VERSION_ANNOTATION,
+    ConditionReason,
+)
 from controllers.fetcher import ItemFetcher
 from controllers.metrics import LAST_SUCCESSFUL_POLL, POLL_DURATION, POLLS
 from controllers.status import ready_of
@@ -143,13 +149,16 @@ class Poller:
     def _tracked(self) -> Iterator[Tracked]:
         for secret in self._secrets.list():
             annotations = secret["metadata"].get("annotations") or {}
-            version = annotations.get(ITEM_VERSION_ANNOTATION)
-            try:
-                path = parse_item_path(annotations.get(ITEM_PATH_ANNOTATION) or "")
-            except ItemPathError:
-                continue
-            if version:
-                yield Tracked(Request.of(secret), path.vault, path.item, version)
+            request = Request.of(secret)
+            sources = {annotations.get(ITEM_PATH_ANNOTATION) or "": annotations.get(ITEM_VERSION_ANNOTATION)}
+            sources |= _extra_item_versions(annotations.get(EXTRA_ITEMS_ANNOTATION))
+            for item_path, version in sources.items():
+                try:
+                    path = parse_item_path(item_path)
+                except ItemPathError:
+                    continue
+                if version:
+                    yield Tracked(request, path.vault, path.item, version)
 
     def _drifted(self, entry: Tracked, report: ChangeReport) -> bool:
         versions = self._detector.versions(entry.vault_id)
@@ -179,6 +188,15 @@ class Poller:
 
 
 _CONNECT_UNAVAILABLE = ("False", ConditionReason.CONNECT_UNAVAILABLE)
+
+
+def _extra_item_versions(annotation: str | None) -> dict[str, str]:
+    """The ``spec.extraItems`` versions a shaped Secret records (path -> version); {} when none or garbled."""
+    try:
+        versions = json.loads(annotation or "{}")
+    except ValueError:
+        return {}
+    return {str(path): str(version) for path, version in versions.items()} if isinstance(versions, dict) else {}
 
 
 def _ready_reason(opi: KubeObject) -> tuple[str, str] | None:

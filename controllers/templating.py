@@ -1,0 +1,214 @@
+"""``spec.template.data``: Secret values composed from items with Jinja2 templates, in a sandbox.
+
+The engine is Jinja2's ``ImmutableSandboxedEnvironment``: templates can read what they are given and nothing
+else (no attribute access to internals, no mutation, no imports, no loader so no ``include`` of files, no
+network), ``range`` is capped by the sandbox, ``*`` and ``**`` refuse results past the limit, and output is
+counted while it streams, so a template stops at ``MAX_TEMPLATE_OUTPUT`` instead of filling memory.
+
+Errors name the key and the template line, never a value: Jinja's messages can quote data (an undefined
+attribute named after a value, say), so a runtime message is dropped whenever any item value occurs in it.
+
+Pure functions.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import jinja2
+import yaml
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from controllers.constants import MAX_SECRET_SIZE, ConditionReason
+from controllers.secretdata import InvalidSecretError, ItemInput
+
+MAX_TEMPLATE_OUTPUT = MAX_SECRET_SIZE
+"""Characters one template may produce (a Secret holds at most 1 MiB in all)."""
+_TEMPLATE_FILENAME = "<template>"  # what Jinja calls a template made from a string, in tracebacks
+
+
+class TemplateError(InvalidSecretError):
+    """A template does not parse, fails while rendering, or produces too much; the text names the key and the
+    line, never a value."""
+
+    reason = ConditionReason.TEMPLATE_ERROR
+
+
+class _TooLargeError(SecurityError):
+    pass
+
+
+def b64encode(value: str | bytes) -> str:
+    """Base64 of ``value`` (text is UTF-8 encoded first)."""
+    return base64.b64encode(value.encode() if isinstance(value, str) else value).decode("ascii")
+
+
+def b64decode(value: str | bytes) -> str:
+    """The UTF-8 text base64 ``value`` encodes."""
+    return base64.b64decode(value).decode()
+
+
+def to_json(value: Any) -> str:
+    """``value`` as compact JSON (not HTML-escaped, unlike Jinja's ``tojson``)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def to_yaml(value: Any) -> str:
+    """``value`` as a YAML document (block style, keys in the order given)."""
+    return yaml.safe_dump(value, default_flow_style=False, sort_keys=False, allow_unicode=True)
+
+
+def dockerconfigjson(registry: str, username: str, password: str) -> str:
+    """The ``.dockerconfigjson`` of a ``kubernetes.io/dockerconfigjson`` Secret for one registry."""
+    auth = b64encode(f"{username}:{password}")
+    return to_json({"auths": {registry: {"username": username, "password": password, "auth": auth}}})
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > 64:
+            raise _TooLargeError("exponent too large")
+        if operator == "*":
+            sized, count = (left, right) if isinstance(right, int) else (right, left)
+            sequence = isinstance(sized, str | bytes | list | tuple) and isinstance(count, int)
+            if sequence and len(sized) * count > MAX_TEMPLATE_OUTPUT:
+                raise _TooLargeError(f"the result would exceed {MAX_TEMPLATE_OUTPUT} characters")
+        return super().call_binop(context, operator, left, right)
+
+
+def _environment() -> jinja2.Environment:
+    env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    env.filters.update({"b64encode": b64encode, "b64decode": b64decode, "to_json": to_json, "to_yaml": to_yaml})
+    env.globals["dockerconfigjson"] = dockerconfigjson
+    return env
+
+
+_ENV = _environment()
+
+
+def item_context(item: ItemInput) -> dict[str, Any]:
+    """What a template sees of one item.
+
+    ``fields`` by label (of fields sharing a label the last wins, as for Secret keys), ``sections`` by section
+    label then field label, ``urls`` by label, ``url`` (the primary URL, else the first), ``files`` by name
+    (text), and ``item`` (id, title, vault, version, category, tags, createdAt, updatedAt, path).
+    """
+    sections: dict[str, dict[str, str]] = {}
+    for entry in item.fields:
+        if entry.section:
+            sections.setdefault(entry.section, {})[entry.label] = entry.value
+    primary = next((u.href for u in item.urls if u.primary), item.urls[0].href if item.urls else "")
+    files = {f.name: _file_text(item.file_contents[f.id]) for f in item.files if f.id in item.file_contents}
+    return {
+        "fields": {entry.label: entry.value for entry in item.fields},
+        "sections": sections,
+        "urls": {u.label: u.href for u in item.urls if u.label},
+        "url": primary,
+        "files": files,
+        "item": {
+            "id": item.id,
+            "title": item.title,
+            "vault": item.vault_id,
+            "version": item.version,
+            "category": item.category,
+            "tags": list(item.tags),
+            "createdAt": item.created_at,
+            "updatedAt": item.updated_at,
+            "path": item.path,
+        },
+    }
+
+
+def _file_text(content: bytes) -> str:
+    # Text files are what templates compose; a binary one is passed through losslessly as Latin-1 so that
+    # b64encode(files[...].encode("latin-1")) stays possible, never failing the whole Secret.
+    try:
+        return content.decode()
+    except UnicodeDecodeError:
+        return content.decode("latin-1")
+
+
+def template_context(items: Sequence[ItemInput]) -> dict[str, Any]:
+    """The context of every template: the main item's ``item_context`` at the top, and ``items``, every item
+    in order (the main one first, then ``spec.extraItems``)."""
+    contexts = [item_context(item) for item in items]
+    return {**contexts[0], "items": contexts}
+
+
+def _values(items: Iterable[ItemInput]) -> set[str]:
+    found: set[str] = set()
+    for item in items:
+        found |= {entry.value for entry in item.fields} | {url.href for url in item.urls}
+        found |= {_file_text(content) for content in item.file_contents.values()}
+    return found - {""}
+
+
+def _line(err: BaseException) -> int | None:
+    if isinstance(err, jinja2.TemplateSyntaxError):
+        return err.lineno
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename == _TEMPLATE_FILENAME]
+    return frames[-1].lineno if frames else None
+
+
+def _describe(key: str, err: BaseException, values: set[str]) -> str:
+    line = _line(err)
+    where = f"spec.template.data[{key!r}]" + (f", line {line}" if line is not None else "")
+    detail = str(err) if isinstance(err, jinja2.TemplateSyntaxError | SecurityError) else _safe_detail(err, values)
+    return f"{where}: {detail}"
+
+
+def _safe_detail(err: BaseException, values: set[str]) -> str:
+    text = str(err)
+    if not text or any(value in text for value in values):
+        return f"{type(err).__name__} (details hidden: they would show a value)"
+    return f"{type(err).__name__}: {text}"
+
+
+def check_syntax(templates: Mapping[str, str]) -> None:
+    """Raise ``TemplateError`` for the first template (by key) that does not parse."""
+    for key in sorted(templates):
+        try:
+            _ENV.parse(templates[key])
+        except jinja2.TemplateSyntaxError as err:
+            raise TemplateError(_describe(key, err, set())) from None
+
+
+def render_templates(templates: Mapping[str, str], items: Sequence[ItemInput]) -> dict[str, bytes]:
+    """Each template rendered (UTF-8) with ``template_context(items)``; raises ``TemplateError``."""
+    check_syntax(templates)
+    context = template_context(items)
+    values = _values(items)
+    return {key: _render(key, templates[key], context, values).encode() for key in sorted(templates)}
+
+
+def _render(key: str, source: str, context: Mapping[str, Any], values: set[str]) -> str:
+    try:
+        return _bounded(_ENV.from_string(source).generate(context), lambda: _too_large(key))
+    except TemplateError:
+        raise
+    except Exception as err:  # whatever a template did wrong; the message is made safe by _describe
+        raise TemplateError(_describe(key, err, values)) from None
+
+
+def _too_large(key: str) -> TemplateError:
+    return TemplateError(
+        f"spec.template.data[{key!r}] produces more than {MAX_TEMPLATE_OUTPUT} characters (a Secret holds 1 MiB)"
+    )
+
+
+def _bounded(chunks: Iterable[str], too_large: Callable[[], TemplateError]) -> str:
+    parts: list[str] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_TEMPLATE_OUTPUT:
+            raise too_large()
+        parts.append(chunk)
+    return "".join(parts)
