@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -157,17 +158,28 @@ def _line(err: BaseException) -> int | None:
     return frames[-1].lineno if frames else None
 
 
-def _describe(key: str, err: BaseException, values: set[str]) -> str:
+def _describe(key: str, err: BaseException, values: set[str], source: str = "") -> str:
     line = _line(err)
     where = f"spec.template.data[{key!r}]" + (f", line {line}" if line is not None else "")
-    detail = str(err) if isinstance(err, jinja2.TemplateSyntaxError | SecurityError) else _safe_detail(err, values)
-    return f"{where}: {detail}"
+    if isinstance(err, jinja2.TemplateSyntaxError | SecurityError):
+        return f"{where}: {err}"  # about the template's text, or the sandbox's refusal: no data in them
+    return f"{where}: {_safe_detail(err, values, source)}"
 
 
-def _safe_detail(err: BaseException, values: set[str]) -> str:
+_QUOTED = re.compile(r"'([^']*)'|\"([^\"]*)\"")
+_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "dict", "list", "tuple", "bytes", "NoneType", "Undefined"})
+
+
+def _safe_detail(err: BaseException, values: set[str], source: str) -> str:
+    """The error's text when it can hold no data: every quoted part is from the template's own text or a
+    type name (``'dict object' has no attribute 'pasword'``), and no value shows, escaped or not.
+    Otherwise only the error's type (``fields[fields.password]`` would quote the password)."""
     text = str(err)
-    if not text or any(value in text for value in values):
-        return f"{type(err).__name__} (details hidden: they would show a value)"
+    quoted = [a or b for a, b in _QUOTED.findall(text)]
+    from_source = all(part in source or part.removesuffix(" object") in _TYPE_NAMES for part in quoted)
+    shows_value = any(value in text or repr(value)[1:-1] in text for value in values)
+    if not text or shows_value or not from_source:
+        return f"{type(err).__name__} (details hidden: they could show a value)"
     return f"{type(err).__name__}: {text}"
 
 
@@ -194,7 +206,7 @@ def _render(key: str, source: str, context: Mapping[str, Any], values: set[str])
     except TemplateError:
         raise
     except Exception as err:  # whatever a template did wrong; the message is made safe by _describe
-        raise TemplateError(_describe(key, err, values)) from None
+        raise TemplateError(_describe(key, err, values, source)) from None
 
 
 def _too_large(key: str) -> TemplateError:
