@@ -124,6 +124,8 @@ def test_every_issue_has_a_documented_example() -> None:
     for issue, (name, _) in EXPECTED.items():
         assert f"#{issue}" in page, f"docs/shaping.md does not mention #{issue}"
         assert name in page, f"docs/shaping.md does not show examples/shaping/{name}"
+    shown = yaml.safe_load(page.split("```yaml\n", 1)[1].split("```", 1)[0])
+    assert shown == documents("issue-128-argocd-ssh-key.yaml")[0], "the page's example is not the file's"
 
 
 @pytest.mark.parametrize("issue", sorted(EXPECTED))
