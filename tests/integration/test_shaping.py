@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from operator_harness import emulator_data, run_operator
+from operator_harness import Vaults, run_operator
 from operator_helpers import decoded, events_for, opi, wait_for_data, wait_for_event, wait_for_ready, workload
 from test_auto_restart import assert_rolled
 
@@ -38,9 +37,8 @@ SHAPED = {"username": "u-41", "password": "pw-one", "cache-token": "tok-one", "D
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    async with Emulator(emulator_data({VAULT: ITEMS})) as emu:
-        yield emu
+def vaults() -> Vaults:
+    return {VAULT: ITEMS}
 
 
 def shaped_item(name: str, **spec: Any) -> dict[str, Any]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -111,10 +110,10 @@ def documents(name: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all((EXAMPLES / name).read_text()) if doc]
 
 
-@pytest.fixture(scope="module")
-async def emulator() -> AsyncIterator[Emulator]:
-    async with Emulator(EXAMPLES / "emulator-data.yaml") as emu:
-        yield emu
+@pytest.fixture
+def connect_data() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((EXAMPLES / "emulator-data.yaml").read_text())
+    return data
 
 
 def test_every_issue_has_a_documented_example() -> None:
