@@ -59,7 +59,7 @@ def hide_values(secret: KubeObject) -> KubeObject:
 
 def items_of(args: argparse.Namespace) -> list[KubeObject]:
     """The OnePasswordItems to render: those in ``args.filename``, else one for ``args.item_path``."""
-    if getattr(args, "filename", None) is None:
+    if args.filename is None:
         if not args.item_path:
             raise RenderError("give an item path or -f FILE")
         return [{"metadata": {"name": args.name or ""}, "spec": {"itemPath": args.item_path}, "type": args.type}]
@@ -102,12 +102,6 @@ async def render_item(
     secret = desired.secret
     del secret["metadata"]["ownerReferences"]  # opsync adds its OnePasswordItem or workloads
     return secret, desired.warnings
-
-
-async def render(args: argparse.Namespace, settings: config.Settings) -> tuple[KubeObject, tuple[str, ...]]:
-    """The Secret for ``args.item_path`` and the warnings about the item."""
-    [rendered] = await render_all(args, settings)
-    return rendered
 
 
 async def render_all(args: argparse.Namespace, settings: config.Settings) -> list[tuple[KubeObject, tuple[str, ...]]]:

@@ -14,6 +14,7 @@ Pure functions.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import traceback
@@ -200,9 +201,15 @@ def render_templates(templates: Mapping[str, str], items: Sequence[ItemInput]) -
     return {key: _render(key, templates[key], context, values).encode() for key in sorted(templates)}
 
 
+@functools.lru_cache(maxsize=512)
+def _compiled(source: str) -> jinja2.Template:
+    # Reconciles are level-triggered: the same templates render again on every event of their item.
+    return _ENV.from_string(source)
+
+
 def _render(key: str, source: str, context: Mapping[str, Any], values: set[str]) -> str:
     try:
-        return _bounded(_ENV.from_string(source).generate(context), lambda: _too_large(key))
+        return _bounded(_compiled(source).generate(context), lambda: _too_large(key))
     except TemplateError:
         raise
     except Exception as err:  # whatever a template did wrong; the message is made safe by _describe

@@ -153,6 +153,10 @@ async def test_example(
         assert rendered["data"] == applied["data"]
         assert rendered["type"] == applied["type"]
         assert rendered["metadata"]["labels"].items() <= applied["metadata"]["labels"].items()
+    args.show_values = False
+    for hidden, _ in await render.render_all(args, settings):
+        sizes = {key: len(value.encode()) for key, value in expected[hidden["metadata"]["name"]].items()}
+        assert hidden["data"] == {key: f"<hidden: {size} bytes>" for key, size in sizes.items()}
 
     secret = next(iter(secrets.values()))
     labels, annotations = secret["metadata"]["labels"], secret["metadata"]["annotations"]
