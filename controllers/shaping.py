@@ -53,14 +53,20 @@ _RESERVED_ANNOTATIONS = {AUTO_RESTART_ANNOTATION, ITEM_NAME_ANNOTATION}  # setta
 
 
 class InvalidSpecError(InvalidSecretError):
+    """A shaping field cannot work as written (a bad key, prefix or path, a reserved label, types that disagree)."""
+
     reason = ConditionReason.INVALID_SPEC
 
 
 class FieldNotFoundError(InvalidSecretError):
+    """``fieldMapping`` names a label the item does not have."""
+
     reason = ConditionReason.FIELD_NOT_FOUND
 
 
 class KeyConflictError(InvalidSecretError):
+    """Two sources give the same key; the message names the keys and the sources."""
+
     reason = ConditionReason.KEY_CONFLICT
 
 
@@ -72,17 +78,23 @@ class _Spec(BaseModel):
 
 
 class MetadataSpec(_Spec):
+    """``spec.secretMetadata`` and ``spec.template.metadata``."""
+
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
 
 
 class TemplateSpec(_Spec):
+    """``spec.template``."""
+
     data: dict[str, str] = {}
     type: str = ""
     metadata: MetadataSpec = MetadataSpec()
 
 
 class ExtraItem(_Spec):
+    """One entry of ``spec.extraItems``."""
+
     item_path: str = Field(alias="itemPath")
     field_mapping: dict[str, str] = Field({}, alias="fieldMapping")
     prefix: str = ""
@@ -170,6 +182,8 @@ def _names(keys: Sequence[str]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SourceData:
+    """The keys one item gives (``source_data``)."""
+
     data: dict[str, bytes]
     mapped: frozenset[str]
     """Keys a ``fieldMapping`` named (explicit: they clash, they are never prefixed or replaced)."""
@@ -212,7 +226,8 @@ def source_data(
             return mapping[entry]
         if only_mapped:
             return None
-        name = qualified.replace("/", "-", 1) if section and section_prefix and may_prefix_section else label
+        prefixed = section and label.strip() and section_prefix and may_prefix_section  # unlabelled: skipped as ever
+        name = f"{section}-{label}" if prefixed else label
         defaults.add(name)
         return name
 
@@ -231,6 +246,9 @@ def source_data(
         raise KeyConflictError(f"{source}: fieldMapping gives {_names(clashes)}, which other entries also give")
     built = build_secret_data(replace(item, urls=urls, fields=fields, files=files), allow_empty=allow_empty)
     data = {key if key in targets else prefix + key: value for key, value in built.data.items()}
+    unusable = sorted(key for key in data if not is_valid_secret_key(key))
+    if unusable:
+        raise InvalidSpecError(f"{source}: the prefix makes {_names(unusable)}, which are not valid Secret keys")
     return SourceData(data, frozenset(targets), built.warnings)
 
 
@@ -239,6 +257,8 @@ def source_data(
 
 @dataclass(frozen=True, slots=True)
 class Shaped:
+    """What ``shape`` makes: the Secret's data, type, labels and annotations, and warnings (no values)."""
+
     data: dict[str, bytes]
     secret_type: str
     labels: dict[str, str]

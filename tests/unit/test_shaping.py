@@ -86,6 +86,17 @@ def test_section_prefix_is_sanitised_with_the_same_rules() -> None:
     assert result.data == {"Main-DB--first-host": b"h"}  # "Main DB!-first host", sanitised as one label
 
 
+def test_section_prefix_leaves_unlabelled_fields_out_as_before() -> None:
+    item = ItemInput(id="i", vault_id="v", version=1, fields=(ItemField("", "x", "s"), ItemField("k", "v", "s")))
+    assert source_data(item, source="the item", mapping={}, section_prefix=True).data == {"s-k": b"v"}
+
+
+def test_a_prefix_making_an_invalid_key_is_refused() -> None:
+    item = ItemInput(id="i", vault_id="v", version=1, fields=(ItemField(".hidden", "x"),))
+    with pytest.raises(InvalidSpecError, match=r"'\.\.hidden'"):
+        source_data(item, source="the item", mapping={}, prefix=".")
+
+
 def test_mapping_by_section_picks_one_field() -> None:
     assert shaped({"fieldMapping": {"replica/host": "REPLICA"}, "onlyMapped": True}) == {"REPLICA": "replica.example"}
 
