@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 import pytest
-from operator_harness import Vaults, run_operator
+from operator_harness import Vaults, eventually, run_operator
 from operator_helpers import decoded, events_for, opi, wait_for_data, wait_for_event, wait_for_ready, workload
 from test_auto_restart import assert_rolled
 
@@ -68,6 +68,12 @@ async def test_rotation_of_any_source_updates_within_one_poll_and_rolls_once(
         await op.wait_for_polls(2)  # more polls change nothing: still one rollout
         await op.settled()
         await assert_rolled(kube, namespace, {"Deployment/web": True})
+
+        async def update_event() -> bool:  # an update from 1Password, not a repair of a hand edit
+            events = await events_for(kube, namespace, "app")
+            return any(e["reason"] == "Synced" and '"app" updated' in e["message"] for e in events)
+
+        await eventually(update_event, message="no Synced Event saying the Secret was updated")
 
     annotations = after["metadata"]["annotations"]
     db_version, cache_version = (2, 1) if rotated == "db" else (1, 2)

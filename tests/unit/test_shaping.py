@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from controllers.constants import EXTRA_ITEMS_ANNOTATION, ConditionReason
 from controllers.desired import SecretMetadata, data_version, desired_secret, opi_metadata
+from controllers.merge import plan_update
 from controllers.sanitisers import is_valid_secret_key
 from controllers.secretdata import InvalidSecretError, ItemField, ItemFile, ItemInput, ItemUrl, build_secret_data
 from controllers.shaping import (
@@ -224,6 +226,16 @@ def test_desired_secret_records_extra_item_versions() -> None:
     assert annotations["operator.1password.io/item-version"] == "3"
     assert json.loads(annotations[EXTRA_ITEMS_ANNOTATION]) == {"vaults/v/items/cache": 7}
     assert annotations["opsync.dev/data-version"] == "vaults/v/items/db@3,vaults/v/items/cache@7"
+
+
+def test_a_change_of_an_extra_item_is_an_update_not_a_repair() -> None:
+    shaping = shaping_of({"extraItems": [{"itemPath": "vaults/v/items/cache", "prefix": "c-"}]})
+    before = desired_secret(name="app", namespace="ns", item=DB, shaping=shaping, extra_items=[CACHE]).secret
+    rotated = replace(CACHE, version=8, fields=(ItemField("password", "pw-cache-2"),))
+    after = desired_secret(name="app", namespace="ns", item=DB, shaping=shaping, extra_items=[rotated])
+    update = plan_update(before, after)
+    assert update is not None and update.reason == "update"
+    assert update.secret["metadata"]["annotations"]["opsync.dev/data-version"].endswith("cache@8")
 
 
 def test_an_unshaped_secret_has_no_shaping_traces() -> None:
