@@ -2,8 +2,10 @@
 
 The engine is Jinja2's ``ImmutableSandboxedEnvironment``: templates can read what they are given and nothing
 else (no attribute access to internals, no mutation, no imports, no loader so no ``include`` of files, no
-network), ``range`` is capped by the sandbox, ``*`` and ``**`` refuse results past the limit, and output is
-counted while it streams, so a template stops at ``MAX_TEMPLATE_OUTPUT`` instead of filling memory.
+network), all ``range()`` calls of a template together produce at most ``MAX_RANGE_TOTAL`` numbers, ``*``
+and ``**`` refuse results past the limit, and output is counted while it streams, so a template stops at
+``MAX_TEMPLATE_OUTPUT`` instead of filling memory. CPU time is not bounded otherwise (nested loops over a
+large value): docs/shaping.md says so.
 
 Errors name the key and the template line, never a value: Jinja's messages can quote data (an undefined
 attribute named after a value, say), so a runtime message is dropped whenever any item value occurs in it.
@@ -14,6 +16,7 @@ Pure functions.
 from __future__ import annotations
 
 import base64
+import contextvars
 import functools
 import json
 import re
@@ -71,6 +74,20 @@ def dockerconfigjson(registry: str, username: str, password: str) -> str:
     return to_json({"auths": {registry: {"username": username, "password": password, "auth": auth}}})
 
 
+MAX_RANGE_TOTAL = 100_000
+"""Numbers all ``range()`` calls of one template may produce together: nested ranges cannot multiply."""
+_range_left: contextvars.ContextVar[list[int]] = contextvars.ContextVar("range_left")
+
+
+def _budgeted_range(*args: int) -> range:
+    numbers = range(*args)
+    left = _range_left.get()
+    left[0] -= len(numbers)
+    if left[0] < 0:
+        raise _TooLargeError(f"range() produces more than {MAX_RANGE_TOTAL} numbers in one template")
+    return numbers
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**"})
 
@@ -88,7 +105,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 def _environment() -> jinja2.Environment:
     env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
     env.filters.update({"b64encode": b64encode, "b64decode": b64decode, "to_json": to_json, "to_yaml": to_yaml})
-    env.globals["dockerconfigjson"] = dockerconfigjson
+    env.globals.update({"dockerconfigjson": dockerconfigjson, "range": _budgeted_range})
     return env
 
 
@@ -208,12 +225,15 @@ def _compiled(source: str) -> jinja2.Template:
 
 
 def _render(key: str, source: str, context: Mapping[str, Any], values: set[str]) -> str:
+    token = _range_left.set([MAX_RANGE_TOTAL])
     try:
         return _bounded(_compiled(source).generate(context), lambda: _too_large(key))
     except TemplateError:
         raise
     except Exception as err:  # whatever a template did wrong; the message is made safe by _describe
         raise TemplateError(_describe(key, err, values, source)) from None
+    finally:
+        _range_left.reset(token)
 
 
 def _too_large(key: str) -> TemplateError:
