@@ -2,13 +2,15 @@
 
 The engine is Jinja2's ``ImmutableSandboxedEnvironment``: templates can read what they are given and nothing
 else (no attribute access to internals, no mutation, no imports, no loader so no ``include`` of files, no
-network), all ``range()`` calls of a template together produce at most ``MAX_RANGE_TOTAL`` numbers, ``*``
-and ``**`` refuse results past the limit, and output is counted while it streams, so a template stops at
-``MAX_TEMPLATE_OUTPUT`` instead of filling memory. CPU time is not bounded otherwise (nested loops over a
-large value): docs/shaping.md says so.
+network). Output is counted while it streams, so a template stops at ``MAX_TEMPLATE_OUTPUT`` instead of
+filling memory, and no single step may build more: concatenation, ``+``, ``*``, ``**``, formatting and the
+widths and counts given to filters and methods are checked before they run. All ``range()`` calls of a
+template together produce at most ``MAX_RANGE_TOTAL`` numbers and ``namespace()`` is gone, so loops cannot
+grow a value. CPU time is not bounded otherwise (nested loops over a large value): docs/shaping.md says so.
 
 Errors name the key and the template line, never a value: Jinja's messages can quote data (an undefined
-attribute named after a value, say), so a runtime message is dropped whenever any item value occurs in it.
+attribute named after a value, say), so a runtime message is kept only when everything it quotes comes from
+the template's own text (or is a type name) and no value occurs in it.
 
 Pure functions.
 """
@@ -26,6 +28,8 @@ from typing import Any
 
 import jinja2
 import yaml
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -88,24 +92,101 @@ def _budgeted_range(*args: int) -> range:
     return numbers
 
 
+# Operations whose result can be far larger than their operands are checked before they run, so that no
+# single step builds more than MAX_TEMPLATE_OUTPUT (a template's output is also counted as it streams).
+_BIG_PRINTF_WIDTH = re.compile(r"%[-#0 +]*(?:\*|\d{7,}|\d*\.\d{7,})")
+_BIG_FORMAT_WIDTH = re.compile(r"\{[^{}]*:[^{}]*(?:\d{7,})[^{}]*\}")
+_MAX_INT_BITS = 64 * 1024
+
+
+def _refuse(what: str) -> _TooLargeError:
+    return _TooLargeError(f"{what} would exceed {MAX_TEMPLATE_OUTPUT} characters")
+
+
+def _check_sizes(args: Iterable[Any]) -> None:
+    for arg in args:
+        if isinstance(arg, int) and not isinstance(arg, bool) and abs(arg) > MAX_TEMPLATE_OUTPUT:
+            raise _refuse(f"an argument of {arg.bit_length()} bits")
+
+
+def _bounded_str(text: str) -> str:
+    if len(text) > MAX_TEMPLATE_OUTPUT:
+        raise _refuse("the value")
+    return text
+
+
+def _checked_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` refusing huge widths and counts, and ``replace`` results past the bound (``"".replace``)."""
+
+    @functools.wraps(func)  # keeps Jinja's pass_context/pass_eval_context marks
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        _check_sizes([*args, *kwargs.values()])
+        strings = [arg for arg in args if isinstance(arg, str)]
+        if name == "replace" and len(strings) >= 3:
+            text, old, new = strings[:3]
+            if len(text) + text.count(old) * len(new) > MAX_TEMPLATE_OUTPUT:
+                raise _refuse("replace")
+        if name == "format" and strings and _BIG_PRINTF_WIDTH.search(strings[0]):
+            raise _refuse("the format")
+        return func(*args, **kwargs)
+
+    return checked
+
+
+class _BoundedCodeGenerator(CodeGenerator):
+    """Compiles ``a ~ b`` to a join that checks its result's size."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.bounded_concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
+    code_generator_class = _BoundedCodeGenerator
+    intercepted_binops = frozenset({"+", "*", "**", "%"})
+
+    @staticmethod
+    def bounded_concat(parts: Iterable[Any]) -> str:
+        return _bounded_str("".join(str(part) for part in parts))
 
     def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, int) and abs(right) > 64:
-            raise _TooLargeError("exponent too large")
+        both_ints = isinstance(left, int) and isinstance(right, int)
+        if operator == "**" and both_ints and abs(left) > 1 and left.bit_length() * abs(right) > _MAX_INT_BITS:
+            raise _refuse("the power")
+        if operator == "*" and both_ints and left.bit_length() + right.bit_length() > _MAX_INT_BITS:
+            raise _refuse("the product")
         if operator == "*":
             sized, count = (left, right) if isinstance(right, int) else (right, left)
             sequence = isinstance(sized, str | bytes | list | tuple) and isinstance(count, int)
             if sequence and len(sized) * count > MAX_TEMPLATE_OUTPUT:
-                raise _TooLargeError(f"the result would exceed {MAX_TEMPLATE_OUTPUT} characters")
+                raise _refuse("the repetition")
+        sequences = isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple)
+        if operator == "+" and sequences and len(left) + len(right) > MAX_TEMPLATE_OUTPUT:
+            raise _refuse("the sum")
+        if operator == "%" and isinstance(left, str) and _BIG_PRINTF_WIDTH.search(left):
+            raise _refuse("the format")
         return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_sizes([*args, *kwargs.values()])  # "x".center(10**9), "x".zfill(...), ...
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None and _BIG_FORMAT_WIDTH.search(value.__self__):
+            raise _refuse("the format")
+        return wrapped
 
 
 def _environment() -> jinja2.Environment:
     env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
     env.filters.update({"b64encode": b64encode, "b64decode": b64decode, "to_json": to_json, "to_yaml": to_yaml})
+    env.filters = {name: _checked_filter(name, func) for name, func in env.filters.items()}
     env.globals.update({"dockerconfigjson": dockerconfigjson, "range": _budgeted_range})
+    del env.globals["namespace"]  # no state carried across loop iterations: no doubling a value in a loop
     return env
 
 

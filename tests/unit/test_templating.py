@@ -74,11 +74,34 @@ def test_the_sandbox_refuses(template: str) -> None:
         "{{ 9 ** 9999 }}",
         "{% for i in range(100000) %}{% for j in range(100) %}{{ fields.password }}{% endfor %}{% endfor %}",
         "{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}",
+        # no single step may build more than the bound either, whatever the output
+        "{% set a = 'x' * 600000 %}{% set b = a ~ a %}",
+        "{% set a = 'x' * 600000 %}{% set b = a + a %}",
+        "{{ (((9 ** 64) ** 64) ** 64) ** 64 }}",
+        "{{ 'x'.center(10 ** 9) }}",
+        "{{ 'x' | center(10 ** 9) }}",
+        "{{ 'x' | indent(10 ** 9) }}",
+        "{{ ('x' * 2000) | replace('', 'y' * 1000) }}",
+        "{{ '%999999999s' % 'x' }}",
+        "{{ '%*s' % (10 ** 9, 'x') }}",
+        "{{ '%999999999s' | format('x') }}",
+        "{{ '{:>999999999}'.format('x') }}",
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
     ],
 )
 def test_output_is_bounded(template: str) -> None:
     with pytest.raises(TemplateError, match="'k'"):
         render(template)
+
+
+def test_ordinary_templates_are_not_hindered() -> None:
+    assert render("{{ 'a' ~ fields.user ~ 1 }}|{{ 2 ** 10 }}|{{ 'p' + 'q' }}|{{ '%05d' % 42 }}") == (
+        "arobot1|1024|pq|00042"
+    )
+    assert render("{{ '{:>6}'.format('x') }}|{{ 'x' | center(5) }}|{{ 'ab' | replace('a', 'c') }}") == "     x|  x  |cb"
+    assert render("{{ fields.user | indent(2, true) }}|{{ 'x' | truncate(10) }}|{{ '%s-%s' | format(1, 2) }}") == (
+        "  robot|x|1-2"
+    )
 
 
 def test_output_up_to_the_bound_is_fine() -> None:
