@@ -138,3 +138,15 @@ def test_no_error_ever_shows_a_value(value: str, template: str) -> None:
         render_templates({"k": "{% set v = fields.secret %}" + template}, [item])
     except TemplateError as err:
         assert "§" not in str(err)
+
+
+TOKENS = [*"{}%#()[]|~+*'\" .:-_,019\n", "fields", "for", "if", "end", "set", "range", "in", "x", "password", "loop"]
+TOKENS += ["b64encode", "to_json", "item", "items", "ns", "namespace", "**", "{{", "}}", "{%", "%}"]
+
+
+@given(st.lists(st.sampled_from(TOKENS), max_size=30).map("".join))
+def test_any_template_renders_or_fails_with_a_template_error(template: str) -> None:
+    try:
+        render(template)
+    except TemplateError as err:
+        assert "s3cr3t-value" not in str(err)
