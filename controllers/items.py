@@ -3,9 +3,9 @@
 One reconcile: take the item, and the ``spec.extraItems`` of a shaped one (``controllers.shaping``), from
 ``ItemFetcher`` (Connect only when an item changed or was never fetched), each authorized by the access
 policies, build the desired Secret (``controllers.desired``), let ``SecretWriter`` write the difference, and
-report the outcome in the ``Ready`` condition (``controllers.status``). The Secret's controller owner reference to the
-item makes garbage collection delete it with the item, so opsync needs no finalizer; the Go operator's
-finalizer is removed from items it left behind so they can still be deleted.
+report the outcome in the ``Ready`` condition (``controllers.status``). The Secret's controller owner
+reference to the item makes garbage collection delete it with the item, so opsync needs no finalizer; the Go
+operator's finalizer is removed from items it left behind so they can still be deleted.
 """
 
 from __future__ import annotations
