@@ -180,7 +180,7 @@ def crd_row(found: ServedCrd) -> Row:
     if found.missing:
         status: Status = "FAIL"
     else:
-        status = "ok" if found.dropped == () else "warn"
+        status = "ok" if found.dropped == () and not found.outdated else "warn"
     return Row(f"crd: {ITEMS_CRD}", status, found.describe())
 
 

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Final
 
 # --- Annotations read and written by the Go operator ------------------------------------------------------------
+ANNOTATION_PREFIX: Final = "operator.1password.io/"
 ITEM_PATH_ANNOTATION: Final = "operator.1password.io/item-path"
 ITEM_NAME_ANNOTATION: Final = "operator.1password.io/item-name"
 ITEM_VERSION_ANNOTATION: Final = "operator.1password.io/item-version"
@@ -79,6 +80,14 @@ class ConditionReason(StrEnum):
     INVALID_SECRET = "InvalidSecret"  # noqa: S105 - not a password
     """The item cannot make a valid Secret (missing keys for its type, bad name...)."""
     SECRET_TOO_LARGE = "SecretTooLarge"  # noqa: S105 - not a password
+    INVALID_SPEC = "InvalidSpec"
+    """The item's shaping fields (``controllers.shaping``) cannot work as written."""
+    FIELD_NOT_FOUND = "FieldNotFound"
+    """``fieldMapping`` names a label the item does not have."""
+    KEY_CONFLICT = "KeyConflict"
+    """Two sources (items, mappings, templates) produce the same Secret key."""
+    TEMPLATE_ERROR = "TemplateError"
+    """A ``spec.template`` entry does not parse, fails, or produces too much."""
     INVALID_AUTO_RESTART = "InvalidAutoRestart"
     KUBERNETES_ERROR = "KubernetesError"
     """The API server refused or failed a write (permissions, validation, outage)."""
@@ -113,6 +122,9 @@ wants while keeping keys that other tools added."""
 DATA_VERSION_ANNOTATION: Final = "opsync.dev/data-version"
 """On a Secret: ``<item path>@<item version>`` as of the last change of its data. item-version also advances
 for ``ignore-secret`` items whose data is kept, and must not restart workloads; this only moves with the data."""
+EXTRA_ITEMS_ANNOTATION: Final = "opsync.dev/extra-item-versions"
+"""On a Secret made with ``spec.extraItems``: JSON ``{item path (ids): version}`` of those items, so the poller
+tracks them like the main item (whose version stays in ``item-version``)."""
 RESTART_VERSIONS_ANNOTATION: Final = "opsync.dev/restart-versions"
 """On a workload's metadata (not its pod template, whose edits roll it): JSON ``{secret name: data version}``
 as of the last restart or observation; see ``controllers.restarts``."""

@@ -31,6 +31,17 @@ UPGRADE_HINT = (
 
 # opsync's status fields that 1Password's CRD lacks, as paths below ``status``.
 OPSYNC_FIELDS = ("conditions[].reason", "conditions[].observedGeneration", "lastSyncTime")
+# opsync's optional spec fields (Secret shaping, docs/shaping.md): an old schema prunes them from what users
+# apply, so the item would silently sync unshaped.
+OPSYNC_SPEC_FIELDS = (
+    "fieldMapping",
+    "onlyMapped",
+    "sections",
+    "extraItems",
+    "template",
+    "secretMetadata",
+    "copyItemLabels",
+)
 _CONDITION = "conditions[]."
 
 
@@ -49,13 +60,22 @@ def _keeps(schema: Mapping[str, Any] | None, path: list[str]) -> bool:
     return node is not None
 
 
-def dropped_status_fields(crd: KubeObject, version: str = ONEPASSWORDITEMS.version) -> tuple[str, ...]:
-    """Which of ``OPSYNC_FIELDS`` the CRD's schema for ``version`` prunes (all of them if it serves none)."""
+def _dropped(crd: KubeObject, version: str, top: str, fields: tuple[str, ...]) -> tuple[str, ...]:
     for served in (crd.get("spec") or {}).get("versions") or []:
         if served.get("name") == version and served.get("served"):
             root = ((served.get("schema") or {}).get("openAPIV3Schema")) or {}
-            return tuple(f for f in OPSYNC_FIELDS if not _keeps(root, ["status", *f.split(".")]))
-    return OPSYNC_FIELDS
+            return tuple(f for f in fields if not _keeps(root, [top, *f.split(".")]))
+    return fields
+
+
+def dropped_status_fields(crd: KubeObject, version: str = ONEPASSWORDITEMS.version) -> tuple[str, ...]:
+    """Which of ``OPSYNC_FIELDS`` the CRD's schema for ``version`` prunes (all of them if it serves none)."""
+    return _dropped(crd, version, "status", OPSYNC_FIELDS)
+
+
+def dropped_spec_fields(crd: KubeObject, version: str = ONEPASSWORDITEMS.version) -> tuple[str, ...]:
+    """Which of ``OPSYNC_SPEC_FIELDS`` the CRD's schema for ``version`` prunes."""
+    return _dropped(crd, version, "spec", OPSYNC_SPEC_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,21 +87,29 @@ class ServedCrd:
     problem: str = ""
     missing: bool = False
     """The CRD does not exist at all."""
+    dropped_spec: tuple[str, ...] = ()
+    """The shaping fields of ``spec`` the schema prunes."""
 
     @property
     def outdated(self) -> bool:
-        """The served schema prunes some of opsync's status fields."""
-        return bool(self.dropped)
+        """The served schema prunes some of opsync's status or spec fields."""
+        return bool(self.dropped) or bool(self.dropped_spec)
 
     def describe(self) -> str:
         """One line for a log or ``opsync check``."""
         if self.dropped is None:
             return f"cannot read CustomResourceDefinition {ITEMS_CRD}: {self.problem}"
-        if not self.dropped:
+        if not self.outdated:
             return f"{ITEMS_CRD} keeps every status field opsync writes"
+        drops = []
+        if self.dropped:
+            drops.append(
+                f"status.{', status.'.join(self.dropped)} (Ready conditions show no reason; opsync works regardless)"
+            )
+        if self.dropped_spec:
+            drops.append(f"spec.{', spec.'.join(self.dropped_spec)} (items cannot shape their Secrets)")
         return (
-            f"the served CRD {ITEMS_CRD} is older than opsync's: the API server drops status."
-            f"{', status.'.join(self.dropped)} (Ready conditions show no reason; opsync works regardless); "
+            f"the served CRD {ITEMS_CRD} is older than opsync's: the API server drops {'; and '.join(drops)}; "
             f"{UPGRADE_HINT}"
         )
 
@@ -96,7 +124,7 @@ async def read_served_crd(client: Client) -> ServedCrd:
         return ServedCrd(None, "forbidden (grant get on it by name: controllers/permissions.py)")
     except (ApiError, aiohttp.ClientError, TimeoutError) as err:
         return ServedCrd(None, str(err) or type(err).__name__)
-    return ServedCrd(dropped_status_fields(crd))
+    return ServedCrd(dropped_status_fields(crd), dropped_spec=dropped_spec_fields(crd))
 
 
 class ServedStatus:

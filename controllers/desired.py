@@ -22,6 +22,7 @@ from controllers.constants import (
     AUTO_RESTART_ANNOTATION,
     DATA_VERSION_ANNOTATION,
     DEFAULT_SECRET_TYPE,
+    EXTRA_ITEMS_ANNOTATION,
     GO_FALSE_VALUES,
     GO_TRUE_VALUES,
     ITEM_PATH_ANNOTATION,
@@ -37,6 +38,7 @@ from controllers.constants import (
 )
 from controllers.sanitisers import secret_name
 from controllers.secretdata import InvalidSecretError, ItemInput, build_secret_data, validate_secret_data
+from controllers.shaping import Shaping, shape
 from opsync.resources import DAEMONSETS, DEPLOYMENTS, STATEFULSETS, KubeObject, Resource
 
 WORKLOAD_KINDS: tuple[Resource, ...] = (DEPLOYMENTS, STATEFULSETS, DAEMONSETS)
@@ -146,28 +148,51 @@ def desired_secret(
     metadata: SecretMetadata | None = None,
     owner_references: Sequence[KubeObject] = (),
     allow_empty: bool = False,
+    shaping: Shaping | None = None,
+    extra_items: Sequence[ItemInput] = (),
 ) -> DesiredSecret:
     """The Secret ``item`` should produce, named after ``name`` (sanitised with ``secret_name``).
 
     ``metadata`` comes from ``opi_metadata`` or ``workload_metadata``; on top of it go the item-path (resolved
     IDs), item-version, opsync's data-version and owned-metadata annotations and the managed label;
-    ``keep_data`` follows the item's ``ignore-secret`` tag. Raises ``InvalidSecretError`` (with a condition
-    reason) when the name or the data cannot work.
+    ``keep_data`` follows the item's ``ignore-secret`` tag. ``shaping`` (``controllers.shaping``) reshapes the
+    data and metadata, from ``item`` and ``extra_items`` (one per ``shaping.extra_items``), whose versions
+    go into the extra-items annotation and the data-version token. Raises ``InvalidSecretError`` (with a
+    condition reason) when the name, the shaping or the data cannot work.
     """
     sanitised = secret_name(name)
     if sanitised is None:
         raise InvalidSecretError(f"{name!r} cannot be made a valid Secret name")
     metadata = metadata or SecretMetadata({}, {})
-    built = build_secret_data(item, allow_empty=allow_empty)
+    if shaping is None:
+        built = build_secret_data(item, allow_empty=allow_empty)
+        data, warnings = built.data, metadata.warnings + built.warnings
+        labels, base_annotations = dict(metadata.labels), dict(metadata.annotations)
+    else:
+        shaped = shape(
+            shaping,
+            item,
+            extra_items,
+            secret_type=secret_type,
+            labels=metadata.labels,
+            annotations=metadata.annotations,
+            allow_empty=allow_empty,
+        )
+        data, warnings, secret_type = shaped.data, metadata.warnings + shaped.warnings, shaped.secret_type
+        labels, base_annotations = shaped.labels, shaped.annotations
     secret_type = secret_type or DEFAULT_SECRET_TYPE
-    validate_secret_data(secret_type, built.data)
-    labels = {**metadata.labels, MANAGED_LABEL: MANAGED_LABEL_VALUE}
+    validate_secret_data(secret_type, data)
+    labels[MANAGED_LABEL] = MANAGED_LABEL_VALUE
+    versions = [data_version(source.path, str(source.version)) for source in (item, *extra_items)]
     annotations = {
-        **metadata.annotations,
+        **base_annotations,
         ITEM_PATH_ANNOTATION: item.path,
         ITEM_VERSION_ANNOTATION: str(item.version),
-        DATA_VERSION_ANNOTATION: data_version(item.path, str(item.version)),
+        DATA_VERSION_ANNOTATION: ",".join(versions),
     }
+    if extra_items:
+        extra_versions = {extra.path: extra.version for extra in extra_items}
+        annotations[EXTRA_ITEMS_ANNOTATION] = json.dumps(extra_versions, separators=(",", ":"))
     annotations[OWNED_METADATA_ANNOTATION] = json.dumps(
         {"annotations": sorted(annotations), "labels": sorted(labels)}, separators=(",", ":")
     )
@@ -182,9 +207,9 @@ def desired_secret(
             "ownerReferences": [dict(ref) for ref in owner_references],
         },
         "type": secret_type,
-        "data": {key: base64.b64encode(value).decode("ascii") for key, value in built.data.items()},
+        "data": {key: base64.b64encode(value).decode("ascii") for key, value in data.items()},
     }
-    return DesiredSecret(secret, metadata.warnings + built.warnings, keep_data=item.ignores_secret)
+    return DesiredSecret(secret, warnings, keep_data=item.ignores_secret)
 
 
 # --- The data-version token -----------------------------------------------------------------------------------
@@ -193,7 +218,8 @@ def desired_secret(
 def data_version(item_path: str, item_version: str) -> str:
     """The data-version token for data written from ``item_path`` at ``item_version``.
 
-    It includes the path because a re-created item starts again at version 1.
+    It includes the path because a re-created item starts again at version 1. A Secret with
+    ``spec.extraItems`` joins the tokens of all its items with commas.
     """
     return f"{item_path}@{item_version}"
 

@@ -1,10 +1,11 @@
 """OnePasswordItem → the Secret of the same name (the Go operator's ``onepassworditem`` controller).
 
-One reconcile: take the item from ``ItemFetcher`` (Connect only when the item changed or was never fetched),
-build the desired Secret (``controllers.desired``), let ``SecretWriter`` write the difference, and report the
-outcome in the ``Ready`` condition (``controllers.status``). The Secret's controller owner reference to the
-item makes garbage collection delete it with the item, so opsync needs no finalizer; the Go operator's
-finalizer is removed from items it left behind so they can still be deleted.
+One reconcile: take the item, and the ``spec.extraItems`` of a shaped one (``controllers.shaping``), from
+``ItemFetcher`` (Connect only when an item changed or was never fetched), each authorized by the access
+policies, build the desired Secret (``controllers.desired``), let ``SecretWriter`` write the difference, and
+report the outcome in the ``Ready`` condition (``controllers.status``). The Secret's controller owner
+reference to the item makes garbage collection delete it with the item, so opsync needs no finalizer; the Go
+operator's finalizer is removed from items it left behind so they can still be deleted.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from controllers.finalizer import remove_go_finalizer
 from controllers.metrics import ITEMS
 from controllers.resources import ONEPASSWORDITEMS
 from controllers.secrets import SecretWriter
+from controllers.shaping import shaping_of
 from controllers.status import status_patch
 from controllers.watch import spec_or_metadata_changed
 from opsync.builder import Builder
@@ -90,11 +92,18 @@ class ItemReconciler:
     async def _sync(self, request: Request, opi: KubeObject) -> Result | None:
         name, namespace = request.name, request.namespace
         try:
-            path = str((opi.get("spec") or {}).get("itemPath") or "")
+            spec = opi.get("spec") or {}
+            path = str(spec.get("itemPath") or "")
+            shaping = shaping_of(spec)
             kept = self._writer.secrets.get(namespace, name) is not None
             self.access.admit(namespace, kept=kept)
             resolved, item = await self._fetcher.get(path)
             self.access.authorize(namespace, path, resolved, kept=kept)
+            extra_items = []
+            for extra in shaping.extra_items if shaping is not None else ():
+                extra_resolved, extra_item = await self._fetcher.get(extra.item_path)
+                self.access.authorize(namespace, extra.item_path, extra_resolved, kept=kept)
+                extra_items.append(extra_item)
             desired = desired_secret(
                 name=name,
                 namespace=namespace,
@@ -103,6 +112,8 @@ class ItemReconciler:
                 metadata=opi_metadata(opi, enable_annotations=self._options.enable_annotations),
                 owner_references=[opi_owner_reference(opi)],
                 allow_empty=self._options.allow_empty_values,
+                shaping=shaping,
+                extra_items=extra_items,
             )
             written = await self._writer.write(desired)
         except Exception as err:

@@ -39,6 +39,7 @@ from controllers.poller import Handoff, Poller
 from controllers.resources import ONEPASSWORDITEMS
 from controllers.rollouts import setup_restarts
 from controllers.secrets import SecretWriter, managed_secrets
+from controllers.shaping import item_paths
 from controllers.watch import NamespaceMetadata
 from controllers.workloads import WorkloadOptions, Workloads, setup_workloads
 from onepassword_access.backend import Backend, ConnectBackend
@@ -172,7 +173,7 @@ def build_operator(settings: Settings, client: Client, backend: Backend) -> Oper
     )
 
     def paths_in_use() -> set[str]:
-        paths = {str((opi.get("spec") or {}).get("itemPath") or "") for opi in items.items.list()}
+        paths = {path for opi in items.items.list() for path in item_paths(opi.get("spec") or {})}
         for informer in workloads.informers.values():
             paths |= {operator_annotations(w).get(ITEM_PATH_ANNOTATION, "") for w in informer.list()}
         paths |= {operator_annotations(s).get(ITEM_PATH_ANNOTATION, "") for s in writer.secrets.list()}

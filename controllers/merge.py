@@ -25,6 +25,7 @@ from typing import Any, Literal
 from controllers.constants import (
     DATA_VERSION_ANNOTATION,
     DEFAULT_SECRET_TYPE,
+    EXTRA_ITEMS_ANNOTATION,
     ITEM_PATH_ANNOTATION,
     ITEM_VERSION_ANNOTATION,
     MANAGED_LABEL,
@@ -191,5 +192,6 @@ def _reason(existing: KubeObject, ownership: Ownership, desired: KubeObject) -> 
     annotations = (existing.get("metadata") or {}).get("annotations") or {}
     if ownership is Ownership.LEGACY or OWNED_METADATA_ANNOTATION not in annotations:
         return "takeover"  # the Go operator's Secret, or one a user labelled for opsync to adopt
-    wanted = desired["metadata"]["annotations"].get(ITEM_VERSION_ANNOTATION)
-    return "update" if annotations.get(ITEM_VERSION_ANNOTATION) != wanted else "repair"
+    wanted = desired["metadata"]["annotations"]
+    versions = (ITEM_VERSION_ANNOTATION, EXTRA_ITEMS_ANNOTATION)  # the main item's, and a shaped Secret's others
+    return "update" if any(annotations.get(key) != wanted.get(key) for key in versions) else "repair"

@@ -3,8 +3,9 @@
 Every ``POLLING_INTERVAL`` seconds (the first time as soon as the caches are synced), on the leader only:
 
 1. From the managed Secrets' cache, collect each Secret's item (its ``item-path`` annotation, by ids) and
-   the ``item-version`` it was made from; the items ``ItemFetcher`` holds without a Secret (an access policy
-   denied it) are followed too, so that a change in 1Password reaches them.
+   the ``item-version`` it was made from, and the versions of a shaped Secret's ``spec.extraItems``; the
+   items ``ItemFetcher`` holds without a Secret (an access policy denied it) are followed too, so that a
+   change in 1Password reaches them.
 2. Ask the backend what changed in their vaults: with Connect one ``GET`` per vault, with the SDK one
    ``vaults.list()`` for all of them, plus a listing of the items of each vault whose ``contentVersion`` moved.
 3. Fire each Secret whose item is at another version now (or just disappeared) at the controller that makes
@@ -24,12 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from controllers.constants import ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION
+from controllers.constants import EXTRA_ITEMS_ANNOTATION, ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION
 from controllers.fetcher import ItemFetcher
 from controllers.metrics import LAST_SUCCESSFUL_POLL, POLL_DURATION, POLLS
 from onepassword_access.backend import Backend
@@ -174,13 +176,16 @@ class Poller:
     def _tracked(self) -> Iterator[Tracked]:
         for secret in self._secrets.list():
             annotations = secret["metadata"].get("annotations") or {}
-            version = annotations.get(ITEM_VERSION_ANNOTATION)
-            try:
-                path = parse_item_path(annotations.get(ITEM_PATH_ANNOTATION) or "")
-            except ItemPathError:
-                continue
-            if version:
-                yield Tracked(Request.of(secret), path.vault, path.item, version)
+            request = Request.of(secret)
+            sources = {annotations.get(ITEM_PATH_ANNOTATION) or "": annotations.get(ITEM_VERSION_ANNOTATION)}
+            sources |= _extra_item_versions(annotations.get(EXTRA_ITEMS_ANNOTATION))
+            for item_path, version in sources.items():
+                try:
+                    path = parse_item_path(item_path)
+                except ItemPathError:
+                    continue
+                if version:
+                    yield Tracked(request, path.vault, path.item, version)
 
     def _drifted(self, entry: Tracked, report: ChangeReport) -> bool:
         versions = self._backend.versions(entry.vault_id)
@@ -190,3 +195,12 @@ class Poller:
             return str(versions[entry.item_id]) != entry.version
         change = report.changes.get(entry.vault_id)
         return change is not None and entry.item_id in change.removed  # gone: its reconciler reports it
+
+
+def _extra_item_versions(annotation: str | None) -> dict[str, str]:
+    """The ``spec.extraItems`` versions a shaped Secret records (path -> version); {} when none or garbled."""
+    try:
+        versions = json.loads(annotation or "{}")
+    except ValueError:
+        return {}
+    return {str(path): str(version) for path, version in versions.items()} if isinstance(versions, dict) else {}

@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from controllers.constants import IGNORE_SECRET_TAG, ITEM_PATH_FORMAT, MAX_SECRET_SIZE, ConditionReason
 from controllers.sanitisers import secret_data_key
+from opsync.timestamps import rfc3339
 
 # --- The item, independent of the Connect models ---------------------------------------------------------------
 
@@ -33,12 +35,15 @@ class ItemUrl:
 class ItemField:
     label: str
     value: str
+    section: str = ""
+    """The label of the field's section ("" for none, or an unlabelled one)."""
 
 
 @dataclass(frozen=True, slots=True)
 class ItemFile:
     id: str
     name: str
+    section: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +53,11 @@ class ItemInput:
     id: str
     vault_id: str
     version: int
+    title: str = ""
+    category: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+    """RFC 3339 times, "" when Connect gave none."""
     tags: tuple[str, ...] = ()
     urls: tuple[ItemUrl, ...] = ()
     fields: tuple[ItemField, ...] = ()
@@ -75,11 +85,25 @@ class _ConnectUrl(Protocol):
     def primary(self) -> bool | None: ...
 
 
+class _ConnectRef(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+class _ConnectSection(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def label(self) -> str | None: ...
+
+
 class _ConnectField(Protocol):
     @property
     def label(self) -> str | None: ...
     @property
     def value(self) -> str | None: ...
+    @property
+    def section(self) -> _ConnectRef | None: ...
 
 
 class _ConnectFile(Protocol):
@@ -87,6 +111,8 @@ class _ConnectFile(Protocol):
     def id(self) -> str: ...
     @property
     def name(self) -> str | None: ...
+    @property
+    def section(self) -> _ConnectRef | None: ...
 
 
 class _ConnectVault(Protocol):
@@ -104,6 +130,16 @@ class ConnectItem(Protocol):
     @property
     def version(self) -> int | None: ...
     @property
+    def title(self) -> str | None: ...
+    @property
+    def category(self) -> str | None: ...
+    @property
+    def created_at(self) -> datetime | None: ...
+    @property
+    def updated_at(self) -> datetime | None: ...
+    @property
+    def sections(self) -> Sequence[_ConnectSection] | None: ...
+    @property
     def tags(self) -> Sequence[str] | None: ...
     @property
     def urls(self) -> Sequence[_ConnectUrl] | None: ...
@@ -115,14 +151,23 @@ class ConnectItem(Protocol):
 
 def item_input_from_connect(item: ConnectItem, files: Mapping[str, bytes]) -> ItemInput:
     """Adapt a Connect item model (and its downloaded file contents, by file id) to ``ItemInput``."""
+    sections = {section.id: section.label or "" for section in item.sections or ()}
+
+    def section_of(ref: _ConnectRef | None) -> str:
+        return sections.get(ref.id, "") if ref is not None else ""
+
     return ItemInput(
         id=item.id,
         vault_id=item.vault.id,
         version=item.version or 0,
+        title=item.title or "",
+        category=str(item.category or ""),
+        created_at=rfc3339(item.created_at) if item.created_at else "",
+        updated_at=rfc3339(item.updated_at) if item.updated_at else "",
         tags=tuple(item.tags or ()),
         urls=tuple(ItemUrl(u.href, u.label or "", bool(u.primary)) for u in item.urls or ()),
-        fields=tuple(ItemField(f.label or "", f.value or "") for f in item.fields or ()),
-        files=tuple(ItemFile(f.id, f.name or "") for f in item.files or ()),
+        fields=tuple(ItemField(f.label or "", f.value or "", section_of(f.section)) for f in item.fields or ()),
+        files=tuple(ItemFile(f.id, f.name or "", section_of(f.section)) for f in item.files or ()),
         file_contents=dict(files),
     )
 

@@ -39,6 +39,11 @@ _.collect
 _.invoke_sync  # the 1Password SDK calls it on its core (the emulated one answers it)
 _.release_client
 _._trust_env  # aiohttp.ClientSession reads it (opsync.client explains why it is set)
+_.visit_Concat  # Jinja2's code generator and sandbox call these (controllers/templating.py)
+_.code_generator_class
+_.intercepted_binops
+_.bounded_concat
+__self  # jinja2's SandboxedEnvironment.call signature, kept positional-only by name
 
 # Test tools and data shapes.
 _.clear_faults  # the Connect emulator's API, used by tests

@@ -61,7 +61,7 @@ SUBCOMMANDS: dict[str, tuple[Callable[[], Subcommand], str]] = {
     "run": (_run, "run the operator"),
     "envtest": (_envtest, "run a local control plane (etcd, kube-apiserver, kube-controller-manager)"),
     "connect-emulator": (_connect_emulator, "serve the 1Password Connect emulator"),
-    "render": (_render, "print the Secret opsync would produce for an item path"),
+    "render": (_render, "print the Secret opsync would produce for an item path or a OnePasswordItem file"),
     "check": (_check, "check the configuration, Connect and Kubernetes permissions"),
 }
 

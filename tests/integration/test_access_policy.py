@@ -237,3 +237,18 @@ async def test_revoked_access_keeps_the_secret_unchanged_until_granted_again(
         await wait_for_data(kube, namespace, "db", {"password": "rotated"})
         await wait_for_data(kube, namespace, "web-db", {"password": "rotated"})
         await wait_for_ready(kube, namespace, "db", "True", "Synced")
+
+
+async def test_every_extra_item_of_a_shaped_secret_is_authorized(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant
+) -> None:
+    """``spec.extraItems`` (docs/shaping.md): an extra item from a vault the namespace may not sync denies
+    the whole Secret, naming that vault."""
+    await grant("apps", namespaces={"names": [namespace]}, vaults=[{"vault": APPS}])
+    shaped = opi("mixed", f"vaults/{APPS}/items/db")
+    shaped["spec"]["extraItems"] = [{"itemPath": f"vaults/{OTHER}/items/db", "prefix": "other-"}]
+    async with run_operator(control_plane, emulator, namespaces=[namespace]):
+        await kube.create(ONEPASSWORDITEMS, shaped, namespace)
+        message = await denied(kube, namespace, "mixed")
+        assert await get_or_none(kube, SECRETS, "mixed", namespace) is None
+    assert f'vault "{OTHER}"' in message

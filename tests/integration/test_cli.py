@@ -90,18 +90,19 @@ async def test_render_hides_values_unless_asked(emulator: Emulator) -> None:
     config = Settings.model_validate({"connect_host": emulator.url, "connect_token": TOKEN})
     args = argparse.Namespace(
         item_path=f"vaults/{VAULT}/items/My DB",
+        filename=None,
         name=None,
         namespace="apps",
         type="",
         show_values=False,
         allow_empty_values=False,
     )
-    secret, warnings = await render.render(args, config)
+    [(secret, warnings)] = await render.render_all(args, config)
     assert secret["metadata"]["name"] == "my-db"
     assert secret["data"] == {"user-name": "<hidden: 5 bytes>", "ca.crt": "<hidden: 4 bytes>"}
     assert any("###" in warning for warning in warnings)
     args.show_values = True
-    secret, _ = await render.render(args, config)
+    [(secret, _)] = await render.render_all(args, config)
     assert base64.b64decode(secret["data"]["user-name"]) == b"admin"
 
 

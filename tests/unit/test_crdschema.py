@@ -8,7 +8,14 @@ import pytest
 import yaml
 from upstream import CONNECT_CHART, GO_OPERATOR_CRD, upstream
 
-from controllers.crdschema import OPSYNC_FIELDS, ServedCrd, ServedStatus, dropped_status_fields
+from controllers.crdschema import (
+    OPSYNC_FIELDS,
+    OPSYNC_SPEC_FIELDS,
+    ServedCrd,
+    ServedStatus,
+    dropped_spec_fields,
+    dropped_status_fields,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -18,8 +25,10 @@ def load(path: Path) -> dict[str, object]:
     return dict(crd)
 
 
-def test_opsyncs_crd_keeps_every_status_field() -> None:
-    assert dropped_status_fields(load(REPO / "crds/onepassword.com_onepassworditems.yaml")) == ()
+def test_opsyncs_crd_keeps_every_status_and_shaping_field() -> None:
+    crd = load(REPO / "crds/onepassword.com_onepassworditems.yaml")
+    assert (dropped_status_fields(crd), dropped_spec_fields(crd)) == ((), ())
+    assert not ServedCrd((), dropped_spec=()).outdated
 
 
 @pytest.mark.parametrize("path", [GO_OPERATOR_CRD, f"{CONNECT_CHART}/crds/onepassworditem-crd.yaml"])
@@ -30,6 +39,17 @@ def test_1passwords_crds_drop_reason_observed_generation_and_last_sync_time(path
     message = ServedCrd(dropped_status_fields(crd)).describe()
     assert "status.conditions[].reason, status.conditions[].observedGeneration, status.lastSyncTime" in message
     assert "kubectl apply --server-side --force-conflicts -f crds/onepassword.com_onepassworditems.yaml" in message
+
+
+@pytest.mark.parametrize("path", [GO_OPERATOR_CRD, f"{CONNECT_CHART}/crds/onepassworditem-crd.yaml"])
+def test_1passwords_crds_prune_the_shaping_fields_and_opsync_says_so(path: str) -> None:
+    crd = load(upstream() / path)
+
+    assert dropped_spec_fields(crd) == OPSYNC_SPEC_FIELDS
+    found = ServedCrd(dropped_status_fields(crd), dropped_spec=dropped_spec_fields(crd))
+    assert found.outdated
+    assert "spec.fieldMapping, spec.onlyMapped" in found.describe()
+    assert "items cannot shape their Secrets" in found.describe()
 
 
 def test_preserved_unknown_fields_and_unserved_versions() -> None:
