@@ -38,6 +38,17 @@ IGNORE_SECRET_TAG: Final = "operator.1password.io:ignore-secret"  # noqa: S105 -
 FINALIZER: Final = "onepassword.com/finalizer.secret"
 ITEM_PATH_FORMAT: Final = "vaults/{vault_id}/items/{item_id}"
 
+SHAPING_FIELDS: Final = (
+    "fieldMapping",
+    "onlyMapped",
+    "sections",
+    "extraItems",
+    "template",
+    "secretMetadata",
+    "copyItemLabels",
+)
+"""opsync's optional ``spec`` fields that make an item shaped (``docs/shaping.md``)."""
+
 # --- Names of the Go operator's controllers, event sources and Events -------------------------------------------
 ITEM_CONTROLLER: Final = "onepassworditem"
 DEPLOYMENT_EVENT_COMPONENT: Final = "onepassword-operator-deployment"

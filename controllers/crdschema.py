@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from controllers.constants import SHAPING_FIELDS
 from controllers.resources import ONEPASSWORDITEMS
 from opsync.client import ApiError, Client, ForbiddenError, NotFoundError
 from opsync.resources import CRDS, KubeObject
@@ -31,17 +32,9 @@ UPGRADE_HINT = (
 
 # opsync's status fields that 1Password's CRD lacks, as paths below ``status``.
 OPSYNC_FIELDS = ("conditions[].reason", "conditions[].observedGeneration", "lastSyncTime")
-# opsync's optional spec fields (Secret shaping, docs/shaping.md): an old schema prunes them from what users
-# apply, so the item would silently sync unshaped.
-OPSYNC_SPEC_FIELDS = (
-    "fieldMapping",
-    "onlyMapped",
-    "sections",
-    "extraItems",
-    "template",
-    "secretMetadata",
-    "copyItemLabels",
-)
+# The shaping fields of ``spec``: an old schema prunes them from what users apply, so the item would silently
+# sync unshaped.
+OPSYNC_SPEC_FIELDS = SHAPING_FIELDS
 _CONDITION = "conditions[]."
 
 

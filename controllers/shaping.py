@@ -31,6 +31,7 @@ from controllers.constants import (
     ANNOTATION_PREFIX,
     AUTO_RESTART_ANNOTATION,
     ITEM_NAME_ANNOTATION,
+    SHAPING_FIELDS,
     ConditionReason,
 )
 from controllers.sanitisers import is_valid_secret_key, secret_data_key
@@ -38,16 +39,6 @@ from controllers.secretdata import InvalidSecretError, ItemInput, build_secret_d
 from controllers.templating import check_syntax, render_templates
 from onepassword_access.paths import ItemPathError, parse_item_path
 
-SHAPING_FIELDS = (
-    "fieldMapping",
-    "onlyMapped",
-    "sections",
-    "extraItems",
-    "template",
-    "secretMetadata",
-    "copyItemLabels",
-)
-"""The spec fields that make an item shaped (``docs/shaping.md``)."""
 RESERVED_PREFIX = "opsync.dev/"
 _RESERVED_ANNOTATIONS = {AUTO_RESTART_ANNOTATION, ITEM_NAME_ANNOTATION}  # settable: they are the user's to give
 
