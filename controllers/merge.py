@@ -9,6 +9,10 @@
   StatefulSet, DaemonSet), which become exactly the desired ones. Other tools' labels, annotations and owners
   are kept.
 - Whether anything differs (``secret_differs``): a Secret already as desired is not written at all.
+- Whether the desired data is older (``holds_newer_versions``): 1Password item versions only rise, so data
+  read at a lower version of the same item (by ID) than the Secret holds is a stale read (a replica that was
+  paused while another took over, a response that overtook a newer one) and is never written over it. The
+  resourceVersion precondition alone cannot catch this: the stale data may be paired with a fresh cache.
 
 Pure functions.
 """
@@ -182,10 +186,36 @@ def plan_update(existing: KubeObject, desired: DesiredSecret) -> SecretUpdate | 
     if ownership is Ownership.FOREIGN:
         meta = desired.secret["metadata"]
         raise SecretConflictError(meta["namespace"], meta["name"])
+    if holds_newer_versions(existing, desired.secret):
+        return None
     merged = merge_into(existing, desired.secret, keep_data=desired.keep_data)
     if not secret_differs(merged, existing):
         return None
     return SecretUpdate(merged, _reason(existing, ownership, desired.secret))
+
+
+def _item_versions(secret: KubeObject) -> dict[str, int]:
+    """``{item path (IDs): version}`` of the items a Secret's data was made from (unparsable ones left out)."""
+    annotations = (secret.get("metadata") or {}).get("annotations") or {}
+    versions: dict[str, Any] = {annotations.get(ITEM_PATH_ANNOTATION) or "": annotations.get(ITEM_VERSION_ANNOTATION)}
+    try:
+        extra = json.loads(annotations.get(EXTRA_ITEMS_ANNOTATION) or "{}")
+        versions |= extra if isinstance(extra, dict) else {}
+    except ValueError:
+        pass
+    parsed = {}
+    for path, version in versions.items():
+        try:
+            parsed[path] = int(version)
+        except (TypeError, ValueError):
+            continue
+    return {path: version for path, version in parsed.items() if path}
+
+
+def holds_newer_versions(existing: KubeObject, desired: KubeObject) -> bool:
+    """Whether ``existing`` was made from a later version of an item ``desired`` was made from."""
+    have, want = _item_versions(existing), _item_versions(desired)
+    return any(have[path] > version for path, version in want.items() if path in have)
 
 
 def _reason(existing: KubeObject, ownership: Ownership, desired: KubeObject) -> WriteReason:

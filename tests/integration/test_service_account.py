@@ -129,6 +129,7 @@ async def test_check_signs_in_and_reads_the_vaults_with_a_service_account(
 async def test_render_works_with_a_service_account(emulator: Emulator) -> None:
     args = argparse.Namespace(
         item_path=f"vaults/{VAULT}/items/db",
+        filename=None,
         name=None,
         namespace="apps",
         type="",
@@ -137,7 +138,7 @@ async def test_render_works_with_a_service_account(emulator: Emulator) -> None:
         output="yaml",
     )
     with emulator.sdk_core.installed():
-        secret, warnings = await render.render(args, sdk_settings(emulator))
+        [(secret, warnings)] = await render.render_all(args, sdk_settings(emulator))
     assert secret["metadata"]["name"] == "db"
     assert secret["data"] == {"password": "b2xk"}  # "old"
     assert warnings == ()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -445,6 +446,19 @@ def test_new_version_updates_data_and_annotations() -> None:  # scenario 18
     assert merged["metadata"]["annotations"][ITEM_VERSION_ANNOTATION] == "2"
     assert merged["metadata"]["resourceVersion"] == "100"
     assert not needs_update(merged, desired)
+
+
+def test_data_from_an_older_version_of_the_same_item_is_never_written_over_newer() -> None:
+    newer = stored(desired_for(item(("password", "v3"), version=3)))
+    newer["data"]["extra"] = "eA=="  # even a hand edit waits for data at least as new
+    assert not needs_update(newer, desired_for(item(("password", "v2"), version=2)))
+    assert needs_update(newer, desired_for(item(("password", "v3"), version=3)))
+
+
+def test_a_recreated_item_starts_again_at_version_one() -> None:
+    newer = stored(desired_for(item(("password", "old"), version=7)))
+    recreated = replace(item(("password", "new"), version=1), id="another-id")
+    assert needs_update(newer, desired_for(recreated))
 
 
 def test_allow_empty_toggle_drops_or_keeps_empty_keys() -> None:  # scenario 60
