@@ -18,7 +18,7 @@ ENVTEST_ASSETS ?= $(CACHE_HOME)/opsync/envtest/$(K8S_VERSION)
 export OPSYNC_ENVTEST_ASSETS := $(ENVTEST_ASSETS)
 PYTEST_FLAGS ?= -ra
 
-.PHONY: help venv envtest lint typecheck unit integration test check-min-deps version demo bench clean
+.PHONY: help venv envtest lint typecheck unit integration test check-min-deps version lock image image-test demo bench clean
 
 help:
 	@echo "make test          lint, typecheck, unit and integration tests (what CI runs)"
@@ -26,6 +26,9 @@ help:
 	@echo "make venv          create/update $(VENV) with the project and its test tools"
 	@echo "make envtest       provide etcd, kube-apiserver, kube-controller-manager, kubectl, helm $(K8S_VERSION)"
 	@echo "make check-min-deps  unit tests with every dependency at the oldest version pyproject.toml allows"
+	@echo "make image         build dist/opsync-$(VERSION).oci.tar without Docker (as root; see docs/release.md)"
+	@echo "make image-test    build it, then start it: opsync version, and opsync run against envtest and the emulator"
+	@echo "make lock          refresh requirements.lock (what the image installs, with hashes)"
 	@echo "make lint | typecheck | unit | integration | bench | clean"
 
 # Reinstalled only when pyproject.toml changes. Prefers python3.11, else any python3 >= 3.11.
@@ -66,6 +69,21 @@ version:
 # A throwaway virtualenv with python3.11 (the oldest Python claimed) and the oldest dependencies; about 30 s.
 check-min-deps:
 	bash hack/check-min-deps.sh
+
+lock:
+	bash hack/lock.sh
+
+IMAGE_ARCHIVE := dist/opsync-$(VERSION).oci.tar
+# Rebuilt when the code, the lock file or the image definition changes.
+$(IMAGE_ARCHIVE): requirements.lock pyproject.toml hack/image.sh $(wildcard hack/image/*) \
+		$(shell find opsync onepassword_access controllers -name '*.py' -o -name py.typed)
+	bash hack/image-tools.sh
+	VERSION=$(VERSION) bash hack/image.sh
+
+image: $(IMAGE_ARCHIVE)
+
+image-test: $(IMAGE_ARCHIVE) $(STAMP) envtest
+	OPSYNC_IMAGE_ARCHIVE=$(abspath $(IMAGE_ARCHIVE)) $(VENV)/bin/pytest $(PYTEST_FLAGS) tests/integration/test_image.py
 
 demo: $(STAMP) envtest
 	PYTHON=$(PY) bash hack/demo.sh
