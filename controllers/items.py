@@ -24,7 +24,7 @@ from controllers.constants import (
     EventReason,
 )
 from controllers.failures import Failure, classify, rate_limiter, retry_result
-from controllers.metrics import ITEMS
+from controllers.metrics import ITEMS, record_item_ready
 from controllers.resources import ONEPASSWORDITEMS
 from controllers.secretdata import desired_secret, opi_metadata
 from controllers.secrets import SecretWriter, opi_owner_reference
@@ -88,7 +88,7 @@ class ItemReconciler:
         self._writer = writer
         self._options = options
         self._events: EventRecorder = manager.event_recorder("opsync")
-        self._states: dict[Request, tuple[str, str]] = {}  # for the opsync_items gauge
+        self._states: dict[Request, tuple[str, str]] = {}  # for opsync_items and opsync_item_condition
 
     async def reconcile(self, request: Request) -> Result | None:
         opi = self.items.get(request.namespace, request.name)
@@ -181,11 +181,13 @@ class ItemReconciler:
 
     def _record_state(self, request: Request, state: tuple[str, str] | None) -> None:
         if state is None:
-            self._states.pop(request, None)
+            if self._states.pop(request, None) is None:
+                return
         elif self._states.get(request) == state:
             return
         else:
             self._states[request] = state
+        record_item_ready(request.namespace, request.name, None if state is None else state[0] == "true")
         counts: dict[tuple[str, str], int] = {}
         for value in self._states.values():
             counts[value] = counts.get(value, 0) + 1

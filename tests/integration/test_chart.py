@@ -317,7 +317,12 @@ def chart_meta() -> dict[str, Any]:
     [
         {},
         {"watchNamespace": ["team-a", "team-b"], "replicas": 3},
-        {"metrics": {"serviceMonitor": {"enabled": True}}, "networkPolicy": {"enabled": True}},
+        {
+            "metrics": {"serviceMonitor": {"enabled": True}},
+            "networkPolicy": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+            "grafanaDashboard": {"enabled": True},
+        },
         {"operator": {"watchNamespace": ["x"], "token": {"value": "t"}}},
     ],
     ids=["default", "namespaced-ha", "monitoring", "operator-block"],
