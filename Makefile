@@ -18,7 +18,7 @@ ENVTEST_ASSETS ?= $(CACHE_HOME)/opsync/envtest/$(K8S_VERSION)
 export OPSYNC_ENVTEST_ASSETS := $(ENVTEST_ASSETS)
 PYTEST_FLAGS ?= -ra
 
-.PHONY: help venv envtest lint typecheck unit integration test check-min-deps version lock image image-test demo bench clean
+.PHONY: help venv envtest lint typecheck unit integration test check-min-deps version lock image image-test chart demo bench clean
 
 help:
 	@echo "make test          lint, typecheck, unit and integration tests (what CI runs)"
@@ -28,6 +28,7 @@ help:
 	@echo "make check-min-deps  unit tests with every dependency at the oldest version pyproject.toml allows"
 	@echo "make image         build dist/opsync-$(VERSION).oci.tar without Docker (as root; see docs/release.md)"
 	@echo "make image-test    build it, then start it: opsync version, and opsync run against envtest and the emulator"
+	@echo "make chart         package the Helm chart as dist/opsync-$(VERSION).tgz"
 	@echo "make lock          refresh requirements.lock (what the image installs, with hashes)"
 	@echo "make lint | typecheck | unit | integration | bench | clean"
 
@@ -84,6 +85,10 @@ image: $(IMAGE_ARCHIVE)
 
 image-test: $(IMAGE_ARCHIVE) $(STAMP) envtest
 	OPSYNC_IMAGE_ARCHIVE=$(abspath $(IMAGE_ARCHIVE)) $(VENV)/bin/pytest $(PYTEST_FLAGS) tests/integration/test_image.py
+
+# The chart's version and appVersion are the project's, whatever charts/opsync/Chart.yaml says.
+chart: envtest
+	$(ENVTEST_ASSETS)/helm package charts/opsync --version $(VERSION) --app-version $(VERSION) --destination dist
 
 demo: $(STAMP) envtest
 	PYTHON=$(PY) bash hack/demo.sh

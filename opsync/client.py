@@ -197,6 +197,12 @@ class Client:
         k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         return cls(k8s_client.ApiClient(configuration), request_timeout=request_timeout, field_manager=field_manager)
 
+    def impersonate(self, user: str) -> None:
+        """Send every further request as ``user`` (the ``Impersonate-User`` header; the caller needs the
+        ``impersonate`` verb on that user or ServiceAccount). For ``system:serviceaccount:NS:NAME`` the API
+        server adds the ServiceAccount's groups itself."""
+        self._api.set_default_header("Impersonate-User", user)
+
     @property
     def host(self) -> str:
         """The API server URL, e.g. ``https://127.0.0.1:6443``."""

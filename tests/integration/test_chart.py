@@ -147,6 +147,13 @@ def one(objects: Iterable[KubeObject], kind: str) -> KubeObject:
     return found[0]
 
 
+def operator_cluster_role(objects: Iterable[KubeObject]) -> KubeObject:
+    """The ClusterRole the chart binds to opsync's ServiceAccount (not the aggregated ones for people)."""
+    objects = list(objects)
+    bound = one(objects, "ClusterRoleBinding")["roleRef"]["name"]
+    return next(o for o in of_kind(objects, "ClusterRole") if o["metadata"]["name"] == bound)
+
+
 def container(objects: Iterable[KubeObject]) -> KubeObject:
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
     (only,) = pod["containers"]
@@ -428,7 +435,7 @@ async def test_watch_namespace_scopes_rbac_to_those_namespaces() -> None:
         (RELEASE_NAMESPACE, f"{RELEASE}-leader-election"),
     }
     # Cluster-wide: only access policies and the watched Namespace objects, by name.
-    rules = one(objects, "ClusterRole")["rules"]
+    rules = operator_cluster_role(objects)["rules"]
     assert {(rule["resources"][0], tuple(rule.get("resourceNames", ()))) for rule in rules} == {
         ("onepasswordaccesspolicies", ()),
         ("namespaces", ("team-a", RELEASE_NAMESPACE)),
