@@ -153,11 +153,13 @@ async def test_the_entrypoint_prints_the_version(image: Image, tmp_path: Path) -
     assert await run_to_end(image, tmp_path, "version") == f"opsync {__version__}\n"
 
 
-async def test_it_runs_as_65532_on_a_read_only_root_without_a_shell_or_compiler(image: Image, tmp_path: Path) -> None:
+async def test_it_runs_as_65532_on_a_read_only_root_with_public_cas_and_no_shell_or_compiler(
+    image: Image, tmp_path: Path
+) -> None:
     # The image's own interpreter probes the container it runs in (the entrypoint is `python3.11 -m opsync`;
     # this replaces only the module).
     probe = textwrap.dedent("""
-        import os, shutil, tempfile
+        import os, shutil, ssl, tempfile
         try:
             open("/opt/opsync/x", "w")
             root = "writable"
@@ -165,14 +167,15 @@ async def test_it_runs_as_65532_on_a_read_only_root_without_a_shell_or_compiler(
             root = e.strerror
         tempfile.NamedTemporaryFile().close()  # /tmp is writable
         tools = ("sh", "bash", "dash", "busybox", "gcc", "cc", "apt-get", "dpkg", "pip", "awk")
-        print(os.getuid(), os.getgid(), root, [t for t in tools if shutil.which(t)])
+        authorities = len(ssl.create_default_context().get_ca_certs()) > 100  # Connect over public TLS
+        print(os.getuid(), os.getgid(), root, [t for t in tools if shutil.which(t)], authorities)
     """)
     config = image.image_config
     assert config["Entrypoint"][-2:] == ["-m", "opsync"]
     where = tmp_path / "probe"
     image_with_probe = Image(image.root, image.config, {**config, "Entrypoint": config["Entrypoint"][:-2]})
     output = await run_to_end(image_with_probe, where, "-c", probe)
-    assert output == "65532 65532 Read-only file system []\n"
+    assert output == "65532 65532 Read-only file system [] True\n"
 
 
 @pytest.fixture
