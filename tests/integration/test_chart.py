@@ -19,7 +19,6 @@ import os
 import re
 import secrets
 import tempfile
-import tomllib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -32,6 +31,7 @@ import yaml
 from waiting import eventually
 
 from controllers.permissions import MANAGE_CONNECT, REQUIRED, Scope
+from opsync import __version__
 from opsync.client import Client, ForbiddenError, NotFoundError
 from opsync.envtest import ControlPlane, find_assets
 from opsync.resources import (
@@ -145,6 +145,13 @@ def one(objects: Iterable[KubeObject], kind: str) -> KubeObject:
     found = of_kind(objects, kind)
     assert len(found) == 1, f"expected one {kind}, got {[o['metadata']['name'] for o in found]}"
     return found[0]
+
+
+def operator_cluster_role(objects: Iterable[KubeObject]) -> KubeObject:
+    """The ClusterRole the chart binds to opsync's ServiceAccount (not the aggregated ones for people)."""
+    objects = list(objects)
+    bound = one(objects, "ClusterRoleBinding")["roleRef"]["name"]
+    return next(o for o in of_kind(objects, "ClusterRole") if o["metadata"]["name"] == bound)
 
 
 def container(objects: Iterable[KubeObject]) -> KubeObject:
@@ -325,7 +332,12 @@ def chart_meta() -> dict[str, Any]:
     [
         {},
         {"watchNamespace": ["team-a", "team-b"], "replicas": 3},
-        {"metrics": {"serviceMonitor": {"enabled": True}}, "networkPolicy": {"enabled": True}},
+        {
+            "metrics": {"serviceMonitor": {"enabled": True}},
+            "networkPolicy": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+            "grafanaDashboard": {"enabled": True},
+        },
         {"operator": {"watchNamespace": ["x"], "token": {"value": "t"}}},
         {"connect": {"create": True, "credentials": "{}", "tls": {"enabled": True}}, "manageConnect": True},
     ],
@@ -340,7 +352,7 @@ async def test_defaults_run_opsync_cluster_wide_with_the_token_as_a_file() -> No
     objects = await render()
     app_version = chart_meta()["appVersion"]
 
-    assert app_version == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert app_version == __version__
     operator = container(objects)
     assert operator["image"] == f"ghcr.io/opsync/opsync:{app_version}"
     assert operator["args"] == [
@@ -449,7 +461,7 @@ async def test_watch_namespace_scopes_rbac_to_those_namespaces() -> None:
         (RELEASE_NAMESPACE, f"{RELEASE}-leader-election"),
     }
     # Cluster-wide: only access policies, the watched Namespace objects and the OnePasswordItem CRD, by name.
-    rules = one(objects, "ClusterRole")["rules"]
+    rules = operator_cluster_role(objects)["rules"]
     assert {(rule["resources"][0], tuple(rule.get("resourceNames", ()))) for rule in rules} == {
         ("onepasswordaccesspolicies", ()),
         ("namespaces", ("team-a", RELEASE_NAMESPACE)),

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import pytest
 from operator_harness import TOKEN, Vaults
-from test_chart import allowed, extra_namespaces, installed_chart, of_kind, one
+from test_chart import allowed, extra_namespaces, installed_chart, of_kind, operator_cluster_role
 from waiting import eventually
 
 from controllers import check
@@ -146,7 +146,7 @@ async def test_check_names_a_missing_permission_and_exits_1(
             role = next(o for o in of_kind(chart.objects, "Role") if o["metadata"]["namespace"] == apps)
             await kube.mutate(ROLES, role["metadata"]["name"], apps, without(verb, resource))
         else:
-            cluster_role = one(chart.objects, "ClusterRole")["metadata"]["name"]
+            cluster_role = operator_cluster_role(chart.objects)["metadata"]["name"]
             await kube.mutate(CLUSTERROLES, cluster_role, None, without(verb, resource))
         async with await Client.from_kubeconfig(chart.kubeconfig) as identity:
             review = {case.review: apps} if case.review else {}

@@ -62,11 +62,11 @@ compared with "true"; unset (nil) means `default`. Call with (list <value> <defa
 {{- include "opsync.toggle" (list (.Values.operator | default dict).create true $) -}}
 {{- end -}}
 
-{{/* MANAGE_CONNECT=true: the manageConnect value, or the variable among customEnvVars (the Go operator's way). */}}
+{{/* MANAGE_CONNECT=true: the manageConnect value, or the variable among customEnvVars (the Go operator's way) or extraEnv. */}}
 {{- define "opsync.manageConnect" -}}
 {{- $c := include "opsync.config" . | fromYaml -}}
 {{- $on := $c.manageConnect -}}
-{{- range $c.customEnvVars -}}
+{{- range concat ($c.customEnvVars | default list) ($c.extraEnv | default list) -}}
 {{- if and (eq (toString .name) "MANAGE_CONNECT") (hasKey . "value") -}}
 {{- $on = has (lower (toString .value)) (list "1" "t" "true") -}}
 {{- end -}}
@@ -193,9 +193,6 @@ here with what to use instead (docs/helm.md lists every value of that chart and 
 {{- end -}}
 {{- else if not (regexMatch `^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$` $host) -}}
 {{- fail (printf "connect.host must be a bare host name (the port comes from connect.api.httpPort/httpsPort) or a URL such as http://%s, got %q" $host $host) -}}
-{{- end -}}
-{{- if (.Values.acceptanceTests | default dict).enabled -}}
-{{- fail "acceptanceTests.enabled: opsync's chart has no `helm test` pods; remove it (check an installation with `opsync check`)" -}}
 {{- end -}}
 {{- if include "opsync.enabled" . -}}
 {{- if not (has (toString $c.authMethod) (list "connect" "service-account")) -}}
