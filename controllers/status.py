@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controllers.constants import READY_CONDITION
+from controllers.constants import READY_CONDITION, REFRESH_STATUS_FIELD
 from opsync.resources import KubeObject
 from opsync.timestamps import rfc3339
 
@@ -34,11 +34,13 @@ def ready_condition(previous: KubeObject | None, status: str, reason: str, messa
     }
 
 
-def status_patch(opi: KubeObject, status: str, reason: str, message: str, *, synced: bool) -> KubeObject | None:
+def status_patch(
+    opi: KubeObject, status: str, reason: str, message: str, *, synced: bool, refreshed: str | None = None
+) -> KubeObject | None:
     """The status to patch onto ``opi`` for this outcome; None when the condition is already so.
 
     ``synced``: the Secret's data was just written, which moves ``lastSyncTime`` (also set at the first
-    success).
+    success). ``refreshed``: the ``opsync.dev/refresh`` value just acted on, recorded in ``observedRefresh``.
     """
     current: dict[str, Any] = opi.get("status") or {}
     condition = ready_condition(ready_of(opi), status, reason, message, int(opi["metadata"].get("generation") or 0))
@@ -47,4 +49,12 @@ def status_patch(opi: KubeObject, status: str, reason: str, message: str, *, syn
         patch["conditions"] = [condition]
     if synced or (status == "True" and not current.get("lastSyncTime")):
         patch["lastSyncTime"] = rfc3339()
+    if refreshed is not None and current.get(REFRESH_STATUS_FIELD) != refreshed:
+        patch[REFRESH_STATUS_FIELD] = refreshed
     return patch or None
+
+
+def observed_refresh(opi: KubeObject) -> str | None:
+    """The ``opsync.dev/refresh`` value recorded in ``opi``'s status as acted on, if any."""
+    value = (opi.get("status") or {}).get(REFRESH_STATUS_FIELD)
+    return None if value is None else str(value)

@@ -15,6 +15,10 @@ get that Secret, as with the Go operator (which handles Deployments only), from 
     did). If several workloads name the Secret with different paths, the oldest workload wins and the
     others get a Warning Event; a OnePasswordItem of the same name always wins over annotations.
 
+    Setting ``opsync.dev/refresh`` to a new value on a workload naming the Secret fetches the item now; the
+    value acted on is recorded in the workload's metadata annotation ``opsync.dev/refreshed`` (metadata, so
+    that recording it does not roll the workload).
+
 The restart controllers (``controllers.rollouts``) share the workload caches and their indexes too.
 """
 
@@ -30,6 +34,8 @@ from controllers.constants import (
     ITEM_PATH_ANNOTATION,
     MANAGED_SELECTOR,
     OPI_KIND,
+    REFRESH_ANNOTATION,
+    REFRESHED_ANNOTATION,
     EventReason,
 )
 from controllers.desired import (
@@ -132,6 +138,13 @@ class Workloads:
         return sorted(found, key=lambda w: (w.obj["metadata"].get("creationTimestamp") or "", order[w.kind], w.name))
 
 
+def refresh_asked(workload: KubeObject) -> str | None:
+    """A workload's ``opsync.dev/refresh`` value when it differs from the one recorded as acted on."""
+    annotations = (workload.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(REFRESH_ANNOTATION) or None
+    return None if value is None or value == annotations.get(REFRESHED_ANNOTATION) else str(value)
+
+
 def made_for_workloads(secret: KubeObject) -> bool:
     """Whether a managed Secret was made from workload annotations (not for a OnePasswordItem)."""
     meta = secret.get("metadata") or {}
@@ -168,6 +181,7 @@ class WorkloadSecretReconciler:
         self._writer = writer
         self._options = options
         self._events: EventRecorder = manager.event_recorder(DEPLOYMENT_EVENT_COMPONENT)
+        self._client = manager.client
 
     async def reconcile(self, request: Request) -> Result | None:
         try:
@@ -204,9 +218,10 @@ class WorkloadSecretReconciler:
         path = operator_annotations(source).get(ITEM_PATH_ANNOTATION, "")
         owners = [workload_owner_reference(w.kind, w.obj) for w in sorted(users, key=lambda w: (w.kind.kind, w.name))]
         reported = naming or users
+        refreshing = [w for w in naming if refresh_asked(w.obj) is not None]
         try:
             self._access.admit(namespace, kept=existing is not None)
-            resolved, item = await self._fetcher.get(path)
+            resolved, item = await self._fetcher.get(path, fresh=bool(refreshing))
             self._access.authorize(namespace, path, resolved, kept=existing is not None)
             desired = desired_secret(
                 name=name,
@@ -236,7 +251,18 @@ class WorkloadSecretReconciler:
                 )
                 if desired.warnings:
                     self._events.event(workload.obj, "Warning", EventReason.DATA_WARNING, "; ".join(desired.warnings))
+        for workload in refreshing:
+            await self._record_refresh(workload)
         return None
+
+    async def _record_refresh(self, workload: Workload) -> None:
+        value = refresh_asked(workload.obj)
+        meta = workload.obj["metadata"]
+        patch = {"metadata": {"annotations": {REFRESHED_ANNOTATION: value}}}
+        await self._client.patch(workload.kind, meta["name"], patch, meta["namespace"])
+        self._events.event(
+            workload.obj, "Normal", EventReason.REFRESHED, f"fetched the item again ({REFRESH_ANNOTATION}={value!r})"
+        )
 
     def _warn_disagreements(self, naming: list[Workload]) -> None:
         chosen = naming[0]
