@@ -1,7 +1,8 @@
 """Annotated workloads → Secrets: the ``workload-secrets`` controller and the workload caches it shares.
 
-Deployments, StatefulSets and DaemonSets annotated with ``operator.1password.io/item-path`` and ``item-name``
-get that Secret, as with the Go operator (which handles Deployments only), from this module's controller:
+Workloads (Deployments, StatefulSets, DaemonSets, CronJobs and, where their CRD is installed, Argo Rollouts)
+annotated with ``operator.1password.io/item-path`` and ``item-name`` get that Secret, as with the Go operator
+(which handles Deployments only), from this module's controller:
 
 ``workload-secrets`` (key: namespace/Secret name)
     Makes the Secret from the annotations of the workloads naming it. Several workloads may name one
@@ -10,7 +11,9 @@ get that Secret, as with the Go operator (which handles Deployments only), from 
     garbage collection deletes it with that Deployment even while others still use it. opsync instead gives
     it a plain owner reference to **every workload that uses it**: the garbage collector deletes it only
     when all of them are gone, and opsync deletes it itself when the last user stops using it (annotation
-    removed, reference dropped) while still existing. If the annotating workloads are gone but others still
+    removed, reference dropped) while still existing, unless a Job or a bare Pod (one no controller owns)
+    still uses it: those are never restarted and get no owner reference, but opsync does not delete a
+    Secret under them. If the annotating workloads are gone but others still
     use the Secret, it is kept and stays in sync from its own ``item-path`` annotation (as the Go poller
     did). If several workloads name the Secret with different paths, the oldest workload wins and the
     others get a Warning Event; a OnePasswordItem of the same name always wins over annotations.
@@ -47,7 +50,7 @@ from controllers.desired import (
 )
 from controllers.failures import WRITE_RACES, classify, rate_limiter, retry_result
 from controllers.fetcher import ItemFetcher
-from controllers.resources import ONEPASSWORDITEMS
+from controllers.resources import ONEPASSWORDITEMS, ROLLOUTS
 from controllers.restarts import secret_names_used_by
 from controllers.sanitisers import secret_name
 from controllers.secrets import SecretWriter
@@ -57,7 +60,7 @@ from opsync.controller import Builder, Controller, Predicate, Request, Result
 from opsync.events import EventRecorder
 from opsync.informer import Informer
 from opsync.manager import Manager
-from opsync.resources import SECRETS, KubeObject, Resource
+from opsync.resources import JOBS, PODS, SECRETS, KubeObject, Resource
 
 log = logging.getLogger(__name__)
 
@@ -109,14 +112,46 @@ class Workload:
         return f"{self.kind.kind} {self.name}"
 
 
+def bare_pod(pod: KubeObject) -> KubeObject:
+    """A transform for the Pod cache: the spec only of Pods no controller owns (their owner's template
+    already says which Secrets they use), so Deployments' Pods cost only their metadata."""
+    meta = {k: v for k, v in (pod.get("metadata") or {}).items() if k != "managedFields"}
+    kept: KubeObject = {"apiVersion": pod.get("apiVersion"), "kind": pod.get("kind"), "metadata": meta}
+    if not any(ref.get("controller") for ref in meta.get("ownerReferences") or []):
+        kept["spec"] = pod.get("spec") or {}
+    return kept
+
+
+USERS_ONLY: tuple[Resource, ...] = (JOBS, PODS)
+"""Kinds that use Secrets but are never restarted nor own one: Jobs and bare Pods."""
+
+
 class Workloads:
-    """The caches of the three workload kinds, indexed by the Secrets they use and name. Create it once."""
+    """The caches of the workload kinds, indexed by the Secrets they use and name, and of the Jobs and bare
+    Pods using Secrets. Create it once, before the controllers that watch these kinds."""
 
     def __init__(self, cache: Cache) -> None:
-        self.informers: dict[Resource, Informer] = {kind: cache.informer(kind) for kind in WORKLOAD_KINDS}
+        self.informers: dict[Resource, Informer] = {
+            kind: cache.informer(kind, optional=kind is ROLLOUTS) for kind in WORKLOAD_KINDS
+        }
+        self.users_only: dict[Resource, Informer] = {
+            JOBS: cache.informer(JOBS),
+            PODS: cache.informer(PODS, transform=bare_pod),
+        }
         for informer in self.informers.values():
             informer.add_indexer(SECRET_USERS_INDEX, _secret_users)
             informer.add_indexer(ITEM_NAME_INDEX, _item_name)
+        for informer in self.users_only.values():
+            informer.add_indexer(SECRET_USERS_INDEX, _secret_users)
+
+    def used_by_jobs_or_pods(self, namespace: str, secret: str) -> bool:
+        """Whether a live Job or bare Pod uses the Secret."""
+        key = str(Request(namespace, secret))
+        return any(
+            not obj["metadata"].get("deletionTimestamp")
+            for informer in self.users_only.values()
+            for obj in informer.by_index(SECRET_USERS_INDEX, key)
+        )
 
     def _find(self, index: str, namespace: str, name: str) -> list[Workload]:
         key = str(Request(namespace, name))
@@ -205,6 +240,8 @@ class WorkloadSecretReconciler:
         existing = self._writer.secrets.get(namespace, name)
         if not users:
             if existing is not None and made_for_workloads(existing):
+                if self._workloads.used_by_jobs_or_pods(namespace, name):
+                    return None  # kept for the Jobs and Pods using it; the last one's deletion comes back here
                 await self._writer.delete(existing)
                 log.info("deleted the Secret no workload uses any more", extra={"secret": name})
             return None
@@ -317,5 +354,7 @@ def setup_workloads(
     secrets_controller = builder.with_options(workers=workers, rate_limiter=rate_limiter()).complete(
         WorkloadSecretReconciler(manager, workloads, fetcher, writer, options, access=access)
     )
+    for informer in workloads.users_only.values():
+        secrets_controller.watch(informer, _secret_requests, [Predicate(on_update=lambda *_: False)])
     access.trigger(secrets_controller, lambda namespace: workload_secret_requests(workloads, writer.secrets, namespace))
     return secrets_controller
