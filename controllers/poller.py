@@ -4,8 +4,12 @@ Every ``POLLING_INTERVAL`` seconds (the first time as soon as the caches are syn
 
 1. From the managed Secrets' cache, collect each Secret's item (its ``item-path`` annotation, by ids) and
    the ``item-version`` it was made from.
-2. Ask the change detector about their vaults: one ``GET`` per vault, plus one item listing for each vault
-   whose ``contentVersion`` moved.
+2. Ask the change detector about the vaults that are due: one ``GET`` per vault, plus one item listing for
+   each vault whose ``contentVersion`` moved. A vault is due every ``POLLING_INTERVAL`` seconds, or every
+   ``spec.pollingInterval`` seconds of the OnePasswordItem using it that asks for the shortest one (an item
+   asking for a longer interval than ``POLLING_INTERVAL`` only slows down its vault if no other item of the
+   vault is polled faster). The poller wakes at the earliest due time, and at once when an item's
+   ``pollingInterval`` changes.
 3. Enqueue each Secret whose item is at another version now (or just disappeared) into the controller that
    makes it: the OnePasswordItem of the same name, else the workload-secrets controller. Keys already
    retrying with backoff are left to it, except on the first good poll after failed ones: Connect is back,
@@ -20,13 +24,17 @@ reported lasts (``ItemFetcher.rate_limited_for``), polls are skipped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from controllers.constants import ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION, ConditionReason
+from controllers.constants import (
+    ITEM_PATH_ANNOTATION,
+    ITEM_VERSION_ANNOTATION,
+    MIN_ITEM_POLLING_INTERVAL,
+    ConditionReason,
+)
 from controllers.fetcher import ItemFetcher
 from controllers.metrics import LAST_SUCCESSFUL_POLL, POLL_DURATION, POLLS
 from controllers.status import ready_of
@@ -48,6 +56,38 @@ class Tracked:
     vault_id: str
     item_id: str
     version: str
+    interval: float
+    """Seconds between polls of its vault wanted for this Secret."""
+
+
+_DUE_SLACK = 0.05
+"""A vault due within this fraction of its interval is polled now rather than one tick later."""
+
+
+def item_polling_interval(opi: KubeObject | None) -> float | None:
+    """A OnePasswordItem's ``spec.pollingInterval`` (seconds), None when it has none or an unusable one."""
+    value = ((opi or {}).get("spec") or {}).get("pollingInterval")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < MIN_ITEM_POLLING_INTERVAL:
+        return None  # the CRD refuses these; an old CRD prunes the field, so this is seldom reached
+    return float(value)
+
+
+class _IntervalChanges:
+    """Informer handler: wakes the poller when an item's ``pollingInterval`` appears or changes."""
+
+    def __init__(self, wake: asyncio.Event) -> None:
+        self._wake = wake
+
+    def on_add(self, obj: KubeObject, is_initial_list: bool) -> None:
+        if not is_initial_list and item_polling_interval(obj) is not None:
+            self._wake.set()
+
+    def on_update(self, old: KubeObject, new: KubeObject) -> None:
+        if item_polling_interval(old) != item_polling_interval(new):
+            self._wake.set()
+
+    def on_delete(self, obj: KubeObject) -> None:
+        del obj  # a vault polled less often from now on needs no wake-up
 
 
 class Poller:
@@ -76,6 +116,10 @@ class Poller:
         self.interval = interval
         self._paths_in_use = paths_in_use
         self._failing = False  # the last poll could not read every vault
+        self._polled_at: dict[str, float] = {}  # vault id -> monotonic time of its last poll
+        self._next_due: float | None = None  # monotonic time the next vault is due, None: now
+        self._wake = asyncio.Event()
+        items.add_handler(_IntervalChanges(self._wake))
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Poll until ``stopping`` is set."""
@@ -86,8 +130,14 @@ class Poller:
                 await self.poll()
             except Exception:  # a bug in one poll must not stop the next ones, nor the manager
                 log.exception("poll failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), self.interval)
+            wait = self.interval if self._next_due is None else self._next_due - time.monotonic()
+            self._wake.clear()
+            waits = [asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(self._wake.wait())]
+            try:
+                await asyncio.wait(waits, timeout=max(0.0, wait), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for pending in waits:
+                    pending.cancel()
 
     async def _wait_for_sync(self, stopping: asyncio.Event) -> bool:
         async def synced() -> bool:
@@ -109,7 +159,24 @@ class Poller:
             return 0
         started = time.monotonic()
         tracked = list(self._tracked())
-        report = await self._detector.poll({t.vault_id for t in tracked})
+        intervals: dict[str, float] = {}
+        for entry in tracked:
+            intervals[entry.vault_id] = min(entry.interval, intervals.get(entry.vault_id, entry.interval))
+        due = {
+            vault_id
+            for vault_id, interval in intervals.items()
+            if started >= self._polled_at.get(vault_id, -interval) + interval * (1 - _DUE_SLACK)
+        }
+        report = await self._detector.poll(due, keep=intervals)
+        for vault_id in due:
+            self._polled_at[vault_id] = started
+        for gone in self._polled_at.keys() - intervals.keys():
+            del self._polled_at[gone]
+        upcoming = [self._polled_at[v] + interval for v, interval in intervals.items()]
+        # Items whose Secrets are not made yet are not tracked: wake at their interval all the same.
+        asked = (item_polling_interval(opi) for opi in self._items.list())
+        shortest = min([self.interval, *(interval for interval in asked if interval is not None)])
+        self._next_due = min([*upcoming, started + shortest])
         for error in report.errors.values():
             if isinstance(error, RateLimitedError):
                 self._fetcher.note_rate_limit(error)
@@ -149,7 +216,9 @@ class Poller:
             except ItemPathError:
                 continue
             if version:
-                yield Tracked(Request.of(secret), path.vault, path.item, version)
+                request = Request.of(secret)
+                own = item_polling_interval(self._items.get(request.namespace, request.name))
+                yield Tracked(request, path.vault, path.item, version, own or self.interval)
 
     def _drifted(self, entry: Tracked, report: ChangeReport) -> bool:
         versions = self._detector.versions(entry.vault_id)

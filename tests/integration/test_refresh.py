@@ -21,13 +21,14 @@ from controllers.constants import REFRESH_ANNOTATION, REFRESHED_ANNOTATION
 from controllers.resources import ONEPASSWORDITEMS
 from onepassword_access.emulator import Emulator
 from opsync import metrics
-from opsync.client import Client
+from opsync.client import Client, InvalidError
 from opsync.envtest import ControlPlane
 from opsync.resources import DEPLOYMENTS, Resource
 
 pytestmark = pytest.mark.integration
 
 VAULT = "k8s"
+OTHER_VAULT = "elsewhere"
 DB_PATH = f"vaults/{VAULT}/items/db"
 OLD = {"password": "old"}
 NEW = {"password": "new"}
@@ -35,7 +36,10 @@ NEW = {"password": "new"}
 
 @pytest.fixture
 def vaults() -> Vaults:
-    return {VAULT: [{"title": "db", "fields": [{"label": "password", "value": "old"}]}]}
+    return {
+        VAULT: [{"title": "db", "fields": [{"label": "password", "value": "old"}]}],
+        OTHER_VAULT: [{"title": "db", "fields": [{"label": "password", "value": "old"}]}],
+    }
 
 
 async def annotate(kube: Client, namespace: str, name: str, value: str, resource: Resource = ONEPASSWORDITEMS) -> None:
@@ -154,3 +158,27 @@ async def test_opsync_refresh_command(
     code, _, err = await opsync_refresh(control_plane, f"{namespace}/missing")
     assert code == 1
     assert "not found" in err
+
+
+async def test_item_polling_interval(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+) -> None:
+    """An item with ``pollingInterval: 10`` follows its item within about 10 s while POLLING_INTERVAL is 600;
+    the CRD refuses intervals under 10 s."""
+    with pytest.raises(InvalidError) as refused:
+        await kube.create(
+            ONEPASSWORDITEMS, {**opi("fast", DB_PATH), "spec": {"itemPath": DB_PATH, "pollingInterval": 5}}, namespace
+        )
+    assert "pollingInterval" in str(refused.value)
+    await kube.create(
+        ONEPASSWORDITEMS, {**opi("fast", DB_PATH), "spec": {"itemPath": DB_PATH, "pollingInterval": 10}}, namespace
+    )
+    await kube.create(ONEPASSWORDITEMS, opi("slow", f"vaults/{OTHER_VAULT}/items/db"), namespace)
+    async with slow_polling_operator(control_plane, emulator, namespace) as op:
+        await wait_for_data(kube, namespace, "fast", OLD)
+        await wait_for_data(kube, namespace, "slow", OLD)
+        await op.wait_for_polls(1)  # the vaults of both, known now, have been read once
+        emulator.update_item(VAULT, "db", fields={"password": "new"})
+        emulator.update_item(OTHER_VAULT, "db", fields={"password": "new"})
+        await wait_for_data(kube, namespace, "fast", NEW, timeout=30)
+        await wait_for_data(kube, namespace, "slow", OLD, timeout=1)  # its vault waits for POLLING_INTERVAL
