@@ -156,6 +156,7 @@ class Poller:
         if self._fetcher.rate_limited_for() > 0:
             log.debug("poll skipped: Connect asked to wait")
             POLLS.labels(result="skipped").inc()
+            self._next_due = None  # try again one POLLING_INTERVAL on, not in a loop
             return 0
         started = time.monotonic()
         tracked = list(self._tracked())
