@@ -30,7 +30,7 @@ UPGRADE_HINT = (
 )
 
 # opsync's status fields that 1Password's CRD lacks, as paths below ``status``.
-OPSYNC_FIELDS = ("conditions[].reason", "conditions[].observedGeneration", "lastSyncTime")
+OPSYNC_FIELDS = ("conditions[].reason", "conditions[].observedGeneration", "lastSyncTime", "observedRefresh")
 _CONDITION = "conditions[]."
 
 

@@ -730,7 +730,9 @@ async def test_applied_cluster_wide_the_service_account_can_do_exactly_what_opsy
             assert await allowed(opsync, (group, resource, verb), namespace)
             assert not await allowed(opsync, (group, resource, verb), elsewhere)  # leases: its own namespace only
         for never in (
-            ("", "pods", "list"),
+            ("", "pods", "get"),
+            ("", "pods", "delete"),
+            ("batch", "jobs", "patch"),
             ("", "configmaps", "get"),
             ("", "services", "list"),
             ("apps", "replicasets", "list"),
