@@ -13,7 +13,7 @@ import sys
 from collections.abc import AsyncIterator
 
 import pytest
-from operator_harness import RunningOperator, Vaults, run_operator
+from operator_harness import CONNECT, BackendKind, RunningOperator, Vaults, run_operator
 from operator_helpers import events_for, opi, wait_for_data, wait_for_event, workload
 from waiting import eventually
 
@@ -49,11 +49,11 @@ async def annotate(kube: Client, namespace: str, name: str, value: str, resource
 
 @contextlib.asynccontextmanager
 async def slow_polling_operator(
-    control_plane: ControlPlane, emulator: Emulator, namespace: str
+    control_plane: ControlPlane, emulator: Emulator, namespace: str, backend: BackendKind = CONNECT
 ) -> AsyncIterator[RunningOperator]:
     """opsync polling every 600 s, once its poll at start-up and what it caused are done."""
     before = polls_so_far()
-    async with run_operator(control_plane, emulator, namespaces=[namespace], polling_interval=600) as op:
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace], polling_interval=600) as op:
 
         async def polled() -> bool:
             return polls_so_far() > before
@@ -161,10 +161,11 @@ async def test_opsync_refresh_command(
 
 
 async def test_item_polling_interval(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
     """An item with ``pollingInterval: 10`` follows its item within about 10 s while POLLING_INTERVAL is 600;
-    the CRD refuses intervals under 10 s."""
+    the CRD refuses intervals under 10 s. Through Connect and the SDK: the vault not due is kept
+    (``Backend.poll(keep=...)``), not forgotten."""
     with pytest.raises(InvalidError) as refused:
         await kube.create(
             ONEPASSWORDITEMS, {**opi("fast", DB_PATH), "spec": {"itemPath": DB_PATH, "pollingInterval": 5}}, namespace
@@ -174,7 +175,7 @@ async def test_item_polling_interval(
         ONEPASSWORDITEMS, {**opi("fast", DB_PATH), "spec": {"itemPath": DB_PATH, "pollingInterval": 10}}, namespace
     )
     await kube.create(ONEPASSWORDITEMS, opi("slow", f"vaults/{OTHER_VAULT}/items/db"), namespace)
-    async with slow_polling_operator(control_plane, emulator, namespace) as op:
+    async with slow_polling_operator(control_plane, emulator, namespace, backend) as op:
         await wait_for_data(kube, namespace, "fast", OLD)
         await wait_for_data(kube, namespace, "slow", OLD)
         await op.wait_for_polls(1)  # the vaults of both, known now, have been read once
