@@ -21,9 +21,9 @@ import aiohttp
 from kubernetes_asyncio.config import ConfigException
 
 from controllers.constants import REFRESH_ANNOTATION
-from controllers.resources import ONEPASSWORDITEMS
+from controllers.resources import ONEPASSWORDITEMS, ROLLOUTS
 from opsync.client import ApiError, Client
-from opsync.resources import DAEMONSETS, DEPLOYMENTS, STATEFULSETS, Resource
+from opsync.resources import CRONJOBS, DAEMONSETS, DEPLOYMENTS, STATEFULSETS, Resource
 from opsync.timestamps import rfc3339_micro
 
 KINDS: dict[str, Resource] = {
@@ -31,6 +31,8 @@ KINDS: dict[str, Resource] = {
     "deployment": DEPLOYMENTS,
     "statefulset": STATEFULSETS,
     "daemonset": DAEMONSETS,
+    "cronjob": CRONJOBS,
+    "rollout": ROLLOUTS,  # Argo Rollouts: annotated like the others
 }
 
 

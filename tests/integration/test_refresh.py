@@ -17,13 +17,13 @@ from operator_harness import CONNECT, BackendKind, RunningOperator, Vaults, run_
 from operator_helpers import events_for, opi, wait_for_data, wait_for_event, workload
 from waiting import eventually
 
-from controllers.constants import REFRESH_ANNOTATION, REFRESHED_ANNOTATION
+from controllers.constants import ITEM_NAME_ANNOTATION, ITEM_PATH_ANNOTATION, REFRESH_ANNOTATION, REFRESHED_ANNOTATION
 from controllers.resources import ONEPASSWORDITEMS
 from onepassword_access.emulator import Emulator
 from opsync import metrics
 from opsync.client import Client, InvalidError
 from opsync.envtest import ControlPlane
-from opsync.resources import DEPLOYMENTS, Resource
+from opsync.resources import CRONJOBS, DEPLOYMENTS, Resource
 
 pytestmark = pytest.mark.integration
 
@@ -122,6 +122,28 @@ async def test_refresh_annotation_on_a_workload(
             return (app["metadata"].get("annotations") or {}).get(REFRESHED_ANNOTATION) == "now"
 
         await eventually(recorded, message=f"{REFRESHED_ANNOTATION} was never recorded on the Deployment")
+
+
+async def test_opsync_refresh_of_an_annotated_cronjob(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+) -> None:
+    pod = workload("Deployment", "nightly", env_secret="nightly-db")["spec"]["template"]
+    pod["spec"]["restartPolicy"] = "Never"
+    annotations = {ITEM_PATH_ANNOTATION: DB_PATH, ITEM_NAME_ANNOTATION: "nightly-db"}
+    nightly = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "nightly", "annotations": annotations},
+        "spec": {"schedule": "0 0 1 1 *", "suspend": True, "jobTemplate": {"spec": {"template": pod}}},
+    }
+    await kube.create(CRONJOBS, nightly, namespace)
+    async with slow_polling_operator(control_plane, emulator, namespace):
+        await wait_for_data(kube, namespace, "nightly-db", OLD)
+        emulator.update_item(VAULT, "db", fields={"password": "new"})
+        code, out, err = await opsync_refresh(control_plane, "--kind", "cronjob", f"{namespace}/nightly")
+        assert code == 0, err
+        assert f"cronjob {namespace}/nightly: {REFRESH_ANNOTATION}=" in out
+        await wait_for_data(kube, namespace, "nightly-db", NEW)
 
 
 async def opsync_refresh(control_plane: ControlPlane, *args: str) -> tuple[int, str, str]:
