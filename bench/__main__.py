@@ -87,6 +87,9 @@ def main() -> None:
         default=defaults.workers,
         help="opsync --workers, also the floor's and the apply's concurrency",
     )
+    parser.add_argument(
+        "--refreshes", type=int, default=defaults.refreshes, help="on-demand refreshes timed (0: skip scenario 6)"
+    )
     parser.add_argument("--quick", action="store_true", help=f"tiny sizes: {QUICK}")
     parser.add_argument(
         "--doc",
@@ -106,6 +109,7 @@ def main() -> None:
             rounds=args.rounds,
             idle_polls=args.idle_polls,
             workers=args.workers,
+            refreshes=args.refreshes,
         )
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")

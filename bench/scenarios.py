@@ -10,6 +10,10 @@ Order (each size gets fresh namespaces; the largest size's objects and opsync ca
    item-version and to the Deployment's restart annotation.
 4. and 5. memory and restart: stop opsync, create unmanaged Secrets in the same namespaces in steps, and at
    each step start opsync again: time to ``/readyz`` and to idle, API-server writes, RSS.
+6. on-demand refresh: an opsync polling every ``refresh_poll_interval`` (600 s) s, so no poll helps; change an
+   item in 1Password, then set its OnePasswordItem's ``opsync.dev/refresh`` annotation; time from that patch
+   to the Secret's new item-version and to the Deployment's restart annotation, ``refreshes`` times, one
+   refresh at a time (after scenario 3, before 4 and 5, on the same objects).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from bench import cluster
 from bench.cluster import ItemRef, Watch
 from bench.processes import ConnectEmulator, CpuMeter, Opsync, control_plane_pids, until, writes
 from controllers.config import DEFAULT_WORKERS
-from controllers.constants import ITEM_VERSION_ANNOTATION, MANAGED_SELECTOR
+from controllers.constants import ITEM_VERSION_ANNOTATION, MANAGED_SELECTOR, REFRESH_ANNOTATION
 from controllers.resources import ONEPASSWORDITEMS
 from opsync.client import Client
 from opsync.envtest import ControlPlane
@@ -50,6 +54,8 @@ class Options:
     idle_polls: int = 3
     workers: int = DEFAULT_WORKERS
     seed: int = 7
+    refreshes: int = 50
+    refresh_poll_interval: int = 600
 
     @property
     def largest(self) -> int:
@@ -104,6 +110,16 @@ class Propagation:
 
 
 @dataclass
+class Refresh:
+    """Scenario 6: latencies in seconds from setting ``opsync.dev/refresh`` on an item."""
+
+    items: int
+    poll_interval: int
+    secret_seconds: list[float]
+    restart_seconds: list[float]
+
+
+@dataclass
 class Restart:
     """Scenarios 4 and 5: one start of opsync with ``items`` in sync and ``unmanaged`` other Secrets."""
 
@@ -131,6 +147,7 @@ class Results:
     idle: Idle | None = None
     propagation: list[Propagation] = field(default_factory=list)
     restarts: list[Restart] = field(default_factory=list)
+    refresh: Refresh | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping (``bench.report`` reads it back)."""
@@ -177,14 +194,14 @@ class Bench:
         pids = {"emulator": self.emulator.pid, **control_plane_pids(self.control_plane.host)}
         return CpuMeter({"opsync": opsync.pid, **pids} if opsync else pids)
 
-    async def start_opsync(self, namespaces: Sequence[str], label: str) -> Opsync:
+    async def start_opsync(self, namespaces: Sequence[str], label: str, *, poll_interval: int | None = None) -> Opsync:
         """Spawn ``opsync run`` scoped to ``namespaces``; returns once ``/readyz`` answers."""
         opsync = Opsync(
             kubeconfig=self.control_plane.kubeconfig_path,
             connect_url=self.emulator.url,
             token=self.emulator.token,
             namespaces=namespaces,
-            poll_interval=self.options.poll_interval,
+            poll_interval=poll_interval or self.options.poll_interval,
             workers=self.options.workers,
             log_path=self.work_dir / f"opsync-{label}.log",
         )
@@ -358,6 +375,49 @@ def _cached(watch: Watch, key: tuple[str, str]) -> KubeObject:
     return obj
 
 
+async def refresh(bench: Bench, namespaces: Sequence[str], size: int, refs: Sequence[ItemRef]) -> Refresh:
+    """Scenario 6: ``refreshes`` on-demand refreshes, one at a time, cycling over ``refs`` (items with a
+    Deployment), with an opsync whose poll interval is far longer than the scenario."""
+    options = bench.options
+    opsync = await bench.start_opsync(namespaces, "refresh", poll_interval=options.refresh_poll_interval)
+    result = Refresh(items=size, poll_interval=options.refresh_poll_interval, secret_seconds=[], restart_seconds=[])
+    try:
+        await opsync.settle()  # its first poll (at start-up) and what it caused are over: no poll follows
+        async with (
+            cluster.watching(bench.kube, SECRETS, namespaces, label_selector=MANAGED_SELECTOR) as secret_watch,
+            cluster.watching(bench.kube, DEPLOYMENTS, namespaces) as deploy_watch,
+        ):
+            for number in range(options.refreshes):
+                ref = refs[number % len(refs)]
+                namespace = cluster.namespace_of(namespaces, ref)
+                key, deploy_key = (namespace, ref.title), (namespace, f"app-{ref.title}")
+                secret_watch.expect({key: _changed_from(_item_version(_cached(secret_watch, key)), _item_version)})
+                deploy_watch.expect(
+                    {
+                        deploy_key: _changed_from(
+                            cluster.restarted_at(_cached(deploy_watch, deploy_key)), cluster.restarted_at
+                        )
+                    }
+                )
+                # The change in 1Password is the precondition, not timed: only the refresh brings it in.
+                await bench.emulator.change(ref.vault, ref.title, {"password": f"refresh-{number}"})
+                asked = time.perf_counter()
+                patch = {"metadata": {"annotations": {REFRESH_ANNOTATION: f"bench-{bench.run_id}-{number}"}}}
+                await bench.kube.patch(ONEPASSWORDITEMS, ref.title, patch, namespace)
+                await secret_watch.wait(60)
+                await deploy_watch.wait(60)
+                result.secret_seconds.append(secret_watch.seen[key] - asked)
+                result.restart_seconds.append(deploy_watch.seen[deploy_key] - asked)
+    finally:
+        await opsync.stop()
+    bench.log(
+        f"refresh N={size}: Secret p99 {percentile(result.secret_seconds, 99):.2f} s, restart p99 "
+        f"{percentile(result.restart_seconds, 99):.2f} s over {len(result.secret_seconds)} refreshes "
+        f"(poll interval {options.refresh_poll_interval} s)"
+    )
+    return result
+
+
 async def restart(bench: Bench, namespaces: Sequence[str], size: int, unmanaged: int) -> Restart:
     """Scenarios 4 and 5: start opsync on objects already in sync; stop it again."""
     connect_before = await bench.emulator.requests()
@@ -429,6 +489,8 @@ async def run_all(bench: Bench) -> Results:
     finally:
         if opsync is not None:
             await opsync.stop()
+    if options.refreshes:
+        results.refresh = await refresh(bench, namespaces, size, cluster.items(size)[: max(changes)])
     steps = max(1, options.unmanaged_steps)
     counts = [0, *(round(options.unmanaged * (s + 1) / steps) for s in range(steps))] if options.unmanaged else [0]
     for previous, count in zip([0, *counts], counts, strict=False):

@@ -30,7 +30,16 @@ from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from controllers.constants import (
     DEFAULT_HEALTH_PROBE_BIND_ADDRESS,
@@ -40,6 +49,7 @@ from controllers.constants import (
 )
 from controllers.restarts import parse_bool
 from opsync.health import parse_bind_address
+from opsync.labels import InvalidSelectorError, validate_selector_string
 from opsync.logging import parse_level
 
 DEFAULT_WORKERS = 4
@@ -62,6 +72,7 @@ _SETTING_NAMES = {
     "connect_token": "OP_CONNECT_TOKEN",
     "service_account_token": "OP_SERVICE_ACCOUNT_TOKEN",
     "watch_namespaces": "WATCH_NAMESPACE",
+    "watch_namespace_selector": "WATCH_NAMESPACE_SELECTOR",
     "polling_interval": "POLLING_INTERVAL",
     "auto_restart": "AUTO_RESTART",
     "manage_connect": "MANAGE_CONNECT",
@@ -117,7 +128,11 @@ class Settings(BaseModel):
     connect_ca_file: Path | None = None
     """CA bundle to verify Connect's certificate with (``OP_CONNECT_CA_FILE``, else ``SSL_CERT_FILE``)."""
     watch_namespaces: tuple[str, ...] = ()
-    """``WATCH_NAMESPACE``: the namespaces to watch; empty means all."""
+    """``WATCH_NAMESPACE``: the namespaces to watch; empty means all (or those ``watch_namespace_selector``
+    selects)."""
+    watch_namespace_selector: str | None = None
+    """``WATCH_NAMESPACE_SELECTOR``: a label selector; watch the namespaces whose labels match it, followed as
+    labels change (``controllers.watch.SelectedNamespaces``). Excludes ``WATCH_NAMESPACE``."""
     polling_interval: int = Field(DEFAULT_POLLING_INTERVAL, gt=0)
     """``POLLING_INTERVAL``: seconds between polls of 1Password."""
     auto_restart: bool = False
@@ -197,6 +212,24 @@ class Settings(BaseModel):
             if len(name) > 63 or not _NAMESPACE.fullmatch(name):
                 raise ValueError(f"{_quoted(name)} is not a namespace name (lowercase letters, digits and '-')")
         return names
+
+    @field_validator("watch_namespace_selector", mode="before")
+    @classmethod
+    def _namespace_selector(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return None
+        if info.data.get("watch_namespaces"):
+            # Which of the two would win is not obvious to a reader of the manifest: refuse both.
+            raise ValueError(
+                "cannot be combined with WATCH_NAMESPACE; set WATCH_NAMESPACE (a namespace list) or "
+                "WATCH_NAMESPACE_SELECTOR (a label selector on namespaces), not both"
+            )
+        try:
+            return validate_selector_string(value)
+        except InvalidSelectorError as error:
+            raise ValueError(f"{_quoted(value)} is not a label selector: {error}") from None
 
     @field_validator("polling_interval", mode="before")
     @classmethod
@@ -353,6 +386,7 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         **_credentials(environ),
         "connect_ca_file": _ca_file(environ),
         "watch_namespaces": environ.get("WATCH_NAMESPACE", ""),
+        "watch_namespace_selector": environ.get("WATCH_NAMESPACE_SELECTOR", ""),
         "polling_interval": environ.get("POLLING_INTERVAL", ""),
         "auto_restart": environ.get("AUTO_RESTART", ""),
         "manage_connect": environ.get("MANAGE_CONNECT", ""),

@@ -67,6 +67,11 @@ class EventReason(StrEnum):
     SECRET_CONFLICT = "SecretConflict"  # noqa: S105 - not a password
     ACCESS_DENIED = "AccessDenied"
     """A OnePasswordAccessPolicy does not let the namespace sync the item."""
+    REFRESHED = "Refreshed"
+    """The item was fetched again on demand (``opsync.dev/refresh``)."""
+    INVALID_RESTART_DELAY = "InvalidRestartDelay"
+    OLD_CRD = "OutdatedCRD"
+    """The served OnePasswordItem CRD drops a status field opsync records."""
 
 
 RECONCILE_ERROR_EVENT_MESSAGE: Final = "Failed to sync secret from 1Password: {error}"
@@ -139,3 +144,16 @@ tracks them like the main item (whose version stays in ``item-version``)."""
 RESTART_VERSIONS_ANNOTATION: Final = "opsync.dev/restart-versions"
 """On a workload's metadata (not its pod template, whose edits roll it): JSON ``{secret name: data version}``
 as of the last restart or observation; see ``controllers.restarts``."""
+REFRESH_ANNOTATION: Final = "opsync.dev/refresh"
+"""On a OnePasswordItem or an annotated workload: set to a new value (any string) to fetch the item from
+1Password now. The value last acted on is recorded (``REFRESH_STATUS_FIELD``, ``REFRESHED_ANNOTATION``)."""
+REFRESH_STATUS_FIELD: Final = "observedRefresh"
+"""In a OnePasswordItem's status: the ``opsync.dev/refresh`` value last acted on."""
+REFRESHED_ANNOTATION: Final = "opsync.dev/refreshed"
+"""On a workload's metadata (workloads have no status of opsync's): the ``opsync.dev/refresh`` value last acted
+on."""
+RESTART_DELAY_ANNOTATION: Final = "opsync.dev/restart-delay"
+"""On a workload: wait this long (``30s``, ``5m``, ``1h`` or seconds) after a Secret change before rolling, so
+that several changes make one rollout."""
+MIN_ITEM_POLLING_INTERVAL: Final = 10
+"""The smallest ``spec.pollingInterval`` of a OnePasswordItem (seconds; the CRD enforces it too)."""

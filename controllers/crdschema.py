@@ -31,10 +31,10 @@ UPGRADE_HINT = (
 )
 
 # opsync's status fields that 1Password's CRD lacks, as paths below ``status``.
-OPSYNC_FIELDS = ("conditions[].reason", "conditions[].observedGeneration", "lastSyncTime")
-# The shaping fields of ``spec``: an old schema prunes them from what users apply, so the item would silently
-# sync unshaped.
-OPSYNC_SPEC_FIELDS = SHAPING_FIELDS
+OPSYNC_FIELDS = ("conditions[].reason", "conditions[].observedGeneration", "lastSyncTime", "observedRefresh")
+# The shaping fields and pollingInterval of ``spec``: an old schema prunes them from what users apply, so
+# the item would silently sync unshaped, at the default interval.
+OPSYNC_SPEC_FIELDS = (*SHAPING_FIELDS, "pollingInterval")
 _CONDITION = "conditions[]."
 
 
@@ -100,7 +100,10 @@ class ServedCrd:
                 f"status.{', status.'.join(self.dropped)} (Ready conditions show no reason; opsync works regardless)"
             )
         if self.dropped_spec:
-            drops.append(f"spec.{', spec.'.join(self.dropped_spec)} (items cannot shape their Secrets)")
+            drops.append(
+                f"spec.{', spec.'.join(self.dropped_spec)} "
+                "(items cannot shape their Secrets or set their own polling interval)"
+            )
         return (
             f"the served CRD {ITEMS_CRD} is older than opsync's: the API server drops {'; and '.join(drops)}; "
             f"{UPGRADE_HINT}"

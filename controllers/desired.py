@@ -36,13 +36,15 @@ from controllers.constants import (
     OPI_KIND,
     OWNED_METADATA_ANNOTATION,
 )
+from controllers.resources import ROLLOUTS
 from controllers.sanitisers import secret_name
 from controllers.secretdata import InvalidSecretError, ItemInput, build_secret_data, validate_secret_data
 from controllers.shaping import Shaping, shape
-from opsync.resources import DAEMONSETS, DEPLOYMENTS, STATEFULSETS, KubeObject, Resource
+from opsync.resources import CRONJOBS, DAEMONSETS, DEPLOYMENTS, STATEFULSETS, KubeObject, Resource
 
-WORKLOAD_KINDS: tuple[Resource, ...] = (DEPLOYMENTS, STATEFULSETS, DAEMONSETS)
-"""The workload kinds whose annotations make Secrets (the Go operator handles Deployments only)."""
+WORKLOAD_KINDS: tuple[Resource, ...] = (DEPLOYMENTS, STATEFULSETS, DAEMONSETS, CRONJOBS, ROLLOUTS)
+"""The workload kinds whose annotations make Secrets and which opsync restarts (the Go operator handles
+Deployments only). Argo ``Rollout``s only where their CRD is installed."""
 
 # --- Labels and annotations each producer gives its Secret -----------------------------------------------------
 

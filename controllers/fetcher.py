@@ -45,16 +45,17 @@ class ItemFetcher:
         self._gone: set[ItemKey] = set()  # items the poller saw disappear
         self._paused_until = 0.0  # clock() before which Connect asked not to be called (429)
 
-    async def get(self, path: str) -> tuple[ResolvedItem, ItemInput]:
-        """The item at ``path`` with the input to build its Secret.
+    async def get(self, path: str, *, fresh: bool = False) -> tuple[ResolvedItem, ItemInput]:
+        """The item at ``path`` with the input to build its Secret; ``fresh``: from Connect now, even if the
+        held copy is current (a spec edit or an ``opsync.dev/refresh`` asks for 1Password's state right now).
 
         Raises ``ItemPathError`` for a malformed path, ``ResolveError`` when Connect cannot provide it, and
         ``RateLimitedError`` without asking Connect while a rate limit it reported lasts.
         """
         parse_item_path(path)  # a malformed path fails here, never reaching Connect
         held = self._items.get(path)
-        if held is None or not self._current(held):
-            held = await self._fetch(path)
+        if fresh or held is None or not self._current(held):
+            held = await self._fetch(path, fresh=fresh)
         return held, item_input_from_connect(held.item, held.files)
 
     def rate_limited_for(self) -> float:
@@ -77,11 +78,12 @@ class ItemFetcher:
         key = (held.vault_id, held.item.id)
         return key not in self._gone and held.version >= self._latest.get(key, held.version)
 
-    async def _fetch(self, path: str) -> ResolvedItem:
+    async def _fetch(self, path: str, *, fresh: bool = False) -> ResolvedItem:
         if (wait := self.rate_limited_for()) > 0:
             raise RateLimitedError(f"rate limited by 1Password; next request in {wait:.0f}s", retry_after=wait)
         task = self._inflight.get(path)
-        if task is None:
+        # A fresh fetch does not join a request sent before it was asked for: that one may predate the change.
+        if task is None or fresh:
             task = asyncio.create_task(self._resolver.resolve(path), name=f"resolve {path}")
             self._inflight[path] = task
             task.add_done_callback(lambda done: self._settle(path, done))
@@ -103,7 +105,9 @@ class ItemFetcher:
         key = (result.vault_id, result.item.id)
         self._gone.discard(key)
         self._latest[key] = max(self._latest.get(key, 0), result.version)
-        self._items[path] = result
+        held = self._items.get(path)
+        if held is None or (held.vault_id, held.item.id) != key or result.version >= held.version:
+            self._items[path] = result  # an older request finishing last does not replace a newer answer
 
     def held(self) -> set[ItemKey]:
         """The items held, whether or not a Secret was made from them (a policy may deny it): the poller

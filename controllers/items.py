@@ -1,11 +1,19 @@
 """OnePasswordItem → the Secret of the same name (the Go operator's ``onepassworditem`` controller).
 
 One reconcile: take the item, and the ``spec.extraItems`` of a shaped one (``controllers.shaping``), from
-``ItemFetcher`` (Connect only when an item changed or was never fetched), each authorized by the access
-policies, build the desired Secret (``controllers.desired``), let ``SecretWriter`` write the difference, and
-report the outcome in the ``Ready`` condition (``controllers.status``). The Secret's controller owner
-reference to the item makes garbage collection delete it with the item, so opsync needs no finalizer; the Go
-operator's finalizer is removed from items it left behind so they can still be deleted.
+``ItemFetcher`` (Connect only when an item changed or was never fetched, when the item's spec was edited since
+this process last synced it, or when its ``opsync.dev/refresh`` annotation holds a value not acted on yet),
+each authorized by the access policies, build the desired Secret (``controllers.desired``), let
+``SecretWriter`` write the difference, and report the outcome in the ``Ready`` condition
+(``controllers.status``). The Secret's controller owner reference to the item makes garbage collection delete
+it with the item, so opsync needs no finalizer; the Go operator's finalizer is removed from items it left
+behind so they can still be deleted.
+
+On-demand refresh: the ``opsync.dev/refresh`` value acted on is recorded in ``status.observedRefresh``, so a
+restarted opsync does not fetch again for it. 1Password's own CRD (v1.12.0) has no such status field and the
+API server drops it; opsync then remembers the value in memory only, says so once (a Warning Event
+``OutdatedCRD`` and a log line), and after each restart of opsync acts on the current value once more: one
+extra fetch, no rewrite of a Secret already in sync.
 """
 
 from __future__ import annotations
@@ -14,7 +22,14 @@ import logging
 from dataclasses import dataclass
 
 from controllers.access import AccessControl
-from controllers.constants import ITEM_CONTROLLER, MANAGED_SELECTOR, ConditionReason, EventReason
+from controllers.constants import (
+    ITEM_CONTROLLER,
+    MANAGED_SELECTOR,
+    REFRESH_ANNOTATION,
+    REFRESH_STATUS_FIELD,
+    ConditionReason,
+    EventReason,
+)
 from controllers.crdschema import UPGRADE_HINT, ServedStatus
 from controllers.desired import desired_secret, opi_metadata, opi_owner_reference
 from controllers.failures import Failure, classify, rate_limiter, retry_result, write_refused
@@ -24,7 +39,7 @@ from controllers.metrics import ITEMS, record_item_ready
 from controllers.resources import ONEPASSWORDITEMS
 from controllers.secrets import SecretWriter
 from controllers.shaping import shaping_of
-from controllers.status import status_patch
+from controllers.status import observed_refresh, status_patch
 from controllers.watch import spec_or_metadata_changed
 from opsync.builder import Builder
 from opsync.client import ApiError
@@ -69,6 +84,9 @@ class ItemReconciler:
         self._options = options
         self._events: EventRecorder = manager.event_recorder("opsync")
         self._states: dict[Request, tuple[str, str]] = {}  # for opsync_items, opsync_item_condition and failing_with
+        self._generations: dict[Request, int] = {}  # generation last synced by this process
+        self._refreshed: dict[Request, str] = {}  # refresh value last acted on (also when the CRD drops it)
+        self._warned_old_crd = False
         self.served = served or ServedStatus()
 
     def failing_with(self, reason: str) -> list[Request]:
@@ -80,6 +98,8 @@ class ItemReconciler:
         opi = self.items.get(request.namespace, request.name)
         if opi is None:
             self._record_state(request, None)
+            self._generations.pop(request, None)
+            self._refreshed.pop(request, None)
             return None
         try:
             opi = await remove_go_finalizer(self._client, ONEPASSWORDITEMS, opi)
@@ -97,11 +117,17 @@ class ItemReconciler:
             shaping = shaping_of(spec)
             kept = self._writer.secrets.get(namespace, name) is not None
             self.access.admit(namespace, kept=kept)
-            resolved, item = await self._fetcher.get(path)
+            generation = int(opi["metadata"].get("generation") or 0)
+            refresh = self._refresh_asked(request, opi)
+            edited = self._generations.get(request, generation) != generation
+            fresh = edited or refresh is not None
+            resolved, item = await self._fetcher.get(path, fresh=fresh)
             self.access.authorize(namespace, path, resolved, kept=kept)
             extra_items = []
             for extra in shaping.extra_items if shaping is not None else ():
-                extra_resolved, extra_item = await self._fetcher.get(extra.item_path)
+                extra_resolved, extra_item = await self._fetcher.get(
+                    extra.item_path, fresh=edited or refresh is not None
+                )
                 self.access.authorize(namespace, extra.item_path, extra_resolved, kept=kept)
                 extra_items.append(extra_item)
             desired = desired_secret(
@@ -130,9 +156,39 @@ class ItemReconciler:
             )
             if desired.warnings:
                 self._events.event(opi, "Warning", EventReason.DATA_WARNING, "; ".join(desired.warnings))
-        await self._set_status(opi, "True", ConditionReason.SYNCED, SYNCED_MESSAGE, synced=written.data_changed)
+        self._generations[request] = generation
+        if refresh is not None:
+            self._refreshed[request] = refresh
+            self._events.event(
+                opi, "Normal", EventReason.REFRESHED, f"fetched the item again ({REFRESH_ANNOTATION}={refresh!r})"
+            )
+        await self._set_status(
+            opi, "True", ConditionReason.SYNCED, SYNCED_MESSAGE, synced=written.data_changed, refreshed=refresh
+        )
+        if refresh is not None and not self.served.keeps(REFRESH_STATUS_FIELD):
+            self._warn_refresh_not_kept(opi)
         self._record_state(request, ("true", ConditionReason.SYNCED))
         return None
+
+    def _refresh_asked(self, request: Request, opi: KubeObject) -> str | None:
+        """The ``opsync.dev/refresh`` value to act on now, None when there is none or it was acted on."""
+        value = (opi["metadata"].get("annotations") or {}).get(REFRESH_ANNOTATION)
+        if not value or value in (observed_refresh(opi), self._refreshed.get(request)):
+            return None
+        return str(value)
+
+    def _warn_refresh_not_kept(self, opi: KubeObject) -> None:
+        """Say once that the served CRD drops ``status.observedRefresh`` (1Password's own CRD): known from the
+        CRD read at start-up or learnt from a status patch (``ServedStatus``)."""
+        if self._warned_old_crd:
+            return
+        self._warned_old_crd = True
+        message = (
+            f"the installed OnePasswordItem CRD drops status.{REFRESH_STATUS_FIELD}: {REFRESH_ANNOTATION} values "
+            "are remembered in memory only and acted on once more after a restart of opsync; install opsync's CRD"
+        )
+        log.warning(message)
+        self._events.event(opi, "Warning", EventReason.OLD_CRD, message)
 
     async def _report_failure(self, request: Request, opi: KubeObject, failure: Failure) -> None:
         log.warning("sync failed: %s", failure.message, extra={"reason": str(failure.reason)})
@@ -140,12 +196,14 @@ class ItemReconciler:
         await self._set_status(opi, "False", failure.reason, failure.message, synced=False)
         self._record_state(request, ("false", failure.reason))
 
-    async def _set_status(self, opi: KubeObject, status: str, reason: str, message: str, *, synced: bool) -> None:
-        """Patch the status subresource, only when the condition (or the sync time) changes.
+    async def _set_status(
+        self, opi: KubeObject, status: str, reason: str, message: str, *, synced: bool, refreshed: str | None = None
+    ) -> None:
+        """Patch the status subresource, only when something in it changes.
 
         The comparison is with the condition as the served schema stores it (``self.served``): on an old CRD
         that drops ``reason``, a condition differing only there is not rewritten on every retry."""
-        patch = status_patch(opi, status, reason, message, synced=synced, served=self.served)
+        patch = status_patch(opi, status, reason, message, synced=synced, served=self.served, refreshed=refreshed)
         if patch is None:
             return
         meta = opi["metadata"]

@@ -40,7 +40,7 @@ from controllers.resources import ONEPASSWORDITEMS
 from controllers.rollouts import setup_restarts
 from controllers.secrets import SecretWriter, managed_secrets
 from controllers.shaping import item_paths
-from controllers.watch import NamespaceMetadata
+from controllers.watch import NamespaceMetadata, SelectedNamespaces
 from controllers.workloads import WorkloadOptions, Workloads, setup_workloads
 from onepassword_access.backend import Backend, ConnectBackend
 from onepassword_access.client import ConnectClient
@@ -122,16 +122,20 @@ def build_operator(settings: Settings, client: Client, backend: Backend) -> Oper
     leader = None
     if settings.leader_elect:
         leader = LeaderElectionConfig(name=settings.leader_election_id, namespace=leader_election_namespace(settings))
+    # With a namespace selector the cache starts with no namespace and SelectedNamespaces fills it in.
+    selector = settings.watch_namespace_selector
     manager = Manager(
         client,
-        namespaces=list(settings.watch_namespaces) or None,
+        namespaces=[] if selector else list(settings.watch_namespaces) or None,
         leader_election=leader,
         health_probe_bind_address=settings.health_probe_bind_address,
         metrics_bind_address=settings.metrics_bind_address,
     )
     fetcher = ItemFetcher(ItemResolver(backend))
     writer = SecretWriter(client, managed_secrets(manager.cache))
-    namespaces = NamespaceMetadata(manager.cache, settings.watch_namespaces)
+    namespaces = NamespaceMetadata(manager.cache, settings.watch_namespaces, selector=selector)
+    if selector:
+        SelectedNamespaces(manager.cache, namespaces.informers[0])
     access = AccessControl(manager.cache, namespaces)
     served = ServedStatus()
     items = ItemReconciler(
@@ -246,6 +250,7 @@ async def _run(settings: Settings) -> int:
                 "starting opsync",
                 extra={
                     "namespaces": ",".join(settings.watch_namespaces) or "*",
+                    "namespaceSelector": settings.watch_namespace_selector or "",
                     "pollingInterval": settings.polling_interval,
                     "onepassword": settings.connect_host or "service account",
                 },

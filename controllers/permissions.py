@@ -2,8 +2,9 @@
 
 The one list: ``opsync check`` makes a SelfSubjectAccessReview per entry, and the Helm chart's rules
 (``charts/opsync/templates/rbac.yaml``) grant exactly these, which ``tests/integration/test_chart.py`` enforces.
-Compared with the Go operator's ClusterRole this drops everything it never used (pods, services, configmaps,
-replicasets, servicemonitors...) and adds StatefulSets and DaemonSets, which opsync also syncs and restarts.
+Compared with the Go operator's ClusterRole this drops everything it never used (services, configmaps,
+replicasets, servicemonitors...), adds StatefulSets, DaemonSets, CronJobs and Argo Rollouts, which opsync also
+syncs and restarts, and reads (never writes) Jobs and Pods, which only keep a Secret they use from deletion.
 """
 
 from __future__ import annotations
@@ -79,6 +80,20 @@ REQUIRED: tuple[Permission, ...] = (
     ),
     Permission("apps", "statefulsets", ("get", "list", "watch", "patch"), why="as deployments"),
     Permission("apps", "daemonsets", ("get", "list", "watch", "patch"), why="as deployments"),
+    Permission("batch", "cronjobs", ("get", "list", "watch", "patch"), why="as deployments (the jobTemplate)"),
+    Permission(
+        "argoproj.io",
+        "rollouts",
+        ("get", "list", "watch", "patch"),
+        why="as deployments (spec.restartAt); unused while the Argo Rollouts CRD is not installed",
+    ),
+    Permission("batch", "jobs", ("list", "watch"), why="Jobs using a Secret keep it from being deleted"),
+    Permission(
+        "",
+        "pods",
+        ("list", "watch"),
+        why="bare Pods using a Secret keep it from being deleted (the cache keeps the spec of bare Pods only)",
+    ),
     Permission("", "events", ("create", "patch"), why="report failures and restarts"),
     Permission(
         "",

@@ -6,8 +6,12 @@ Every ``POLLING_INTERVAL`` seconds (the first time as soon as the caches are syn
    the ``item-version`` it was made from, and the versions of a shaped Secret's ``spec.extraItems``; the
    items ``ItemFetcher`` holds without a Secret (an access policy denied it) are followed too, so that a
    change in 1Password reaches them.
-2. Ask the backend what changed in their vaults: with Connect one ``GET`` per vault, with the SDK one
-   ``vaults.list()`` for all of them, plus a listing of the items of each vault whose ``contentVersion`` moved.
+2. Ask the backend what changed in the vaults that are due: with Connect one ``GET`` per vault, with the SDK
+   one ``vaults.list()`` for all of them, plus a listing of the items of each vault whose ``contentVersion``
+   moved. A vault is due every ``POLLING_INTERVAL`` seconds, or every ``spec.pollingInterval`` seconds of the
+   OnePasswordItem using it that asks for the shortest one (an item asking for a longer interval than
+   ``POLLING_INTERVAL`` only slows down its vault if no other item of the vault is polled faster). The poller
+   wakes at the earliest due time, and at once when an item's ``pollingInterval`` changes.
 3. Fire each Secret whose item is at another version now (or just disappeared) at the controller that makes
    it (``Handoff``): the OnePasswordItem of the same name, else the workload-secrets controller, each through
    an ``opsync.source.Channel`` it watches. Keys already retrying with backoff are left to it, except on the
@@ -24,14 +28,18 @@ reported lasts (``ItemFetcher.rate_limited_for``), polls are skipped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from controllers.constants import EXTRA_ITEMS_ANNOTATION, ITEM_PATH_ANNOTATION, ITEM_VERSION_ANNOTATION
+from controllers.constants import (
+    EXTRA_ITEMS_ANNOTATION,
+    ITEM_PATH_ANNOTATION,
+    ITEM_VERSION_ANNOTATION,
+    MIN_ITEM_POLLING_INTERVAL,
+)
 from controllers.fetcher import ItemFetcher
 from controllers.metrics import LAST_SUCCESSFUL_POLL, POLL_DURATION, POLLS
 from onepassword_access.backend import Backend
@@ -40,6 +48,7 @@ from onepassword_access.errors import RateLimitedError
 from onepassword_access.paths import ItemPathError, parse_item_path
 from opsync.informer import Informer
 from opsync.reconcile import Request
+from opsync.resources import KubeObject
 from opsync.source import Channel
 
 log = logging.getLogger(__name__)
@@ -53,6 +62,38 @@ class Tracked:
     vault_id: str
     item_id: str
     version: str
+    interval: float
+    """Seconds between polls of its vault wanted for this Secret."""
+
+
+_DUE_SLACK = 0.05
+"""A vault due within this fraction of its interval is polled now rather than one tick later."""
+
+
+def item_polling_interval(opi: KubeObject | None) -> float | None:
+    """A OnePasswordItem's ``spec.pollingInterval`` (seconds), None when it has none or an unusable one."""
+    value = ((opi or {}).get("spec") or {}).get("pollingInterval")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < MIN_ITEM_POLLING_INTERVAL:
+        return None  # the CRD refuses these; an old CRD prunes the field, so this is seldom reached
+    return float(value)
+
+
+class _IntervalChanges:
+    """Informer handler: wakes the poller when an item's ``pollingInterval`` appears or changes."""
+
+    def __init__(self, wake: asyncio.Event) -> None:
+        self._wake = wake
+
+    def on_add(self, obj: KubeObject, is_initial_list: bool) -> None:
+        if not is_initial_list and item_polling_interval(obj) is not None:
+            self._wake.set()
+
+    def on_update(self, old: KubeObject, new: KubeObject) -> None:
+        if item_polling_interval(old) != item_polling_interval(new):
+            self._wake.set()
+
+    def on_delete(self, obj: KubeObject) -> None:
+        del obj  # a vault polled less often from now on needs no wake-up
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +147,10 @@ class Poller:
         self.interval = interval
         self._paths_in_use = paths_in_use
         self._failing = False  # the last poll could not read every vault
+        self._polled_at: dict[str, float] = {}  # vault id -> monotonic time of its last poll
+        self._next_due: float | None = None  # monotonic time the next vault is due, None: now
+        self._wake = asyncio.Event()
+        handoff.items.add_handler(_IntervalChanges(self._wake))
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Poll until ``stopping`` is set."""
@@ -116,8 +161,14 @@ class Poller:
                 await self.poll()
             except Exception:  # a bug in one poll must not stop the next ones, nor the manager
                 log.exception("poll failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), self.interval)
+            wait = self.interval if self._next_due is None else self._next_due - time.monotonic()
+            self._wake.clear()
+            waits = [asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(self._wake.wait())]
+            try:
+                await asyncio.wait(waits, timeout=max(0.0, wait), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for pending in waits:
+                    pending.cancel()
 
     async def _wait_for_sync(self, stopping: asyncio.Event) -> bool:
         async def synced() -> bool:
@@ -136,13 +187,32 @@ class Poller:
         if self._fetcher.rate_limited_for() > 0:
             log.debug("poll skipped: 1Password asked to wait")
             POLLS.labels(result="skipped").inc()
+            self._next_due = None  # try again one POLLING_INTERVAL on, not in a loop
             return 0
         started = time.monotonic()
         tracked = list(self._tracked())
         following: dict[str, set[str]] = {}
-        for vault_id, item_id in [(t.vault_id, t.item_id) for t in tracked] + sorted(self._fetcher.held()):
+        intervals: dict[str, float] = {}
+        held = [(vault_id, item_id, self.interval) for vault_id, item_id in sorted(self._fetcher.held())]
+        for vault_id, item_id, interval in [(t.vault_id, t.item_id, t.interval) for t in tracked] + held:
             following.setdefault(vault_id, set()).add(item_id)
-        report = await self._backend.poll(following)
+            intervals[vault_id] = min(interval, intervals.get(vault_id, interval))
+        due = {
+            vault_id
+            for vault_id, interval in intervals.items()
+            if started >= self._polled_at.get(vault_id, -interval) + interval * (1 - _DUE_SLACK)
+        }
+        # Vaults not due are kept, not forgotten: their versions stay known for the next drift check.
+        report = await self._backend.poll({v: following[v] for v in due}, keep=intervals.keys() - due)
+        for vault_id in due:
+            self._polled_at[vault_id] = started
+        for gone in self._polled_at.keys() - intervals.keys():
+            del self._polled_at[gone]
+        upcoming = [self._polled_at[v] + interval for v, interval in intervals.items()]
+        # Items whose Secrets are not made yet are not tracked: wake at their interval all the same.
+        asked = (item_polling_interval(opi) for opi in self._handoff.items.list())
+        shortest = min([self.interval, *(interval for interval in asked if interval is not None)])
+        self._next_due = min([*upcoming, started + shortest])
         for error in report.errors.values():
             if isinstance(error, RateLimitedError):
                 self._fetcher.note_rate_limit(error)
@@ -150,7 +220,10 @@ class Poller:
             self._fetcher.observe(vault_id, change.versions, change.removed)
         # 1Password answers again: what failed for want of it is retried now, not when its backoff (up to
         # 5 minutes) ends, so everything recovers within one poll of the end of an outage.
-        recovered, self._failing = self._failing and not report.errors, bool(report.errors)
+        # Only a poll that read some vault says anything about an outage: one with none due keeps the state.
+        recovered = self._failing and bool(due) and not report.errors
+        if due:
+            self._failing = bool(report.errors)
         enqueued = self._handoff.retry_connect_unavailable() if recovered else 0
         for entry in tracked:
             if self._drifted(entry, report) and self._handoff.changed(entry.request, even_in_backoff=recovered):
@@ -177,6 +250,7 @@ class Poller:
         for secret in self._secrets.list():
             annotations = secret["metadata"].get("annotations") or {}
             request = Request.of(secret)
+            own = item_polling_interval(self._handoff.items.get(request.namespace, request.name))
             sources = {annotations.get(ITEM_PATH_ANNOTATION) or "": annotations.get(ITEM_VERSION_ANNOTATION)}
             sources |= _extra_item_versions(annotations.get(EXTRA_ITEMS_ANNOTATION))
             for item_path, version in sources.items():
@@ -185,7 +259,7 @@ class Poller:
                 except ItemPathError:
                     continue
                 if version:
-                    yield Tracked(request, path.vault, path.item, version)
+                    yield Tracked(request, path.vault, path.item, version, own or self.interval)
 
     def _drifted(self, entry: Tracked, report: ChangeReport) -> bool:
         versions = self._backend.versions(entry.vault_id)

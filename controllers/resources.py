@@ -11,3 +11,5 @@ ONEPASSWORDITEMS = Resource("onepassword.com", "v1", "OnePasswordItem", "onepass
 ONEPASSWORDACCESSPOLICIES = Resource(
     "onepassword.com", "v1alpha1", "OnePasswordAccessPolicy", "onepasswordaccesspolicies", namespaced=False
 )
+ROLLOUTS = Resource("argoproj.io", "v1alpha1", "Rollout", "rollouts")
+"""Argo Rollouts' workload kind: restarted like the built-in ones; its CRD may be missing (then none exist)."""

@@ -1,6 +1,8 @@
 """Which Secrets a workload uses, whether a change restarts it, and the patch that does (pure functions).
 
-Works for any workload with a pod template at ``spec.template``: Deployments, StatefulSets, DaemonSets.
+Works for every workload kind with a pod template: Deployments, StatefulSets, DaemonSets and Argo Rollouts
+(``spec.template``), CronJobs (``spec.jobTemplate.spec.template``, so the next Job uses the new Secret).
+Jobs and bare Pods use Secrets too (``secret_names_used_by``) but are never restarted.
 
 Restarting exactly once per change
 ----------------------------------
@@ -14,9 +16,10 @@ changed the Secret first, when the write fails, or when the operator was down. o
   rolls the workload; recording must not).
 - A reconcile compares the tokens with the record. A used Secret whose token differs from its recorded one
   changed since: if auto-restart applies to it the workload is rolled by setting the pod-template annotation
-  ``operator.1password.io/last-restarted`` (RFC 3339, as the Go operator does) **in the same patch** that
-  records the new tokens. Repeated reconciles then see no difference and do nothing; a change made while opsync
-  was down is still found at the next reconcile, and rolls once.
+  ``operator.1password.io/last-restarted`` (RFC 3339, as the Go operator does; an Argo Rollout instead gets
+  ``spec.restartAt``, which is how Argo restarts one) **in the same patch** that records the new tokens.
+  Repeated reconciles then see no difference and do nothing; a change made while opsync was down is still
+  found at the next reconcile, and rolls once.
 - No record yet (a new workload, auto-restart just turned on, opsync just installed): the tokens are recorded
   without rolling. Secrets newly referenced by the pod template are recorded without rolling too: the template
   edit that references them rolls the workload by itself.
@@ -27,6 +30,7 @@ changed the Secret first, when the write fails, or when the operator was down. o
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,6 +48,20 @@ from controllers.desired import secret_data_version
 from controllers.sanitisers import secret_name
 from opsync.resources import KubeObject
 from opsync.timestamps import rfc3339
+
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def parse_duration(value: str) -> float | None:
+    """``30s``, ``5m``, ``1h30m`` or a number of seconds, as seconds; None when it is none of these."""
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    match = _DURATION.fullmatch(text)
+    if not text or match is None:
+        return None
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return float(hours * 3600 + minutes * 60 + seconds)
 
 
 def parse_bool(value: str | None) -> bool | None:
@@ -66,8 +84,21 @@ def _annotations(meta: Mapping[str, Any] | None) -> Mapping[str, str]:
     return (meta or {}).get("annotations") or {}
 
 
+def pod_template(workload: KubeObject) -> Mapping[str, Any]:
+    """The pod template of a workload of any kind (a CronJob's is in its ``jobTemplate``)."""
+    spec: Mapping[str, Any] = workload.get("spec") or {}
+    if workload.get("kind") == "CronJob":
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    template: Mapping[str, Any] = spec.get("template") or {}
+    return template
+
+
 def _pod_spec(workload: KubeObject) -> Mapping[str, Any]:
-    return ((workload.get("spec") or {}).get("template") or {}).get("spec") or {}
+    """The pod spec of a workload (from its template) or of a Pod itself."""
+    if workload.get("kind") == "Pod":
+        pod: Mapping[str, Any] = workload.get("spec") or {}
+        return pod
+    return pod_template(workload).get("spec") or {}
 
 
 def _referenced_names(pod_spec: Mapping[str, Any]) -> Iterator[str | None]:
@@ -182,17 +213,26 @@ def record_patch(workload: KubeObject, secret_versions: Mapping[str, str]) -> Ku
 def restart_patch(workload: KubeObject, secret_versions: Mapping[str, str], now: datetime) -> KubeObject:
     """A merge patch that rolls ``workload`` once and records ``secret_versions``.
 
-    ``last-restarted`` is ``now`` in UTC, RFC 3339 to the second; if that equals the current value (two
-    restarts within a second) it is moved one second on, since an unchanged template would not roll.
+    ``last-restarted`` (a Rollout's ``spec.restartAt``) is ``now`` in UTC, RFC 3339 to the second; if that
+    equals the current value (two restarts within a second) it is moved one second on, since an unchanged
+    template would not roll.
     """
     stamp = now.astimezone(UTC)
-    template = ((workload.get("spec") or {}).get("template") or {}).get("metadata")
-    if rfc3339(stamp) == _annotations(template).get(LAST_RESTARTED_ANNOTATION):
+    kind = workload.get("kind")
+    if kind == "Rollout":
+        current = (workload.get("spec") or {}).get("restartAt")
+    else:
+        current = _annotations(pod_template(workload).get("metadata")).get(LAST_RESTARTED_ANNOTATION)
+    if rfc3339(stamp) == current:
         stamp += timedelta(seconds=1)
-    return {
-        "metadata": _record(workload, secret_versions),
-        "spec": {"template": {"metadata": {"annotations": {LAST_RESTARTED_ANNOTATION: rfc3339(stamp)}}}},
-    }
+    spec: dict[str, Any]
+    if kind == "Rollout":
+        spec = {"restartAt": rfc3339(stamp)}
+    else:
+        spec = {"template": {"metadata": {"annotations": {LAST_RESTARTED_ANNOTATION: rfc3339(stamp)}}}}
+        if kind == "CronJob":
+            spec = {"jobTemplate": {"spec": spec}}
+    return {"metadata": _record(workload, secret_versions), "spec": spec}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,24 @@
-"""Rolling restarts: the ``onepassword-deployment``, ``-statefulset`` and ``-daemonset`` controllers.
+"""Rolling restarts: the ``onepassword-deployment``, ``-statefulset``, ``-daemonset``, ``-cronjob`` and
+``-rollout`` controllers (Argo Rollouts: the informer is optional, so without the CRD none exist and nothing
+happens; the CRD installed later is picked up without a restart).
 
 Key: one workload. A reconcile restarts the workload once per change of the data of a managed Secret it uses,
 as ``controllers.restarts`` plans it (the versions it was rolled for are recorded on it, so repeated
 reconciles do not roll again and a change made while opsync was down still rolls once), and removes the Go
 operator's finalizer. Managed Secrets reach the workloads using them through the workload index's "secret
 users" (``controllers.workloads``), Namespaces through their ``auto-restart`` annotation.
+
+``opsync.dev/restart-delay: 30s`` on a workload holds a due restart back for that long, counted from the
+first reconcile that found it due: changes arriving meanwhile join the same rollout. The delay lives in
+memory only; the record on the workload still decides whether a restart is due, so exactly-once holds:
+after a restart of opsync (or a change of leader) the pending restart is found again and happens once,
+after a full delay counted anew.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 
 from controllers.constants import (
@@ -17,13 +26,14 @@ from controllers.constants import (
     DEPLOYMENT_EVENT_COMPONENT,
     ITEM_NAME_ANNOTATION,
     MANAGED_SELECTOR,
+    RESTART_DELAY_ANNOTATION,
     EventReason,
 )
 from controllers.desired import WORKLOAD_KINDS, operator_annotations, secret_data_version
 from controllers.failures import rate_limiter, write_refused
 from controllers.finalizer import remove_go_finalizer
 from controllers.metrics import WORKLOAD_RESTARTS
-from controllers.restarts import plan_restart, recorded_versions, secret_names_used_by
+from controllers.restarts import parse_duration, plan_restart, recorded_versions, secret_names_used_by
 from controllers.sanitisers import secret_name
 from controllers.watch import NamespaceMetadata, spec_or_metadata_changed
 from controllers.workloads import SECRET_USERS_INDEX, WorkloadOptions, Workloads
@@ -45,6 +55,8 @@ _CONTROLLER_NAMES = {
     "Deployment": "onepassword-deployment",
     "StatefulSet": "onepassword-statefulset",
     "DaemonSet": "onepassword-daemonset",
+    "CronJob": "onepassword-cronjob",
+    "Rollout": "onepassword-rollout",
 }
 
 
@@ -68,20 +80,21 @@ class RestartReconciler:
         self._namespaces = namespaces
         self._options = options
         self._events: EventRecorder = manager.event_recorder(DEPLOYMENT_EVENT_COMPONENT)
+        self._due_since: dict[Request, float] = {}  # restarts held back by a restart delay (monotonic time)
 
     async def reconcile(self, request: Request) -> Result | None:
         workload = self.informer.get(request.namespace, request.name)
         if workload is None:
+            self._due_since.pop(request, None)
             return None
         try:
             workload = await remove_go_finalizer(self._client, self.kind, workload)
             if workload["metadata"].get("deletionTimestamp"):
                 return None
             self._check_item_name(workload)
-            await self._restart_if_needed(workload)
+            return await self._restart_if_needed(workload)
         except ApiError as err:  # a write race (the cache is behind), or forbidden, refused by a webhook...
             return write_refused(self._events, workload, err, what=self.kind.kind)
-        return None
 
     def _check_item_name(self, workload: KubeObject) -> None:
         raw = operator_annotations(workload).get(ITEM_NAME_ANNOTATION)
@@ -93,7 +106,24 @@ class RestartReconciler:
                 f"{ITEM_NAME_ANNOTATION} {raw!r} cannot be made a valid Secret name",
             )
 
-    async def _restart_if_needed(self, workload: KubeObject) -> None:
+    def _held_back(self, workload: KubeObject) -> float:
+        """Seconds a due restart still waits for its ``restart-delay`` (0: restart now)."""
+        raw = (workload["metadata"].get("annotations") or {}).get(RESTART_DELAY_ANNOTATION)
+        if not raw:
+            return 0.0
+        delay = parse_duration(raw)
+        if delay is None:
+            self._events.event(
+                workload,
+                "Warning",
+                EventReason.INVALID_RESTART_DELAY,
+                f"{RESTART_DELAY_ANNOTATION}={raw!r} is not a duration such as 30s, 5m or 1h; restarting now",
+            )
+            return 0.0
+        due_since = self._due_since.setdefault(Request.of(workload), time.monotonic())
+        return max(0.0, due_since + delay - time.monotonic())
+
+    async def _restart_if_needed(self, workload: KubeObject) -> Result | None:
         """Roll or record as ``plan_restart`` says. The patch is conditional on the workload's
         resourceVersion (so a stale cache cannot roll it twice); a conflict, usually a status update by the
         workload's own controller, is retried at once from a fresh read."""
@@ -105,7 +135,8 @@ class RestartReconciler:
             if (secret := self._secrets.get(namespace, name)) is not None
         }
         if not secrets and recorded_versions(workload) is None:
-            return
+            return None
+        before = recorded_versions(workload) or {}
         for attempt in range(_PATCH_ATTEMPTS):
             plan = plan_restart(
                 workload,
@@ -117,8 +148,12 @@ class RestartReconciler:
             if attempt == 0:
                 for message in plan.invalid:
                     self._events.event(workload, "Warning", EventReason.INVALID_AUTO_RESTART, message)
+                if plan.restart and (wait := self._held_back(workload)) > 0:
+                    return Result(requeue_after=wait)
+            if not plan.restart:
+                self._due_since.pop(Request.of(workload), None)
             if plan.patch is None:
-                return
+                return None
             try:
                 await self._client.patch(self.kind, meta["name"], plan.patch, namespace)
                 break
@@ -127,15 +162,18 @@ class RestartReconciler:
                     raise
                 workload = await self._client.get(self.kind, meta["name"], namespace)
         if plan.restart:
+            self._due_since.pop(Request.of(workload), None)
             changed = ", ".join(sorted(plan.changed))
             WORKLOAD_RESTARTS.labels(kind=self.kind.kind).inc()
             log.info("restarted: the data of its Secrets changed", extra={"secrets": changed})
-            self._events.event(
-                workload,
-                "Normal",
-                EventReason.RESTARTED,
-                f"Rolling restart: the data of Secret(s) {changed} changed in 1Password",
+            versions = "; ".join(
+                f'Secret "{name}" {before.get(name)} -> {secret_data_version(secrets[name])}'
+                for name in sorted(plan.changed)
             )
+            self._events.event(
+                workload, "Normal", EventReason.RESTARTED, f"Rolling restart: changed in 1Password: {versions}"
+            )
+        return None
 
 
 def _restart_inputs(secret: KubeObject) -> tuple[str | None, str | None]:

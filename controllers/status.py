@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controllers.constants import READY_CONDITION
+from controllers.constants import READY_CONDITION, REFRESH_STATUS_FIELD
 from controllers.crdschema import ServedStatus
 from opsync.resources import KubeObject
 from opsync.timestamps import rfc3339
@@ -36,13 +36,21 @@ def ready_condition(previous: KubeObject | None, status: str, reason: str, messa
 
 
 def status_patch(
-    opi: KubeObject, status: str, reason: str, message: str, *, synced: bool, served: ServedStatus
+    opi: KubeObject,
+    status: str,
+    reason: str,
+    message: str,
+    *,
+    synced: bool,
+    served: ServedStatus,
+    refreshed: str | None = None,
 ) -> KubeObject | None:
     """The status to patch onto ``opi`` for this outcome; None when the condition is already so.
 
     ``synced``: the Secret's data was just written, which moves ``lastSyncTime`` (also set at the first
     success). The comparison is with the condition as the served schema stores it (``served``): on an old CRD
-    that drops ``reason``, a condition differing only there is not rewritten on every retry.
+    that drops ``reason``, a condition differing only there is not rewritten on every retry. ``refreshed``: the
+    ``opsync.dev/refresh`` value just acted on, recorded in ``observedRefresh`` (when the served schema keeps it).
     """
     current: dict[str, Any] = opi.get("status") or {}
     condition = ready_condition(ready_of(opi), status, reason, message, int(opi["metadata"].get("generation") or 0))
@@ -51,4 +59,12 @@ def status_patch(
         patch["conditions"] = [condition]
     if synced or (status == "True" and not current.get("lastSyncTime") and served.keeps("lastSyncTime")):
         patch["lastSyncTime"] = rfc3339()
+    if refreshed is not None and current.get(REFRESH_STATUS_FIELD) != refreshed and served.keeps(REFRESH_STATUS_FIELD):
+        patch[REFRESH_STATUS_FIELD] = refreshed
     return patch or None
+
+
+def observed_refresh(opi: KubeObject) -> str | None:
+    """The ``opsync.dev/refresh`` value recorded in ``opi``'s status as acted on, if any."""
+    value = (opi.get("status") or {}).get(REFRESH_STATUS_FIELD)
+    return None if value is None else str(value)

@@ -34,9 +34,15 @@ class NamespaceMetadata:
     needs no cluster-wide permission (RBAC grants it with ``resourceNames``, as in the Go operator's #245 fix).
     """
 
-    def __init__(self, cache: Cache, namespaces: Sequence[str] | None) -> None:
-        if namespaces:
+    def __init__(self, cache: Cache, namespaces: Sequence[str] | None, *, selector: str | None = None) -> None:
+        """With ``selector`` (``WATCH_NAMESPACE_SELECTOR``), the Namespaces it selects: one cluster-wide
+        watch with that label selector (a Namespace whose labels stop matching leaves it as a deletion)."""
+        if selector:
             self.informers: list[Informer] = [
+                cache.informer(NAMESPACES, label_selector=selector, transform=metadata_only)
+            ]
+        elif namespaces:
+            self.informers = [
                 cache.informer(NAMESPACES, field_selector=f"metadata.name={name}", transform=metadata_only)
                 for name in namespaces
             ]
@@ -68,3 +74,38 @@ def labels_of(obj: KubeObject) -> Mapping[str, str]:
     """An object's labels (empty when it has none)."""
     labels: Mapping[str, str] = (obj.get("metadata") or {}).get("labels") or {}
     return labels
+
+
+class SelectedNamespaces:
+    """``WATCH_NAMESPACE_SELECTOR``: keeps the cache's namespace list equal to the Namespaces the selector's
+    informer holds, as their labels change, without a restart.
+
+    A namespace gaining the label is added to every namespaced informer (its objects arrive as adds and are
+    reconciled); one losing it, or deleted, is dropped: its objects are forgotten, not treated as deleted, so
+    nothing is synced there any more and nothing opsync made there is deleted or rolled back.
+    """
+
+    def __init__(self, cache: Cache, namespaces: Informer) -> None:
+        self._cache = cache
+        self._namespaces = namespaces
+        namespaces.add_handler(self)
+
+    def _follow(self) -> None:
+        selected = sorted(ns["metadata"]["name"] for ns in self._namespaces.list())
+        if tuple(selected) != self._cache.namespaces:
+            self._cache.set_namespaces(selected)
+
+    def on_add(self, obj: KubeObject, is_initial_list: bool) -> None:
+        """A Namespace now selected."""
+        del obj, is_initial_list
+        self._follow()
+
+    def on_update(self, old: KubeObject, new: KubeObject) -> None:
+        """Still selected (its other labels or annotations changed): nothing to do unless the set moved."""
+        del old, new
+        self._follow()
+
+    def on_delete(self, obj: KubeObject) -> None:
+        """No longer selected (label removed) or deleted."""
+        del obj
+        self._follow()

@@ -1,7 +1,8 @@
 """Annotated workloads → Secrets: the ``workload-secrets`` controller and the workload caches it shares.
 
-Deployments, StatefulSets and DaemonSets annotated with ``operator.1password.io/item-path`` and ``item-name``
-get that Secret, as with the Go operator (which handles Deployments only), from this module's controller:
+Workloads (Deployments, StatefulSets, DaemonSets, CronJobs and, where their CRD is installed, Argo Rollouts)
+annotated with ``operator.1password.io/item-path`` and ``item-name`` get that Secret, as with the Go operator
+(which handles Deployments only), from this module's controller:
 
 ``workload-secrets`` (key: namespace/Secret name)
     Makes the Secret from the annotations of the workloads naming it. Several workloads may name one
@@ -10,10 +11,16 @@ get that Secret, as with the Go operator (which handles Deployments only), from 
     garbage collection deletes it with that Deployment even while others still use it. opsync instead gives
     it a plain owner reference to **every workload that uses it**: the garbage collector deletes it only
     when all of them are gone, and opsync deletes it itself when the last user stops using it (annotation
-    removed, reference dropped) while still existing. If the annotating workloads are gone but others still
+    removed, reference dropped) while still existing, unless a Job or a bare Pod (one no controller owns)
+    still uses it: those are never restarted and get no owner reference, but opsync does not delete a
+    Secret under them. If the annotating workloads are gone but others still
     use the Secret, it is kept and stays in sync from its own ``item-path`` annotation (as the Go poller
     did). If several workloads name the Secret with different paths, the oldest workload wins and the
     others get a Warning Event; a OnePasswordItem of the same name always wins over annotations.
+
+    Setting ``opsync.dev/refresh`` to a new value on a workload naming the Secret fetches the item now; the
+    value acted on is recorded in the workload's metadata annotation ``opsync.dev/refreshed`` (metadata, so
+    that recording it does not roll the workload).
 
 The restart controllers (``controllers.rollouts``) share the workload caches and their indexes too.
 """
@@ -30,6 +37,8 @@ from controllers.constants import (
     ITEM_PATH_ANNOTATION,
     MANAGED_SELECTOR,
     OPI_KIND,
+    REFRESH_ANNOTATION,
+    REFRESHED_ANNOTATION,
     EventReason,
 )
 from controllers.desired import (
@@ -41,7 +50,7 @@ from controllers.desired import (
 )
 from controllers.failures import WRITE_RACES, classify, rate_limiter, retry_result
 from controllers.fetcher import ItemFetcher
-from controllers.resources import ONEPASSWORDITEMS
+from controllers.resources import ONEPASSWORDITEMS, ROLLOUTS
 from controllers.restarts import secret_names_used_by
 from controllers.sanitisers import secret_name
 from controllers.secrets import SecretWriter
@@ -54,7 +63,7 @@ from opsync.informer import Informer
 from opsync.manager import Manager
 from opsync.predicate import Predicate
 from opsync.reconcile import Request, Result
-from opsync.resources import SECRETS, KubeObject, Resource
+from opsync.resources import JOBS, PODS, SECRETS, KubeObject, Resource
 from opsync.source import Channel
 
 log = logging.getLogger(__name__)
@@ -107,14 +116,43 @@ class Workload:
         return f"{self.kind.kind} {self.name}"
 
 
+def bare_pod(pod: KubeObject) -> KubeObject:
+    """A transform for the Pod cache: the spec only of Pods no controller owns (their owner's template
+    already says which Secrets they use), so Deployments' Pods cost only their metadata."""
+    meta = {k: v for k, v in (pod.get("metadata") or {}).items() if k != "managedFields"}
+    kept: KubeObject = {"apiVersion": pod.get("apiVersion"), "kind": pod.get("kind"), "metadata": meta}
+    if not any(ref.get("controller") for ref in meta.get("ownerReferences") or []):
+        kept["spec"] = pod.get("spec") or {}
+    return kept
+
+
 class Workloads:
-    """The caches of the three workload kinds, indexed by the Secrets they use and name. Create it once."""
+    """The caches of the workload kinds, indexed by the Secrets they use and name, and of the Jobs and bare
+    Pods using Secrets. Create it once, before the controllers that watch these kinds."""
 
     def __init__(self, cache: Cache) -> None:
-        self.informers: dict[Resource, Informer] = {kind: cache.informer(kind) for kind in WORKLOAD_KINDS}
+        self.informers: dict[Resource, Informer] = {
+            kind: cache.informer(kind, optional=kind is ROLLOUTS) for kind in WORKLOAD_KINDS
+        }
+        # Kinds that use Secrets but are never restarted nor own one: Jobs and bare Pods.
+        self.users_only: dict[Resource, Informer] = {
+            JOBS: cache.informer(JOBS),
+            PODS: cache.informer(PODS, transform=bare_pod),
+        }
         for informer in self.informers.values():
             informer.add_indexer(SECRET_USERS_INDEX, _secret_users)
             informer.add_indexer(ITEM_NAME_INDEX, _item_name)
+        for informer in self.users_only.values():
+            informer.add_indexer(SECRET_USERS_INDEX, _secret_users)
+
+    def used_by_jobs_or_pods(self, namespace: str, secret: str) -> bool:
+        """Whether a live Job or bare Pod uses the Secret."""
+        key = str(Request(namespace, secret))
+        return any(
+            not obj["metadata"].get("deletionTimestamp")
+            for informer in self.users_only.values()
+            for obj in informer.by_index(SECRET_USERS_INDEX, key)
+        )
 
     def _find(self, index: str, namespace: str, name: str) -> list[Workload]:
         key = str(Request(namespace, name))
@@ -134,6 +172,13 @@ class Workloads:
         found = self._find(ITEM_NAME_INDEX, namespace, secret)
         order = {kind: rank for rank, kind in enumerate(WORKLOAD_KINDS)}
         return sorted(found, key=lambda w: (w.obj["metadata"].get("creationTimestamp") or "", order[w.kind], w.name))
+
+
+def refresh_asked(workload: KubeObject) -> str | None:
+    """A workload's ``opsync.dev/refresh`` value when it differs from the one recorded as acted on."""
+    annotations = (workload.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(REFRESH_ANNOTATION) or None
+    return None if value is None or value == annotations.get(REFRESHED_ANNOTATION) else str(value)
 
 
 def made_for_workloads(secret: KubeObject) -> bool:
@@ -172,6 +217,7 @@ class WorkloadSecretReconciler:
         self._writer = writer
         self._options = options
         self._events: EventRecorder = manager.event_recorder(DEPLOYMENT_EVENT_COMPONENT)
+        self._client = manager.client
 
     async def reconcile(self, request: Request) -> Result | None:
         try:
@@ -195,6 +241,8 @@ class WorkloadSecretReconciler:
         existing = self._writer.secrets.get(namespace, name)
         if not users:
             if existing is not None and made_for_workloads(existing):
+                if self._workloads.used_by_jobs_or_pods(namespace, name):
+                    return None  # kept for the Jobs and Pods using it; the last one's deletion comes back here
                 await self._writer.delete(existing)
                 log.info("deleted the Secret no workload uses any more", extra={"secret": name})
             return None
@@ -208,9 +256,10 @@ class WorkloadSecretReconciler:
         path = operator_annotations(source).get(ITEM_PATH_ANNOTATION, "")
         owners = [workload_owner_reference(w.kind, w.obj) for w in sorted(users, key=lambda w: (w.kind.kind, w.name))]
         reported = naming or users
+        refreshing = [w for w in naming if refresh_asked(w.obj) is not None]
         try:
             self._access.admit(namespace, kept=existing is not None)
-            resolved, item = await self._fetcher.get(path)
+            resolved, item = await self._fetcher.get(path, fresh=bool(refreshing))
             self._access.authorize(namespace, path, resolved, kept=existing is not None)
             desired = desired_secret(
                 name=name,
@@ -240,7 +289,18 @@ class WorkloadSecretReconciler:
                 )
                 if desired.warnings:
                     self._events.event(workload.obj, "Warning", EventReason.DATA_WARNING, "; ".join(desired.warnings))
+        for workload in refreshing:
+            await self._record_refresh(workload)
         return None
+
+    async def _record_refresh(self, workload: Workload) -> None:
+        value = refresh_asked(workload.obj)
+        meta = workload.obj["metadata"]
+        patch = {"metadata": {"annotations": {REFRESHED_ANNOTATION: value}}}
+        await self._client.patch(workload.kind, meta["name"], patch, meta["namespace"])
+        self._events.event(
+            workload.obj, "Normal", EventReason.REFRESHED, f"fetched the item again ({REFRESH_ANNOTATION}={value!r})"
+        )
 
     def _warn_disagreements(self, naming: list[Workload]) -> None:
         chosen = naming[0]
@@ -293,6 +353,10 @@ def setup_workloads(
     builder.watches(SECRETS, unclaimed_secret, label_selector=MANAGED_SELECTOR)
     # An item appearing or disappearing decides who makes a Secret of its name.
     builder.watches(ONEPASSWORDITEMS, lambda opi: [Request.of(opi)], predicates=[Predicate(on_update=lambda *_: False)])
+    # Jobs and bare Pods only keep a Secret alive: their creation and deletion matter, not their updates.
+    users_only = [Predicate(on_update=lambda *_: False)]
+    builder.watches(JOBS, _secret_requests, predicates=users_only)
+    builder.watches(PODS, _secret_requests, predicates=users_only, transform=bare_pod)
     builder.watches_source(*access.sources(lambda ns: workload_secret_requests(workloads, writer.secrets, ns)), changes)
     secrets_controller = builder.with_options(workers=workers, rate_limiter=rate_limiter()).complete(
         WorkloadSecretReconciler(manager, workloads, fetcher, writer, options, access=access)

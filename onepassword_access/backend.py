@@ -9,7 +9,7 @@ of its clients onto one item model) and fail with ``ConnectError`` subclasses, s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 from typing import Protocol
 
 from onepassword_access.changes import ChangeReport, VaultChangeDetector
@@ -49,8 +49,9 @@ class Backend(Protocol):
         """One file's content."""
         ...
 
-    async def poll(self, tracked: Tracked) -> ChangeReport:
-        """What changed in the ``tracked`` vaults since the last poll; vaults not given are forgotten.
+    async def poll(self, tracked: Tracked, *, keep: Iterable[str] = ()) -> ChangeReport:
+        """What changed in the ``tracked`` vaults since the last poll; vaults neither given nor in ``keep``
+        (vaults not due this time, when vaults are polled at different intervals) are forgotten.
 
         Errors are reported per vault in the report, not raised. ``versions()`` then holds what was learnt.
         """
@@ -96,9 +97,9 @@ class ConnectBackend:
             return file.content
         return await self.client.get_file_content(file.content_path or content_path(vault_id, item_id, file.id))
 
-    async def poll(self, tracked: Tracked) -> ChangeReport:
+    async def poll(self, tracked: Tracked, *, keep: Iterable[str] = ()) -> ChangeReport:
         """One ``GET`` per tracked vault, plus an item listing (with versions) where ``contentVersion`` moved."""
-        return await self._detector.poll(tracked)
+        return await self._detector.poll(tracked, keep=keep)
 
     def versions(self, vault_id: str) -> Mapping[str, int] | None:
         """Every item's version in the vault as last listed."""

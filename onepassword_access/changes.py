@@ -52,10 +52,11 @@ class VaultChangeDetector:
         seen = self._seen.get(vault_id)
         return dict(seen[1]) if seen else None
 
-    async def poll(self, vault_ids: Iterable[str]) -> ChangeReport:
-        """Read the given vaults; those not given are forgotten. Errors are per vault and reported."""
+    async def poll(self, vault_ids: Iterable[str], *, keep: Iterable[str] = ()) -> ChangeReport:
+        """Read the given vaults; those neither given nor in ``keep`` (vaults not due this time, when vaults are
+        polled at different intervals) are forgotten. Errors are per vault and reported."""
         wanted = set(vault_ids)
-        for gone in self._seen.keys() - wanted:
+        for gone in self._seen.keys() - wanted - set(keep):
             del self._seen[gone]
         gate = asyncio.Semaphore(self._concurrency)
 

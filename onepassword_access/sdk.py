@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -355,13 +355,17 @@ class SdkBackend:
         seen = self._seen.get(vault_id)
         return dict(seen.versions) if seen else None
 
-    async def poll(self, tracked: Tracked) -> ChangeReport:
+    async def poll(self, tracked: Tracked, *, keep: Iterable[str] = ()) -> ChangeReport:
         """One ``vaults.list()``; then, per tracked vault whose ``contentVersion`` moved, ``items.list`` and
-        ``items.get_all`` of the tracked items whose ``updatedAt`` moved."""
-        for gone in self._seen.keys() - tracked.keys():
+        ``items.get_all`` of the tracked items whose ``updatedAt`` moved. Vaults in ``keep`` (not due this
+        time) are not read but not forgotten either."""
+        kept = set(keep)
+        for gone in self._seen.keys() - tracked.keys() - kept:
             del self._seen[gone]
         # A fetched item not asked for yet is the newest version any poll saw; only untracked ones go.
-        self._fetched = {key: item for key, item in self._fetched.items() if key[1] in tracked.get(key[0], ())}
+        self._fetched = {
+            key: item for key, item in self._fetched.items() if key[0] in kept or key[1] in tracked.get(key[0], ())
+        }
         if not tracked:
             return ChangeReport(changes={}, errors={})
         try:

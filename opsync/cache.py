@@ -70,6 +70,16 @@ class Cache:
                 self._start(informer, self._stopping)
         return informer
 
+    def set_namespaces(self, namespaces: Sequence[str]) -> None:
+        """Scope every namespaced informer, and those made later, to ``namespaces`` from now on (a cache made
+        with a namespace list only; ``Informer.set_namespaces`` says what happens to the objects)."""
+        if self.namespaces is None:
+            raise ValueError("this cache watches all namespaces; it has no namespace list to change")
+        self.namespaces = tuple(namespaces)
+        for informer in self._informers.values():
+            if informer.resource.namespaced:
+                informer.set_namespaces(self.namespaces)
+
     @property
     def informers(self) -> list[Informer]:
         """Every informer created so far."""

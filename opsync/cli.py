@@ -56,6 +56,12 @@ def _check() -> Subcommand:
     return check
 
 
+def _refresh() -> Subcommand:
+    from controllers import refresh
+
+    return refresh
+
+
 # subcommand -> (loader of its module, one-line help)
 SUBCOMMANDS: dict[str, tuple[Callable[[], Subcommand], str]] = {
     "run": (_run, "run the operator"),
@@ -63,6 +69,7 @@ SUBCOMMANDS: dict[str, tuple[Callable[[], Subcommand], str]] = {
     "connect-emulator": (_connect_emulator, "serve the 1Password Connect emulator"),
     "render": (_render, "print the Secret opsync would produce for an item path or a OnePasswordItem file"),
     "check": (_check, "check the configuration, Connect and Kubernetes permissions"),
+    "refresh": (_refresh, "ask the operator to fetch items from 1Password now (opsync.dev/refresh)"),
 }
 
 

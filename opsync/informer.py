@@ -15,7 +15,11 @@ An ``Informer`` follows client-go's reflector:
   same backoff) until the kind appears. Without the CRD no such object can exist, so "none" is the truth.
 
 One informer may cover several namespaces (one list/watch per namespace feeding one store), which is how the
-``Cache`` scopes a manager to a namespace list. Stored objects are shared, not copied: treat them as read-only.
+``Cache`` scopes a manager to a namespace list. That list may change while the informer runs
+(``set_namespaces``): a namespace added gets its own list/watch, whose objects arrive as ordinary adds; a
+namespace dropped has its stream stopped and its objects forgotten without ``on_delete`` (they were not
+deleted: opsync just stops looking, and a handler must not act as if they were gone, e.g. delete a Secret
+whose users it no longer sees). Stored objects are shared, not copied: treat them as read-only.
 """
 
 from __future__ import annotations
@@ -133,8 +137,10 @@ class Informer:
         self.watch_timeout = watch_timeout
         self.inactivity_timeout = inactivity_timeout
         self.optional = optional
-        scopes: Sequence[str | None] = namespaces if resource.namespaced and namespaces is not None else [None]
+        self._dynamic = resource.namespaced and namespaces is not None  # scoped to a (changeable) namespace list
+        scopes: Sequence[str | None] = namespaces if self._dynamic and namespaces is not None else [None]
         self._scopes = [_Scope(namespace) for namespace in dict.fromkeys(scopes)]
+        self._tasks: dict[str | None, asyncio.Task[None]] | None = None  # per scope, while run() is active
         self._store = Store()
         self._handlers: list[ResourceEventHandler] = []
         self._synced = asyncio.Event()
@@ -188,12 +194,37 @@ class Informer:
 
     # running
 
+    def set_namespaces(self, namespaces: Sequence[str]) -> None:
+        """Watch these namespaces from now on (see the module docstring); only for an informer made with a
+        namespace list. Synchronous, so that informers changed together never disagree between two events."""
+        if not self._dynamic:
+            raise ValueError(f"{self!r} watches all namespaces; it has no namespace list to change")
+        wanted = list(dict.fromkeys(namespaces))
+        current = {scope.namespace: scope for scope in self._scopes}
+        for namespace, scope in current.items():
+            if namespace not in wanted:
+                self._scopes.remove(scope)
+                if self._tasks is not None and (task := self._tasks.pop(namespace, None)) is not None:
+                    task.cancel()
+                self._store.replace([], namespace)  # forgotten, not deleted: no on_delete
+        for namespace in wanted:
+            if namespace not in current:
+                scope = _Scope(namespace)
+                self._scopes.append(scope)
+                if self._tasks is not None:
+                    self._tasks[namespace] = asyncio.create_task(self._reflect(scope), name=f"{self!r}")
+
     async def run(self, stopping: asyncio.Event) -> None:
         """List and watch until ``stopping`` is set. The store and resourceVersions survive a later ``run``."""
-        tasks = [asyncio.create_task(self._reflect(scope), name=f"{self!r}") for scope in self._scopes]
+        self._tasks = {
+            scope.namespace: asyncio.create_task(self._reflect(scope), name=f"{self!r}") for scope in self._scopes
+        }
+        if not self._scopes:
+            self._synced.set()  # an empty namespace list: nothing to list, and nothing missing
         try:
             await stopping.wait()
         finally:
+            tasks, self._tasks = list(self._tasks.values()), None
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -257,12 +288,14 @@ class Informer:
             token = page["metadata"].get("continue") or None
             if token is None:
                 break
-        initial = not scope.synced
+        first_list = not scope.synced
+        # A namespace added after the informer synced brings news, not the initial state: ordinary adds.
+        initial = not scope.synced and not self._synced.is_set()
         deltas = self._store.replace(items, scope.namespace)
         scope.resource_version = page["metadata"]["resourceVersion"]
         scope.relist, scope.synced = None, True
         self.list_count += 1
-        if not initial:
+        if not first_list:
             self.relist_count += 1
         for delta in deltas:
             self._dispatch(delta.old, delta.new, initial=initial)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,3 +39,43 @@ def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, st
         if not ok:
             return False
     return True
+
+
+_NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_KEY = re.compile(rf"(?:[a-z0-9](?:[-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_NAME}")
+_VALUE = re.compile(rf"(?:{_NAME})?")
+_REQUIREMENT = re.compile(
+    r"\s*(?:(?P<absent>!)\s*(?P<akey>[^\s!=,()]+)"
+    r"|(?P<key>[^\s!=,()]+)\s*(?:(?P<op>==|!=|=)\s*(?P<value>[^\s!=,()]*)"
+    r"|\s(?P<setop>in|notin)\s*\((?P<values>[^()]*)\))?)\s*(?:,|$)"
+)
+
+
+def validate_selector_string(text: str) -> str:
+    """``text`` stripped if it is a label selector the API server accepts (``env=prod``, ``tier!=db``, ``team``,
+    ``!legacy``, ``env in (a,b)``, ``env notin (c)``, comma-separated); else ``InvalidSelectorError``.
+
+    Checked locally so that a bad setting stops opsync at start-up with a message, not a failing watch."""
+    selector = text.strip()
+    if not selector:
+        raise InvalidSelectorError("is empty")
+    position = 0
+    while position < len(selector):
+        match = _REQUIREMENT.match(selector, position)
+        if match is None or match.end() == position:
+            raise InvalidSelectorError(f"cannot parse {selector[position:]!r} as a label requirement")
+        key = match["akey"] or match["key"]
+        if not _KEY.fullmatch(key):
+            raise InvalidSelectorError(f"{key!r} is not a label key")
+        values = [match["value"]] if match["op"] else []
+        if match["setop"]:
+            values = [v.strip() for v in match["values"].split(",")]
+            if not any(values):
+                raise InvalidSelectorError(f"{match['setop']} needs at least one value")
+        for value in values:
+            if len(value) > 63 or not _VALUE.fullmatch(value):
+                raise InvalidSelectorError(f"{value!r} is not a label value")
+        position = match.end()
+        if selector[match.end() - 1 : match.end()] == "," and position == len(selector):
+            raise InvalidSelectorError("ends with a comma")
+    return selector

@@ -39,7 +39,7 @@ from controllers.status import ready_of
 from controllers.workloads import annotated_secret
 from onepassword_access.emulator import Emulator
 from onepassword_access.paths import parse_item_path
-from opsync.client import Client
+from opsync.client import Client, NotFoundError
 from opsync.informer import Informer
 from opsync.resources import SECRETS, KubeObject
 
@@ -169,7 +169,11 @@ class SecretGuard:
         """The Secrets opsync should make now: name -> item path (an item wins over workload annotations)."""
         wanted: dict[str, str] = {}
         for kind in WORKLOAD_KINDS:
-            for workload in (await self.kube.list(kind, self.namespace))["items"]:
+            try:
+                listed = (await self.kube.list(kind, self.namespace))["items"]
+            except NotFoundError:  # an optional kind whose CRD is not installed (Argo Rollouts): none exist
+                continue
+            for workload in listed:
                 name = annotated_secret(workload)
                 path = operator_annotations(workload).get(ITEM_PATH_ANNOTATION)
                 if name and path and not workload["metadata"].get("deletionTimestamp"):

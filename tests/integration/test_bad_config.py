@@ -24,6 +24,13 @@ CASES: list[tuple[str, dict[str, str], list[str], str]] = [
     ("polling-interval-not-a-number", {"POLLING_INTERVAL": "ten"}, [], "POLLING_INTERVAL"),
     ("auto-restart-maybe", {"AUTO_RESTART": "maybe"}, [], "AUTO_RESTART"),
     ("watch-namespace-invalid-name", {"WATCH_NAMESPACE": "default,Team_A"}, [], "WATCH_NAMESPACE"),
+    ("watch-namespace-selector-invalid", {"WATCH_NAMESPACE_SELECTOR": "team in ()"}, [], "WATCH_NAMESPACE_SELECTOR"),
+    (
+        "watch-namespace-and-selector",
+        {"WATCH_NAMESPACE": "team-a", "WATCH_NAMESPACE_SELECTOR": "sync=true"},
+        [],
+        "WATCH_NAMESPACE_SELECTOR",
+    ),
     ("connect-host-without-scheme", {"OP_CONNECT_HOST": "onepassword-connect:8080"}, [], "OP_CONNECT_HOST"),
     ("connect-host-bad-port", {"OP_CONNECT_HOST": "http://connect:99999"}, [], "OP_CONNECT_HOST"),
     ("connect-host-backslash", {"OP_CONNECT_HOST": "http://connect\\evil"}, [], "OP_CONNECT_HOST"),

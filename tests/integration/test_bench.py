@@ -6,6 +6,7 @@ Nothing here is timed: speed is what the benchmark itself reports (docs/benchmar
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from bench import report
@@ -14,7 +15,15 @@ from bench.scenarios import Options
 from opsync.envtest import ControlPlane
 
 TINY = Options(
-    sizes=(3, 5), changes=(1, 2), unmanaged=10, unmanaged_steps=1, poll_interval=1, rounds=1, idle_polls=1, workers=2
+    sizes=(3, 5),
+    changes=(1, 2),
+    unmanaged=10,
+    unmanaged_steps=1,
+    poll_interval=1,
+    rounds=1,
+    idle_polls=1,
+    workers=2,
+    refreshes=3,
 )
 
 
@@ -37,7 +46,11 @@ async def test_every_scenario_reports_its_figures(control_plane: ControlPlane, t
     ]
     assert [(r["unmanaged"], r["api_writes"]) for r in results["restarts"]] == [(0, 0), (10, 0)]
     assert all(r["rss_mib"] > 0 and r["peak_rss_mib"] >= r["rss_mib"] for r in results["restarts"])
-    assert {"opsync-initial-3.log", "opsync-restart-10.log", "emulator.log"} <= {p.name for p in tmp_path.iterdir()}
+    refresh = results["refresh"]
+    assert (refresh["poll_interval"], len(refresh["secret_seconds"]), len(refresh["restart_seconds"])) == (600, 3, 3)
+    assert {"opsync-initial-3.log", "opsync-refresh.log", "opsync-restart-10.log", "emulator.log"} <= {
+        p.name for p in tmp_path.iterdir()
+    }
 
     doc = tmp_path / "benchmarks.md"
     doc.write_text(f"# Benchmarks\n\nkept above\n\n{report.BEGIN}\nold\n{report.END}\n\nkept below\n")
@@ -45,7 +58,10 @@ async def test_every_scenario_reports_its_figures(control_plane: ControlPlane, t
     text = doc.read_text()
     assert "kept above" in text and "kept below" in text and "\nold\n" not in text
     assert text.count("| initial sync at N = 5 within 1.5x the floor |") == 1
-    assert "| 5 | 5 | 1 | GET /v1/vaults/{vault} 5.00 | none | 0 |" in text
+    # API-server requests while idle are not asserted: the Argo Rollouts informer (optional, the CRD is not
+    # installed here) asks for its kind again with backoff (up to every 30 s), which may fall into the window.
+    assert re.search(r"\| 5 \| 5 \| 1 \| GET /v1/vaults/\{vault\} 5\.00 \| [^|]+ \| 0 \|", text), text
+    assert "### 6. On-demand refresh" in text and "| refresh p99 (Secret) < 2 s" in text
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
         "initial-sync-timeline.png",
         "initial-sync.png",

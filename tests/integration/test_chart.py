@@ -469,6 +469,17 @@ async def test_watch_namespace_scopes_rbac_to_those_namespaces() -> None:
     }
 
 
+async def test_a_namespace_selector_is_passed_on_with_cluster_wide_rbac() -> None:
+    objects = await render({"watchNamespaceSelector": "opsync.dev/sync=true"})
+
+    env = env_of(objects)
+    assert (env["WATCH_NAMESPACE_SELECTOR"], env["WATCH_NAMESPACE"]) == ("opsync.dev/sync=true", "")
+    # Any namespace may come to match: the cluster-wide grants, exactly (tests/data/expected-rbac.yaml).
+    rendered = granted(objects, RELEASE, RELEASE_NAMESPACE)
+    assert rendered == required_grants([]) == expected_grants([])
+    assert "WATCH_NAMESPACE_SELECTOR" not in env_of(await render())
+
+
 async def test_several_replicas_elect_a_leader_and_get_a_disruption_budget() -> None:
     objects = await render({"replicas": 3})
 
@@ -612,6 +623,10 @@ async def test_a_service_account_without_operator_create_is_not_created() -> Non
         ({"connect": {"host": "onepassword-connect:8080"}}, "connect.host must be a bare host name"),
         ({"connect": {"create": True, "replica": 2}}, "at '/connect': additional properties 'replica' not allowed"),
         ({"accessPolicies": [{"name": "p", "namespaces": {"names": ["a"]}, "vaults": []}]}, "vaults"),
+        (
+            {"watchNamespace": ["a"], "watchNamespaceSelector": "sync=true"},
+            "watchNamespace and watchNamespaceSelector are both set",
+        ),
     ],
     ids=[
         "unknown-auth-method",
@@ -621,6 +636,7 @@ async def test_a_service_account_without_operator_create_is_not_created() -> Non
         "connect-host",
         "connect-unknown-key",
         "empty-vaults",
+        "namespace-list-and-selector",
     ],
 )
 async def test_invalid_values_are_refused(values: dict[str, Any], message: str) -> None:
@@ -742,7 +758,9 @@ async def test_applied_cluster_wide_the_service_account_can_do_exactly_what_opsy
             assert await allowed(opsync, (group, resource, verb), namespace)
             assert not await allowed(opsync, (group, resource, verb), elsewhere)  # leases: its own namespace only
         for never in (
-            ("", "pods", "list"),
+            ("", "pods", "get"),
+            ("", "pods", "delete"),
+            ("batch", "jobs", "patch"),
             ("", "configmaps", "get"),
             ("", "services", "list"),
             ("apps", "replicasets", "list"),

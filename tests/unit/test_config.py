@@ -61,6 +61,25 @@ def test_watch_namespace_with_an_invalid_name_is_named() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "selector", ["opsync.dev/sync=true", "team in (a, b),!legacy", "tier!=db", "env==prod", " sync "]
+)
+def test_watch_namespace_selector_accepts_label_selectors(selector: str) -> None:
+    assert load(WATCH_NAMESPACE_SELECTOR=selector).watch_namespace_selector == selector.strip()
+    assert load(WATCH_NAMESPACE_SELECTOR="").watch_namespace_selector is None
+
+
+@pytest.mark.parametrize("selector", ["=true", "a b", "team in ()", "sync,", "bad key=1", "k=(v)", "k=" + "v" * 64])
+def test_watch_namespace_selector_refuses_what_the_api_server_would(selector: str) -> None:
+    message = str(error(env={"WATCH_NAMESPACE_SELECTOR": selector}))
+    assert message.startswith("WATCH_NAMESPACE_SELECTOR: ") and "is not a label selector" in message
+
+
+def test_watch_namespace_and_its_selector_exclude_each_other() -> None:
+    message = str(error(env={"WATCH_NAMESPACE": "team-a", "WATCH_NAMESPACE_SELECTOR": "sync=true"}))
+    assert message.startswith("WATCH_NAMESPACE_SELECTOR: cannot be combined with WATCH_NAMESPACE")
+
+
 def test_polling_interval() -> None:
     assert load(POLLING_INTERVAL="10").polling_interval == 10
     assert load(POLLING_INTERVAL=" 30 ").polling_interval == 30

@@ -261,3 +261,48 @@ async def test_an_expired_watch_relists_at_the_last_resource_version_and_resumes
     assert client.watch_calls == ["10", "25", "30"]
     assert client.list_calls == [("", None), ("25", "NotOlderThan")]
     assert recorder.events == [("add", "a", True)]  # the relist found nothing new
+
+
+class NamespacedClient:
+    """Serves each namespace's LIST from a dict and WATCHes quietly; notes the namespaces listed."""
+
+    def __init__(self, objects: dict[str, list[KubeObject]]) -> None:
+        self.objects = objects
+        self.listed: list[str | None] = []
+
+    async def list(self, resource: Resource, namespace: str | None, **options: Any) -> KubeObject:
+        self.listed.append(namespace)
+        return page("10", *self.objects.get(namespace or "", []))
+
+    async def watch(self, resource: Resource, namespace: str | None, **options: Any) -> AsyncIterator[WatchEvent]:
+        await asyncio.Event().wait()
+        yield WatchEvent("BOOKMARK", {})  # never reached: makes this an async generator
+
+
+async def test_namespaces_added_are_listed_and_namespaces_dropped_are_forgotten_without_deletes() -> None:
+    client = NamespacedClient({"a": [obj("one", "a")], "b": [obj("two", "b")]})
+    informer = Informer(cast(Client, client), CONFIGMAPS, namespaces=[])
+    recorder = Recorder()
+    informer.add_handler(recorder)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(informer.run(stopping))
+    try:
+        async with asyncio.timeout(30):
+            await informer.wait_for_sync()  # no namespace yet: synced at once, empty
+            informer.set_namespaces(["a", "b"])
+            while len(informer.list()) < 2:
+                await asyncio.sleep(0.01)
+            informer.set_namespaces(["b"])
+            assert names(informer.list()) == ["two"]
+    finally:
+        stopping.set()
+        await task
+    assert sorted(client.listed, key=str) == ["a", "b"]
+    # Objects of a newly watched namespace are ordinary adds; a dropped namespace produces no deletes.
+    assert sorted(recorder.events) == [("add", "one", False), ("add", "two", False)]
+
+
+def test_an_informer_of_all_namespaces_has_no_namespace_list_to_change() -> None:
+    informer = Informer(cast(Client, NamespacedClient({})), CONFIGMAPS)
+    with pytest.raises(ValueError, match="all namespaces"):
+        informer.set_namespaces(["a"])

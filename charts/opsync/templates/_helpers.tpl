@@ -179,6 +179,9 @@ here with what to use instead (docs/helm.md lists every value of that chart and 
 */}}
 {{- define "opsync.validate" -}}
 {{- $c := include "opsync.config" . | fromYaml -}}
+{{- if and $c.watchNamespaceSelector $c.watchNamespace -}}
+{{- fail "watchNamespace and watchNamespaceSelector are both set: give a namespace list or a label selector on namespaces, not both" -}}
+{{- end -}}
 {{- $connect := .Values.connect -}}
 {{- if not (or (include "opsync.enabled" .) $connect.create) -}}
 {{- fail "operator.create and connect.create are both false: nothing to install (operator.create: true installs opsync)" -}}
