@@ -69,6 +69,7 @@ _SETTING_NAMES = {
     "log_format": "--log-format",
     "kubeconfig": "--kubeconfig",
     "workers": "--workers",
+    "access_policy": "--access-policy",
 }
 
 
@@ -127,6 +128,9 @@ class Settings(BaseModel):
     """``--kubeconfig``, else ``KUBECONFIG``; None: in-cluster configuration."""
     workers: int = Field(DEFAULT_WORKERS, ge=1)
     """Concurrent reconciles per controller (the Go operator runs 1; keys are never reconciled twice at once)."""
+    access_policy: Literal["auto", "required"] = "auto"
+    """``--access-policy``: ``required`` denies everything while no OnePasswordAccessPolicy exists; ``auto``
+    allows everything then, as the Go operator, until a policy has been seen (see ``controllers.access``)."""
     warnings: tuple[str, ...] = ()
     """Accepted but questionable settings, for the caller to log at start-up."""
 
@@ -217,6 +221,13 @@ class Settings(BaseModel):
             raise ValueError(f"must be debug, info, warn or error, got {_quoted(str(value))}")
         return _LEVEL_NAMES.get(level, logging.getLevelName(level).lower())
 
+    @field_validator("access_policy", mode="before")
+    @classmethod
+    def _access_policy(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() not in ("auto", "required"):
+            raise ValueError(f"must be auto or required, got {_quoted(value)}")
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("log_format", mode="before")
     @classmethod
     def _format(cls, value: object) -> object:
@@ -248,6 +259,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", "--zap-encoder", dest="log_format", help="json, console or auto")
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, else in-cluster)")
     parser.add_argument("--workers", help=f"concurrent reconciles per controller (default {DEFAULT_WORKERS})")
+    parser.add_argument(
+        "--access-policy", help="auto (no OnePasswordAccessPolicy: allow all) or required (none: deny all)"
+    )
     for dest in _IGNORED_FLAGS:
         flag = "--" + dest.replace("_", "-")
         if dest in ("metrics_secure", "enable_http2", "zap_devel"):

@@ -115,9 +115,12 @@ class ItemReconciler:
         try:
             path = str((opi.get("spec") or {}).get("itemPath") or "")
             kept = self._writer.secrets.get(namespace, name) is not None
-            self.access.admit(namespace, kept=kept)
-            resolved, item = await self._source.get(path)
-            self.access.authorize(namespace, path, resolved, kept=kept)
+            previous = _ready(opi)
+            denied_before = previous is not None and previous.get("reason") == ConditionReason.ACCESS_DENIED
+            self.access.admit(namespace, path, kept=kept, denied_before=denied_before)
+            _, item = await self._source.get(
+                path, lambda found: self.access.authorize(namespace, path, found, kept=kept)
+            )
             desired = desired_secret(
                 name=name,
                 namespace=namespace,

@@ -105,7 +105,7 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
     source = ItemSource(ItemResolver(connect))
     writer = SecretWriter(client, managed_secrets(manager.cache))
     namespaces = NamespaceAnnotations(manager.cache, settings.watch_namespaces)
-    access = AccessControl(manager.cache, namespaces)
+    access = AccessControl(manager.cache, namespaces, mode=settings.access_policy)
     items = ItemReconciler(
         manager,
         source,

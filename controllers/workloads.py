@@ -219,9 +219,11 @@ class WorkloadSecretReconciler:
         owners = [workload_owner_reference(w.kind, w.obj) for w in sorted(users, key=lambda w: (w.kind.kind, w.name))]
         reported = naming or users
         try:
-            self._access.admit(namespace, kept=existing is not None)
-            resolved, item = await self._source.get(path)
-            self._access.authorize(namespace, path, resolved, kept=existing is not None)
+            kept = existing is not None
+            self._access.admit(namespace, path, kept=kept)
+            _, item = await self._source.get(
+                path, lambda found: self._access.authorize(namespace, path, found, kept=kept)
+            )
             desired = desired_secret(
                 name=name,
                 namespace=namespace,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 _EARLIEST = datetime.min.replace(tzinfo=UTC)  # a missing createdAt sorts first, like Go's zero time
 Dated = TypeVar("Dated", Vault, ItemSummary)
+VAULT_NAME_TTL = 600.0
+"""Seconds a vault name → id lookup is reused (the Go operator looks it up on every request)."""
 
 
 class ResolveError(Exception):
@@ -107,11 +110,27 @@ class ResolveMemo:
 class ItemResolver:
     """Resolves ``vaults/<vault>/items/<item>`` paths through one ``ConnectClient``."""
 
-    def __init__(self, client: ConnectClient) -> None:
+    def __init__(
+        self,
+        client: ConnectClient,
+        *,
+        vault_name_ttl: float = VAULT_NAME_TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``vault_name_ttl``: seconds a vault name's id is trusted before it is looked up again (a vault
+        renamed, and another given its old name, must not keep mapping the name to the wrong vault)."""
         self._client = client
         self._ids: dict[ItemPath, ItemPath] = {}  # path asked for -> path by ids
-        self._vault_ids: dict[str, str] = {}  # vault segment, case-folded -> vault id
+        self._vault_ids: dict[str, tuple[str, float]] = {}  # vault segment, case-folded -> (vault id, when)
         self._files: dict[str, tuple[int, dict[str, bytes]]] = {}  # item id -> (version, file id -> content)
+        self._vault_name_ttl = vault_name_ttl
+        self._clock = clock
+
+    def retain_files(self, item_ids: Iterable[str]) -> None:
+        """Drop the file contents held for items other than ``item_ids`` (items no longer in use)."""
+        keep = set(item_ids)
+        for item_id in self._files.keys() - keep:
+            del self._files[item_id]
 
     def forget(self) -> None:
         """Drop what was remembered: the next resolutions look everything up again."""
@@ -119,12 +138,18 @@ class ItemResolver:
         self._vault_ids.clear()
         self._files.clear()
 
-    async def resolve(self, path: ItemPath | str, *, memo: ResolveMemo | None = None) -> ResolvedItem:
-        """The item at ``path``; raises ``ItemPathError`` for a malformed path, ``ResolveError`` otherwise."""
+    async def resolve(
+        self, path: ItemPath | str, *, memo: ResolveMemo | None = None, files: bool = True
+    ) -> ResolvedItem:
+        """The item at ``path``; raises ``ItemPathError`` for a malformed path, ``ResolveError`` otherwise.
+
+        ``files=False``: without file contents (``files`` empty), so that the caller can decide whether it
+        may have them before any is downloaded (``with_files``).
+        """
         path = parse_item_path(path) if isinstance(path, str) else path
         if memo is None:
-            return await self._resolve(path)
-        result = await memo.run(self._ids.get(path, path), lambda: self._resolve(path))
+            return await self._resolve(path, files)
+        result = await memo.run(self._ids.get(path, path), lambda: self._resolve(path, files))
         memo.add(result.path, result)
         return result
 
@@ -145,12 +170,15 @@ class ItemResolver:
         unique = list(dict.fromkeys(paths))
         return dict(zip(unique, await asyncio.gather(*(one(p) for p in unique)), strict=True))
 
-    async def _resolve(self, path: ItemPath) -> ResolvedItem:
+    async def _resolve(self, path: ItemPath, files: bool) -> ResolvedItem:
         known = self._ids.get(path)
+        if known is not None and not self._vault_fresh(path.vault, known.vault):
+            known = None  # the vault's name is looked up again: it may name another vault now
         if known is not None:
             item = await self._remembered(path, known)
             if item is not None:
-                return await self._with_files(known.vault, item)
+                resolved = ResolvedItem(item=item, vault_id=known.vault, files={})
+                return await self.with_files(resolved) if files else resolved
             self._ids.pop(path, None)
         vault_id = await self._vault_id(path.vault)
         try:
@@ -160,7 +188,8 @@ class ItemResolver:
                 self._vault_ids.pop(path.vault.casefold(), None)
             raise
         self._ids[path] = ItemPath(vault_id, item.id)
-        return await self._with_files(vault_id, item)
+        resolved = ResolvedItem(item=item, vault_id=vault_id, files={})
+        return await self.with_files(resolved) if files else resolved
 
     async def _remembered(self, path: ItemPath, known: ItemPath) -> Item | None:
         """The item at the remembered ids, or None when it is gone or no longer has the title asked for."""
@@ -176,10 +205,16 @@ class ItemResolver:
             return None  # renamed: the title may now belong to another item
         return item
 
+    def _vault_fresh(self, segment: str, vault_id: str) -> bool:
+        if segment == vault_id:
+            return True
+        known = self._vault_ids.get(segment.casefold())
+        return known is not None and known[0] == vault_id and self._clock() - known[1] < self._vault_name_ttl
+
     async def _vault_id(self, segment: str) -> str:
         known = self._vault_ids.get(segment.casefold())
-        if known is not None:
-            return known
+        if known is not None and self._clock() - known[1] < self._vault_name_ttl:
+            return known[0]
         prefix = f"failed to 'getVaultID' for vaultNameOrID='{segment}'"
         try:
             vaults = await self._client.list_vaults(name=segment)
@@ -195,10 +230,10 @@ class ItemResolver:
                     "several vaults have this name; using the oldest",
                     extra={"vault": segment, "vaultID": chosen.id, "matches": len(matches)},
                 )
-            self._vault_ids[segment.casefold()] = chosen.id
+            self._vault_ids[segment.casefold()] = (chosen.id, self._clock())
             return chosen.id
         if looks_like_id(segment):
-            self._vault_ids[segment.casefold()] = segment
+            self._vault_ids[segment.casefold()] = (segment, self._clock())
             return segment
         raise ResolveError(f"{prefix}: no vaults found with identifier {go_quote(segment)}")
 
@@ -229,8 +264,9 @@ class ItemResolver:
         except ConnectError as err:
             raise _item_error(vault_id, segment, err) from err
 
-    async def _with_files(self, vault_id: str, item: Item) -> ResolvedItem:
-        """Attach file contents, downloading only those not already held for this item version."""
+    async def with_files(self, resolved: ResolvedItem) -> ResolvedItem:
+        """``resolved`` with its files' contents, downloading only those not already held for this version."""
+        item, vault_id = resolved.item, resolved.vault_id
         version, held = self._files.get(item.id, (None, {}))
         if version != item.version:
             held = {}

@@ -182,13 +182,16 @@ class FakeResolver:
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def resolve(self, path: str) -> ResolvedItem:
+    async def resolve(self, path: str, *, files: bool = True) -> ResolvedItem:
         self.calls += 1
         await self.gate.wait()
         if self.fail is not None:
             raise self.fail
         item = Item.model_validate({"id": ITEM, "vault": {"id": VAULT}, "version": self.version, "title": "db"})
         return ResolvedItem(item=item, vault_id=VAULT, files={})
+
+    def retain_files(self, item_ids: object) -> None:
+        pass
 
 
 PATH = "vaults/k8s/items/db"
