@@ -27,6 +27,7 @@ from onepassword_access.errors import (
     ForbiddenError,
     NotFoundError,
     RateLimitedError,
+    TooLargeError,
     UnauthorizedError,
 )
 from onepassword_access.paths import ItemPathError
@@ -88,6 +89,8 @@ class Failure:
 
 
 def _connect_reason(err: ConnectError) -> tuple[ConditionReason, Retry]:
+    if isinstance(err, TooLargeError):
+        return ConditionReason.SECRET_TOO_LARGE, Retry.BACKOFF
     if isinstance(err, UnauthorizedError):
         return ConditionReason.UNAUTHORIZED, Retry.BACKOFF
     if isinstance(err, ForbiddenError):

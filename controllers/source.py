@@ -38,10 +38,10 @@ ItemKey = tuple[str, str]
 class InstrumentedConnectClient(ConnectClient):
     """A ``ConnectClient`` that counts every HTTP exchange in ``opsync_connect_requests_total``."""
 
-    async def _attempt(self, method: str, path: str, params: dict[str, str] | None) -> Reply:
+    async def _attempt(self, method: str, path: str, params: dict[str, str] | None, limit: int) -> Reply:
         code = "<error>"
         try:
-            reply = await super()._attempt(method, path, params)
+            reply = await super()._attempt(method, path, params, limit)
             code = str(reply.status)
             return reply
         finally:

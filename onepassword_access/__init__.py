@@ -15,6 +15,7 @@ from onepassword_access.errors import (
     NotFoundError,
     RateLimitedError,
     ServerError,
+    TooLargeError,
     UnauthorizedError,
     UnreachableError,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "RetryPolicy",
     "Section",
     "ServerError",
+    "TooLargeError",
     "UnauthorizedError",
     "UnreachableError",
     "Vault",

@@ -36,10 +36,12 @@ from onepassword_access.errors import (
     ConnectTimeoutError,
     RateLimitedError,
     Reply,
+    TooLargeError,
     UnreachableError,
     check,
     parse_json,
 )
+from onepassword_access.limits import MAX_FILE_BYTES, MAX_ITEM_BYTES, MAX_LIST_BYTES, MAX_OTHER_BYTES, MIB
 from onepassword_access.models import Health, Item, ItemSummary, Vault
 from opsync import __version__
 
@@ -145,11 +147,11 @@ class ConnectClient:
     async def list_vaults(self, *, name: str | None = None) -> list[Vault]:
         """The vaults the token may read; with ``name``, those Connect says are named so (case-insensitive)."""
         params = {"filter": scim_filter("name", name)} if name is not None else None
-        return await self._json("GET", "/v1/vaults", _VAULTS, params=params)
+        return await self._json("GET", "/v1/vaults", _VAULTS, params=params, limit=MAX_LIST_BYTES)
 
     async def get_vault(self, vault_id: str) -> Vault:
         """One vault by id (cheap: use ``content_version`` to tell whether any of its items changed)."""
-        return await self._json("GET", f"/v1/vaults/{_segment(vault_id)}", _VAULT)
+        return await self._json("GET", f"/v1/vaults/{_segment(vault_id)}", _VAULT, limit=MAX_OTHER_BYTES)
 
     async def list_items(self, vault_id: str, *, title: str | None = None, tag: str | None = None) -> list[ItemSummary]:
         """Item summaries of a vault (with ``version``), all or those with this ``title`` or ``tag``."""
@@ -160,33 +162,38 @@ class ConnectClient:
             params = {"filter": scim_filter("title", title)}
         elif tag is not None:
             params = {"filter": scim_filter("tag", tag)}
-        return await self._json("GET", f"/v1/vaults/{_segment(vault_id)}/items", _SUMMARIES, params=params)
+        path = f"/v1/vaults/{_segment(vault_id)}/items"
+        return await self._json("GET", path, _SUMMARIES, params=params, limit=MAX_LIST_BYTES)
 
     async def get_item(self, vault_id: str, item_id: str) -> Item:
         """The full item: fields, sections and file metadata."""
-        return await self._json("GET", f"/v1/vaults/{_segment(vault_id)}/items/{_segment(item_id)}", _ITEM)
+        path = f"/v1/vaults/{_segment(vault_id)}/items/{_segment(item_id)}"
+        return await self._json("GET", path, _ITEM, limit=MAX_ITEM_BYTES)
 
-    async def get_file_content(self, path: str) -> bytes:
-        """A file's bytes from its ``content_path`` (with or without the leading ``/``)."""
+    async def get_file_content(self, path: str, *, limit: int = MAX_FILE_BYTES) -> bytes:
+        """A file's bytes from its ``content_path`` (with or without the leading ``/``); ``TooLargeError``
+        beyond ``limit`` bytes (the download stops there)."""
         path = path if path.startswith("/") else "/" + path
-        return (await self._send("GET", path)).body
+        return (await self._send("GET", path, limit=limit)).body
 
     async def health(self) -> Health:
         """``/health``: the server's name, version and dependencies. Not retried (it is a probe)."""
-        return parse_json(await self._attempt("GET", "/health", None), _HEALTH)
+        return parse_json(await self._attempt("GET", "/health", None, MAX_OTHER_BYTES), _HEALTH)
 
     async def heartbeat(self) -> None:
         """``/heartbeat``: returns if the server answers 200, raises a ``ConnectError`` otherwise."""
-        check(await self._attempt("GET", "/heartbeat", None))
+        check(await self._attempt("GET", "/heartbeat", None, MAX_OTHER_BYTES))
 
     # --- transport ---------------------------------------------------------------------------------------
 
     async def _json(
-        self, method: str, path: str, adapter: TypeAdapter[T], *, params: dict[str, str] | None = None
+        self, method: str, path: str, adapter: TypeAdapter[T], *, params: dict[str, str] | None = None, limit: int
     ) -> T:
-        return parse_json(await self._send(method, path, params), adapter)
+        return parse_json(await self._send(method, path, params, limit=limit), adapter)
 
-    async def _send(self, method: str, path: str, params: dict[str, str] | None = None) -> Reply:
+    async def _send(
+        self, method: str, path: str, params: dict[str, str] | None = None, *, limit: int = MAX_OTHER_BYTES
+    ) -> Reply:
         """One logical request: attempts with retries, all within ``retry.total`` seconds."""
         policy = self.retry
         retrying = AsyncRetrying(
@@ -200,7 +207,7 @@ class ConnectClient:
             async with asyncio.timeout(policy.total):
                 async for attempt in retrying:
                     with attempt:
-                        return check(await self._attempt(method, path, params))
+                        return check(await self._attempt(method, path, params, limit))
         except TimeoutError:
             raise ConnectTimeoutError(
                 f"{method} {path}: no answer within {policy.total:g}s", method=method, path=path
@@ -226,8 +233,9 @@ class ConnectClient:
             self._http = aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT})
         return self._http
 
-    async def _attempt(self, method: str, path: str, params: dict[str, str] | None) -> Reply:
-        """One HTTP exchange; any failure to get a whole answer becomes an ``UnreachableError``."""
+    async def _attempt(self, method: str, path: str, params: dict[str, str] | None, limit: int) -> Reply:
+        """One HTTP exchange; any failure to get a whole answer becomes an ``UnreachableError``, a body
+        longer than ``limit`` bytes a ``TooLargeError`` (read no further than that)."""
         url = URL(self.url + path, encoded=True)
         headers = {"Authorization": self._authorization, "Accept": "application/json"}
         where = f"{method} {path}"
@@ -240,7 +248,7 @@ class ConnectClient:
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
             ) as response:
-                body = await response.read()
+                body = await _read_bounded(response, limit, where, method, path)
         except TimeoutError:
             raise ConnectTimeoutError(
                 f"{where}: no answer within {self.timeout:g}s", method=method, path=path
@@ -256,3 +264,28 @@ class ConnectClient:
             ) from None
         self.server_version = response.headers.get("1Password-Connect-Version", self.server_version)
         return Reply(method, path, response.status, response.headers, body)
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int, where: str, method: str, path: str) -> bytes:
+    """The body, refused from ``Content-Length`` when announced larger than ``limit``, else read in chunks
+    and refused as soon as it exceeds ``limit`` (an answer may announce no length, or lie)."""
+
+    def too_large() -> TooLargeError:
+        return TooLargeError(
+            f"{where}: the answer is larger than opsync accepts ({limit / MIB:g} MiB)",
+            limit=limit,
+            status=response.status,
+            method=method,
+            path=path,
+        )
+
+    if response.content_length is not None and response.content_length > limit:
+        raise too_large()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -25,7 +25,14 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from onepassword_access.client import ConnectClient, content_path
-from onepassword_access.errors import ConnectError, InvalidResponseError, NotFoundError, RateLimitedError
+from onepassword_access.errors import (
+    ConnectError,
+    InvalidResponseError,
+    NotFoundError,
+    RateLimitedError,
+    TooLargeError,
+)
+from onepassword_access.limits import MAX_FILE_BYTES, MIB
 from onepassword_access.models import File, Item, ItemSummary, Vault
 from onepassword_access.paths import ItemPath, go_quote, looks_like_id, parse_item_path
 
@@ -244,7 +251,7 @@ class ItemResolver:
             except ConnectError as err:
                 # An outage would meet a title lookup too, and a malformed answer is no "no such id":
                 # searching titles then would report a misleading "no items found".
-                if err.transient or isinstance(err, InvalidResponseError):
+                if err.transient or isinstance(err, InvalidResponseError | TooLargeError):
                     raise _item_error(vault_id, segment, err) from err
                 # else: a 26-character title looks like an id; look it up as a title (Go operator #226)
         try:
@@ -279,6 +286,12 @@ class ItemResolver:
     async def _download(self, vault_id: str, item: Item, file: File) -> bytes:
         if file.content is not None:
             return file.content
+        if file.size > MAX_FILE_BYTES:  # refused from its metadata: never downloaded
+            cause = TooLargeError(
+                f"the file is {file.size / MIB:.1f} MiB; a Secret holds at most {MAX_FILE_BYTES / MIB:g} MiB",
+                limit=MAX_FILE_BYTES,
+            )
+            raise ResolveError(f"file {go_quote(file.name)} of item {go_quote(item.id)} is too large: {cause}", cause)
         try:
             return await self._client.get_file_content(file.content_path or content_path(vault_id, item.id, file.id))
         except ConnectError as err:

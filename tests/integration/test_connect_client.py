@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from onepassword_access import (
     BadRequestError,
@@ -23,6 +24,7 @@ from onepassword_access import (
     RateLimitedError,
     RetryPolicy,
     ServerError,
+    TooLargeError,
     UnauthorizedError,
     UnreachableError,
 )
@@ -300,3 +302,44 @@ async def test_tls_with_a_custom_ca(tls_files: dict[str, Path]) -> None:
 @pytest.fixture(autouse=True)
 def _log_retries(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="onepassword_access")
+
+
+async def test_answers_beyond_their_bound_are_refused_without_reading_them_whole() -> None:
+    """Issue 16: a file larger than a Secret can hold, announced or streamed without a length (or with a
+    wrong one), is refused once the bound is passed; the connection is dropped rather than drained."""
+    sent: list[int] = []
+
+    async def streamed(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()  # no Content-Length
+        await response.prepare(request)
+        chunk = b"x" * (256 * 1024)
+        try:
+            for _ in range(40):  # 10 MiB if read whole
+                await response.write(chunk)
+                sent.append(len(chunk))
+        except (ConnectionResetError, RuntimeError):
+            pass
+        return response
+
+    async def announced(_request: web.Request) -> web.Response:
+        return web.Response(body=b"y" * (2 * 1024 * 1024))
+
+    app = web.Application()
+    app.router.add_get("/streamed", streamed)
+    app.router.add_get("/announced", announced)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with ConnectClient(f"http://127.0.0.1:{port}", TOKEN, retry=FAST, timeout=5) as connect:
+            for path in ("/streamed", "/announced"):
+                with pytest.raises(TooLargeError) as refused:
+                    await connect.get_file_content(path)
+                assert "larger than opsync accepts (1 MiB)" in str(refused.value)
+            assert await connect.get_file_content("/announced", limit=4 * 1024 * 1024) == b"y" * (2 * 1024 * 1024)
+    finally:
+        await runner.cleanup()
+    assert sum(sent) < 10 * 1024 * 1024
