@@ -101,6 +101,22 @@ DEFAULT_HEALTH_PROBE_BIND_ADDRESS: Final = ":8081"
 OPI_API_VERSION: Final = "onepassword.com/v1"
 OPI_KIND: Final = "OnePasswordItem"
 DEFAULT_SECRET_TYPE: Final = "Opaque"  # noqa: S105 - not a password
+ALLOWED_SECRET_TYPES: Final = frozenset(
+    {
+        "Opaque",
+        "kubernetes.io/tls",
+        "kubernetes.io/dockerconfigjson",
+        "kubernetes.io/dockercfg",
+        "kubernetes.io/basic-auth",
+        "kubernetes.io/ssh-auth",
+    }
+)
+"""Secret types opsync writes (also the CRD's enum). Others carry meaning to Kubernetes itself: a
+``kubernetes.io/service-account-token`` Secret is filled with a token by the token controller, a
+``bootstrap.kubernetes.io/token`` one lets nodes join; an item must not mint either."""
+KUBERNETES_ANNOTATION_DOMAINS: Final = ("kubernetes.io", "k8s.io")
+"""Annotations under these domains (and their subdomains) are never copied to a Secret: they are
+instructions to Kubernetes (``kubernetes.io/service-account.name`` binds a token Secret to an account)."""
 MAX_SECRET_SIZE: Final = 1024 * 1024
 """The API server's limit on the summed size of a Secret's values (bytes)."""
 

@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from controllers.constants import (
+    ALLOWED_SECRET_TYPES,
     AUTO_RESTART_ANNOTATION,
     DATA_VERSION_ANNOTATION,
     DEFAULT_SECRET_TYPE,
@@ -33,7 +34,7 @@ from controllers.constants import (
     ITEM_PATH_ANNOTATION,
     ITEM_PATH_FORMAT,
     ITEM_VERSION_ANNOTATION,
-    LAST_APPLIED_ANNOTATION,
+    KUBERNETES_ANNOTATION_DOMAINS,
     MANAGED_LABEL,
     MANAGED_LABEL_VALUE,
     MAX_SECRET_SIZE,
@@ -360,6 +361,13 @@ def is_go_bool(value: str) -> bool:
     return value.lower() in GO_TRUE_VALUES | GO_FALSE_VALUES
 
 
+def _kubernetes_annotation(key: str) -> bool:
+    """``kubernetes.io/...``, ``*.kubernetes.io/...``, ``k8s.io/...``, ...: never copied (includes
+    ``kubectl.kubernetes.io/last-applied-configuration``)."""
+    domain = key.partition("/")[0] if "/" in key else ""
+    return any(domain == d or domain.endswith("." + d) for d in KUBERNETES_ANNOTATION_DOMAINS)
+
+
 def opi_metadata(opi: KubeObject, *, enable_annotations: bool = False) -> SecretMetadata:
     """Labels and annotations an OnePasswordItem gives its Secret.
 
@@ -369,7 +377,7 @@ def opi_metadata(opi: KubeObject, *, enable_annotations: bool = False) -> Secret
     """
     meta = opi.get("metadata") or {}
     source: Mapping[str, str] = meta.get("annotations") or {}
-    annotations = {k: v for k, v in source.items() if k != LAST_APPLIED_ANNOTATION} if enable_annotations else {}
+    annotations = {k: v for k, v in source.items() if not _kubernetes_annotation(k)} if enable_annotations else {}
     annotations.pop(AUTO_RESTART_ANNOTATION, None)
     warnings: tuple[str, ...] = ()
     auto_restart = source.get(AUTO_RESTART_ANNOTATION, "")
@@ -441,6 +449,10 @@ def desired_secret(
     metadata = metadata or SecretMetadata({}, {})
     built = build_secret_data(item, allow_empty=allow_empty)
     secret_type = secret_type or DEFAULT_SECRET_TYPE
+    if secret_type not in ALLOWED_SECRET_TYPES:
+        raise InvalidSecretError(
+            f"opsync does not write Secrets of type {secret_type}; allowed: {', '.join(sorted(ALLOWED_SECRET_TYPES))}"
+        )
     validate_secret_data(secret_type, built.data)
     labels = {**metadata.labels, MANAGED_LABEL: MANAGED_LABEL_VALUE}
     annotations = {

@@ -32,7 +32,7 @@ from onepassword_access.errors import (
     RateLimitedError,
     TooLargeError,
 )
-from onepassword_access.limits import MAX_FILE_BYTES, MIB
+from onepassword_access.limits import MAX_FILE_BYTES
 from onepassword_access.models import File, Item, ItemSummary, Vault
 from onepassword_access.paths import ItemPath, go_quote, looks_like_id, parse_item_path
 
@@ -288,7 +288,7 @@ class ItemResolver:
             return file.content
         if file.size > MAX_FILE_BYTES:  # refused from its metadata: never downloaded
             cause = TooLargeError(
-                f"the file is {file.size / MIB:.1f} MiB; a Secret holds at most {MAX_FILE_BYTES / MIB:g} MiB",
+                f"the file is {file.size} bytes; a Secret holds at most {MAX_FILE_BYTES} bytes",
                 limit=MAX_FILE_BYTES,
             )
             raise ResolveError(f"file {go_quote(file.name)} of item {go_quote(item.id)} is too large: {cause}", cause)
