@@ -554,7 +554,7 @@ def test_only_data_secret_types_are_written() -> None:
     """Issue 16: with the Go operator's CRD (no enum) opsync itself refuses types that mint credentials."""
     for refused in ("kubernetes.io/service-account-token", "bootstrap.kubernetes.io/token", "x/y"):
         with pytest.raises(InvalidSecretError, match=f"does not write Secrets of type {refused}"):
-            desired_secret(name="s", namespace="ns", item=ItemInput(), secret_type=refused)
+            desired_secret(name="s", namespace="ns", item=item(("a", "b")), secret_type=refused)
 
 
 def test_kubernetes_annotations_are_never_copied() -> None:
