@@ -24,6 +24,9 @@ class Scope(StrEnum):
     """Always cluster-wide: the resource is cluster-scoped (a ClusterRole, even when namespaces are listed)."""
     LEADER_ELECTION = "leader-election"
     """In the namespace of the leader-election Lease, only with ``--leader-elect``."""
+    LEADER_ELECTION_LEASE = "leader-election-lease"
+    """As ``LEADER_ELECTION``, on the Lease named ``--leader-election-id`` only (``resourceNames``; a
+    ``create`` cannot be limited so, as its name is not known when it is authorized)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +91,12 @@ REQUIRED: tuple[Permission, ...] = (
         scope=Scope.CLUSTER,
         why="which namespaces may sync which vaults",
     ),
+    Permission("coordination.k8s.io", "leases", ("create",), scope=Scope.LEADER_ELECTION, why="leader election"),
     Permission(
         "coordination.k8s.io",
         "leases",
-        ("get", "create", "update"),
-        scope=Scope.LEADER_ELECTION,
-        why="leader election",
+        ("get", "update"),
+        scope=Scope.LEADER_ELECTION_LEASE,
+        why="leader election, on opsync's Lease only",
     ),
 )

@@ -31,6 +31,7 @@ import pytest
 import yaml
 from waiting import eventually
 
+from controllers.constants import DEFAULT_LEADER_ELECTION_ID
 from controllers.permissions import REQUIRED, Scope
 from opsync.client import Client, ForbiddenError, NotFoundError
 from opsync.envtest import ControlPlane, find_assets
@@ -221,6 +222,9 @@ def required_grants(watched: list[str], release_namespace: str = RELEASE_NAMESPA
         match permission.scope:
             case Scope.LEADER_ELECTION:
                 by_namespace[release_namespace] |= grants
+            case Scope.LEADER_ELECTION_LEASE:
+                lease = (DEFAULT_LEADER_ELECTION_ID,)
+                by_namespace[release_namespace] |= {(group, res, verb, lease) for group, res, verb, _ in grants}
             case Scope.WATCHED if watched:
                 for name in watched:
                     by_namespace[name] |= grants
@@ -673,9 +677,10 @@ async def test_applied_cluster_wide_the_service_account_can_do_exactly_what_opsy
             # Namespaced kinds in all namespaces at once and in one the chart never heard of.
             for where in ("",) if resource in CLUSTER_SCOPED else ("", elsewhere):
                 assert await allowed(opsync, (group, resource, verb), where), (group, resource, verb, where)
-        for group, resource, verb, _ in expected.namespaces[namespace]:
-            assert await allowed(opsync, (group, resource, verb), namespace)
-            assert not await allowed(opsync, (group, resource, verb), elsewhere)  # leases: its own namespace only
+        for group, resource, verb, names in expected.namespaces[namespace]:
+            for name in names or ("",):  # the Lease by name
+                assert await allowed(opsync, (group, resource, verb), namespace, name)
+                assert not await allowed(opsync, (group, resource, verb), elsewhere, name)  # its own namespace only
         for never in (
             ("", "pods", "list"),
             ("", "configmaps", "get"),
