@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_chart import allowed, installed_chart
+from test_chart import CommandError, allowed, installed_chart, one, render
 from waiting import eventually
 
 from controllers.constants import MANAGED_LABEL, MANAGED_LABEL_VALUE
@@ -115,3 +115,55 @@ async def test_the_lease_permissions_name_opsyncs_lease_only(
         assert not await allowed(opsync, (*lease, "update"), namespace, "another-controllers-lease")
         assert not await allowed(opsync, (*lease, "get"), namespace, "another-controllers-lease")
         assert await allowed(opsync, (*lease, "create"), namespace)
+
+
+def connect_egress(objects: list[KubeObject]) -> list[KubeObject]:
+    """The peers of the NetworkPolicy's egress rule for Connect (the last one: after DNS and the API)."""
+    rules = one(objects, "NetworkPolicy")["spec"]["egress"]
+    peers: list[KubeObject] = rules[2]["to"]
+    return peers
+
+
+CONNECT_PODS = {"matchLabels": {"app": "onepassword-connect"}}
+
+
+def pods_in(namespace: str) -> list[KubeObject]:
+    named = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    return [{"podSelector": CONNECT_PODS, "namespaceSelector": named}]
+
+
+@pytest.mark.parametrize(
+    ("host", "extra", "peers"),
+    [
+        (
+            "http://onepassword-connect.onepassword:8080",
+            {},
+            pods_in("onepassword"),
+        ),
+        (
+            "https://connect.vault-ns.svc.cluster.local:8443",
+            {},
+            pods_in("vault-ns"),
+        ),
+        (
+            "http://onepassword-connect:8080",
+            {},
+            pods_in("opsync-system"),
+        ),
+        ("https://10.1.2.3:8443", {}, [{"ipBlock": {"cidr": "10.1.2.3/32"}}]),
+        ("https://connect.example.com", {"cidr": "203.0.113.0/24"}, [{"ipBlock": {"cidr": "203.0.113.0/24"}}]),
+    ],
+    ids=["service-in-namespace", "service-fqdn", "service-in-release-namespace", "ip", "external-cidr"],
+)
+async def test_the_network_policy_lets_opsync_reach_connect_only(
+    host: str, extra: dict[str, Any], peers: list[KubeObject]
+) -> None:
+    """Issue 16: egress on Connect's port was open to any address; now it reaches Connect's pods or its CIDR."""
+    values = {"connect": {"host": host}, "networkPolicy": {"enabled": True, "connect": extra}}
+    assert connect_egress(await render(values)) == peers
+
+
+async def test_a_connect_the_network_policy_cannot_place_is_refused_with_what_to_set() -> None:
+    with pytest.raises(CommandError) as refused:
+        await render({"connect": {"host": "https://connect.example.com"}, "networkPolicy": {"enabled": True}})
+    assert "set networkPolicy.connect.cidr" in refused.value.stderr
