@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from controllers.constants import (
@@ -96,7 +96,7 @@ def owner_references(existing: list[KubeObject], desired: list[KubeObject]) -> l
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    secret: KubeObject
+    secret: KubeObject = field(repr=False)  # holds the data: kept out of reprs
     """The Secret as written, or as found when nothing needed writing."""
     reason: WriteReason | None
     """Why it was written; None when it already was as desired."""

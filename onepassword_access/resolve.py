@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -63,7 +63,7 @@ class ResolvedItem:
 
     item: Item
     vault_id: str
-    files: Mapping[str, bytes]
+    files: Mapping[str, bytes] = field(repr=False)  # file contents are secrets: kept out of reprs
 
     @property
     def path(self) -> ItemPath:
