@@ -3,7 +3,8 @@
 ``async with Emulator(data) as emu`` serves on ``emu.url`` (127.0.0.1, a free port by default) until the
 block ends. Faults are switched at run time with ``await emu.set_faults(...)`` or ``PUT /__admin/faults``;
 items are edited with ``emu.update_item(...)`` or ``POST /__admin/items``; ``emu.request_counts`` counts
-requests by route (``"GET /v1/vaults/{vault}/items/{item}"``).
+requests by route (``"GET /v1/vaults/{vault}/items/{item}"``). The ``/__admin`` API needs no token, so it is
+served only with ``admin=True``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class Emulator:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        admin: bool = True,
+        admin: bool = False,
         ssl_context: ssl.SSLContext | None = None,
         seed: int = 0,
     ) -> None:
