@@ -104,7 +104,9 @@ class Settings(BaseModel):
     connect_host: str
     """The Connect server's base URL without a trailing slash (``OP_CONNECT_HOST``)."""
     connect_token: SecretStr
-    """From ``OP_CONNECT_TOKEN_FILE`` (read at start-up) or ``OP_CONNECT_TOKEN``."""
+    """From ``OP_CONNECT_TOKEN_FILE`` (read at start-up, and again whenever it changes) or ``OP_CONNECT_TOKEN``."""
+    connect_token_file: Path | None = None
+    """``OP_CONNECT_TOKEN_FILE``, watched for a rotated token."""
     connect_ca_file: Path | None = None
     """CA bundle to verify Connect's certificate with (``OP_CONNECT_CA_FILE``, else ``SSL_CERT_FILE``)."""
     watch_namespaces: tuple[str, ...] = ()
@@ -353,6 +355,7 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
     raw: dict[str, Any] = {
         "connect_host": environ["OP_CONNECT_HOST"],
         "connect_token": _token(environ),
+        "connect_token_file": environ.get("OP_CONNECT_TOKEN_FILE") or None,
         "connect_ca_file": _ca_file(environ),
         "watch_namespaces": environ.get("WATCH_NAMESPACE", ""),
         "polling_interval": environ.get("POLLING_INTERVAL", ""),

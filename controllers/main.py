@@ -150,7 +150,10 @@ def build_operator(settings: Settings, client: Client, connect: ConnectClient) -
 def connect_client(settings: Settings) -> InstrumentedConnectClient:
     """The Connect client for ``settings`` (reads the CA file: call before the event loop is busy)."""
     ca_file = str(settings.connect_ca_file) if settings.connect_ca_file else None
-    return InstrumentedConnectClient(settings.connect_host, settings.connect_token.get_secret_value(), ca_file=ca_file)
+    token_file = str(settings.connect_token_file) if settings.connect_token_file else None
+    return InstrumentedConnectClient(
+        settings.connect_host, settings.connect_token.get_secret_value(), ca_file=ca_file, token_file=token_file
+    )
 
 
 async def kubernetes_client(settings: Settings) -> Client:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 from urllib.parse import quote
@@ -92,6 +95,10 @@ class ConnectClient:
     Use as an async context manager or call ``close()``. For ``https``, ``ca_file`` is the CA bundle to trust
     instead of the system's (which ``SSL_CERT_FILE`` can also replace). Build the client at start-up: reading
     ``ca_file`` is blocking file I/O.
+
+    ``token_file`` (the file ``token`` was read from) and ``ca_file`` are watched: when one changes (a rotated
+    Secret's volume swaps its files), the next request uses the new token or CA, without a restart. A file
+    that is unreadable or invalid meanwhile is ignored, with a warning, and the last good one kept.
     """
 
     def __init__(
@@ -103,15 +110,13 @@ class ConnectClient:
         retry: RetryPolicy | None = None,
         ca_file: str | None = None,
         max_connections: int = 32,
+        token_file: str | None = None,
     ) -> None:
         """``timeout`` bounds each request (connect, send and read the whole answer), in seconds."""
         base = URL(url)
         if base.scheme not in ("http", "https") or not base.host or base.user or base.password:
             raise ValueError(f"the Connect URL must be http(s)://host[:port], got {base.with_password(None)!s}")
-        token = token.strip()
-        if not token or not token.isprintable() or any(c.isspace() for c in token):
-            # Said without the token itself: it must never appear in a message.
-            raise ValueError("the Connect token is empty or contains whitespace or control characters")
+        token = _valid_token(token)
         self.url = str(base).rstrip("/")
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -124,6 +129,10 @@ class ConnectClient:
         self._ssl: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
         self._max_connections = max_connections
         self._http: aiohttp.ClientSession | None = None
+        self._token_file = _Watched(token_file) if token_file else None
+        self._ca_file = _Watched(ca_file) if ca_file else None
+        self._checked = time.monotonic()
+        self._retired: set[asyncio.Task[None]] = set()  # sessions being closed after a CA change
 
     def __repr__(self) -> str:
         return f"ConnectClient(url={self.url!r})"
@@ -138,6 +147,10 @@ class ConnectClient:
 
     async def close(self) -> None:
         """Close the HTTP session (idempotent)."""
+        for task in self._retired:
+            task.cancel()
+        await asyncio.gather(*self._retired, return_exceptions=True)
+        self._retired.clear()
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -233,9 +246,37 @@ class ConnectClient:
             self._http = aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT})
         return self._http
 
+    async def _reload(self) -> None:
+        """Pick up a changed token file or CA bundle (checked at most every ``RELOAD_CHECK`` seconds: a stat
+        of a local file is cheap enough to do on the event loop, and so is reading a token or a CA bundle)."""
+        if time.monotonic() - self._checked < RELOAD_CHECK:
+            return
+        self._checked = time.monotonic()
+        if self._token_file is not None and (text := self._token_file.changed()) is not None:
+            try:
+                self._authorization = f"Bearer {_valid_token(text)}"
+                log.info("the Connect token file changed: using the new token", extra={"file": self._token_file.path})
+            except ValueError as err:
+                log.warning("ignoring the changed Connect token file: %s", err, extra={"file": self._token_file.path})
+        if self._ca_file is not None and self._ca_file.changed() is not None:
+            try:
+                self._ssl = ssl.create_default_context(cafile=self._ca_file.path)
+            except (OSError, ssl.SSLError) as err:
+                log.warning("ignoring the changed CA bundle: %s", err, extra={"file": self._ca_file.path})
+                return
+            log.info("the CA bundle changed: verifying Connect with it", extra={"file": self._ca_file.path})
+            # Pooled connections were verified with the old CA: new requests get a new session; requests in
+            # flight finish on the old one, closed once they had time to.
+            old, self._http = self._http, None
+            if old is not None:
+                closing = asyncio.create_task(_close_later(old, self.timeout))
+                self._retired.add(closing)
+                closing.add_done_callback(self._retired.discard)
+
     async def _attempt(self, method: str, path: str, params: dict[str, str] | None, limit: int) -> Reply:
         """One HTTP exchange; any failure to get a whole answer becomes an ``UnreachableError``, a body
         longer than ``limit`` bytes a ``TooLargeError`` (read no further than that)."""
+        await self._reload()
         url = URL(self.url + path, encoded=True)
         headers = {"Authorization": self._authorization, "Accept": "application/json"}
         where = f"{method} {path}"
@@ -264,6 +305,52 @@ class ConnectClient:
             ) from None
         self.server_version = response.headers.get("1Password-Connect-Version", self.server_version)
         return Reply(method, path, response.status, response.headers, body)
+
+
+RELOAD_CHECK = 1.0
+"""Seconds between checks of the token file and CA bundle for changes."""
+
+
+def _valid_token(token: str) -> str:
+    token = token.strip()
+    if not token or not token.isprintable() or any(c.isspace() for c in token):
+        # Said without the token itself: it must never appear in a message.
+        raise ValueError("the Connect token is empty or contains whitespace or control characters")
+    return token
+
+
+async def _close_later(session: aiohttp.ClientSession, delay: float) -> None:
+    try:
+        await asyncio.sleep(delay)
+    finally:
+        await session.close()
+
+
+class _Watched:
+    """A file whose changes are noticed by its identity (a Secret volume swaps a symlink), size and mtime."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._seen = self._identity()
+
+    def _identity(self) -> tuple[int, int, int] | None:
+        try:
+            found = os.stat(self.path)
+        except OSError:
+            return None
+        return found.st_ino, found.st_size, found.st_mtime_ns
+
+    def changed(self) -> str | None:
+        """The file's new text when it changed since last seen, else None (also when it cannot be read)."""
+        identity = self._identity()
+        if identity is None or identity == self._seen:
+            return None
+        try:
+            text = Path(self.path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+        self._seen = identity
+        return text
 
 
 async def _read_bounded(response: aiohttp.ClientResponse, limit: int, where: str, method: str, path: str) -> bytes:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from waiting import eventually
 
 from onepassword_access import (
     BadRequestError,
@@ -343,3 +344,59 @@ async def test_answers_beyond_their_bound_are_refused_without_reading_them_whole
     finally:
         await runner.cleanup()
     assert sum(sent) < 10 * 1024 * 1024
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write ``path`` as a Secret volume update does: a new file swapped in at once."""
+    staged = path.with_name(path.name + ".new")
+    staged.write_text(text)
+    staged.replace(path)
+
+
+async def test_a_rotated_token_file_is_used_without_a_restart(emu: Emulator, tmp_path: Path) -> None:
+    """Issue 16: the token file was read once, so a rotated token needed a restart."""
+    token_file = tmp_path / "token"
+    token_file.write_text("revoked-token\n")
+    async with ConnectClient(emu.url, "revoked-token", retry=FAST, timeout=5, token_file=str(token_file)) as client:
+        with pytest.raises(UnauthorizedError):
+            await client.list_vaults()
+        replace_file(token_file, TOKEN + "\n")
+
+        async def works() -> bool:
+            try:
+                return bool(await client.list_vaults())
+            except UnauthorizedError:
+                return False
+
+        await eventually(works, timeout=10, message="the rotated token was not picked up")
+        replace_file(token_file, "")  # half-written or emptied: the last good token stays in use
+        client._checked = 0.0  # the next request looks at the file again
+        assert await works()
+
+
+async def test_a_changed_ca_bundle_is_used_without_a_restart(tls_files: dict[str, Path], tmp_path: Path) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls_files["server.pem"], tls_files["server.key"])
+    other = tmp_path / "other-ca"
+    other.mkdir()
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1")
+    await _openssl(
+        "req", "-x509", *ec, "-keyout", str(other / "ca.key"), "-out", str(other / "ca.pem"), "-subj", "/CN=other"
+    )
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text((other / "ca.pem").read_text())
+    async with (
+        Emulator(DATA, ssl_context=context) as emu,
+        ConnectClient(emu.url, TOKEN, retry=FAST, timeout=5, ca_file=str(bundle)) as client,
+    ):
+        with pytest.raises(CertificateError):
+            await client.list_vaults()
+        replace_file(bundle, tls_files["ca.pem"].read_text())
+
+        async def works() -> bool:
+            try:
+                return bool(await client.list_vaults())
+            except CertificateError:
+                return False
+
+        await eventually(works, timeout=10, message="the new CA bundle was not picked up")
