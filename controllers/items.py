@@ -40,12 +40,18 @@ from opsync.resources import SECRETS, KubeObject
 log = logging.getLogger(__name__)
 
 SYNCED_MESSAGE = "the Secret is in sync with the 1Password item"
+UNCHECKED_MESSAGE = "the Secret holds the 1Password item as last read; opsync could not check the item"
 _WRITTEN = {"create": "created", "update": "updated", "takeover": "taken over", "repair": "repaired"}
 
 
+def rfc3339(when: datetime) -> str:
+    """``when`` as the API server writes times (seconds, UTC)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def now_rfc3339() -> str:
-    """The current time as the API server writes it (seconds, UTC)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The current time as the API server writes it."""
+    return rfc3339(datetime.now(UTC))
 
 
 def ready_condition(previous: KubeObject | None, status: str, reason: str, message: str, generation: int) -> KubeObject:
@@ -118,7 +124,7 @@ class ItemReconciler:
             previous = _ready(opi)
             denied_before = previous is not None and previous.get("reason") == ConditionReason.ACCESS_DENIED
             self.access.admit(namespace, path, kept=kept, denied_before=denied_before)
-            _, item = await self._source.get(
+            resolved, item = await self._source.get(
                 path, lambda found: self.access.authorize(namespace, path, found, kept=kept)
             )
             desired = desired_secret(
@@ -147,8 +153,14 @@ class ItemReconciler:
             )
             if desired.warnings:
                 self._events.event(opi, "Warning", EventReason.DATA_WARNING, "; ".join(desired.warnings))
-        await self._set_status(opi, "True", ConditionReason.SYNCED, SYNCED_MESSAGE, synced=written.data_changed)
-        self._record_state(request, ("true", ConditionReason.SYNCED))
+        reason, message = ConditionReason.SYNCED, SYNCED_MESSAGE
+        unchecked = self._source.unchecked(resolved.vault_id)
+        if unchecked is not None:  # in sync with the item as last read; whether it changed since is unknown
+            since, why = unchecked
+            reason = ConditionReason.CONNECT_UNAVAILABLE
+            message = f"{UNCHECKED_MESSAGE} since {rfc3339(since)}: {why}"
+        await self._set_status(opi, "True", reason, message, synced=written.data_changed)
+        self._record_state(request, ("true", reason))
         return None
 
     async def _report_failure(self, request: Request, opi: KubeObject, failure: Failure) -> None:

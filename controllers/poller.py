@@ -10,6 +10,9 @@ Every ``POLLING_INTERVAL`` seconds (the first time as soon as the caches are syn
    makes it: the OnePasswordItem of the same name, else the workload-secrets controller. Keys already
    retrying with backoff are left to it, except on the first good poll after failed ones: Connect is back,
    so those keys and the items ``Ready=False`` with ``ConnectUnavailable`` are retried at once.
+4. Tell the ``ItemSource`` which vaults could not be read, and since when; the OnePasswordItems of a vault
+   that starts or stops failing are reconciled once, so that their ``Ready`` condition shows it (reason
+   ``ConnectUnavailable``, still ``True``: the Secret holds the item as last read).
 
 The poller never writes to Kubernetes and never fetches an item: the reconcilers fetch each changed item once
 through the shared ``ItemSource``, which the poller tells about the new versions. Unlike the Go operator's
@@ -114,12 +117,17 @@ class Poller:
                 self._source.note_rate_limit(error)
         for vault_id, change in report.changes.items():
             self._source.observe(vault_id, change.versions, change.removed)
+        # Items of a vault that became uncheckable (or checkable again) are reconciled once, so that their
+        # Ready condition says so; their data is left as it is.
+        flipped = {v for v in {t.vault_id for t in tracked} if self._source.note_check(v, report.errors.get(v))}
         # Connect answers again: what failed for want of it is retried now, not when its backoff (up to
         # 5 minutes) ends, so everything recovers within one poll of the end of an outage.
         recovered, self._failing = self._failing and not report.errors, bool(report.errors)
         enqueued = self._retry_unavailable_items() if recovered else 0
         for entry in tracked:
-            if self._drifted(entry, report) and self._enqueue(entry.request, even_in_backoff=recovered):
+            if entry.vault_id in flipped and self._items.get(entry.request.namespace, entry.request.name):
+                self._item_controller.enqueue(entry.request)
+            elif self._drifted(entry, report) and self._enqueue(entry.request, even_in_backoff=recovered):
                 enqueued += 1
         self._source.retain(self._paths_in_use())
         POLL_DURATION.observe(time.monotonic() - started)

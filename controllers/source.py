@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 
 from controllers.constants import RATE_LIMIT_REQUEUE
 from controllers.metrics import CONNECT_REQUESTS, endpoint_template
@@ -60,6 +61,7 @@ class ItemSource:
         self._latest: dict[ItemKey, int] = {}  # newest version the poller has seen
         self._gone: set[ItemKey] = set()  # items the poller saw disappear
         self._paused_until = 0.0  # clock() before which Connect asked not to be called (429)
+        self._unchecked: dict[str, tuple[datetime, str]] = {}  # vault id -> (failing since, why), from the poller
 
     async def get(
         self, path: str, authorize: Callable[[ResolvedItem], None] = lambda _resolved: None
@@ -150,6 +152,18 @@ class ItemSource:
             self._gone.discard(key)
         for item_id in removed:
             self._gone.add((vault_id, item_id))
+
+    def note_check(self, vault_id: str, error: Exception | None) -> bool:
+        """Record whether the poller could check a vault; True when that changed (failing or recovered)."""
+        if error is None:
+            return self._unchecked.pop(vault_id, None) is not None
+        known = self._unchecked.get(vault_id)
+        self._unchecked[vault_id] = (known[0] if known else datetime.now(UTC), str(error))
+        return known is None
+
+    def unchecked(self, vault_id: str) -> tuple[datetime, str] | None:
+        """Since when, and why, the poller cannot check the items of a vault (None: it can)."""
+        return self._unchecked.get(vault_id)
 
     def retain(self, paths: Iterable[str]) -> None:
         """Drop the items of paths no longer used by any OnePasswordItem, workload or Secret."""
