@@ -136,7 +136,7 @@ class ItemReconciler:
                 owner_references=[opi_owner_reference(opi)],
                 allow_empty=self._options.allow_empty_values,
             )
-            written = await self._writer.write(desired.secret, keep_data=item.ignores_secret)
+            written = await self._writer.write(desired.secret, keep_data=item.ignores_secret, for_item=True)
         except (ConflictError, AlreadyExistsError, NotFoundError):
             raise
         except Exception as err:

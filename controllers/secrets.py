@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from controllers.constants import (
+    ITEM_NAME_ANNOTATION,
     ITEM_VERSION_ANNOTATION,
     MANAGED_SELECTOR,
     OPI_API_VERSION,
     OPI_KIND,
     OWNED_METADATA_ANNOTATION,
 )
-from controllers.failures import SecretConflictError
+from controllers.failures import SecretConflictError, WorkloadSecretConflictError
 from controllers.metrics import SECRET_WRITES
 from controllers.secretdata import Ownership, merge_into, secret_differs, secret_ownership
 from opsync.cache import Cache
@@ -103,6 +104,17 @@ class WriteResult:
     data_changed: bool
 
 
+def made_for_workloads(secret: KubeObject) -> bool:
+    """Whether a Secret (managed, or the Go operator's) was made from workload annotations, not for a
+    OnePasswordItem."""
+    meta = secret.get("metadata") or {}
+    refs = meta.get("ownerReferences") or []
+    if any(ref.get("kind") == OPI_KIND for ref in refs):
+        return False
+    kinds = {kind.kind for kind in WORKLOAD_KINDS}
+    return any(ref.get("kind") in kinds for ref in refs) or ITEM_NAME_ANNOTATION in (meta.get("annotations") or {})
+
+
 def _reason(existing: KubeObject, desired: KubeObject) -> WriteReason:
     annotations = (existing.get("metadata") or {}).get("annotations") or {}
     if secret_ownership(existing) is Ownership.LEGACY or OWNED_METADATA_ANNOTATION not in annotations:
@@ -128,12 +140,14 @@ class SecretWriter:
         except NotFoundError:
             return None
 
-    async def write(self, desired: KubeObject, *, keep_data: bool = False) -> WriteResult:
+    async def write(self, desired: KubeObject, *, keep_data: bool = False, for_item: bool = False) -> WriteResult:
         """Make the Secret match ``desired`` (from ``secretdata.desired_secret``).
 
         ``keep_data``: an existing Secret keeps its data (the item is tagged ``ignore-secret``); only its
-        metadata advances. Raises ``SecretConflictError`` for someone else's Secret, ``SecretTypeImmutableError``
-        when the type would change, and the client's ``ApiError``s (409s are for the caller to retry).
+        metadata advances. ``for_item``: written for a OnePasswordItem, which never takes over a Secret made
+        for workloads (by opsync or the Go operator): their owner references and data would be lost.
+        Raises ``SecretConflictError`` for someone else's Secret, ``SecretTypeImmutableError`` when the type
+        would change, and the client's ``ApiError``s (409s are for the caller to retry).
         """
         meta = desired["metadata"]
         namespace, name = meta["namespace"], meta["name"]
@@ -144,6 +158,8 @@ class SecretWriter:
             return WriteResult(created, "create", True)
         if secret_ownership(existing) is Ownership.FOREIGN:
             raise SecretConflictError(namespace, name)
+        if for_item and made_for_workloads(existing):
+            raise WorkloadSecretConflictError(namespace, name, existing)
         base = copy.deepcopy(existing)
         base_meta = base.setdefault("metadata", {})
         base_meta["ownerReferences"] = owner_references(

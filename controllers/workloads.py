@@ -36,7 +36,6 @@ from controllers.constants import (
     ITEM_NAME_ANNOTATION,
     ITEM_PATH_ANNOTATION,
     MANAGED_SELECTOR,
-    OPI_KIND,
     EventReason,
 )
 from controllers.failures import classify, rate_limiter, retry_result
@@ -50,7 +49,7 @@ from controllers.secretdata import (
     secret_name,
     workload_metadata,
 )
-from controllers.secrets import WORKLOAD_KINDS, SecretWriter, workload_owner_reference
+from controllers.secrets import WORKLOAD_KINDS, SecretWriter, made_for_workloads, workload_owner_reference
 from controllers.source import ItemSource
 from controllers.watch import NamespaceAnnotations, spec_or_metadata_changed
 from opsync.cache import Cache
@@ -144,16 +143,6 @@ class Workloads:
         found = self._find(ITEM_NAME_INDEX, namespace, secret)
         order = {kind: rank for rank, kind in enumerate(WORKLOAD_KINDS)}
         return sorted(found, key=lambda w: (w.obj["metadata"].get("creationTimestamp") or "", order[w.kind], w.name))
-
-
-def made_for_workloads(secret: KubeObject) -> bool:
-    """Whether a managed Secret was made from workload annotations (not for a OnePasswordItem)."""
-    meta = secret.get("metadata") or {}
-    refs = meta.get("ownerReferences") or []
-    if any(ref.get("kind") == OPI_KIND for ref in refs):
-        return False
-    kinds = {kind.kind for kind in WORKLOAD_KINDS}
-    return any(ref.get("kind") in kinds for ref in refs) or ITEM_NAME_ANNOTATION in (meta.get("annotations") or {})
 
 
 @dataclass(frozen=True, slots=True)

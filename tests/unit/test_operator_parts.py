@@ -12,9 +12,9 @@ from controllers.failures import Retry, SecretConflictError, classify, retry_res
 from controllers.items import ready_condition
 from controllers.metrics import endpoint_template
 from controllers.secretdata import InvalidSecretError
-from controllers.secrets import owner_references
+from controllers.secrets import made_for_workloads, owner_references
 from controllers.source import ItemSource
-from controllers.workloads import annotated_secret, made_for_workloads
+from controllers.workloads import annotated_secret
 from onepassword_access.errors import (
     ForbiddenError,
     RateLimitedError,
