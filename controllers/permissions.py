@@ -77,6 +77,9 @@ REQUIRED: tuple[Permission, ...] = (
     Permission("apps", "statefulsets", ("get", "list", "watch", "patch"), why="as deployments"),
     Permission("apps", "daemonsets", ("get", "list", "watch", "patch"), why="as deployments"),
     Permission("", "events", ("create", "patch"), why="report failures and restarts"),
+    Permission("", "pods", ("list",), why="before deleting a workload Secret: bare Pods still using it keep it"),
+    Permission("batch", "jobs", ("list",), why="before deleting a workload Secret: Jobs still using it keep it"),
+    Permission("batch", "cronjobs", ("list",), why="as jobs"),
     Permission(
         "",
         "namespaces",

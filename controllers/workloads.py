@@ -25,8 +25,10 @@ workload caches and their indexes:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from controllers.access import AccessControl
 from controllers.constants import (
@@ -41,7 +43,7 @@ from controllers.constants import (
 from controllers.failures import classify, rate_limiter, retry_result
 from controllers.metrics import WORKLOAD_RESTARTS
 from controllers.resources import ONEPASSWORDITEMS
-from controllers.restarts import plan_restart, recorded_versions, secret_names_used_by
+from controllers.restarts import plan_restart, pod_spec_secret_names, recorded_versions, secret_names_used_by
 from controllers.secretdata import (
     desired_secret,
     operator_annotations,
@@ -58,7 +60,7 @@ from opsync.controller import Builder, Controller, Predicate, Request, Result, a
 from opsync.events import EventRecorder
 from opsync.informer import Informer
 from opsync.manager import Manager
-from opsync.resources import SECRETS, KubeObject, Resource
+from opsync.resources import CRONJOBS, JOBS, PODS, SECRETS, KubeObject, Resource
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +167,7 @@ class WorkloadSecretReconciler:
         access: AccessControl,
     ) -> None:
         self._workloads = workloads
+        self._client = manager.client
         self._items = manager.cache.informer(ONEPASSWORDITEMS)
         self._source = source
         self._access = access
@@ -177,6 +180,18 @@ class WorkloadSecretReconciler:
             return await self._reconcile(request.namespace, request.name)
         except (ConflictError, AlreadyExistsError, NotFoundError):
             return Result(requeue=True)  # raced with another writer: try again from the fresher cache
+
+    async def _used_by_pods_or_jobs(self, namespace: str, name: str) -> bool:
+        """Whether a Pod, Job or CronJob of the namespace uses the Secret: they are not watched (they come and
+        go too often to cache), so they are listed, only when a workload Secret is about to be deleted."""
+        specs: list[Mapping[str, Any]] = []
+        for resource in (PODS, JOBS, CRONJOBS):
+            for obj in (await self._client.list(resource, namespace))["items"]:
+                spec = obj.get("spec") or {}
+                if resource is CRONJOBS:
+                    spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+                specs.append(spec if resource is PODS else (spec.get("template") or {}).get("spec") or {})
+        return any(name in pod_spec_secret_names(spec) for spec in specs)
 
     async def _reconcile(self, namespace: str, name: str) -> Result | None:
         naming = self._workloads.naming(namespace, name)
@@ -194,8 +209,11 @@ class WorkloadSecretReconciler:
         existing = self._writer.secrets.get(namespace, name)
         if not users:
             if existing is not None and made_for_workloads(existing):
-                await self._writer.delete(existing)
-                log.info("deleted the Secret no workload uses any more", extra={"secret": name})
+                if await self._used_by_pods_or_jobs(namespace, name):
+                    log.info("kept the Secret: bare Pods, Jobs or CronJobs still use it", extra={"secret": name})
+                else:
+                    await self._writer.delete(existing)
+                    log.info("deleted the Secret no workload uses any more", extra={"secret": name})
             return None
         if naming:
             source = naming[0].obj

@@ -682,7 +682,7 @@ async def test_applied_cluster_wide_the_service_account_can_do_exactly_what_opsy
                 assert await allowed(opsync, (group, resource, verb), namespace, name)
                 assert not await allowed(opsync, (group, resource, verb), elsewhere, name)  # its own namespace only
         for never in (
-            ("", "pods", "list"),
+            ("", "pods", "watch"),  # pods are only listed, when a workload Secret is about to go
             ("", "configmaps", "get"),
             ("", "services", "list"),
             ("apps", "replicasets", "list"),
