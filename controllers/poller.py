@@ -123,7 +123,7 @@ class Poller:
         # Connect answers again: what failed for want of it is retried now, not when its backoff (up to
         # 5 minutes) ends, so everything recovers within one poll of the end of an outage.
         recovered, self._failing = self._failing and not report.errors, bool(report.errors)
-        enqueued = self._retry_unavailable_items() if recovered else 0
+        enqueued = self._retry_unavailable_items() if recovered or (flipped - report.errors.keys()) else 0
         for entry in tracked:
             if entry.vault_id in flipped and self._items.get(entry.request.namespace, entry.request.name):
                 self._item_controller.enqueue(entry.request)
@@ -178,19 +178,20 @@ class Poller:
         return True
 
     def _retry_unavailable_items(self) -> int:
-        """Enqueue the OnePasswordItems whose ``Ready`` condition says Connect was unavailable."""
+        """Enqueue the OnePasswordItems whose ``Ready`` condition says Connect was unavailable (those that
+        failed, and those in sync that could not be checked)."""
         waiting = [Request.of(opi) for opi in self._items.list() if _ready_reason(opi) == _CONNECT_UNAVAILABLE]
         for request in waiting:
             self._item_controller.enqueue(request)
         return len(waiting)
 
 
-_CONNECT_UNAVAILABLE = ("False", ConditionReason.CONNECT_UNAVAILABLE)
+_CONNECT_UNAVAILABLE = ConditionReason.CONNECT_UNAVAILABLE
 
 
-def _ready_reason(opi: KubeObject) -> tuple[str, str] | None:
-    """The (status, reason) of an item's cached ``Ready`` condition."""
+def _ready_reason(opi: KubeObject) -> str | None:
+    """The reason of an item's cached ``Ready`` condition."""
     for condition in (opi.get("status") or {}).get("conditions") or []:
         if condition.get("type") == READY_CONDITION:
-            return str(condition.get("status")), str(condition.get("reason"))
+            return str(condition.get("reason"))
     return None

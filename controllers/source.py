@@ -136,6 +136,7 @@ class ItemSource:
             return
         result = task.result()
         key = (result.vault_id, result.item.id)
+        self._unchecked.pop(result.vault_id, None)  # Connect just answered for this vault
         self._gone.discard(key)
         self._latest[key] = max(self._latest.get(key, 0), result.version)
         self._items[path] = result
