@@ -22,7 +22,7 @@ from controllers.finalizer import remove_go_finalizer
 from controllers.metrics import ITEMS
 from controllers.resources import ONEPASSWORDITEMS
 from controllers.secrets import SecretWriter
-from controllers.status import status_patch
+from controllers.status import ready_of, status_patch
 from controllers.watch import spec_or_metadata_changed
 from opsync.builder import Builder
 from opsync.client import ApiError
@@ -33,10 +33,12 @@ from opsync.manager import Manager
 from opsync.reconcile import Request, Result
 from opsync.resources import SECRETS, KubeObject
 from opsync.source import Channel
+from opsync.timestamps import rfc3339
 
 log = logging.getLogger(__name__)
 
 SYNCED_MESSAGE = "the Secret is in sync with the 1Password item"
+UNCHECKED_MESSAGE = "the Secret holds the 1Password item as last read; opsync could not check the item"
 _WRITTEN = {"create": "created", "update": "updated", "takeover": "taken over", "repair": "repaired"}
 
 
@@ -66,13 +68,13 @@ class ItemReconciler:
         self._writer = writer
         self._options = options
         self._events: EventRecorder = manager.event_recorder("opsync")
-        self._states: dict[Request, tuple[str, str]] = {}  # for the opsync_items gauge and failing_with
+        self._states: dict[Request, tuple[str, str]] = {}  # for the opsync_items gauge and reporting
         self.served = served or ServedStatus()
 
-    def failing_with(self, reason: str) -> list[Request]:
-        """The items whose last reconcile here ended ``Ready=False`` with ``reason``. Kept in memory rather than
-        read back from the condition, which an old CRD stores without its reason."""
-        return [request for request, state in self._states.items() if state == ("false", reason)]
+    def reporting(self, reason: str) -> list[Request]:
+        """The items whose last reconcile here ended with ``reason`` (``Ready`` True or False). Kept in memory
+        rather than read back from the condition, which an old CRD stores without its reason."""
+        return [request for request, state in self._states.items() if state[1] == reason]
 
     async def reconcile(self, request: Request) -> Result | None:
         opi = self.items.get(request.namespace, request.name)
@@ -92,9 +94,12 @@ class ItemReconciler:
         try:
             path = str((opi.get("spec") or {}).get("itemPath") or "")
             kept = self._writer.secrets.get(namespace, name) is not None
-            self.access.admit(namespace, kept=kept)
-            resolved, item = await self._fetcher.get(path)
-            self.access.authorize(namespace, path, resolved, kept=kept)
+            previous = ready_of(opi)
+            denied_before = previous is not None and previous.get("reason") == ConditionReason.ACCESS_DENIED
+            self.access.admit(namespace, path, kept=kept, denied_before=denied_before)
+            resolved, item = await self._fetcher.get(
+                path, lambda found: self.access.authorize(namespace, path, found, kept=kept)
+            )
             desired = desired_secret(
                 name=name,
                 namespace=namespace,
@@ -119,8 +124,14 @@ class ItemReconciler:
             )
             if desired.warnings:
                 self._events.event(opi, "Warning", EventReason.DATA_WARNING, "; ".join(desired.warnings))
-        await self._set_status(opi, "True", ConditionReason.SYNCED, SYNCED_MESSAGE, synced=written.data_changed)
-        self._record_state(request, ("true", ConditionReason.SYNCED))
+        reason, message = ConditionReason.SYNCED, SYNCED_MESSAGE
+        unchecked = self._fetcher.unchecked(resolved.vault_id)
+        if unchecked is not None:  # in sync with the item as last read; whether it changed since is unknown
+            since, why = unchecked
+            reason = ConditionReason.CONNECT_UNAVAILABLE
+            message = f"{UNCHECKED_MESSAGE} since {rfc3339(since)}: {why}"
+        await self._set_status(opi, "True", reason, message, synced=written.data_changed)
+        self._record_state(request, ("true", reason))
         return None
 
     async def _report_failure(self, request: Request, opi: KubeObject, failure: Failure) -> None:

@@ -26,6 +26,9 @@ class Scope(StrEnum):
     """Always cluster-wide: the resource is cluster-scoped (a ClusterRole, even when namespaces are listed)."""
     LEADER_ELECTION = "leader-election"
     """In the namespace of the leader-election Lease, only with ``--leader-elect``."""
+    LEADER_ELECTION_LEASE = "leader-election-lease"
+    """As ``LEADER_ELECTION``, on the Lease named ``--leader-election-id`` only (``resourceNames``; a
+    ``create`` cannot be limited so, as its name is not known when it is authorized)."""
     OPERATOR_NAMESPACE = "operator-namespace"
     """In the namespace opsync runs in (``POD_NAMESPACE``)."""
 
@@ -80,6 +83,9 @@ REQUIRED: tuple[Permission, ...] = (
     Permission("apps", "statefulsets", ("get", "list", "watch", "patch"), why="as deployments"),
     Permission("apps", "daemonsets", ("get", "list", "watch", "patch"), why="as deployments"),
     Permission("", "events", ("create", "patch"), why="report failures and restarts"),
+    Permission("", "pods", ("list",), why="before deleting a workload Secret: bare Pods still using it keep it"),
+    Permission("batch", "jobs", ("list",), why="before deleting a workload Secret: Jobs still using it keep it"),
+    Permission("batch", "cronjobs", ("list",), why="as jobs"),
     Permission(
         "",
         "namespaces",
@@ -94,6 +100,7 @@ REQUIRED: tuple[Permission, ...] = (
         scope=Scope.CLUSTER,
         why="which namespaces may sync which vaults",
     ),
+    Permission("coordination.k8s.io", "leases", ("create",), scope=Scope.LEADER_ELECTION, why="leader election"),
     Permission(
         "apiextensions.k8s.io",
         "customresourcedefinitions",
@@ -105,9 +112,9 @@ REQUIRED: tuple[Permission, ...] = (
     Permission(
         "coordination.k8s.io",
         "leases",
-        ("get", "create", "update"),
-        scope=Scope.LEADER_ELECTION,
-        why="leader election",
+        ("get", "update"),
+        scope=Scope.LEADER_ELECTION_LEASE,
+        why="leader election, on opsync's Lease only",
     ),
 )
 

@@ -83,6 +83,11 @@ def _referenced_names(pod_spec: Mapping[str, Any]) -> Iterator[str | None]:
             yield (source.get("secret") or {}).get("name")
 
 
+def pod_spec_secret_names(pod_spec: Mapping[str, Any]) -> set[str]:
+    """Names of the Secrets a pod spec uses (env, envFrom, secret and projected volumes)."""
+    return {name for name in _referenced_names(pod_spec) if name}
+
+
 def secret_names_used_by(workload: KubeObject) -> set[str]:
     """Names of the Secrets (in the workload's namespace) that ``workload``'s pods use.
 

@@ -21,7 +21,9 @@ The restart controllers (``controllers.rollouts``) share the workload caches and
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from controllers.access import AccessControl
 from controllers.constants import (
@@ -29,7 +31,6 @@ from controllers.constants import (
     ITEM_NAME_ANNOTATION,
     ITEM_PATH_ANNOTATION,
     MANAGED_SELECTOR,
-    OPI_KIND,
     EventReason,
 )
 from controllers.desired import (
@@ -41,8 +42,9 @@ from controllers.desired import (
 )
 from controllers.failures import WRITE_RACES, classify, rate_limiter, retry_result
 from controllers.fetcher import ItemFetcher
+from controllers.merge import made_for_workloads
 from controllers.resources import ONEPASSWORDITEMS
-from controllers.restarts import secret_names_used_by
+from controllers.restarts import pod_spec_secret_names, secret_names_used_by
 from controllers.sanitisers import secret_name
 from controllers.secrets import SecretWriter
 from controllers.watch import spec_or_metadata_changed
@@ -54,7 +56,7 @@ from opsync.informer import Informer
 from opsync.manager import Manager
 from opsync.predicate import Predicate
 from opsync.reconcile import Request, Result
-from opsync.resources import SECRETS, KubeObject, Resource
+from opsync.resources import CRONJOBS, JOBS, PODS, SECRETS, KubeObject, Resource
 from opsync.source import Channel
 
 log = logging.getLogger(__name__)
@@ -136,16 +138,6 @@ class Workloads:
         return sorted(found, key=lambda w: (w.obj["metadata"].get("creationTimestamp") or "", order[w.kind], w.name))
 
 
-def made_for_workloads(secret: KubeObject) -> bool:
-    """Whether a managed Secret was made from workload annotations (not for a OnePasswordItem)."""
-    meta = secret.get("metadata") or {}
-    refs = meta.get("ownerReferences") or []
-    if any(ref.get("kind") == OPI_KIND for ref in refs):
-        return False
-    kinds = {kind.kind for kind in WORKLOAD_KINDS}
-    return any(ref.get("kind") in kinds for ref in refs) or ITEM_NAME_ANNOTATION in (meta.get("annotations") or {})
-
-
 @dataclass(frozen=True, slots=True)
 class WorkloadOptions:
     allow_empty_values: bool = False
@@ -166,6 +158,7 @@ class WorkloadSecretReconciler:
         access: AccessControl,
     ) -> None:
         self._workloads = workloads
+        self._client = manager.client
         self._items = manager.cache.informer(ONEPASSWORDITEMS)
         self._fetcher = fetcher
         self._access = access
@@ -178,6 +171,18 @@ class WorkloadSecretReconciler:
             return await self._reconcile(request.namespace, request.name)
         except WRITE_RACES:
             return Result(requeue=True)  # raced with another writer: try again from the fresher cache
+
+    async def _used_by_pods_or_jobs(self, namespace: str, name: str) -> bool:
+        """Whether a Pod, Job or CronJob of the namespace uses the Secret: they are not watched (they come and
+        go too often to cache), so they are listed, only when a workload Secret is about to be deleted."""
+        specs: list[Mapping[str, Any]] = []
+        for resource in (PODS, JOBS, CRONJOBS):
+            for obj in (await self._client.list(resource, namespace))["items"]:
+                spec = obj.get("spec") or {}
+                if resource is CRONJOBS:
+                    spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+                specs.append(spec if resource is PODS else (spec.get("template") or {}).get("spec") or {})
+        return any(name in pod_spec_secret_names(spec) for spec in specs)
 
     async def _reconcile(self, namespace: str, name: str) -> Result | None:
         naming = self._workloads.naming(namespace, name)
@@ -195,8 +200,11 @@ class WorkloadSecretReconciler:
         existing = self._writer.secrets.get(namespace, name)
         if not users:
             if existing is not None and made_for_workloads(existing):
-                await self._writer.delete(existing)
-                log.info("deleted the Secret no workload uses any more", extra={"secret": name})
+                if await self._used_by_pods_or_jobs(namespace, name):
+                    log.info("kept the Secret: bare Pods, Jobs or CronJobs still use it", extra={"secret": name})
+                else:
+                    await self._writer.delete(existing)
+                    log.info("deleted the Secret no workload uses any more", extra={"secret": name})
             return None
         if naming:
             source = naming[0].obj
@@ -209,9 +217,11 @@ class WorkloadSecretReconciler:
         owners = [workload_owner_reference(w.kind, w.obj) for w in sorted(users, key=lambda w: (w.kind.kind, w.name))]
         reported = naming or users
         try:
-            self._access.admit(namespace, kept=existing is not None)
-            resolved, item = await self._fetcher.get(path)
-            self._access.authorize(namespace, path, resolved, kept=existing is not None)
+            kept = existing is not None
+            self._access.admit(namespace, path, kept=kept)
+            _, item = await self._fetcher.get(
+                path, lambda found: self._access.authorize(namespace, path, found, kept=kept)
+            )
             desired = desired_secret(
                 name=name,
                 namespace=namespace,

@@ -178,7 +178,8 @@ def no_rbac_objects_of(*kinds: str, names: Mapping[str, str] | None = None) -> C
 
 
 def rbac_names(objects: list[KubeObject], namespace: str) -> None:
-    names = {(o["kind"], o["metadata"]["name"]) for o in objects if o["kind"].endswith(("Role", "Binding"))}
+    rbac = [o for o in objects if o["apiVersion"].startswith("rbac.authorization.k8s.io/")]
+    names = {(o["kind"], o["metadata"]["name"]) for o in rbac}
     assert names == {
         ("ClusterRole", "my-role"),
         ("ClusterRoleBinding", "my-binding"),
