@@ -284,7 +284,10 @@ class ConnectEmulator(Child):
         data_path = log_path.with_suffix(".json")
         data_path.write_text(json.dumps(data))
         super().__init__(
-            "connect-emulator", ["connect-emulator", f"--data={data_path}", f"--port={self.port}"], {}, log_path
+            "connect-emulator",
+            ["connect-emulator", f"--data={data_path}", f"--port={self.port}", "--admin"],
+            {},
+            log_path,
         )
         self.token = token
         self._session: aiohttp.ClientSession | None = None

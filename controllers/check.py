@@ -146,6 +146,8 @@ def _targets(permission: Permission, settings: config.Settings) -> list[tuple[st
     match permission.scope:
         case Scope.LEADER_ELECTION:
             return [(leader_election_namespace(settings), "")]
+        case Scope.LEADER_ELECTION_LEASE:
+            return [(leader_election_namespace(settings), settings.leader_election_id)]
         case Scope.CLUSTER:
             return [("", name) for name in permission.names] or [("", "")]
         case Scope.WATCHED_BY_NAME:
@@ -166,7 +168,7 @@ async def check_permissions(kube: Client, settings: config.Settings) -> list[Row
     """One row per required permission: ok, or each verb and place it lacks, named, with why it is needed."""
     rows = []
     for permission in (*REQUIRED, *(MANAGE_CONNECT if settings.manage_connect else ())):
-        if permission.scope is Scope.LEADER_ELECTION and not settings.leader_elect:
+        if permission.scope in (Scope.LEADER_ELECTION, Scope.LEADER_ELECTION_LEASE) and not settings.leader_elect:
             continue
         try:
             targets = _targets(permission, settings)

@@ -87,6 +87,7 @@ _SETTING_NAMES = {
     "log_format": "--log-format",
     "kubeconfig": "--kubeconfig",
     "workers": "--workers",
+    "access_policy": "--access-policy",
 }
 
 
@@ -121,7 +122,9 @@ class Settings(BaseModel):
     connect_host: str | None = None
     """The Connect server's base URL without a trailing slash (``OP_CONNECT_HOST``); None with a service account."""
     connect_token: SecretStr | None = None
-    """From ``OP_CONNECT_TOKEN_FILE`` (read at start-up) or ``OP_CONNECT_TOKEN``."""
+    """From ``OP_CONNECT_TOKEN_FILE`` (read at start-up, and again whenever it changes) or ``OP_CONNECT_TOKEN``."""
+    connect_token_file: Path | None = None
+    """``OP_CONNECT_TOKEN_FILE``, watched for a rotated token."""
     service_account_token: SecretStr | None = None
     """From ``OP_SERVICE_ACCOUNT_TOKEN_FILE`` or ``OP_SERVICE_ACCOUNT_TOKEN``: 1Password is then reached through
     the SDK, without Connect. Whether the SDK accepts it is checked when opsync starts (it needs the SDK)."""
@@ -154,6 +157,9 @@ class Settings(BaseModel):
     """``--kubeconfig``, else ``KUBECONFIG``; None: in-cluster configuration."""
     workers: int = Field(DEFAULT_WORKERS, ge=1)
     """Concurrent reconciles per controller (the Go operator runs 1; keys are never reconciled twice at once)."""
+    access_policy: Literal["auto", "required"] = "auto"
+    """``--access-policy``: ``required`` denies everything while no OnePasswordAccessPolicy exists; ``auto``
+    allows everything then, as the Go operator, until a policy has been seen (see ``controllers.access``)."""
     warnings: tuple[str, ...] = ()
     """Accepted but questionable settings, for the caller to log at start-up."""
 
@@ -275,6 +281,13 @@ class Settings(BaseModel):
             raise ValueError(f"must be debug, info, warn or error, got {_quoted(str(value))}")
         return _LEVEL_NAMES.get(level, logging.getLevelName(level).lower())
 
+    @field_validator("access_policy", mode="before")
+    @classmethod
+    def _access_policy(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() not in ("auto", "required"):
+            raise ValueError(f"must be auto or required, got {_quoted(value)}")
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("log_format", mode="before")
     @classmethod
     def _format(cls, value: object) -> object:
@@ -306,6 +319,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", "--zap-encoder", dest="log_format", help="json, console or auto")
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, else in-cluster)")
     parser.add_argument("--workers", help=f"concurrent reconciles per controller (default {DEFAULT_WORKERS})")
+    parser.add_argument(
+        "--access-policy", help="auto (no OnePasswordAccessPolicy: allow all) or required (none: deny all)"
+    )
     for dest in _IGNORED_FLAGS:
         flag = "--" + dest.replace("_", "-")
         if dest in ("metrics_secure", "enable_http2", "zap_devel"):
@@ -424,7 +440,10 @@ def _credentials(environ: Mapping[str, str]) -> dict[str, str]:
             "not set; opsync needs the URL of a 1Password Connect server (with OP_CONNECT_TOKEN), "
             "or a service account's OP_SERVICE_ACCOUNT_TOKEN",
         )
-    return {"connect_host": environ["OP_CONNECT_HOST"], "connect_token": _token(environ)}
+    found = {"connect_host": environ["OP_CONNECT_HOST"], "connect_token": _token(environ)}
+    if environ.get("OP_CONNECT_TOKEN_FILE"):
+        found["connect_token_file"] = environ["OP_CONNECT_TOKEN_FILE"]
+    return found
 
 
 def _ignored_connect(settings: Settings, environ: Mapping[str, str]) -> tuple[str, ...]:

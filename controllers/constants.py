@@ -29,8 +29,6 @@ GO_TRUE_VALUES: Final = frozenset({"1", "t", "true"})
 GO_FALSE_VALUES: Final = frozenset({"0", "f", "false"})
 """Go's ``strconv.ParseBool`` set, lower-cased: the Go operator lower-cases values first, so any case works."""
 
-LAST_APPLIED_ANNOTATION: Final = "kubectl.kubernetes.io/last-applied-configuration"
-"""Never copied to a Secret by ``--enable-annotations`` (the Go operator copies it; it can be huge)."""
 
 # --- 1Password item tag, finalizer, item paths ----------------------------------------------------------------
 IGNORE_SECRET_TAG: Final = "operator.1password.io:ignore-secret"  # noqa: S105 - not a password
@@ -120,6 +118,22 @@ DEFAULT_HEALTH_PROBE_BIND_ADDRESS: Final = ":8081"
 OPI_API_VERSION: Final = "onepassword.com/v1"
 OPI_KIND: Final = "OnePasswordItem"
 DEFAULT_SECRET_TYPE: Final = "Opaque"  # noqa: S105 - not a password
+ALLOWED_SECRET_TYPES: Final = frozenset(
+    {
+        "Opaque",
+        "kubernetes.io/tls",
+        "kubernetes.io/dockerconfigjson",
+        "kubernetes.io/dockercfg",
+        "kubernetes.io/basic-auth",
+        "kubernetes.io/ssh-auth",
+    }
+)
+"""Secret types opsync writes (also the CRD's enum). Others carry meaning to Kubernetes itself: a
+``kubernetes.io/service-account-token`` Secret is filled with a token by the token controller, a
+``bootstrap.kubernetes.io/token`` one lets nodes join; an item must not mint either."""
+KUBERNETES_ANNOTATION_DOMAINS: Final = ("kubernetes.io", "k8s.io")
+"""Annotations under these domains (and their subdomains) are never copied to a Secret: they are
+instructions to Kubernetes (``kubernetes.io/service-account.name`` binds a token Secret to an account)."""
 MAX_SECRET_SIZE: Final = 1024 * 1024
 """The API server's limit on the summed size of a Secret's values (bytes)."""
 

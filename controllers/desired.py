@@ -16,9 +16,10 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from controllers.constants import (
+    ALLOWED_SECRET_TYPES,
     AUTO_RESTART_ANNOTATION,
     DATA_VERSION_ANNOTATION,
     DEFAULT_SECRET_TYPE,
@@ -27,7 +28,7 @@ from controllers.constants import (
     GO_TRUE_VALUES,
     ITEM_PATH_ANNOTATION,
     ITEM_VERSION_ANNOTATION,
-    LAST_APPLIED_ANNOTATION,
+    KUBERNETES_ANNOTATION_DOMAINS,
     MANAGED_LABEL,
     MANAGED_LABEL_VALUE,
     NON_OPERATOR_ANNOTATIONS,
@@ -61,16 +62,24 @@ def is_go_bool(value: str) -> bool:
     return value.lower() in GO_TRUE_VALUES | GO_FALSE_VALUES
 
 
+def _kubernetes_annotation(key: str) -> bool:
+    """``kubernetes.io/...``, ``*.kubernetes.io/...``, ``k8s.io/...``, ...: never copied (includes
+    ``kubectl.kubernetes.io/last-applied-configuration``)."""
+    domain = key.partition("/")[0] if "/" in key else ""
+    return any(domain == d or domain.endswith("." + d) for d in KUBERNETES_ANNOTATION_DOMAINS)
+
+
 def opi_metadata(opi: KubeObject, *, enable_annotations: bool = False) -> SecretMetadata:
     """Labels and annotations an OnePasswordItem gives its Secret.
 
-    All labels are copied (Go behaviour). With ``enable_annotations`` all annotations are copied except
-    ``kubectl.kubernetes.io/last-applied-configuration``. The ``auto-restart`` annotation is copied when it is
+    All labels are copied (Go behaviour). With ``enable_annotations`` all annotations are copied except those
+    under ``kubernetes.io`` and ``k8s.io`` (instructions to Kubernetes, and
+    ``kubectl.kubernetes.io/last-applied-configuration``). The ``auto-restart`` annotation is copied when it is
     a valid boolean; an invalid one is left out with a warning (the Go operator refuses to write the Secret).
     """
     meta = opi.get("metadata") or {}
     source: Mapping[str, str] = meta.get("annotations") or {}
-    annotations = {k: v for k, v in source.items() if k != LAST_APPLIED_ANNOTATION} if enable_annotations else {}
+    annotations = {k: v for k, v in source.items() if not _kubernetes_annotation(k)} if enable_annotations else {}
     annotations.pop(AUTO_RESTART_ANNOTATION, None)
     warnings: tuple[str, ...] = ()
     auto_restart = source.get(AUTO_RESTART_ANNOTATION, "")
@@ -133,7 +142,7 @@ def workload_owner_reference(kind: Resource, workload: KubeObject) -> KubeObject
 
 @dataclass(frozen=True, slots=True)
 class DesiredSecret:
-    secret: KubeObject
+    secret: KubeObject = field(repr=False)  # holds the data: kept out of reprs
     """A complete ``v1/Secret`` to create, or to merge into the existing one (``controllers.merge``)."""
     warnings: tuple[str, ...] = ()
     """Fields, files or annotations left out, by label and key (never a value): for an Event."""
@@ -183,6 +192,10 @@ def desired_secret(
         data, warnings, secret_type = shaped.data, metadata.warnings + shaped.warnings, shaped.secret_type
         labels, base_annotations = shaped.labels, shaped.annotations
     secret_type = secret_type or DEFAULT_SECRET_TYPE
+    if secret_type not in ALLOWED_SECRET_TYPES:
+        raise InvalidSecretError(
+            f"opsync does not write Secrets of type {secret_type}; allowed: {', '.join(sorted(ALLOWED_SECRET_TYPES))}"
+        )
     validate_secret_data(secret_type, data)
     labels[MANAGED_LABEL] = MANAGED_LABEL_VALUE
     versions = [data_version(source.path, str(source.version)) for source in (item, *extra_items)]

@@ -29,6 +29,7 @@ from onepassword_access.errors import (
     ForbiddenError,
     NotFoundError,
     RateLimitedError,
+    TooLargeError,
     UnauthorizedError,
 )
 from onepassword_access.paths import ItemPathError
@@ -64,11 +65,27 @@ class Retry(Enum):
 class SecretConflictError(Exception):
     """A Secret of the wanted name exists and belongs to someone else: opsync will not overwrite it."""
 
-    def __init__(self, namespace: str, name: str) -> None:
+    def __init__(self, namespace: str, name: str, message: str = "") -> None:
         super().__init__(
-            f'Secret "{name}" already exists in namespace "{namespace}" and was not made by opsync or the '
+            message
+            or f'Secret "{name}" already exists in namespace "{namespace}" and was not made by opsync or the '
             f"1Password operator, so it is left alone. Delete or rename it, or label it "
             f"{MANAGED_LABEL}={MANAGED_LABEL_VALUE} to let opsync take it over (its data will be replaced)"
+        )
+
+
+class WorkloadSecretConflictError(SecretConflictError):
+    """The Secret a OnePasswordItem wants was made for workloads that ask for it by annotation."""
+
+    def __init__(self, namespace: str, name: str, secret: KubeObject) -> None:
+        refs = (secret.get("metadata") or {}).get("ownerReferences") or []
+        users = ", ".join(f'{ref.get("kind")} "{ref.get("name")}"' for ref in refs) or "annotated workloads"
+        super().__init__(
+            namespace,
+            name,
+            f'Secret "{name}" in namespace "{namespace}" was made for {users} from their annotations; a '
+            "OnePasswordItem of the same name does not take it over. Rename the item, or drop the workloads' "
+            "item annotations",
         )
 
 
@@ -99,6 +116,8 @@ class Failure:
 
 
 def _connect_reason(err: ConnectError) -> tuple[ConditionReason, Retry]:
+    if isinstance(err, TooLargeError):
+        return ConditionReason.SECRET_TOO_LARGE, Retry.BACKOFF
     if isinstance(err, UnauthorizedError):
         return ConditionReason.UNAUTHORIZED, Retry.BACKOFF
     if isinstance(err, ForbiddenError):

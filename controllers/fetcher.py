@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 
 from controllers.constants import RATE_LIMIT_REQUEUE
 from controllers.secretdata import ItemInput, item_input_from_connect
@@ -41,14 +42,19 @@ class ItemFetcher:
         self._clock = clock
         self._items: dict[str, ResolvedItem] = {}  # path as written (titles or ids) -> last result
         self._inflight: dict[str, asyncio.Task[ResolvedItem]] = {}
+        self._downloads: dict[tuple[str, str, int], asyncio.Task[ResolvedItem]] = {}  # files, per item version
         self._latest: dict[ItemKey, int] = {}  # newest version the poller has seen
         self._gone: set[ItemKey] = set()  # items the poller saw disappear
         self._paused_until = 0.0  # clock() before which Connect asked not to be called (429)
+        self._unchecked: dict[str, tuple[datetime, str]] = {}  # vault id -> (failing since, why), from the poller
 
-    async def get(self, path: str, *, fresh: bool = False) -> tuple[ResolvedItem, ItemInput]:
-        """The item at ``path`` with the input to build its Secret; ``fresh``: from Connect now, even if the
+    async def get(
+        self, path: str, authorize: Callable[[ResolvedItem], None] = lambda _resolved: None, *, fresh: bool = False
+    ) -> tuple[ResolvedItem, ItemInput]:
+        """The item at ``path`` with the input to build its Secret; ``fresh``: from 1Password now, even if the
         held copy is current (a spec edit or an ``opsync.dev/refresh`` asks for 1Password's state right now).
 
+        ``authorize`` sees the resolved item before any of its files is downloaded, and raises to refuse it.
         Raises ``ItemPathError`` for a malformed path, ``ResolveError`` when Connect cannot provide it, and
         ``RateLimitedError`` without asking Connect while a rate limit it reported lasts.
         """
@@ -56,7 +62,20 @@ class ItemFetcher:
         held = self._items.get(path)
         if fresh or held is None or not self._current(held):
             held = await self._fetch(path, fresh=fresh)
-        return held, item_input_from_connect(held.item, held.files)
+        authorize(held)
+        full = await self._with_files(held)
+        return full, item_input_from_connect(full.item, full.files)
+
+    async def _with_files(self, held: ResolvedItem) -> ResolvedItem:
+        if not held.item.files:
+            return held
+        key = (held.vault_id, held.item.id, held.version)
+        task = self._downloads.get(key)
+        if task is None:
+            task = asyncio.create_task(self._resolver.with_files(held), name=f"files of {held.item.id}")
+            self._downloads[key] = task
+            task.add_done_callback(lambda _done: self._downloads.pop(key, None))
+        return await asyncio.shield(task)  # as in _fetch: one caller's cancellation is not the others'
 
     def rate_limited_for(self) -> float:
         """Seconds until Connect may be called again after a 429 (0: now)."""
@@ -84,7 +103,7 @@ class ItemFetcher:
         task = self._inflight.get(path)
         # A fresh fetch does not join a request sent before it was asked for: that one may predate the change.
         if task is None or fresh:
-            task = asyncio.create_task(self._resolver.resolve(path), name=f"resolve {path}")
+            task = asyncio.create_task(self._resolver.resolve(path, files=False), name=f"resolve {path}")
             self._inflight[path] = task
             task.add_done_callback(lambda done: self._settle(path, done))
         # Shielded: a caller that is cancelled (reconcile timeout) must not cancel the others' request.
@@ -103,6 +122,7 @@ class ItemFetcher:
             return
         result = task.result()
         key = (result.vault_id, result.item.id)
+        self._unchecked.pop(result.vault_id, None)  # Connect just answered for this vault
         self._gone.discard(key)
         self._latest[key] = max(self._latest.get(key, 0), result.version)
         held = self._items.get(path)
@@ -123,15 +143,28 @@ class ItemFetcher:
         for item_id in removed:
             self._gone.add((vault_id, item_id))
 
+    def note_check(self, vault_id: str, error: Exception | None) -> bool:
+        """Record whether the poller could check a vault; True when that changed (failing or recovered)."""
+        if error is None:
+            return self._unchecked.pop(vault_id, None) is not None
+        known = self._unchecked.get(vault_id)
+        self._unchecked[vault_id] = (known[0] if known else datetime.now(UTC), str(error))
+        return known is None
+
+    def unchecked(self, vault_id: str) -> tuple[datetime, str] | None:
+        """Since when, and why, the poller cannot check the items of a vault (None: it can)."""
+        return self._unchecked.get(vault_id)
+
     def retain(self, paths: Iterable[str]) -> None:
         """Drop the items of paths no longer used by any OnePasswordItem, workload or Secret."""
         keep = set(paths)
         for path in self._items.keys() - keep:
             del self._items[path]
+        self._resolver.retain_files(held.item.id for held in self._items.values())
 
     async def close(self) -> None:
         """Cancel requests still in flight (at shutdown)."""
-        tasks = list(self._inflight.values())
+        tasks = [*self._inflight.values(), *self._downloads.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

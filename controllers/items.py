@@ -18,6 +18,7 @@ extra fetch, no rewrite of a Secret already in sync.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -39,7 +40,7 @@ from controllers.metrics import ITEMS, record_item_ready
 from controllers.resources import ONEPASSWORDITEMS
 from controllers.secrets import SecretWriter
 from controllers.shaping import shaping_of
-from controllers.status import observed_refresh, status_patch
+from controllers.status import observed_refresh, ready_of, status_patch
 from controllers.watch import spec_or_metadata_changed
 from opsync.builder import Builder
 from opsync.client import ApiError
@@ -50,10 +51,12 @@ from opsync.manager import Manager
 from opsync.reconcile import Request, Result
 from opsync.resources import SECRETS, KubeObject
 from opsync.source import Channel
+from opsync.timestamps import rfc3339
 
 log = logging.getLogger(__name__)
 
 SYNCED_MESSAGE = "the Secret is in sync with the 1Password item"
+UNCHECKED_MESSAGE = "the Secret holds the 1Password item as last read; opsync could not check the item"
 _WRITTEN = {"create": "created", "update": "updated", "takeover": "taken over", "repair": "repaired"}
 
 
@@ -83,16 +86,16 @@ class ItemReconciler:
         self._writer = writer
         self._options = options
         self._events: EventRecorder = manager.event_recorder("opsync")
-        self._states: dict[Request, tuple[str, str]] = {}  # for opsync_items, opsync_item_condition and failing_with
+        self._states: dict[Request, tuple[str, str]] = {}  # for opsync_items, opsync_item_condition and reporting
         self._generations: dict[Request, int] = {}  # generation last synced by this process
         self._refreshed: dict[Request, str] = {}  # refresh value last acted on (also when the CRD drops it)
         self._warned_old_crd = False
         self.served = served or ServedStatus()
 
-    def failing_with(self, reason: str) -> list[Request]:
-        """The items whose last reconcile here ended ``Ready=False`` with ``reason``. Kept in memory rather than
-        read back from the condition, which an old CRD stores without its reason."""
-        return [request for request, state in self._states.items() if state == ("false", reason)]
+    def reporting(self, reason: str) -> list[Request]:
+        """The items whose last reconcile here ended with ``reason`` (``Ready`` True or False). Kept in memory
+        rather than read back from the condition, which an old CRD stores without its reason."""
+        return [request for request, state in self._states.items() if state[1] == reason]
 
     async def reconcile(self, request: Request) -> Result | None:
         opi = self.items.get(request.namespace, request.name)
@@ -116,19 +119,23 @@ class ItemReconciler:
             path = str(spec.get("itemPath") or "")
             shaping = shaping_of(spec)
             kept = self._writer.secrets.get(namespace, name) is not None
-            self.access.admit(namespace, kept=kept)
+            previous = ready_of(opi)
+            denied_before = previous is not None and previous.get("reason") == ConditionReason.ACCESS_DENIED
+            self.access.admit(namespace, path, kept=kept, denied_before=denied_before)
             generation = int(opi["metadata"].get("generation") or 0)
             refresh = self._refresh_asked(request, opi)
             edited = self._generations.get(request, generation) != generation
             fresh = edited or refresh is not None
-            resolved, item = await self._fetcher.get(path, fresh=fresh)
-            self.access.authorize(namespace, path, resolved, kept=kept)
+            resolved, item = await self._fetcher.get(
+                path, lambda found: self.access.authorize(namespace, path, found, kept=kept), fresh=fresh
+            )
             extra_items = []
             for extra in shaping.extra_items if shaping is not None else ():
-                extra_resolved, extra_item = await self._fetcher.get(
-                    extra.item_path, fresh=edited or refresh is not None
+                _, extra_item = await self._fetcher.get(
+                    extra.item_path,
+                    functools.partial(self.access.authorize, namespace, extra.item_path, kept=kept),
+                    fresh=fresh,
                 )
-                self.access.authorize(namespace, extra.item_path, extra_resolved, kept=kept)
                 extra_items.append(extra_item)
             desired = desired_secret(
                 name=name,
@@ -162,12 +169,16 @@ class ItemReconciler:
             self._events.event(
                 opi, "Normal", EventReason.REFRESHED, f"fetched the item again ({REFRESH_ANNOTATION}={refresh!r})"
             )
-        await self._set_status(
-            opi, "True", ConditionReason.SYNCED, SYNCED_MESSAGE, synced=written.data_changed, refreshed=refresh
-        )
+        reason, message = ConditionReason.SYNCED, SYNCED_MESSAGE
+        unchecked = self._fetcher.unchecked(resolved.vault_id)
+        if unchecked is not None:  # in sync with the item as last read; whether it changed since is unknown
+            since, why = unchecked
+            reason = ConditionReason.CONNECT_UNAVAILABLE
+            message = f"{UNCHECKED_MESSAGE} since {rfc3339(since)}: {why}"
+        await self._set_status(opi, "True", reason, message, synced=written.data_changed, refreshed=refresh)
         if refresh is not None and not self.served.keeps(REFRESH_STATUS_FIELD):
             self._warn_refresh_not_kept(opi)
-        self._record_state(request, ("true", ConditionReason.SYNCED))
+        self._record_state(request, ("true", reason))
         return None
 
     def _refresh_asked(self, request: Request, opi: KubeObject) -> str | None:

@@ -136,7 +136,7 @@ def build_operator(settings: Settings, client: Client, backend: Backend) -> Oper
     namespaces = NamespaceMetadata(manager.cache, settings.watch_namespaces, selector=selector)
     if selector:
         SelectedNamespaces(manager.cache, namespaces.informers[0])
-    access = AccessControl(manager.cache, namespaces)
+    access = AccessControl(manager.cache, namespaces, mode=settings.access_policy)
     served = ServedStatus()
     items = ItemReconciler(
         manager,
@@ -150,7 +150,7 @@ def build_operator(settings: Settings, client: Client, backend: Backend) -> Oper
         manager.cache.informer(ONEPASSWORDITEMS),
         item_changes=Channel(),
         workload_changes=Channel(),
-        connect_unavailable=lambda: items.failing_with(ConditionReason.CONNECT_UNAVAILABLE),
+        connect_unavailable=lambda: items.reporting(ConditionReason.CONNECT_UNAVAILABLE),
     )
     item_controller = setup_items(manager, items, changes=handoff.item_changes, workers=settings.workers)
     workloads = Workloads(manager.cache)
@@ -203,7 +203,10 @@ def connect_client(settings: Settings) -> ConnectClient:
         raise config.ConfigError("OP_CONNECT_HOST", "not set; this needs a 1Password Connect server")
     ca_file = str(settings.connect_ca_file) if settings.connect_ca_file else None
     token = settings.connect_token.get_secret_value()
-    return ConnectClient(settings.connect_host, token, ca_file=ca_file, observers=[count_connect_request])
+    token_file = str(settings.connect_token_file) if settings.connect_token_file else None
+    return ConnectClient(
+        settings.connect_host, token, ca_file=ca_file, token_file=token_file, observers=[count_connect_request]
+    )
 
 
 def _count_sdk_call(operation: str, outcome: str) -> None:

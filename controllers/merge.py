@@ -4,6 +4,8 @@
 
 - Whose it is (``secret_ownership``): opsync's (labelled ``opsync.dev/managed=true``), the Go operator's
   (taken over: labelled, given owner references), or someone else's (never touched: ``SecretConflictError``).
+  A OnePasswordItem never takes over a Secret made for workloads, by opsync or the Go operator
+  (``WorkloadSecretConflictError``): the workloads' owner references and data would be lost.
 - What opsync may change (``merge_into``): its data, its type never (immutable), the labels and annotations
   opsync writes, and the owner references of the kinds opsync makes Secrets for (OnePasswordItem, Deployment,
   StatefulSet, DaemonSet), which become exactly the desired ones. Other tools' labels, annotations and owners
@@ -30,6 +32,7 @@ from controllers.constants import (
     DATA_VERSION_ANNOTATION,
     DEFAULT_SECRET_TYPE,
     EXTRA_ITEMS_ANNOTATION,
+    ITEM_NAME_ANNOTATION,
     ITEM_PATH_ANNOTATION,
     ITEM_VERSION_ANNOTATION,
     MANAGED_LABEL,
@@ -39,7 +42,7 @@ from controllers.constants import (
     SECRET_TYPE_IMMUTABLE_MESSAGE,
 )
 from controllers.desired import WORKLOAD_KINDS, DesiredSecret, secret_data_version
-from controllers.failures import SecretConflictError
+from controllers.failures import SecretConflictError, WorkloadSecretConflictError
 from controllers.secretdata import SecretTypeImmutableError
 from opsync.resources import KubeObject
 
@@ -70,6 +73,22 @@ def secret_ownership(secret: KubeObject) -> Ownership:
     if annotations.get(ITEM_PATH_ANNOTATION) and annotations.get(ITEM_VERSION_ANNOTATION):
         return Ownership.LEGACY
     return Ownership.FOREIGN
+
+
+def made_for_workloads(secret: KubeObject) -> bool:
+    """Whether a Secret (managed, or the Go operator's) was made from workload annotations, not for a
+    OnePasswordItem."""
+    meta = secret.get("metadata") or {}
+    refs = meta.get("ownerReferences") or []
+    if any(ref.get("kind") == OPI_KIND for ref in refs):
+        return False
+    kinds = {kind.kind for kind in WORKLOAD_KINDS}
+    return any(ref.get("kind") in kinds for ref in refs) or ITEM_NAME_ANNOTATION in (meta.get("annotations") or {})
+
+
+def _for_item(desired: KubeObject) -> bool:
+    """Whether ``desired`` is a OnePasswordItem's Secret (its owner is the item)."""
+    return any(ref.get("kind") == OPI_KIND for ref in desired["metadata"].get("ownerReferences") or [])
 
 
 # --- What opsync may change ------------------------------------------------------------------------------------
@@ -179,13 +198,16 @@ class SecretUpdate:
 def plan_update(existing: KubeObject, desired: DesiredSecret) -> SecretUpdate | None:
     """What to write over ``existing`` to make it ``desired``; None when it already is as desired.
 
-    Raises ``SecretConflictError`` for someone else's Secret and ``SecretTypeImmutableError`` when the type
+    Raises ``SecretConflictError`` for someone else's Secret (``WorkloadSecretConflictError`` for a
+    OnePasswordItem's Secret over one made for workloads) and ``SecretTypeImmutableError`` when the type
     would change.
     """
     ownership = secret_ownership(existing)
+    meta = desired.secret["metadata"]
     if ownership is Ownership.FOREIGN:
-        meta = desired.secret["metadata"]
         raise SecretConflictError(meta["namespace"], meta["name"])
+    if _for_item(desired.secret) and made_for_workloads(existing):
+        raise WorkloadSecretConflictError(meta["namespace"], meta["name"], existing)
     if holds_newer_versions(existing, desired.secret):
         return None
     merged = merge_into(existing, desired.secret, keep_data=desired.keep_data)

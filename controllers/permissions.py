@@ -27,6 +27,9 @@ class Scope(StrEnum):
     """Always cluster-wide: the resource is cluster-scoped (a ClusterRole, even when namespaces are listed)."""
     LEADER_ELECTION = "leader-election"
     """In the namespace of the leader-election Lease, only with ``--leader-elect``."""
+    LEADER_ELECTION_LEASE = "leader-election-lease"
+    """As ``LEADER_ELECTION``, on the Lease named ``--leader-election-id`` only (``resourceNames``; a
+    ``create`` cannot be limited so, as its name is not known when it is authorized)."""
     OPERATOR_NAMESPACE = "operator-namespace"
     """In the namespace opsync runs in (``POD_NAMESPACE``)."""
 
@@ -109,6 +112,7 @@ REQUIRED: tuple[Permission, ...] = (
         scope=Scope.CLUSTER,
         why="which namespaces may sync which vaults",
     ),
+    Permission("coordination.k8s.io", "leases", ("create",), scope=Scope.LEADER_ELECTION, why="leader election"),
     Permission(
         "apiextensions.k8s.io",
         "customresourcedefinitions",
@@ -120,9 +124,9 @@ REQUIRED: tuple[Permission, ...] = (
     Permission(
         "coordination.k8s.io",
         "leases",
-        ("get", "create", "update"),
-        scope=Scope.LEADER_ELECTION,
-        why="leader election",
+        ("get", "update"),
+        scope=Scope.LEADER_ELECTION_LEASE,
+        why="leader election, on opsync's Lease only",
     ),
 )
 

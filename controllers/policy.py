@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from onepassword_access.paths import looks_like_id
 from opsync.labels import InvalidSelectorError, selector_matches
 from opsync.resources import KubeObject
 
@@ -25,7 +26,8 @@ class AccessRequest:
     """What a namespace wants to sync: the resolved vault and item."""
 
     namespace: str
-    namespace_labels: Mapping[str, str]
+    namespace_labels: Mapping[str, str] | None
+    """None: the Namespace is not in opsync's cache (yet), so no label selector selects it."""
     vault_id: str
     vault_name: str
     item_title: str
@@ -41,12 +43,15 @@ class AccessDecision:
     """Denied only by a vault entry's tag or title limits: a change to the item in 1Password may allow it."""
 
 
-def _selects_namespace(spec: Mapping[str, Any], namespace: str, labels: Mapping[str, str]) -> bool:
+def _selects_namespace(spec: Mapping[str, Any], namespace: str, labels: Mapping[str, str] | None) -> bool:
     selection = spec.get("namespaces") or {}
     if namespace in (selection.get("names") or []):
         return True
     selector = selection.get("selector")
-    if selector is None:
+    # Explicit, unlike Kubernetes' usual "empty selects everything": an empty selector (which the CRD schema
+    # refuses) selects nothing, and a Namespace not cached yet (a creation race) is selected by no selector,
+    # since its missing labels would satisfy NotIn and DoesNotExist. Its arrival enqueues its items again.
+    if not selector or not (selector.get("matchLabels") or selector.get("matchExpressions")) or labels is None:
         return False
     try:
         return selector_matches(selector, labels)
@@ -71,8 +76,42 @@ def _item_limits(entry: Mapping[str, Any], title: str, tags: Sequence[str]) -> s
     return None
 
 
+def prefetch_denied(
+    policies: Sequence[KubeObject], namespace: str, labels: Mapping[str, str] | None, vault: str, title: str | None
+) -> AccessDecision | None:
+    """A denial decidable from the item path as written, before asking Connect anything about the item.
+
+    ``vault`` is the path's vault segment, ``title`` its item segment when that is certainly a title (not
+    id-like), else None. Conservative: an entry that might match after resolution (it names the vault by id,
+    and the segment may be that vault's name) does not deny. Tags are only known once fetched.
+    """
+    denied = namespace_denied(policies, namespace, labels)
+    if denied is not None or not policies:
+        return denied
+    limits: list[str] = []
+    for policy in sorted(policies, key=lambda p: str(p["metadata"]["name"])):
+        spec = policy.get("spec") or {}
+        if not _selects_namespace(spec, namespace, labels):
+            continue
+        for entry in spec.get("vaults") or []:
+            wanted = str(entry.get("vault") or "")
+            if wanted.casefold() != vault.casefold() and not looks_like_id(wanted):
+                continue
+            prefix = str(entry.get("titlePrefix") or "")
+            if title is None or not prefix or title.casefold().startswith(prefix.casefold()):
+                return None
+            limits.append(f"{policy['metadata']['name']} allows only items whose title starts with {prefix!r}")
+    if limits:
+        return AccessDecision(
+            False,
+            f'item "{title}" in vault "{vault}" is outside the limits for namespace "{namespace}": '
+            + "; ".join(limits),
+        )
+    return AccessDecision(False, f'no OnePasswordAccessPolicy grants namespace "{namespace}" access to vault "{vault}"')
+
+
 def namespace_denied(
-    policies: Sequence[KubeObject], namespace: str, labels: Mapping[str, str]
+    policies: Sequence[KubeObject], namespace: str, labels: Mapping[str, str] | None
 ) -> AccessDecision | None:
     """A denial when policies exist and none selects the namespace at all (decidable before asking Connect
     anything about the item), else None."""

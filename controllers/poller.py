@@ -16,8 +16,11 @@ Every ``POLLING_INTERVAL`` seconds (the first time as soon as the caches are syn
    it (``Handoff``): the OnePasswordItem of the same name, else the workload-secrets controller, each through
    an ``opsync.source.Channel`` it watches. Keys already retrying with backoff are left to it, except on the
    first good poll after failed ones: 1Password answers again, so those keys and the items whose last
-   reconcile failed with ``ConnectUnavailable`` (remembered, not read back from a status the served CRD may
+   reconcile ended with ``ConnectUnavailable`` (remembered, not read back from a status the served CRD may
    prune) are retried at once.
+4. Tell the ``ItemFetcher`` which vaults could not be read, and since when; the OnePasswordItems of a vault
+   that starts or stops failing are reconciled once, so that their ``Ready`` condition shows it (reason
+   ``ConnectUnavailable``, still ``True``: the Secret holds the item as last read).
 
 The poller never writes to Kubernetes and never fetches an item: the reconcilers fetch each changed item once
 through the shared ``ItemFetcher``, which the poller tells about the new versions. Unlike the Go operator's
@@ -105,7 +108,8 @@ class Handoff:
     item_changes: Channel
     workload_changes: Channel
     connect_unavailable: Callable[[], Iterable[Request]]
-    """The OnePasswordItems whose last reconcile failed because Connect was unavailable."""
+    """The OnePasswordItems whose last reconcile ended with ``ConnectUnavailable`` (failed, or in sync with
+    the item as last read but unchecked)."""
 
     async def wait_for_sync(self) -> bool:
         """True once the items cache (which decides where a Secret goes) has synced."""
@@ -117,8 +121,16 @@ class Handoff:
         channel = self.item_changes if owned_by_item else self.workload_changes
         return channel.fire(request, even_in_backoff=even_in_backoff)
 
+    def recheck(self, request: Request) -> bool:
+        """Reconcile the OnePasswordItem of ``request``'s name (if any) once, even in backoff, so that its
+        ``Ready`` condition tells whether its vault can be checked; False when no item makes that Secret."""
+        if self.items.get(request.namespace, request.name) is None:
+            return False
+        self.item_changes.fire(request, even_in_backoff=True)
+        return True
+
     def retry_connect_unavailable(self) -> int:
-        """Fire the OnePasswordItems whose last reconcile failed because Connect was unavailable; how many."""
+        """Fire the OnePasswordItems whose last reconcile ended with ``ConnectUnavailable``; how many."""
         waiting = list(self.connect_unavailable())
         for request in waiting:
             self.item_changes.fire(request, even_in_backoff=True)
@@ -218,14 +230,22 @@ class Poller:
                 self._fetcher.note_rate_limit(error)
         for vault_id, change in report.changes.items():
             self._fetcher.observe(vault_id, change.versions, change.removed)
+        # Items of a vault that became uncheckable (or checkable again) are reconciled once, so that their
+        # Ready condition says so; their data is left as it is.
+        # Only vaults read in this poll say anything: one not due keeps its state.
+        checked = {t.vault_id for t in tracked} & due
+        flipped = {v for v in checked if self._fetcher.note_check(v, report.errors.get(v))}
         # 1Password answers again: what failed for want of it is retried now, not when its backoff (up to
         # 5 minutes) ends, so everything recovers within one poll of the end of an outage.
         # Only a poll that read some vault says anything about an outage: one with none due keeps the state.
         recovered = self._failing and bool(due) and not report.errors
         if due:
             self._failing = bool(report.errors)
-        enqueued = self._handoff.retry_connect_unavailable() if recovered else 0
+        retry = recovered or bool(flipped - report.errors.keys())
+        enqueued = self._handoff.retry_connect_unavailable() if retry else 0
         for entry in tracked:
+            if entry.vault_id in flipped and self._handoff.recheck(entry.request):
+                continue
             if self._drifted(entry, report) and self._handoff.changed(entry.request, even_in_backoff=recovered):
                 enqueued += 1
         self._fetcher.retain(self._paths_in_use())

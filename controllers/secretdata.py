@@ -34,7 +34,7 @@ class ItemUrl:
 @dataclass(frozen=True, slots=True)
 class ItemField:
     label: str
-    value: str
+    value: str = field(repr=False)  # reprs reach logs and assertion messages: secret-bearing parts are left out
     section: str = ""
     """The label of the field's section ("" for none, or an unlabelled one)."""
 
@@ -62,7 +62,7 @@ class ItemInput:
     urls: tuple[ItemUrl, ...] = ()
     fields: tuple[ItemField, ...] = ()
     files: tuple[ItemFile, ...] = ()
-    file_contents: Mapping[str, bytes] = field(default_factory=dict)
+    file_contents: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     """Content by file id; a file missing here was not downloaded and is skipped."""
 
     @property
@@ -177,7 +177,7 @@ def item_input_from_connect(item: ConnectItem, files: Mapping[str, bytes]) -> It
 
 @dataclass(frozen=True, slots=True)
 class SecretData:
-    data: dict[str, bytes]
+    data: dict[str, bytes] = field(repr=False)
     warnings: tuple[str, ...] = ()
     """Entries skipped or replaced, by label and key (never a value): for a log line or an Event."""
 

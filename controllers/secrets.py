@@ -14,7 +14,7 @@ Both producers (OnePasswordItems and annotated workloads) hand ``SecretWriter`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from controllers.constants import MANAGED_SELECTOR
 from controllers.desired import DesiredSecret
@@ -33,7 +33,7 @@ def managed_secrets(cache: Cache) -> Informer:
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    secret: KubeObject
+    secret: KubeObject = field(repr=False)  # holds the data: kept out of reprs
     """The Secret as written, or as found when nothing needed writing."""
     reason: WriteReason | None
     """Why it was written; None when it already was as desired."""
@@ -60,7 +60,8 @@ class SecretWriter:
     async def write(self, desired: DesiredSecret) -> WriteResult:
         """Make the Secret match ``desired``: create it, or update it as ``merge.plan_update`` says.
 
-        Raises ``SecretConflictError`` for someone else's Secret, ``SecretTypeImmutableError`` when the type
+        Raises ``SecretConflictError`` for someone else's Secret (or, for a OnePasswordItem, one made for
+        workloads: ``WorkloadSecretConflictError``), ``SecretTypeImmutableError`` when the type
         would change, and the client's ``ApiError``s (409s are for the caller to retry).
         """
         meta = desired.secret["metadata"]

@@ -64,10 +64,11 @@ class NamespaceMetadata:
         annotations: Mapping[str, str] = (found.get("metadata") or {}).get("annotations") or {}
         return annotations
 
-    def labels(self, namespace: str) -> Mapping[str, str]:
-        """The Namespace's labels; empty when it is not known (label selectors then select nothing)."""
+    def labels(self, namespace: str) -> Mapping[str, str] | None:
+        """The Namespace's labels; None when it is not in the cache (yet): label selectors then select nothing,
+        whatever their expressions (an absent label set would satisfy ``DoesNotExist``)."""
         found = self._find(namespace)
-        return labels_of(found) if found is not None else {}
+        return labels_of(found) if found is not None else None
 
 
 def labels_of(obj: KubeObject) -> Mapping[str, str]:

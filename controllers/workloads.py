@@ -36,7 +36,6 @@ from controllers.constants import (
     ITEM_NAME_ANNOTATION,
     ITEM_PATH_ANNOTATION,
     MANAGED_SELECTOR,
-    OPI_KIND,
     REFRESH_ANNOTATION,
     REFRESHED_ANNOTATION,
     EventReason,
@@ -50,6 +49,7 @@ from controllers.desired import (
 )
 from controllers.failures import WRITE_RACES, classify, rate_limiter, retry_result
 from controllers.fetcher import ItemFetcher
+from controllers.merge import made_for_workloads
 from controllers.resources import ONEPASSWORDITEMS, ROLLOUTS
 from controllers.restarts import secret_names_used_by
 from controllers.sanitisers import secret_name
@@ -181,16 +181,6 @@ def refresh_asked(workload: KubeObject) -> str | None:
     return None if value is None or value == annotations.get(REFRESHED_ANNOTATION) else str(value)
 
 
-def made_for_workloads(secret: KubeObject) -> bool:
-    """Whether a managed Secret was made from workload annotations (not for a OnePasswordItem)."""
-    meta = secret.get("metadata") or {}
-    refs = meta.get("ownerReferences") or []
-    if any(ref.get("kind") == OPI_KIND for ref in refs):
-        return False
-    kinds = {kind.kind for kind in WORKLOAD_KINDS}
-    return any(ref.get("kind") in kinds for ref in refs) or ITEM_NAME_ANNOTATION in (meta.get("annotations") or {})
-
-
 @dataclass(frozen=True, slots=True)
 class WorkloadOptions:
     allow_empty_values: bool = False
@@ -211,6 +201,7 @@ class WorkloadSecretReconciler:
         access: AccessControl,
     ) -> None:
         self._workloads = workloads
+        self._client = manager.client
         self._items = manager.cache.informer(ONEPASSWORDITEMS)
         self._fetcher = fetcher
         self._access = access
@@ -258,9 +249,11 @@ class WorkloadSecretReconciler:
         reported = naming or users
         refreshing = [w for w in naming if refresh_asked(w.obj) is not None]
         try:
-            self._access.admit(namespace, kept=existing is not None)
-            resolved, item = await self._fetcher.get(path, fresh=bool(refreshing))
-            self._access.authorize(namespace, path, resolved, kept=existing is not None)
+            kept = existing is not None
+            self._access.admit(namespace, path, kept=kept)
+            _, item = await self._fetcher.get(
+                path, lambda found: self._access.authorize(namespace, path, found, kept=kept), fresh=bool(refreshing)
+            )
             desired = desired_secret(
                 name=name,
                 namespace=namespace,

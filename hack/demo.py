@@ -180,7 +180,7 @@ class Demo:
         self.detail(f"ready in {ready[1]} s, serving {ready[2]}")
 
         self.say("Starting the 1Password Connect emulator with the vault Demo (examples/emulator-data.yaml)")
-        self.start("connect-emulator", "--data", "examples/emulator-data.yaml", "--port", "0")
+        self.start("connect-emulator", "--data", "examples/emulator-data.yaml", "--port", "0", "--admin")
         url = re.compile(r"http://127\.0\.0\.1:\d+")
         self.connect = self.wait_for("the emulator start", lambda: url.search(self.log("connect-emulator")))[0]
         self.detail(f"serving {self.connect}; items db-credentials and api-key")

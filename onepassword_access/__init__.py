@@ -17,6 +17,7 @@ from onepassword_access.errors import (
     NotFoundError,
     RateLimitedError,
     ServerError,
+    TooLargeError,
     UnauthorizedError,
     UnreachableError,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "Section",
     "ServerError",
     "TokenFormatError",
+    "TooLargeError",
     "UnauthorizedError",
     "UnreachableError",
     "Vault",

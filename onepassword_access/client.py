@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 from urllib.parse import quote
@@ -40,10 +43,12 @@ from onepassword_access.errors import (
     ConnectTimeoutError,
     RateLimitedError,
     Reply,
+    TooLargeError,
     UnreachableError,
     check,
     parse_json,
 )
+from onepassword_access.limits import MAX_FILE_BYTES, MAX_ITEM_BYTES, MAX_LIST_BYTES, MAX_OTHER_BYTES, MIB
 from onepassword_access.models import Health, Item, ItemSummary, Vault
 from opsync import __version__
 
@@ -109,6 +114,10 @@ class ConnectClient:
     Use as an async context manager or call ``close()``. For ``https``, ``ca_file`` is the CA bundle to trust
     instead of the system's (which ``SSL_CERT_FILE`` can also replace). Build the client at start-up: reading
     ``ca_file`` is blocking file I/O.
+
+    ``token_file`` (the file ``token`` was read from) and ``ca_file`` are watched: when one changes (a rotated
+    Secret's volume swaps its files), the next request uses the new token or CA, without a restart. A file
+    that is unreadable or invalid meanwhile is ignored, with a warning, and the last good one kept.
     """
 
     def __init__(
@@ -121,16 +130,14 @@ class ConnectClient:
         ca_file: str | None = None,
         max_connections: int = 32,
         observers: Sequence[Observer] = (),
+        token_file: str | None = None,
     ) -> None:
         """``timeout`` bounds each request (connect, send and read the whole answer), in seconds;
         ``observers`` see every HTTP attempt (see the module docstring)."""
         base = URL(url)
         if base.scheme not in ("http", "https") or not base.host or base.user or base.password:
             raise ValueError(f"the Connect URL must be http(s)://host[:port], got {base.with_password(None)!s}")
-        token = token.strip()
-        if not token or not token.isprintable() or any(c.isspace() for c in token):
-            # Said without the token itself: it must never appear in a message.
-            raise ValueError("the Connect token is empty or contains whitespace or control characters")
+        token = _valid_token(token)
         self.url = str(base).rstrip("/")
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -144,6 +151,10 @@ class ConnectClient:
         self._max_connections = max_connections
         self._observers = tuple(observers)
         self._http: aiohttp.ClientSession | None = None
+        self._token_file = _Watched(token_file) if token_file else None
+        self._ca_file = _Watched(ca_file) if ca_file else None
+        self._checked = time.monotonic()
+        self._retired: set[asyncio.Task[None]] = set()  # sessions being closed after a CA change
 
     def __repr__(self) -> str:
         return f"ConnectClient(url={self.url!r})"
@@ -158,6 +169,10 @@ class ConnectClient:
 
     async def close(self) -> None:
         """Close the HTTP session (idempotent)."""
+        for task in self._retired:
+            task.cancel()
+        await asyncio.gather(*self._retired, return_exceptions=True)
+        self._retired.clear()
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -167,11 +182,11 @@ class ConnectClient:
     async def list_vaults(self, *, name: str | None = None) -> list[Vault]:
         """The vaults the token may read; with ``name``, those Connect says are named so (case-insensitive)."""
         params = {"filter": scim_filter("name", name)} if name is not None else None
-        return await self._json("GET", "/v1/vaults", _VAULTS, params=params)
+        return await self._json("GET", "/v1/vaults", _VAULTS, params=params, limit=MAX_LIST_BYTES)
 
     async def get_vault(self, vault_id: str) -> Vault:
         """One vault by id (cheap: use ``content_version`` to tell whether any of its items changed)."""
-        return await self._json("GET", f"/v1/vaults/{_segment(vault_id)}", _VAULT)
+        return await self._json("GET", f"/v1/vaults/{_segment(vault_id)}", _VAULT, limit=MAX_OTHER_BYTES)
 
     async def list_items(self, vault_id: str, *, title: str | None = None, tag: str | None = None) -> list[ItemSummary]:
         """Item summaries of a vault (with ``version``), all or those with this ``title`` or ``tag``."""
@@ -182,33 +197,38 @@ class ConnectClient:
             params = {"filter": scim_filter("title", title)}
         elif tag is not None:
             params = {"filter": scim_filter("tag", tag)}
-        return await self._json("GET", f"/v1/vaults/{_segment(vault_id)}/items", _SUMMARIES, params=params)
+        path = f"/v1/vaults/{_segment(vault_id)}/items"
+        return await self._json("GET", path, _SUMMARIES, params=params, limit=MAX_LIST_BYTES)
 
     async def get_item(self, vault_id: str, item_id: str) -> Item:
         """The full item: fields, sections and file metadata."""
-        return await self._json("GET", f"/v1/vaults/{_segment(vault_id)}/items/{_segment(item_id)}", _ITEM)
+        path = f"/v1/vaults/{_segment(vault_id)}/items/{_segment(item_id)}"
+        return await self._json("GET", path, _ITEM, limit=MAX_ITEM_BYTES)
 
-    async def get_file_content(self, path: str) -> bytes:
-        """A file's bytes from its ``content_path`` (with or without the leading ``/``)."""
+    async def get_file_content(self, path: str, *, limit: int = MAX_FILE_BYTES) -> bytes:
+        """A file's bytes from its ``content_path`` (with or without the leading ``/``); ``TooLargeError``
+        beyond ``limit`` bytes (the download stops there)."""
         path = path if path.startswith("/") else "/" + path
-        return (await self._send("GET", path)).body
+        return (await self._send("GET", path, limit=limit)).body
 
     async def health(self) -> Health:
         """``/health``: the server's name, version and dependencies. Not retried (it is a probe)."""
-        return parse_json(await self._attempt("GET", "/health", None), _HEALTH)
+        return parse_json(await self._attempt("GET", "/health", None, MAX_OTHER_BYTES), _HEALTH)
 
     async def heartbeat(self) -> None:
         """``/heartbeat``: returns if the server answers 200, raises a ``ConnectError`` otherwise."""
-        check(await self._attempt("GET", "/heartbeat", None))
+        check(await self._attempt("GET", "/heartbeat", None, MAX_OTHER_BYTES))
 
     # --- transport ---------------------------------------------------------------------------------------
 
     async def _json(
-        self, method: str, path: str, adapter: TypeAdapter[T], *, params: dict[str, str] | None = None
+        self, method: str, path: str, adapter: TypeAdapter[T], *, params: dict[str, str] | None = None, limit: int
     ) -> T:
-        return parse_json(await self._send(method, path, params), adapter)
+        return parse_json(await self._send(method, path, params, limit=limit), adapter)
 
-    async def _send(self, method: str, path: str, params: dict[str, str] | None = None) -> Reply:
+    async def _send(
+        self, method: str, path: str, params: dict[str, str] | None = None, *, limit: int = MAX_OTHER_BYTES
+    ) -> Reply:
         """One logical request: attempts with retries, all within ``retry.total`` seconds."""
         policy = self.retry
         retrying = AsyncRetrying(
@@ -222,7 +242,7 @@ class ConnectClient:
             async with asyncio.timeout(policy.total):
                 async for attempt in retrying:
                     with attempt:
-                        return check(await self._attempt(method, path, params))
+                        return check(await self._attempt(method, path, params, limit))
         except TimeoutError:
             raise ConnectTimeoutError(
                 f"{method} {path}: no answer within {policy.total:g}s", method=method, path=path
@@ -248,11 +268,11 @@ class ConnectClient:
             self._http = aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT})
         return self._http
 
-    async def _attempt(self, method: str, path: str, params: dict[str, str] | None) -> Reply:
+    async def _attempt(self, method: str, path: str, params: dict[str, str] | None, limit: int) -> Reply:
         """One HTTP exchange, shown to the observers."""
         status: int | None = None
         try:
-            reply = await self._exchange(method, path, params)
+            reply = await self._exchange(method, path, params, limit)
             status = reply.status
             return reply
         finally:
@@ -260,8 +280,37 @@ class ConnectClient:
             for observe in self._observers:
                 observe(exchange)
 
-    async def _exchange(self, method: str, path: str, params: dict[str, str] | None) -> Reply:
-        """One HTTP exchange; any failure to get a whole answer becomes an ``UnreachableError``."""
+    async def _reload(self) -> None:
+        """Pick up a changed token file or CA bundle (checked at most every ``RELOAD_CHECK`` seconds: a stat
+        of a local file is cheap enough to do on the event loop, and so is reading a token or a CA bundle)."""
+        if time.monotonic() - self._checked < RELOAD_CHECK:
+            return
+        self._checked = time.monotonic()
+        if self._token_file is not None and (text := self._token_file.changed()) is not None:
+            try:
+                self._authorization = f"Bearer {_valid_token(text)}"
+                log.info("the Connect token file changed: using the new token", extra={"file": self._token_file.path})
+            except ValueError as err:
+                log.warning("ignoring the changed Connect token file: %s", err, extra={"file": self._token_file.path})
+        if self._ca_file is not None and self._ca_file.changed() is not None:
+            try:
+                self._ssl = ssl.create_default_context(cafile=self._ca_file.path)
+            except (OSError, ssl.SSLError) as err:
+                log.warning("ignoring the changed CA bundle: %s", err, extra={"file": self._ca_file.path})
+                return
+            log.info("the CA bundle changed: verifying Connect with it", extra={"file": self._ca_file.path})
+            # Pooled connections were verified with the old CA: new requests get a new session; requests in
+            # flight finish on the old one, closed once they had time to.
+            old, self._http = self._http, None
+            if old is not None:
+                closing = asyncio.create_task(_close_later(old, self.timeout))
+                self._retired.add(closing)
+                closing.add_done_callback(self._retired.discard)
+
+    async def _exchange(self, method: str, path: str, params: dict[str, str] | None, limit: int) -> Reply:
+        """One HTTP exchange; any failure to get a whole answer becomes an ``UnreachableError``, a body
+        longer than ``limit`` bytes a ``TooLargeError`` (read no further than that)."""
+        await self._reload()
         url = URL(self.url + path, encoded=True)
         headers = {"Authorization": self._authorization, "Accept": "application/json"}
         where = f"{method} {path}"
@@ -274,7 +323,7 @@ class ConnectClient:
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
             ) as response:
-                body = await response.read()
+                body = await _read_bounded(response, limit, where, method, path)
         except TimeoutError:
             raise ConnectTimeoutError(
                 f"{where}: no answer within {self.timeout:g}s", method=method, path=path
@@ -290,3 +339,74 @@ class ConnectClient:
             ) from None
         self.server_version = response.headers.get("1Password-Connect-Version", self.server_version)
         return Reply(method, path, response.status, response.headers, body)
+
+
+RELOAD_CHECK = 1.0
+"""Seconds between checks of the token file and CA bundle for changes."""
+
+
+def _valid_token(token: str) -> str:
+    token = token.strip()
+    if not token or not token.isprintable() or any(c.isspace() for c in token):
+        # Said without the token itself: it must never appear in a message.
+        raise ValueError("the Connect token is empty or contains whitespace or control characters")
+    return token
+
+
+async def _close_later(session: aiohttp.ClientSession, delay: float) -> None:
+    try:
+        await asyncio.sleep(delay)
+    finally:
+        await session.close()
+
+
+class _Watched:
+    """A file whose changes are noticed by its identity (a Secret volume swaps a symlink), size and mtime."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._seen = self._identity()
+
+    def _identity(self) -> tuple[int, int, int] | None:
+        try:
+            found = os.stat(self.path)
+        except OSError:
+            return None
+        return found.st_ino, found.st_size, found.st_mtime_ns
+
+    def changed(self) -> str | None:
+        """The file's new text when it changed since last seen, else None (also when it cannot be read)."""
+        identity = self._identity()
+        if identity is None or identity == self._seen:
+            return None
+        try:
+            text = Path(self.path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+        self._seen = identity
+        return text
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int, where: str, method: str, path: str) -> bytes:
+    """The body, refused from ``Content-Length`` when announced larger than ``limit``, else read in chunks
+    and refused as soon as it exceeds ``limit`` (an answer may announce no length, or lie)."""
+
+    def too_large() -> TooLargeError:
+        return TooLargeError(
+            f"{where}: the answer is larger than opsync accepts ({limit / MIB:g} MiB)",
+            limit=limit,
+            status=response.status,
+            method=method,
+            path=path,
+        )
+
+    if response.content_length is not None and response.content_length > limit:
+        raise too_large()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)

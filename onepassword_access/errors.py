@@ -98,6 +98,18 @@ class InvalidResponseError(ConnectError):
     """An answer that is not what the API promises: not JSON, or missing or mistyped properties."""
 
 
+class TooLargeError(ConnectError):
+    """An answer (or a file, by its metadata) larger than opsync accepts (``onepassword_access.limits``).
+
+    Not transient: the same item answers the same size until it is changed in 1Password."""
+
+    def __init__(
+        self, message: str, *, limit: int, status: int | None = None, method: str = "", path: str = ""
+    ) -> None:
+        super().__init__(message, status=status, method=method, path=path)
+        self.limit = limit
+
+
 _BY_STATUS: dict[int, type[ConnectError]] = {
     400: BadRequestError,
     401: UnauthorizedError,

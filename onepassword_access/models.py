@@ -7,9 +7,10 @@ newer Connect versions add categories and field types that must not break an old
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, AliasChoices, Base64Bytes, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -101,6 +102,16 @@ class WireModel(BaseModel):
     """Base of every Connect object: camelCase aliases, unknown keys kept, input by either name."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """Declared fields only (values are excluded per field): unknown keys Connect sent may hold anything, so
+        a repr names them without their values."""
+        extra = self.__pydantic_extra__ or {}
+        for name, value in super().__repr_args__():
+            if name not in extra:
+                yield name, value
+        if extra:
+            yield "unknown_keys", sorted(extra)
 
     def to_wire(self) -> dict[str, object]:
         """The JSON object as Connect writes it (aliases, empty values left out)."""

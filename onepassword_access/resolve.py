@@ -11,21 +11,25 @@ Error texts are the Go operator's.
 Unlike the Go operator, an ``ItemResolver`` remembers what a path resolved to, so resolving it again costs
 one read of the item (the memory is dropped when that finds nothing or the item no longer has the title),
 remembers vault names across items (dropped when the vault is not found), and downloads a file only when the
-item's version changed. It cannot notice a vault renamed, or an older item renamed to a remembered title.
+item's version changed. A vault name's id is looked up again after ``VAULT_NAME_TTL`` (a vault renamed, and
+another given its old name, must not keep mapping the name to the wrong vault); it cannot notice an older item
+renamed to a remembered title.
 Concurrent callers of one path share one resolution in the operator's ``controllers.fetcher.ItemFetcher``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from typing import TypeVar
 
 from onepassword_access.backend import Backend
-from onepassword_access.errors import ConnectError, InvalidResponseError, NotFoundError
+from onepassword_access.errors import ConnectError, InvalidResponseError, NotFoundError, TooLargeError
+from onepassword_access.limits import MAX_FILE_BYTES
 from onepassword_access.models import File, Item, ItemSummary, Vault
 from onepassword_access.paths import ItemPath, go_quote, looks_like_id, parse_item_path
 
@@ -33,6 +37,8 @@ log = logging.getLogger(__name__)
 
 _EARLIEST = datetime.min.replace(tzinfo=UTC)  # a missing createdAt sorts first, like Go's zero time
 Dated = TypeVar("Dated", Vault, ItemSummary)
+VAULT_NAME_TTL = 600.0
+"""Seconds a vault name → id lookup is reused (the Go operator looks it up on every request)."""
 
 
 class ResolveErrorKind(Enum):
@@ -64,7 +70,7 @@ class ResolvedItem:
 
     item: Item
     vault_id: str
-    files: Mapping[str, bytes]
+    files: Mapping[str, bytes] = field(repr=False)  # file contents are secrets: kept out of reprs
 
     @property
     def path(self) -> ItemPath:
@@ -85,22 +91,45 @@ def oldest(candidates: Sequence[Dated]) -> Dated:
 class ItemResolver:
     """Resolves ``vaults/<vault>/items/<item>`` paths through one ``Backend`` (Connect or the SDK)."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        vault_name_ttl: float = VAULT_NAME_TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``vault_name_ttl``: seconds a vault name's id is trusted before it is looked up again (a vault
+        renamed, and another given its old name, must not keep mapping the name to the wrong vault)."""
         self._backend = backend
         self._ids: dict[ItemPath, ItemPath] = {}  # path asked for -> path by ids
-        self._vault_ids: dict[str, str] = {}  # vault segment, case-folded -> vault id
+        self._vault_ids: dict[str, tuple[str, float]] = {}  # vault segment, case-folded -> (vault id, when)
         self._files: dict[str, tuple[int, dict[str, bytes]]] = {}  # item id -> (version, file id -> content)
+        self._vault_name_ttl = vault_name_ttl
+        self._clock = clock
 
-    async def resolve(self, path: ItemPath | str) -> ResolvedItem:
-        """The item at ``path``; raises ``ItemPathError`` for a malformed path, ``ResolveError`` otherwise."""
-        return await self._resolve(parse_item_path(path) if isinstance(path, str) else path)
+    def retain_files(self, item_ids: Iterable[str]) -> None:
+        """Drop the file contents held for items other than ``item_ids`` (items no longer in use)."""
+        keep = set(item_ids)
+        for item_id in self._files.keys() - keep:
+            del self._files[item_id]
 
-    async def _resolve(self, path: ItemPath) -> ResolvedItem:
+    async def resolve(self, path: ItemPath | str, *, files: bool = True) -> ResolvedItem:
+        """The item at ``path``; raises ``ItemPathError`` for a malformed path, ``ResolveError`` otherwise.
+
+        ``files=False``: without file contents (``files`` empty), so that the caller can decide whether it
+        may have them before any is downloaded (``with_files``).
+        """
+        return await self._resolve(parse_item_path(path) if isinstance(path, str) else path, files)
+
+    async def _resolve(self, path: ItemPath, files: bool) -> ResolvedItem:
         known = self._ids.get(path)
+        if known is not None and not self._vault_fresh(path.vault, known.vault):
+            known = None  # the vault's name is looked up again: it may name another vault now
         if known is not None:
             item = await self._remembered(path, known)
             if item is not None:
-                return await self._with_files(known.vault, item)
+                resolved = ResolvedItem(item=item, vault_id=known.vault, files={})
+                return await self.with_files(resolved) if files else resolved
             self._ids.pop(path, None)
         vault_id = await self._vault_id(path.vault)
         try:
@@ -110,7 +139,8 @@ class ItemResolver:
                 self._vault_ids.pop(path.vault.casefold(), None)
             raise
         self._ids[path] = ItemPath(vault_id, item.id)
-        return await self._with_files(vault_id, item)
+        resolved = ResolvedItem(item=item, vault_id=vault_id, files={})
+        return await self.with_files(resolved) if files else resolved
 
     async def _remembered(self, path: ItemPath, known: ItemPath) -> Item | None:
         """The item at the remembered ids, or None when it is gone or no longer has the title asked for."""
@@ -129,10 +159,16 @@ class ItemResolver:
     def _same_title(self, asked: str, title: str) -> bool:
         return asked == title if self._backend.titles_case_sensitive else asked.casefold() == title.casefold()
 
+    def _vault_fresh(self, segment: str, vault_id: str) -> bool:
+        if segment == vault_id:
+            return True
+        known = self._vault_ids.get(segment.casefold())
+        return known is not None and known[0] == vault_id and self._clock() - known[1] < self._vault_name_ttl
+
     async def _vault_id(self, segment: str) -> str:
         known = self._vault_ids.get(segment.casefold())
-        if known is not None:
-            return known
+        if known is not None and self._clock() - known[1] < self._vault_name_ttl:
+            return known[0]
         prefix = f"failed to 'getVaultID' for vaultNameOrID='{segment}'"
         try:
             vaults = await self._backend.list_vaults(name=segment)
@@ -150,10 +186,10 @@ class ItemResolver:
                     "several vaults have this name; using the oldest",
                     extra={"vault": segment, "vaultID": chosen.id, "matches": len(matches)},
                 )
-            self._vault_ids[segment.casefold()] = chosen.id
+            self._vault_ids[segment.casefold()] = (chosen.id, self._clock())
             return chosen.id
         if looks_like_id(segment):
-            self._vault_ids[segment.casefold()] = segment
+            self._vault_ids[segment.casefold()] = (segment, self._clock())
             return segment
         raise ResolveError(
             ResolveErrorKind.VAULT_NOT_FOUND, f"{prefix}: no vaults found with identifier {go_quote(segment)}"
@@ -166,7 +202,7 @@ class ItemResolver:
             except ConnectError as err:
                 # An outage would meet a title lookup too, and a malformed answer is no "no such id":
                 # searching titles then would report a misleading "no items found".
-                if err.transient or isinstance(err, InvalidResponseError):
+                if err.transient or isinstance(err, InvalidResponseError | TooLargeError):
                     raise _item_error(vault_id, segment, err) from err
                 # else: a 26-character title looks like an id; look it up as a title (Go operator #226)
         try:
@@ -189,8 +225,9 @@ class ItemResolver:
         except ConnectError as err:
             raise _item_error(vault_id, segment, err) from err
 
-    async def _with_files(self, vault_id: str, item: Item) -> ResolvedItem:
-        """Attach file contents, downloading only those not already held for this item version."""
+    async def with_files(self, resolved: ResolvedItem) -> ResolvedItem:
+        """``resolved`` with its files' contents, downloading only those not already held for this version."""
+        item, vault_id = resolved.item, resolved.vault_id
         version, held = self._files.get(item.id, (None, {}))
         if version != item.version:
             held = {}
@@ -201,6 +238,16 @@ class ItemResolver:
         return ResolvedItem(item=item, vault_id=vault_id, files=dict(contents))
 
     async def _download(self, vault_id: str, item: Item, file: File) -> bytes:
+        if file.content is None and file.size > MAX_FILE_BYTES:  # refused from its metadata: never downloaded
+            cause = TooLargeError(
+                f"the file is {file.size} bytes; a Secret holds at most {MAX_FILE_BYTES} bytes",
+                limit=MAX_FILE_BYTES,
+            )
+            raise ResolveError(
+                ResolveErrorKind.CONNECT,
+                f"file {go_quote(file.name)} of item {go_quote(item.id)} is too large: {cause}",
+                cause,
+            )
         try:
             return await self._backend.read_file(vault_id, item.id, file)
         except ConnectError as err:

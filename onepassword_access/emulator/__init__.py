@@ -30,7 +30,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (default: %(default)s)")
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM; needs --tls-key)")
     parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
-    parser.add_argument("--no-admin", action="store_true", help="do not serve the /__admin fault and data API")
+    parser.add_argument(
+        "--admin", action="store_true", help="serve the /__admin fault and data API (off: anyone could rewrite items)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -48,7 +50,7 @@ def main(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as err:  # a pydantic ValidationError lists every bad key
         log.error("cannot load the emulator's data or certificate: %s", err)
         return 2
-    emulator = Emulator(data, host=args.host, port=args.port, admin=not args.no_admin, ssl_context=context)
+    emulator = Emulator(data, host=args.host, port=args.port, admin=args.admin, ssl_context=context)
     asyncio.run(_serve(emulator))
     return 0
 

@@ -4,7 +4,8 @@
 block ends. Faults are switched at run time with ``await emu.set_faults(...)`` or ``PUT /__admin/faults``;
 items are edited with ``emu.update_item(...)`` or ``POST /__admin/items``; ``emu.request_counts`` counts
 requests by route (``"GET /v1/vaults/{vault}/items/{item}"``). ``emu.sdk_core`` serves the same store to the
-1Password SDK in place of its native core (``onepassword_access.emulator.sdk_core``).
+1Password SDK in place of its native core (``onepassword_access.emulator.sdk_core``). The ``/__admin`` API
+needs no token, so it is served only with ``admin=True``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Emulator:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        admin: bool = True,
+        admin: bool = False,
         ssl_context: ssl.SSLContext | None = None,
         seed: int = 0,
     ) -> None:

@@ -57,7 +57,7 @@ class OpsyncProcess:
         second, logging JSON lines and serving its metrics on a free port; ``args`` come last, so they win.
 
         ``service_account``: ``OP_SERVICE_ACCOUNT_TOKEN`` instead of Connect, the process's SDK answered by the
-        emulator's SDK core (``tests/sdk_core_proxy``)."""
+        emulator's SDK core (``tests/sdk_core_proxy``, through ``/__admin/sdk-core``: an ``admin=True`` emulator)."""
         port = free_ports(1)[0]
         argv = [
             "run",

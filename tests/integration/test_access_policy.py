@@ -8,27 +8,30 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from operator_harness import BackendKind, Vaults, eventually, run_operator
 from operator_helpers import (
     decoded,
     events_for,
     get_or_none,
     opi,
+    ready_condition,
     wait_for_data,
     wait_for_event,
     wait_for_ready,
     workload,
 )
 
-from controllers.access import KEPT_SUFFIX
+from controllers.access import DENIED_BEFORE_MESSAGE, KEPT_SUFFIX, LOST_MESSAGE, REQUIRED_MESSAGE
 from controllers.resources import ONEPASSWORDACCESSPOLICIES, ONEPASSWORDITEMS
 from onepassword_access.emulator import Emulator
 from opsync.client import Client, NotFoundError, TooManyRequestsError
 from opsync.envtest import ControlPlane
-from opsync.resources import DEPLOYMENTS, NAMESPACES, SECRETS, KubeObject
+from opsync.resources import CRDS, DEPLOYMENTS, NAMESPACES, SECRETS, KubeObject
 
 pytestmark = pytest.mark.integration
 
@@ -252,3 +255,119 @@ async def test_every_extra_item_of_a_shaped_secret_is_authorized(
         message = await denied(kube, namespace, "mixed")
         assert await get_or_none(kube, SECRETS, "mixed", namespace) is None
     assert f'vault "{OTHER}"' in message
+
+
+POLICY_CRD = Path(__file__).parents[2] / "crds" / "onepassword.com_onepasswordaccesspolicies.yaml"
+
+
+async def _crd_gone(kube: Client) -> bool:
+    return await get_or_none(kube, CRDS, POLICY_CRD_NAME, "") is None
+
+
+async def _policies_served(kube: Client) -> bool:
+    try:
+        await kube.list(ONEPASSWORDACCESSPOLICIES)
+    except (NotFoundError, TooManyRequestsError):  # the API server is still setting up the CRD's storage
+        return False
+    return True
+
+
+@contextlib.asynccontextmanager
+async def policy_crd_restored(kube: Client) -> AsyncIterator[None]:
+    """Whatever the test does to the policy CRD, it is installed and served again afterwards (shared plane)."""
+    try:
+        yield
+    finally:
+        if await _crd_gone(kube):
+            await kube.create(CRDS, yaml.safe_load(POLICY_CRD.read_text()))
+        await eventually(lambda: _policies_served(kube), timeout=60, message="the policy CRD is not served again")
+
+
+POLICY_CRD_NAME = "onepasswordaccesspolicies.onepassword.com"
+
+
+async def test_losing_the_policy_crd_never_syncs_a_denied_item_even_across_a_restart(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant
+) -> None:
+    """Issue 16: deleting the policy CRD (which deletes every policy with it) used to read as "no policy:
+    allow everything", and the denied item got its Secret. Now: deny all once policies were seen, and after a
+    restart without the CRD, the item already denied stays denied, until policies are back."""
+    await grant("apps", namespaces={"names": [namespace]}, vaults=[{"vault": APPS}])
+    async with policy_crd_restored(kube):
+        async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+            await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{APPS}/items/db"), namespace)
+            await kube.create(ONEPASSWORDITEMS, opi("other", f"vaults/{OTHER}/items/db"), namespace)
+            await wait_for_data(kube, namespace, "db", DB)
+            await denied(kube, namespace, "other")
+
+            await kube.delete(CRDS, POLICY_CRD_NAME)
+            await eventually(lambda: _crd_gone(kube), timeout=60, message="the policy CRD was not deleted")
+            await wait_for_message(kube, namespace, "other", LOST_MESSAGE)
+            # the allowed item keeps its Secret (a denial never deletes) but is not updated meanwhile
+            await wait_for_message(kube, namespace, "db", f"access revoked: {LOST_MESSAGE}; {KEPT_SUFFIX}")
+            await op.settled()
+            assert await get_or_none(kube, SECRETS, "other", namespace) is None
+
+        # restarted while the CRD is missing: this process never saw a policy
+        async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+            await wait_for_message(kube, namespace, "other", DENIED_BEFORE_MESSAGE)
+            await op.settled()
+            assert await get_or_none(kube, SECRETS, "other", namespace) is None
+
+            await kube.create(CRDS, yaml.safe_load(POLICY_CRD.read_text()))
+            await eventually(lambda: _policies_served(kube), timeout=60, message="the policy CRD is not served")
+            await grant("apps-again", namespaces={"names": [namespace]}, vaults=[{"vault": APPS}])
+            await wait_for_message(
+                kube,
+                namespace,
+                "other",
+                f'no OnePasswordAccessPolicy grants namespace "{namespace}" access to vault "{OTHER}"',
+            )
+            await wait_for_ready(kube, namespace, "db", "True", "Synced")
+            await op.settled()
+            assert await get_or_none(kube, SECRETS, "other", namespace) is None
+
+
+async def wait_for_message(kube: Client, namespace: str, name: str, message: str) -> None:
+    """Wait until the item is denied with exactly ``message``."""
+    last: list[str] = []
+
+    async def says() -> bool:
+        condition = await ready_condition(kube, namespace, name)
+        last[:] = [str((condition or {}).get("message"))]
+        return condition is not None and condition["reason"] == "AccessDenied" and condition["message"] == message
+
+    await eventually(says, timeout=60, message=lambda: f"{name}: {last} is not {message!r}")
+
+
+async def test_access_policy_required_denies_everything_without_a_policy(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+) -> None:
+    async with run_operator(control_plane, emulator, namespaces=[namespace], access_policy="required") as op:
+        before = dict(emulator.request_counts)
+        await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{APPS}/items/db"), namespace)
+        assert await denied(kube, namespace, "db") == REQUIRED_MESSAGE
+        await op.settled()
+        assert dict(emulator.request_counts) == before  # refused before asking Connect
+        assert await get_or_none(kube, SECRETS, "db", namespace) is None
+
+
+async def test_a_vault_no_policy_lists_is_refused_before_fetching_and_files_after_authorizing(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant
+) -> None:
+    """The vault as written is checked before Connect is asked anything about the item; a resolved item that
+    is denied (by its tags) never has its files downloaded."""
+    emulator.add_item(OTHER, {"title": "cert", "files": [{"name": "key.pem", "content": "other-file"}]})
+    await grant("other", namespaces={"names": [namespace]}, vaults=[{"vault": OTHER, "tags": ["never"]}])
+    async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+        before = dict(emulator.request_counts)
+        await kube.create(ONEPASSWORDITEMS, opi("apps", f"vaults/{APPS}/items/db"), namespace)
+        assert f'vault "{APPS}"' in await denied(kube, namespace, "apps")
+        await op.settled()
+        assert dict(emulator.request_counts) == before
+
+        await kube.create(ONEPASSWORDITEMS, opi("cert", f"vaults/{OTHER}/items/cert"), namespace)
+        assert "only items tagged never" in await denied(kube, namespace, "cert")
+        await op.settled()
+        asked = {route for route, count in emulator.request_counts.items() if count != before.get(route, 0)}
+        assert asked and not any(route.endswith("/content") for route in asked), asked

@@ -293,7 +293,7 @@ CASES = [
         "growing",
         "False",
         "SecretTooLarge",
-        "makes 1048578 bytes of Secret data",
+        "a Secret holds at most 1048576 bytes",
         "ReconcileError",
         data=UNCHANGED,
         in_1password=lambda emulator: emulator.update_item(VAULT, "growing", files={"big.txt": LARGE}),
@@ -386,23 +386,18 @@ CASES = [
         "ReconcileError",
     ),
     Case(
-        "secret-type-unknown-to-kubernetes",
+        "secret-type-unknown-to-kubernetes-refused-by-schema",
         (opi("odd-type", path(VAULT, "good"), type="not a type/" + "x" * 300),),
         "odd-type",
-        "True",
-        "Synced",
-        event="Synced",
-        data=GOOD,
-    ),  # any type string is passed through
-    Case(
-        "secret-type-the-api-server-refuses",  # a service account token Secret needs an annotation opsync lacks
+        None,
+        refused="type",
+    ),
+    Case(  # issue 16: the token controller would fill it with a token of any ServiceAccount in the namespace
+        "service-account-token-refused-by-schema",
         (opi("sa-token", path(VAULT, "good"), type="kubernetes.io/service-account-token"),),
         "sa-token",
-        "False",
-        "InvalidSecret",
-        'the API server refused the Secret: Secret "sa-token" is invalid: metadata.annotations['
-        "kubernetes.io/service-account.name]: Required value",
-        "ReconcileError",
+        None,
+        refused='supported values: "", "Opaque", "kubernetes.io/tls"',
     ),
     Case(
         "secret-type-change",

@@ -30,6 +30,7 @@ import pytest
 import yaml
 from waiting import eventually
 
+from controllers.constants import DEFAULT_LEADER_ELECTION_ID
 from controllers.permissions import MANAGE_CONNECT, REQUIRED, Scope
 from opsync import __version__
 from opsync.client import Client, ForbiddenError, NotFoundError
@@ -236,6 +237,9 @@ def required_grants(
         match permission.scope:
             case Scope.LEADER_ELECTION | Scope.OPERATOR_NAMESPACE:
                 by_namespace[release_namespace] |= grants
+            case Scope.LEADER_ELECTION_LEASE:
+                lease = (DEFAULT_LEADER_ELECTION_ID,)
+                by_namespace[release_namespace] |= {(group, res, verb, lease) for group, res, verb, _ in grants}
             case Scope.WATCHED if watched:
                 for name in watched:
                     by_namespace[name] |= grants
@@ -754,9 +758,10 @@ async def test_applied_cluster_wide_the_service_account_can_do_exactly_what_opsy
             for where in ("",) if resource in CLUSTER_SCOPED else ("", elsewhere):
                 for name in names or ("",):
                     assert await allowed(opsync, (group, resource, verb), where, name), (resource, verb, where, name)
-        for group, resource, verb, _ in expected.namespaces[namespace]:
-            assert await allowed(opsync, (group, resource, verb), namespace)
-            assert not await allowed(opsync, (group, resource, verb), elsewhere)  # leases: its own namespace only
+        for group, resource, verb, names in expected.namespaces[namespace]:
+            for name in names or ("",):  # the Lease by name
+                assert await allowed(opsync, (group, resource, verb), namespace, name)
+                assert not await allowed(opsync, (group, resource, verb), elsewhere, name)  # its own namespace only
         for never in (
             ("", "pods", "get"),
             ("", "pods", "delete"),

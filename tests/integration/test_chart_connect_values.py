@@ -193,16 +193,13 @@ def no_rbac_objects_of(*kinds: str, names: Mapping[str, str] | None = None) -> C
 
 def no_rbac_at_all(objects: list[KubeObject], namespace: str) -> None:
     """rbac.create=false (issue 20) wins over the connect chart's toggles and over manageConnect's Role."""
-    assert not [o["metadata"]["name"] for o in objects if o["kind"].endswith(("Role", "Binding"))]
+    assert not [o["metadata"]["name"] for o in objects if o["apiVersion"].startswith("rbac.authorization.k8s.io/")]
     assert {"name": "MANAGE_CONNECT", "value": "true"} in container(objects_without_connect(objects))["env"]
 
 
 def rbac_names(objects: list[KubeObject], namespace: str) -> None:
-    names = {
-        (o["kind"], o["metadata"]["name"])
-        for o in objects
-        if o["kind"].endswith(("Role", "Binding")) and not for_people(o)
-    }
+    rbac = [o for o in objects if o["apiVersion"].startswith("rbac.authorization.k8s.io/") and not for_people(o)]
+    names = {(o["kind"], o["metadata"]["name"]) for o in rbac}
     assert names == {
         ("ClusterRole", "my-role"),
         ("ClusterRoleBinding", "my-binding"),

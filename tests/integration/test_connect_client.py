@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from waiting import eventually
 
 from onepassword_access import (
     BadRequestError,
@@ -23,6 +25,7 @@ from onepassword_access import (
     RateLimitedError,
     RetryPolicy,
     ServerError,
+    TooLargeError,
     UnauthorizedError,
     UnreachableError,
 )
@@ -314,3 +317,100 @@ async def test_observers_see_every_attempt_and_no_answer_as_none(emu: Emulator) 
             await client.heartbeat()  # a probe: one attempt, no answer
     path = f"/v1/vaults/{demo}"
     assert seen == [Exchange("GET", path, 500), Exchange("GET", path, 200), Exchange("GET", "/heartbeat", None)]
+
+
+async def test_answers_beyond_their_bound_are_refused_without_reading_them_whole() -> None:
+    """Issue 16: a file larger than a Secret can hold, announced or streamed without a length (or with a
+    wrong one), is refused once the bound is passed; the connection is dropped rather than drained."""
+    sent: list[int] = []
+
+    async def streamed(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()  # no Content-Length
+        await response.prepare(request)
+        chunk = b"x" * (256 * 1024)
+        try:
+            for _ in range(40):  # 10 MiB if read whole
+                await response.write(chunk)
+                sent.append(len(chunk))
+        except (ConnectionResetError, RuntimeError):
+            pass
+        return response
+
+    async def announced(_request: web.Request) -> web.Response:
+        return web.Response(body=b"y" * (2 * 1024 * 1024))
+
+    app = web.Application()
+    app.router.add_get("/streamed", streamed)
+    app.router.add_get("/announced", announced)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with ConnectClient(f"http://127.0.0.1:{port}", TOKEN, retry=FAST, timeout=5) as connect:
+            for path in ("/streamed", "/announced"):
+                with pytest.raises(TooLargeError) as refused:
+                    await connect.get_file_content(path)
+                assert "larger than opsync accepts (1 MiB)" in str(refused.value)
+            assert await connect.get_file_content("/announced", limit=4 * 1024 * 1024) == b"y" * (2 * 1024 * 1024)
+    finally:
+        await runner.cleanup()
+    assert sum(sent) < 10 * 1024 * 1024
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write ``path`` as a Secret volume update does: a new file swapped in at once."""
+    staged = path.with_name(path.name + ".new")
+    staged.write_text(text)
+    staged.replace(path)
+
+
+async def test_a_rotated_token_file_is_used_without_a_restart(emu: Emulator, tmp_path: Path) -> None:
+    """Issue 16: the token file was read once, so a rotated token needed a restart."""
+    token_file = tmp_path / "token"
+    token_file.write_text("revoked-token\n")
+    async with ConnectClient(emu.url, "revoked-token", retry=FAST, timeout=5, token_file=str(token_file)) as client:
+        with pytest.raises(UnauthorizedError):
+            await client.list_vaults()
+        replace_file(token_file, TOKEN + "\n")
+
+        async def works() -> bool:
+            try:
+                return bool(await client.list_vaults())
+            except UnauthorizedError:
+                return False
+
+        await eventually(works, timeout=10, message="the rotated token was not picked up")
+        replace_file(token_file, "")  # half-written or emptied: the last good token stays in use
+        client._checked = 0.0  # the next request looks at the file again
+        assert await works()
+
+
+async def test_a_changed_ca_bundle_is_used_without_a_restart(tls_files: dict[str, Path], tmp_path: Path) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls_files["server.pem"], tls_files["server.key"])
+    other = tmp_path / "other-ca"
+    other.mkdir()
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1")
+    await _openssl(
+        "req", "-x509", *ec, "-keyout", str(other / "ca.key"), "-out", str(other / "ca.pem"), "-subj", "/CN=other"
+    )
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text((other / "ca.pem").read_text())
+    async with (
+        Emulator(DATA, ssl_context=context) as emu,
+        ConnectClient(emu.url, TOKEN, retry=FAST, timeout=5, ca_file=str(bundle)) as client,
+    ):
+        with pytest.raises(CertificateError):
+            await client.list_vaults()
+        replace_file(bundle, tls_files["ca.pem"].read_text())
+
+        async def works() -> bool:
+            try:
+                return bool(await client.list_vaults())
+            except CertificateError:
+                return False
+
+        await eventually(works, timeout=10, message="the new CA bundle was not picked up")

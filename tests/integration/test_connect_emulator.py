@@ -42,7 +42,7 @@ class Http:
 
 @pytest.fixture
 async def emu() -> AsyncIterator[Emulator]:
-    async with Emulator(DATA) as emulator:
+    async with Emulator(DATA, admin=True) as emulator:
         yield emulator
 
 
@@ -290,8 +290,8 @@ async def test_items_are_edited_over_the_admin_api(emu: Emulator, http: Http) ->
     assert (await http("GET", ids(emu, "Demo") + f"/items/{item['id']}"))[0] == 404
 
 
-async def test_the_admin_api_can_be_left_out() -> None:
-    async with Emulator(DATA, admin=False) as emu, aiohttp.ClientSession() as session:
+async def test_the_admin_api_is_off_unless_asked_for() -> None:
+    async with Emulator(DATA) as emu, aiohttp.ClientSession() as session:
         assert (await Http(session, emu)("GET", "/__admin/faults"))[0] == 404
 
 

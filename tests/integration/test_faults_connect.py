@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 
 import pytest
 from invariants import SecretGuard
 from operator_harness import CONNECT, BackendKind, RunningOperator, Vaults, eventually, run_operator
 from operator_helpers import decoded, opi, wait_for_data, wait_for_event, wait_for_ready, workload
 
+from controllers.items import UNCHECKED_MESSAGE
 from controllers.resources import ONEPASSWORDITEMS
 from onepassword_access.emulator import Emulator
 from opsync.client import Client
@@ -101,12 +103,14 @@ async def test_connect_down_keeps_the_last_good_data_and_backs_off(
             started = loop.time()
             await kube.create(ONEPASSWORDITEMS, opi("late", path("late")), namespace)
 
-            # conditions and Events say why; items already in sync stay Ready
+            # conditions and Events say why; items already in sync stay Ready, and say since when they could
+            # not be checked (issue 16: they used to say "in sync" throughout)
             condition = await wait_for_ready(kube, namespace, "late", "False", reason)
             assert condition["message"].startswith("failed to retrieve item: ")
             await wait_for_event(kube, namespace, "late", "ReconcileError")
             for name in NAMES:
-                await wait_for_ready(kube, namespace, name, "True", "Synced")
+                unchecked = await wait_for_ready(kube, namespace, name, "True", "ConnectUnavailable")
+                assert re.match(rf"{UNCHECKED_MESSAGE} since \d{{4}}-\d\d-\d\dT", unchecked["message"])
 
             # the failing key backs off: visible in workqueue_retries_total, and never faster than the backoff
             queue = op.operator.item_controller.queue
@@ -124,6 +128,8 @@ async def test_connect_down_keeps_the_last_good_data_and_backs_off(
             guard.assert_safe()
 
             await recovered_within_a_poll(op, guard, emulator)
+            for name in NAMES:
+                await wait_for_ready(kube, namespace, name, "True", "Synced")
 
 
 # The SDK's rate limit says no Retry-After: opsync then waits the Go operator's 15 minutes, so no recovery

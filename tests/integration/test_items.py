@@ -148,14 +148,17 @@ async def test_labels_become_valid_keys_with_case_kept(
 async def test_secret_type(
     control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
-    """9.1 #5, #6 and #8: a custom type is applied; "" and Opaque are the same type; the API server refuses
-    to change a Secret's type."""
+    """9.1 #5, #6 and #8: another type is applied (one of the allowed ones: the CRD and opsync refuse types
+    that mint credentials, issue 16); "" and Opaque are the same type; the API server refuses to change a
+    Secret's type."""
     async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{VAULT}/items/db"), namespace)
-        await kube.create(ONEPASSWORDITEMS, opi("custom", f"vaults/{VAULT}/items/db", type="CustomType"), namespace)
+        await kube.create(
+            ONEPASSWORDITEMS, opi("custom", f"vaults/{VAULT}/items/db", type="kubernetes.io/basic-auth"), namespace
+        )
         before = await wait_for_data(kube, namespace, "db", {"username": "admin", "password": "s3cret"})
         custom = await wait_for_data(kube, namespace, "custom", {"username": "admin", "password": "s3cret"})
-        assert custom["type"] == "CustomType"
+        assert custom["type"] == "kubernetes.io/basic-auth"
 
         await kube.patch(ONEPASSWORDITEMS, "db", {"type": "Opaque"}, namespace)
         await eventually(

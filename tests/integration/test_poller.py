@@ -7,6 +7,7 @@ import pytest
 from operator_harness import CONNECT, BackendKind, Vaults, eventually, run_operator
 from operator_helpers import get_or_none, opi, wait_for_data, wait_for_event, wait_for_ready, workload
 
+from controllers.items import UNCHECKED_MESSAGE
 from controllers.resources import ONEPASSWORDITEMS
 from onepassword_access.emulator import Emulator
 from opsync.client import Client
@@ -142,12 +143,15 @@ async def test_connect_outage_deletes_nothing_and_heals(
         # nothing deleted or emptied meanwhile
         assert (await kube.get(SECRETS, "db", namespace))["data"] == before["data"]
         assert await get_or_none(kube, SECRETS, "api", namespace) is None
-        await wait_for_ready(kube, namespace, "db", "True", "Synced")
+        # still Ready (its data is the last good one), saying since when it could not be checked
+        unchecked = await wait_for_ready(kube, namespace, "db", "True", "ConnectUnavailable")
+        assert unchecked["message"].startswith(UNCHECKED_MESSAGE + " since ") and "503" in unchecked["message"]
 
         await emulator.clear_faults()
         await wait_for_data(kube, namespace, "db", NEW)
         await wait_for_data(kube, namespace, "api", {"token": "t"})
         await wait_for_ready(kube, namespace, "api", "True", "Synced")
+        await wait_for_ready(kube, namespace, "db", "True", "Synced")
 
 
 async def test_items_gauge_counts_by_reason(

@@ -2,10 +2,13 @@
 
 Known, distinctive values are seeded into 1Password (the emulator) and used as the Connect token; opsync then
 runs a broad set of scenarios with every logger at DEBUG: items and annotated workloads synced, changed and
-deleted, an item denied by an access policy, malformed items, a Connect outage and a 429, a Secret it refuses
-to take over (holding a seeded value itself). Afterwards every captured log record (formatted as opsync
-writes it, tracebacks and ``extra`` fields included), every Event, every OnePasswordItem status and the
-metrics exposition are searched for the values, plain and base64-encoded.
+deleted, an item denied by an access policy and every item denied once the policies are gone, malformed
+items, an item whose file is too large to download, a Connect outage (items saying since when they could not
+be checked) and a 429, a Secret it refuses to take over (holding a seeded value itself) and a workload's
+Secret an item may not take. Afterwards every captured log record (formatted as opsync writes it, tracebacks
+and ``extra`` fields included), every Event, every OnePasswordItem status, the metrics exposition and the
+reprs of the secret-bearing objects opsync holds are searched for the values, plain and base64-encoded; so
+are the output of ``opsync render`` and ``opsync check``, run as commands with the token in a file.
 
 The in-process emulator plays 1Password, which holds the values by design: its own log records are left
 out of the search.
@@ -27,8 +30,13 @@ from operator_harness import eventually, run_operator
 from operator_helpers import decoded, get_or_none, opi, wait_for_data, wait_for_ready, workload
 from opsync_process import OpsyncProcess
 
+from controllers.access import LOST_MESSAGE
+from controllers.desired import desired_secret
+from controllers.items import UNCHECKED_MESSAGE
 from controllers.resources import ONEPASSWORDACCESSPOLICIES, ONEPASSWORDITEMS
+from controllers.secrets import WriteResult
 from onepassword_access.emulator import Emulator
+from onepassword_access.limits import MAX_FILE_BYTES
 from opsync import metrics
 from opsync.client import Client
 from opsync.envtest import ControlPlane
@@ -67,6 +75,9 @@ DATA = {
                 _item("outage"),
                 _item("limited"),
                 _item("tls"),
+                _item(
+                    "huge", files=[{"name": "disk.img", "content": FILE_TEXT * (MAX_FILE_BYTES // len(FILE_TEXT) + 1)}]
+                ),
             ],
         },
         {"name": CLOSED, "items": [_item("db")]},
@@ -153,10 +164,19 @@ async def _scenarios(kube: Client, namespace: str, emulator: Emulator) -> None:
     await kube.create(ONEPASSWORDITEMS, opi("taken", db), namespace)
     await wait_for_ready(kube, namespace, "taken", "False", "SecretConflict")
 
-    # Connect down (503), then rate limiting (429)
+    # an item may not take a workload's Secret; a file larger than a Secret holds is refused before download
+    await kube.create(ONEPASSWORDITEMS, opi("web-db", db), namespace)
+    await wait_for_ready(kube, namespace, "web-db", "False", "SecretConflict")
+    await kube.delete(ONEPASSWORDITEMS, "web-db", namespace)
+    await kube.create(ONEPASSWORDITEMS, opi("huge", f"vaults/{VAULT}/items/huge"), namespace)
+    await wait_for_ready(kube, namespace, "huge", "False", "SecretTooLarge")
+
+    # Connect down (503): items in sync say since when they could not be checked; then rate limiting (429)
     await emulator.set_faults(outage="503")
     await kube.create(ONEPASSWORDITEMS, opi("outage", f"vaults/{VAULT}/items/outage"), namespace)
     await wait_for_ready(kube, namespace, "outage", "False", "ConnectUnavailable")
+    unchecked = await wait_for_ready(kube, namespace, "db", "True", "ConnectUnavailable")
+    assert unchecked["message"].startswith(UNCHECKED_MESSAGE)
     await emulator.set_faults(status=429, retry_after=1)
     await kube.create(ONEPASSWORDITEMS, opi("limited", f"vaults/{VAULT}/items/limited"), namespace)
     await wait_for_ready(kube, namespace, "limited", "False", "RateLimited")
@@ -177,6 +197,12 @@ async def _scenarios(kube: Client, namespace: str, emulator: Emulator) -> None:
         await wait_for_ready(kube, namespace, "closed", "False", "AccessDenied")
     finally:
         await kube.delete(ONEPASSWORDACCESSPOLICIES, policy["metadata"]["name"])
+    # policies gone after being in use: every item is denied (fail closed), the Secrets kept
+    lost = await wait_for_ready(kube, namespace, "closed", "False", "AccessDenied")
+    await eventually(
+        lambda: _message_is(kube, namespace, "closed", LOST_MESSAGE), message="no fail-closed denial after the policy"
+    )
+    assert lost["reason"] == "AccessDenied"
 
     # deletions
     await kube.delete(ONEPASSWORDITEMS, "db", namespace)
@@ -185,12 +211,27 @@ async def _scenarios(kube: Client, namespace: str, emulator: Emulator) -> None:
     await wait_for_data(kube, namespace, "web-db", None)
 
 
+async def _message_is(kube: Client, namespace: str, name: str, message: str) -> bool:
+    item = await kube.get(ONEPASSWORDITEMS, name, namespace)
+    return any(c.get("message") == message for c in (item.get("status") or {}).get("conditions") or [])
+
+
+async def _reprs(op: Any) -> str:
+    """The reprs (and str) of the secret-bearing objects opsync holds while it runs."""
+    resolved, item = await op.operator.fetcher.get(f"vaults/{VAULT}/items/outage")
+    desired = desired_secret(name="outage", namespace="ns", item=item)
+    objects = [resolved, resolved.item, *resolved.item.fields, item, *item.fields, desired, op.settings, op.backend]
+    objects.append(WriteResult(desired.secret, "create", data_changed=True))
+    return "\n".join(f"{obj!r} {obj!s}" for obj in objects)
+
+
 async def test_no_value_or_token_in_logs_events_statuses_or_metrics(
     control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, debug_logs: Capture
 ) -> None:
     async with run_operator(control_plane, emulator, namespaces=[namespace], log_level="debug") as op:
         await _scenarios(kube, namespace, emulator)
         await op.settled()
+        reprs = await _reprs(op)
 
     assert any("sync failed" in line for line in debug_logs.lines)  # failures were logged, with detail
     assert any('"level": "debug"' in line for line in debug_logs.lines)
@@ -201,6 +242,7 @@ async def test_no_value_or_token_in_logs_events_statuses_or_metrics(
     for item in (await kube.list(ONEPASSWORDITEMS, namespace))["items"]:
         places[f"OnePasswordItem {item['metadata']['name']} status"] = json.dumps(item.get("status"))
     places["metrics"] = metrics.render_latest()[0].decode()
+    places["reprs"] = reprs
 
     found = {place: leaked for place, text in places.items() if (leaked := leaks(text))}
     assert found == {}
@@ -244,3 +286,41 @@ async def test_opsync_run_takes_the_token_from_a_file_never_from_its_command_lin
     assert code == 0, opsync.output()[-2000:]
     assert '"level": "debug"' in opsync.output()
     assert leaks(opsync.output()) == []
+
+
+async def _command(env: dict[str, str], log: Path, *args: str) -> str:
+    """Run ``opsync <args>`` to its end; its stdout and stderr."""
+    opsync = await OpsyncProcess(args, env, log).start()
+    try:
+        await opsync.wait(60)
+    finally:
+        await opsync.kill()
+    return opsync.output()
+
+
+async def test_no_value_or_token_in_what_opsync_render_and_check_print(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(CONNECT_TOKEN + "\n")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OP_")},
+        "OP_CONNECT_HOST": emulator.url,
+        "OP_CONNECT_TOKEN_FILE": str(token_file),
+        "WATCH_NAMESPACE": namespace,
+        "KUBECONFIG": control_plane.kubeconfig_path,
+    }
+    await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{VAULT}/items/db"), namespace)
+    outputs = {
+        "render": await _command(env, tmp_path / "render.log", "render", f"vaults/{VAULT}/items/db"),
+        "render of a refused item": await _command(
+            env, tmp_path / "refused.log", "render", f"vaults/{VAULT}/items/huge"
+        ),
+        "render of a missing item": await _command(
+            env, tmp_path / "missing.log", "render", f"vaults/{VAULT}/items/missing"
+        ),
+        "check": await _command(env, tmp_path / "check.log", "check", "--log-level=debug"),
+    }
+    assert "<hidden:" in outputs["render"] and "too large" in outputs["render of a refused item"]
+    assert f"connect: vault {VAULT}" in outputs["check"]
+    assert {name: found for name, text in outputs.items() if (found := leaks(text))} == {}

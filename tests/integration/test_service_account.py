@@ -18,6 +18,7 @@ from opsync_process import OpsyncProcess
 from controllers import check, render
 from controllers.config import Settings
 from controllers.constants import AUTO_RESTART_ANNOTATION, LAST_RESTARTED_ANNOTATION
+from controllers.items import UNCHECKED_MESSAGE
 from controllers.resources import ONEPASSWORDITEMS
 from onepassword_access.emulator import Emulator
 from onepassword_access.emulator.store import TokenEnd
@@ -36,7 +37,8 @@ async def emulator() -> AsyncIterator[Emulator]:
         {"title": "db", "fields": [{"label": "password", "value": "old"}]},
         {"title": "api", "fields": [{"label": "token", "value": "t"}]},
     ]
-    async with Emulator(emulator_data({VAULT: items})) as emu:
+    # admin: the SDK of an ``opsync run`` process reaches the emulator's core through /__admin/sdk-core
+    async with Emulator(emulator_data({VAULT: items}), admin=True) as emu:
         yield emu
 
 
@@ -64,10 +66,11 @@ async def test_a_token_that_stops_working_is_reported_and_loses_no_secret(
         assert expected in event["message"]
         await op.wait_for_polls(2)  # polls fail too, and change nothing
 
-        # the Secret made before keeps its data; db itself stays as it was
+        # the Secret made before keeps its data; db stays Ready, saying since when it could not be checked
         assert (await kube.get(SECRETS, "db", namespace))["data"] == before["data"]
-        await wait_for_ready(kube, namespace, "db", "True", "Synced")
-        for text in (condition["message"], event["message"]):
+        unchecked = await wait_for_ready(kube, namespace, "db", "True", "ConnectUnavailable")
+        assert unchecked["message"].startswith(UNCHECKED_MESSAGE)
+        for text in (condition["message"], event["message"], unchecked["message"]):
             assert TOKEN not in text and emulator.service_account_token() not in text
 
 

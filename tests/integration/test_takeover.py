@@ -153,3 +153,27 @@ async def test_a_foreign_secret_is_never_overwritten(
         await wait_for_ready(kube, namespace, "taken", "True", "Synced")
         await kube.delete(SECRETS, "web-db", namespace)
         await wait_for_data(kube, namespace, "web-db", DATA, timeout=60)
+
+
+async def test_an_item_named_like_a_workload_secret_does_not_take_it_over(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+) -> None:
+    """Issue 16: an item created after a workload's Secret of the same name took it over, dropping the
+    workload's owner reference and replacing its data. Now the item is refused, for opsync's workload Secrets
+    and for the Go operator's alike; the reverse order is covered by test_workloads."""
+    legacy = await kube.create(DEPLOYMENTS, workload("Deployment", "legacy", env_secret="go-db"), namespace)
+    await kube.create(SECRETS, go_secret("go-db", emulator, legacy, {ITEM_NAME_ANNOTATION: "go-db"}), namespace)
+    async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+        await kube.create(DEPLOYMENTS, workload("Deployment", "web", item_path=DB_PATH, item_name="web-db"), namespace)
+        made = await wait_for_data(kube, namespace, "web-db", DATA)
+        go_made = await kube.get(SECRETS, "go-db", namespace)
+        await kube.create(ONEPASSWORDITEMS, opi("web-db", DB_PATH), namespace)
+        await kube.create(ONEPASSWORDITEMS, opi("go-db", DB_PATH), namespace)
+        for name, user in (("web-db", 'Deployment "web"'), ("go-db", 'Deployment "legacy"')):
+            condition = await wait_for_ready(kube, namespace, name, "False", "SecretConflict")
+            assert f"was made for {user} from their annotations" in condition["message"]
+        await op.settled()
+        for before in (made, go_made):
+            after = await kube.get(SECRETS, before["metadata"]["name"], namespace)
+            assert after["metadata"]["ownerReferences"] == before["metadata"]["ownerReferences"]
+            assert after["data"] == before["data"]

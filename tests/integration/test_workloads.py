@@ -18,7 +18,7 @@ from controllers.resources import ONEPASSWORDITEMS
 from onepassword_access.emulator import Emulator
 from opsync.client import Client
 from opsync.envtest import ControlPlane
-from opsync.resources import DAEMONSETS, DEPLOYMENTS, SECRETS, STATEFULSETS, KubeObject
+from opsync.resources import CRONJOBS, DAEMONSETS, DEPLOYMENTS, JOBS, PODS, SECRETS, STATEFULSETS, KubeObject
 
 pytestmark = pytest.mark.integration
 
@@ -255,3 +255,49 @@ async def test_version_annotation_follows_the_item(
         changed = emulator.update_item(VAULT, "db", fields={"password": "next"})
         secret: KubeObject = await wait_for_data(kube, namespace, "web", {**DB, "password": "next"})
     assert secret["metadata"]["annotations"][ITEM_VERSION_ANNOTATION] == str(changed.version)
+
+
+def _pod_spec_using(secret: str) -> dict[str, Any]:
+    env = [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}]
+    return {"restartPolicy": "Never", "containers": [{"name": "app", "image": "busybox", "env": env}]}
+
+
+def _user(kind: str, secret: str) -> tuple[Any, KubeObject]:
+    template = {"spec": _pod_spec_using(secret)}
+    if kind == "Pod":
+        return PODS, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare"}, "spec": _pod_spec_using(secret)}
+    if kind == "Job":
+        return JOBS, {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "once"},
+            "spec": {"template": template},
+        }
+    cron = {"schedule": "0 0 1 1 *", "jobTemplate": {"spec": {"template": template}}}
+    return CRONJOBS, {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"}, "spec": cron}
+
+
+@pytest.mark.parametrize("kind", ["Pod", "Job", "CronJob"])
+async def test_a_secret_bare_pods_jobs_or_cronjobs_use_is_not_deleted(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, kind: str
+) -> None:
+    """Issue 16: once no annotated workload used it, the Secret was deleted under a Job or CronJob using it."""
+    async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+        await kube.create(DAEMONSETS, workload("DaemonSet", "agent", item_path=DB_PATH, item_name="agent"), namespace)
+        await wait_for_data(kube, namespace, "agent", DB)
+        resource, user = _user(kind, "agent")
+        user = await kube.create(resource, user, namespace)
+        remove = {"metadata": {"annotations": {ITEM_PATH_ANNOTATION: None, ITEM_NAME_ANNOTATION: None}}}
+        await op.caught_up([await kube.patch(DAEMONSETS, "agent", remove, namespace)])
+        await op.settled()
+        assert decoded(await kube.get(SECRETS, "agent", namespace)) == DB
+
+        # once its last user is gone, the next reconcile (here: an edit of the Secret) deletes it
+        await kube.delete(resource, user["metadata"]["name"], namespace, propagation_policy="Background")
+        await eventually(lambda: _gone(kube, resource, user, namespace), timeout=60)
+        await kube.patch(SECRETS, "agent", {"metadata": {"annotations": {"touched": "1"}}}, namespace)
+        await wait_for_data(kube, namespace, "agent", None)
+
+
+async def _gone(kube: Client, resource: Any, obj: KubeObject, namespace: str) -> bool:
+    return await get_or_none(kube, resource, obj["metadata"]["name"], namespace) is None

@@ -63,3 +63,19 @@ def test_a_forbidden_import_breaks_the_contract(tree_copy: Path, module: str, st
     broken = [line for line in result.stdout.splitlines() if "BROKEN" in line]
     assert len(broken) == 1, result.stdout
     assert broken[0].startswith(contract), broken
+
+
+def test_opsync_run_never_loads_the_emulator() -> None:
+    """Issue 16: the emulator (with its token-less admin API) is in the image, but never in what ``opsync run``
+    loads: building the operator imports everything it runs with."""
+    code = (
+        "import sys\n"
+        "from opsync.cli import build_parser\n"
+        "build_parser('run')\n"
+        "from controllers.main import build_operator, connect_client, kubernetes_client\n"
+        "import controllers.check, controllers.render\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('onepassword_access.emulator'))\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr

@@ -10,11 +10,11 @@ import pytest
 from controllers.constants import ConditionReason, EventReason
 from controllers.failures import Retry, SecretConflictError, classify, retry_result
 from controllers.fetcher import ItemFetcher
-from controllers.merge import owner_references
+from controllers.merge import made_for_workloads, owner_references
 from controllers.metrics import endpoint_template
 from controllers.secretdata import InvalidSecretError
 from controllers.status import ready_condition
-from controllers.workloads import annotated_secret, made_for_workloads
+from controllers.workloads import annotated_secret
 from onepassword_access.errors import (
     ForbiddenError,
     RateLimitedError,
@@ -198,13 +198,16 @@ class FakeResolver:
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def resolve(self, path: str) -> ResolvedItem:
+    async def resolve(self, path: str, *, files: bool = True) -> ResolvedItem:
         self.calls += 1
         await self.gate.wait()
         if self.fail is not None:
             raise self.fail
         item = Item.model_validate({"id": ITEM, "vault": {"id": VAULT}, "version": self.version, "title": "db"})
         return ResolvedItem(item=item, vault_id=VAULT, files={})
+
+    def retain_files(self, item_ids: object) -> None:
+        pass
 
 
 PATH = "vaults/k8s/items/db"

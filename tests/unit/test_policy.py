@@ -1,4 +1,4 @@
-from controllers.policy import AccessRequest, evaluate, namespace_denied
+from controllers.policy import AccessRequest, evaluate, namespace_denied, prefetch_denied
 
 
 def policy(name, namespaces, vaults):
@@ -74,3 +74,39 @@ def test_a_namespace_no_policy_selects_is_denied_before_any_item_is_known():
     denied = namespace_denied(policies, "team-b", {"team": "b"})
     assert denied is not None and not denied.allowed
     assert denied.message == 'no OnePasswordAccessPolicy grants namespace "team-b" access to any vault'
+
+
+def test_an_empty_selector_selects_no_namespace():
+    """Explicit (issue 16): ``selector: {}`` would grant every namespace in Kubernetes' usual reading."""
+    policies = [policy("a", {"selector": {}}, [{"vault": "Team A"}])]
+    assert not evaluate(policies, request(labels={"team": "a"})).allowed
+    assert namespace_denied(policies, "team-a", {"team": "a"}) is not None
+    every = {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "Exists"}]}
+    policies = [policy("b", {"selector": every}, [{"vault": "Team A"}])]
+    assert evaluate(policies, request(labels={"kubernetes.io/metadata.name": "team-a"})).allowed
+
+
+def test_a_namespace_missing_from_the_cache_is_selected_by_no_selector():
+    """Its missing labels would satisfy DoesNotExist and NotIn: a creation race must not grant."""
+    absent = {"matchExpressions": [{"key": "restricted", "operator": "DoesNotExist"}]}
+    policies = [policy("a", {"selector": absent, "names": ["named"]}, [{"vault": "Team A"}])]
+    assert evaluate(policies, request(labels={})).allowed
+    uncached = AccessRequest("team-a", None, "aaaaaaaaaaaaaaaaaaaaaaaaaa", "Team A", "db", [])
+    assert not evaluate(policies, uncached).allowed
+    assert evaluate(policies, AccessRequest("named", None, "aaaaaaaaaaaaaaaaaaaaaaaaaa", "Team A", "db", [])).allowed
+
+
+def test_prefetch_denies_what_no_resolution_could_allow():
+    policies = [
+        policy("a", {"names": ["team-a"]}, [{"vault": "Team A", "titlePrefix": "app-"}]),
+        policy("b", {"names": ["team-b"]}, [{"vault": "aaaaaaaaaaaaaaaaaaaaaaaaaa"}]),
+    ]
+    assert prefetch_denied(policies, "team-a", {}, "team a", "app-db") is None  # names: any case
+    assert prefetch_denied(policies, "team-a", {}, "Team A", None) is None  # an item by id: title unknown
+    wrong_vault = prefetch_denied(policies, "team-a", {}, "Team B", "app-db")
+    assert wrong_vault is not None and 'vault "Team B"' in wrong_vault.message
+    wrong_title = prefetch_denied(policies, "team-a", {}, "Team A", "db")
+    assert wrong_title is not None and "title starts with 'app-'" in wrong_title.message
+    assert prefetch_denied(policies, "team-c", {}, "Team A", "app-db") is not None
+    # a vault listed by id may be the one a name resolves to: only the resolved item can tell
+    assert prefetch_denied(policies, "team-b", {}, "Whatever", "db") is None

@@ -18,7 +18,6 @@ from controllers.constants import (
     ITEM_NAME_ANNOTATION,
     ITEM_PATH_ANNOTATION,
     ITEM_VERSION_ANNOTATION,
-    LAST_APPLIED_ANNOTATION,
     MANAGED_LABEL,
     OWNED_METADATA_ANNOTATION,
     ConditionReason,
@@ -306,8 +305,6 @@ def test_typed_secret_gets_its_type() -> None:  # scenario 27
     assert desired_secret(name="t", namespace="ns", item=source, secret_type="kubernetes.io/tls").secret["type"] == (
         "kubernetes.io/tls"
     )
-    custom = desired_secret(name="t", namespace="ns", item=item(("a", "b")), secret_type="CustomType")
-    assert custom.secret["type"] == "CustomType"
 
 
 @pytest.mark.parametrize(
@@ -350,7 +347,9 @@ def test_more_than_one_mebibyte_is_refused() -> None:
 
 
 def test_opi_labels_are_copied_and_annotations_only_with_the_flag() -> None:
-    source = opi(labels={"team": "a"}, annotations={"note": "x", LAST_APPLIED_ANNOTATION: "{}"})
+    source = opi(
+        labels={"team": "a"}, annotations={"note": "x", "kubectl.kubernetes.io/last-applied-configuration": "{}"}
+    )
     assert opi_metadata(source) == SecretMetadata({"team": "a"}, {})
     assert opi_metadata(source, enable_annotations=True).annotations == {"note": "x"}
 
@@ -508,7 +507,7 @@ def test_type_cannot_change_but_empty_equals_opaque() -> None:
     existing["type"] = ""
     assert not needs_update(existing, desired_for(item(("a", "b")), secret_type="Opaque"))
     with pytest.raises(SecretTypeImmutableError, match="secret type is immutable"):
-        merge_into(existing, desired_for(item(("a", "b")), secret_type="CustomType"))
+        merge_into(existing, desired_for(item(("username", "b")), secret_type="kubernetes.io/basic-auth"))
 
 
 def test_data_version_moves_only_with_the_data() -> None:
@@ -578,4 +577,28 @@ def test_connect_item_adapter() -> None:
         "website": b"https://db.example",
         "password": b"p",
         "server.crt": b"cert",
+    }
+
+
+def test_only_data_secret_types_are_written() -> None:
+    """Issue 16: with the Go operator's CRD (no enum) opsync itself refuses types that mint credentials."""
+    for refused in ("kubernetes.io/service-account-token", "bootstrap.kubernetes.io/token", "x/y"):
+        with pytest.raises(InvalidSecretError, match=f"does not write Secrets of type {refused}"):
+            desired_secret(name="s", namespace="ns", item=item(("a", "b")), secret_type=refused)
+
+
+def test_kubernetes_annotations_are_never_copied() -> None:
+    source = opi(
+        annotations={
+            "kubernetes.io/service-account.name": "admin",
+            "kubernetes.io/service-account.uid": "1",
+            "kubectl.kubernetes.io/last-applied-configuration": "{}",
+            "node.k8s.io/x": "y",
+            "example.com/kept": "yes",
+            "notkubernetes.io/kept": "yes",
+        }
+    )
+    assert opi_metadata(source, enable_annotations=True).annotations == {
+        "example.com/kept": "yes",
+        "notkubernetes.io/kept": "yes",
     }
