@@ -87,7 +87,7 @@ $(IMAGE_ARCHIVE): requirements.lock pyproject.toml hack/image.sh $(wildcard hack
 image: $(IMAGE_ARCHIVE)
 
 image-test: $(IMAGE_ARCHIVE) $(STAMP) envtest
-	OPSYNC_IMAGE_ARCHIVE=$(abspath $(IMAGE_ARCHIVE)) $(VENV)/bin/pytest $(PYTEST_FLAGS) tests/integration/test_image.py
+	OPSYNC_IMAGE_ARCHIVE=$(abspath $(IMAGE_ARCHIVE)) $(VENV)/bin/pytest $(PYTEST_FLAGS) tests/integration/end_to_end/test_image.py
 
 # The chart's version and appVersion are the project's, whatever charts/opsync/Chart.yaml says.
 chart: envtest
@@ -101,7 +101,7 @@ bench: $(STAMP) envtest
 	$(PY) -m bench $(BENCH_FLAGS)
 
 # The chart ships copies of crds/, the one source: Helm reads nothing outside a chart, and packagers and Flux
-# drop symlinks. tests/integration/test_chart_crds.py fails while they differ.
+# drop symlinks. tests/integration/chart/test_chart_crds.py fails while they differ.
 chart-crds:
 	rm -f charts/opsync/files/crds/*.yaml
 	cp crds/*.yaml charts/opsync/files/crds/

@@ -1,7 +1,7 @@
 """Every Kubernetes permission ``opsync run`` needs, as data.
 
 The one list: ``opsync check`` makes a SelfSubjectAccessReview per entry, and the Helm chart's rules
-(``charts/opsync/templates/rbac.yaml``) grant exactly these, which ``tests/integration/test_chart.py`` enforces.
+(``charts/opsync/templates/rbac.yaml``) grant exactly these, which ``tests/integration/chart/test_chart.py`` enforces.
 Compared with the Go operator's ClusterRole this drops everything it never used (services, configmaps,
 replicasets, servicemonitors...), adds StatefulSets, DaemonSets, CronJobs and Argo Rollouts, which opsync also
 syncs and restarts, and reads (never writes) Jobs and Pods, which only keep a Secret they use from deletion.

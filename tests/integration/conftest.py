@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
-from operator_harness import BACKENDS, BackendKind, Vaults, emulator_data
 
 from onepassword_access.emulator import Emulator
 from opsync.envtest import ControlPlane, EnvtestError
+from tests.support.harness import BACKENDS, BackendKind, Vaults, emulator_data
 
 if TYPE_CHECKING:
     from opsync.client import Client

@@ -1,0 +1,48 @@
+"""The image's dependencies are bounded and locked with hashes (issue 16)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def runtime_requirements() -> list[Requirement]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return [Requirement(text) for text in project["dependencies"]]
+
+
+def locked() -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) from requirements.lock."""
+    text = (REPO / "requirements.lock").read_text().replace("\\\n", " ")
+    pins = {}
+    for line in text.splitlines():
+        found = re.match(r"^([A-Za-z0-9_.-]+)==(\S+)\s*(.*)$", line)
+        if found:
+            pins[canonicalize_name(found[1])] = (found[2], re.findall(r"--hash=sha256:([0-9a-f]{64})", found[3]))
+    return pins
+
+
+def test_every_runtime_dependency_has_an_upper_bound() -> None:
+    for requirement in runtime_requirements():
+        assert any(spec.operator in ("<", "<=", "~=", "==") for spec in requirement.specifier), requirement
+
+
+def test_the_lock_pins_every_dependency_within_its_range_with_hashes() -> None:
+    pins = locked()
+    for requirement in runtime_requirements():
+        version, _ = pins[canonicalize_name(requirement.name)]
+        assert requirement.specifier.contains(version), (requirement, version)
+    assert all(hashes for _, hashes in pins.values()), [name for name, (_, h) in pins.items() if not h]
+
+
+def test_the_image_installs_only_the_locked_files() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "--require-hashes" in dockerfile and "-r requirements.lock" in dockerfile
+    assert "--only-binary=:all:" in dockerfile  # wheels only: nothing from the lock is built, nothing runs setup.py
+    assert "!requirements.lock" in (REPO / ".dockerignore").read_text()
