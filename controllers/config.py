@@ -15,6 +15,10 @@ rules: a service-account token with a complete Connect configuration is an error
 otherwise selects the SDK (a lone ``OP_CONNECT_HOST`` or Connect token is then ignored, with a warning).
 
 Tokens are never part of an error message or of ``repr(settings)``.
+
+Over 400 lines on purpose: every setting is validated in one place, once, at start-up (its environment
+variable, its flag, its Go default and its error message side by side), so that no other module reads the
+environment or re-checks a value.
 """
 
 from __future__ import annotations

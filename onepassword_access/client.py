@@ -8,6 +8,9 @@ an item's content.
 
 Callers observe the traffic through ``observers``: each is called with an ``Exchange`` (method, path,
 status) after every HTTP attempt, retries included. The operator counts requests so, and tests record them.
+
+Just over 400 lines: one class per Connect endpoint group would scatter the one retry, bound and TLS policy
+that every request shares.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ The SDK's ``Client`` is asyncio-native; each of its calls crosses into the SDK's
   invocation name, ``Authenticate`` for signing in; outcome: ``ok``, ``rate_limited`` or ``error``).
 
 No token, item value or file content reaches an error text, a log line or ``repr``.
+
+Over 400 lines on purpose: the SDK's item model, its errors and its change detection are mapped together,
+as one adapter mirroring ``ConnectBackend``; split, each part would need the others' private mapping rules.
 """
 
 from __future__ import annotations
