@@ -132,6 +132,8 @@ class Settings(BaseModel):
     service_account_token: SecretStr | None = None
     """From ``OP_SERVICE_ACCOUNT_TOKEN_FILE`` or ``OP_SERVICE_ACCOUNT_TOKEN``: 1Password is then reached through
     the SDK, without Connect. Whether the SDK accepts it is checked when opsync starts (it needs the SDK)."""
+    service_account_token_file: Path | None = None
+    """``OP_SERVICE_ACCOUNT_TOKEN_FILE``, watched for a rotated token."""
     connect_ca_file: Path | None = None
     """CA bundle to verify Connect's certificate with (``OP_CONNECT_CA_FILE``, else ``SSL_CERT_FILE``)."""
     watch_namespaces: tuple[str, ...] = ()
@@ -437,7 +439,10 @@ def _credentials(environ: Mapping[str, str]) -> dict[str, str]:
                 "Either Connect or Service Account credentials should be set, not both "
                 "(OP_CONNECT_HOST and a Connect token are set too)",
             )
-        return {"service_account_token": _token(environ, "OP_SERVICE_ACCOUNT_TOKEN")}
+        found = {"service_account_token": _token(environ, "OP_SERVICE_ACCOUNT_TOKEN")}
+        if environ.get("OP_SERVICE_ACCOUNT_TOKEN_FILE"):
+            found["service_account_token_file"] = environ["OP_SERVICE_ACCOUNT_TOKEN_FILE"]
+        return found
     if not host:
         raise ConfigError(
             "OP_CONNECT_HOST",

@@ -218,7 +218,8 @@ def access_backend(settings: Settings) -> Backend:
     (``sign_in`` does it)."""
     if settings.service_account_token is not None:
         token = settings.service_account_token.get_secret_value()
-        return SdkBackend(token, integration_version=__version__, on_call=_count_sdk_call)
+        token_file = str(settings.service_account_token_file) if settings.service_account_token_file else None
+        return SdkBackend(token, integration_version=__version__, on_call=_count_sdk_call, token_file=token_file)
     return ConnectBackend(connect_client(settings))
 
 

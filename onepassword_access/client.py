@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 from urllib.parse import quote
@@ -53,6 +51,7 @@ from onepassword_access.errors import (
 )
 from onepassword_access.limits import MAX_FILE_BYTES, MAX_ITEM_BYTES, MAX_LIST_BYTES, MAX_OTHER_BYTES, MIB
 from onepassword_access.models import Health, Item, ItemSummary, Vault
+from onepassword_access.watched import RELOAD_CHECK, WatchedFile
 from opsync import __version__
 
 log = logging.getLogger(__name__)
@@ -154,8 +153,8 @@ class ConnectClient:
         self._max_connections = max_connections
         self._observers = tuple(observers)
         self._http: aiohttp.ClientSession | None = None
-        self._token_file = _Watched(token_file) if token_file else None
-        self._ca_file = _Watched(ca_file) if ca_file else None
+        self._token_file = WatchedFile(token_file) if token_file else None
+        self._ca_file = WatchedFile(ca_file) if ca_file else None
         self._checked = time.monotonic()
         self._retired: set[asyncio.Task[None]] = set()  # sessions being closed after a CA change
 
@@ -344,10 +343,6 @@ class ConnectClient:
         return Reply(method, path, response.status, response.headers, body)
 
 
-RELOAD_CHECK = 1.0
-"""Seconds between checks of the token file and CA bundle for changes."""
-
-
 def _valid_token(token: str) -> str:
     token = token.strip()
     if not token or not token.isprintable() or any(c.isspace() for c in token):
@@ -361,33 +356,6 @@ async def _close_later(session: aiohttp.ClientSession, delay: float) -> None:
         await asyncio.sleep(delay)
     finally:
         await session.close()
-
-
-class _Watched:
-    """A file whose changes are noticed by its identity (a Secret volume swaps a symlink), size and mtime."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._seen = self._identity()
-
-    def _identity(self) -> tuple[int, int, int] | None:
-        try:
-            found = os.stat(self.path)
-        except OSError:
-            return None
-        return found.st_ino, found.st_size, found.st_mtime_ns
-
-    def changed(self) -> str | None:
-        """The file's new text when it changed since last seen, else None (also when it cannot be read)."""
-        identity = self._identity()
-        if identity is None or identity == self._seen:
-            return None
-        try:
-            text = Path(self.path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            return None
-        self._seen = identity
-        return text
 
 
 async def _read_bounded(response: aiohttp.ClientResponse, limit: int, where: str, method: str, path: str) -> bytes:

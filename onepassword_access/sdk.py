@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -62,6 +63,7 @@ from onepassword_access.models import (
     Section,
     Vault,
 )
+from onepassword_access.watched import RELOAD_CHECK, WatchedFile
 
 log = logging.getLogger(__name__)
 
@@ -257,9 +259,15 @@ class SdkBackend:
         integration_version: str,
         timeout: float = 30.0,
         on_call: Callable[[str, str], None] | None = None,
+        token_file: str | None = None,
     ) -> None:
-        """``timeout`` bounds each SDK call, in seconds; ``on_call(operation, outcome)`` sees every call."""
+        """``timeout`` bounds each SDK call, in seconds; ``on_call(operation, outcome)`` sees every call.
+
+        ``token_file`` (the file ``token`` was read from) is watched: when it holds another token (a rotated
+        Secret), the next call signs in with it; a half-written or empty file is ignored with a warning."""
         self._token = token
+        self._token_file = WatchedFile(token_file) if token_file else None
+        self._checked = time.monotonic()
         self._integration_version = integration_version
         self.timeout = timeout
         self._on_call = on_call
@@ -275,7 +283,26 @@ class SdkBackend:
         """Sign in now. Raises ``TokenFormatError`` for a malformed token, another ``ConnectError`` otherwise."""
         await self._sdk()
 
+    def _reload(self) -> None:
+        """Sign in again with a changed token file (checked at most every ``RELOAD_CHECK`` seconds)."""
+        if self._token_file is None or time.monotonic() - self._checked < RELOAD_CHECK:
+            return
+        self._checked = time.monotonic()
+        text = self._token_file.changed()
+        if text is None or text.strip() == self._token:
+            return
+        token = text.strip()
+        if not token or not token.isprintable() or any(c.isspace() for c in token):
+            log.warning(
+                "ignoring the changed service-account token file: empty, or not a single word",
+                extra={"file": self._token_file.path},
+            )
+            return
+        self._token, self._client = token, None  # requests in flight finish on the old client
+        log.info("the service-account token file changed: signing in with it", extra={"file": self._token_file.path})
+
     async def _sdk(self) -> Any:
+        self._reload()
         if self._client is None:
             async with self._signing_in:
                 if self._client is None:

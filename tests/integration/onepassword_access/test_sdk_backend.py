@@ -21,8 +21,11 @@ from onepassword_access import (
     RateLimitedError,
     ResolveError,
     SdkBackend,
+    UnauthorizedError,
 )
 from onepassword_access.emulator import Emulator
+from tests.integration.onepassword_access.test_connect_client import replace_file
+from tests.support.waiting import eventually
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "connect-emulator.yaml"
 TOKEN = "full-token"
@@ -145,3 +148,26 @@ async def test_the_sdks_own_types_reject_odd_answers(emu: Emulator) -> None:
     await emu.set_faults(status=429, match="^sdk:VaultsList$")
     report = await backend.poll({demo: {item_id}})
     assert isinstance(report.errors[demo], RateLimitedError) and not report.changes
+
+
+async def test_a_rotated_service_account_token_file_is_used_without_a_restart(emu: Emulator, tmp_path: Path) -> None:
+    """Issue 16: the token file was read once, so a rotated token needed a restart."""
+    token_file = tmp_path / "token"
+    token_file.write_text(emu.service_account_token("reader-token") + "\n")
+    backend = SdkBackend(
+        emu.service_account_token("reader-token"), integration_version="0.1.0", token_file=str(token_file)
+    )
+    assert {v.name for v in await backend.list_vaults()} == {"Demo"}
+    emu.end_token("reader-token", how="revoked")
+    replace_file(token_file, emu.service_account_token(TOKEN) + "\n")
+
+    async def every_vault() -> bool:
+        try:
+            return len(await backend.list_vaults()) > 1
+        except UnauthorizedError:
+            return False
+
+    await eventually(every_vault, timeout=10, message="the rotated token was not picked up")
+    replace_file(token_file, "")  # half-written or emptied: the last good token stays in use
+    backend._checked = 0.0  # the next call looks at the file again
+    assert await every_vault()

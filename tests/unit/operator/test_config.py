@@ -130,6 +130,7 @@ def test_the_service_account_token_file_is_read_like_the_connect_one(tmp_path: P
     settings = load_settings(parse(), {"OP_SERVICE_ACCOUNT_TOKEN_FILE": str(token_file)})
     assert settings.service_account_token is not None
     assert settings.service_account_token.get_secret_value() == SA_TOKEN
+    assert settings.service_account_token_file == token_file  # watched: a rotated token needs no restart
     both = {"OP_SERVICE_ACCOUNT_TOKEN_FILE": str(token_file), "OP_SERVICE_ACCOUNT_TOKEN": SA_TOKEN}
     with pytest.raises(ConfigError) as caught:
         load_settings(parse(), both)
