@@ -43,7 +43,7 @@ from onepassword_access.errors import ConnectError
 from onepassword_access.paths import ItemPathError, parse_item_path
 from onepassword_access.sdk import SdkBackend
 from opsync.client import ApiError, Client
-from opsync.resources import SELF_SUBJECT_ACCESS_REVIEWS
+from opsync.resources import NAMESPACES, SELF_SUBJECT_ACCESS_REVIEWS
 
 Status = Literal["ok", "warn", "FAIL"]
 
@@ -120,6 +120,19 @@ async def used_vaults(kube: Client, namespaces: Sequence[str]) -> tuple[set[str]
 
 
 # --- Kubernetes ------------------------------------------------------------------------------------------
+
+
+async def selected_namespaces(kube: Client, selector: str) -> tuple[Row, tuple[str, ...]]:
+    """The namespaces ``WATCH_NAMESPACE_SELECTOR`` selects now (opsync follows the selection live)."""
+    check = f"kubernetes: namespaces selected by {selector}"
+    try:
+        found = await kube.list(NAMESPACES, label_selector=selector)
+    except (ApiError, aiohttp.ClientError, TimeoutError) as err:
+        return Row(check, "FAIL", str(err)), ()
+    names = tuple(sorted(ns["metadata"]["name"] for ns in found.get("items") or []))
+    if not names:
+        return Row(check, "warn", "none yet: opsync syncs nothing until a namespace gets these labels"), ()
+    return Row(check, "ok", ", ".join(names)), names
 
 
 async def allowed(kube: Client, permission: Permission, verb: str, namespace: str, name: str = "") -> bool:
@@ -210,8 +223,13 @@ async def run_checks(settings: config.Settings, *, as_user: str = "") -> list[Ro
             if as_user:
                 kube.impersonate(as_user)
                 rows.append(Row("kubernetes: identity", "ok", f"{as_user} (impersonated)"))
-            segments, listed = await used_vaults(kube, settings.watch_namespaces)
-            rows += listed
+            namespaces = settings.watch_namespaces
+            if settings.watch_namespace_selector:
+                row, namespaces = await selected_namespaces(kube, settings.watch_namespace_selector)
+                rows.append(row)
+            if namespaces or not settings.watch_namespace_selector:  # () without a selector: every namespace
+                segments, listed = await used_vaults(kube, namespaces)
+                rows += listed
             rows += await check_permissions(kube, settings)
             rows.append(crd_row(await read_served_crd(kube)))
     except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as err:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from controllers.access import AccessControl
@@ -91,6 +92,15 @@ class ItemReconciler:
         self._refreshed: dict[Request, str] = {}  # refresh value last acted on (also when the CRD drops it)
         self._warned_old_crd = False
         self.served = served or ServedStatus()
+
+    def keep_namespaces(self, namespaces: Sequence[str]) -> None:
+        """Forget the items of namespaces no longer watched (``WATCH_NAMESPACE_SELECTOR``): their objects leave
+        the cache without delete events, and must leave ``opsync_items`` and ``opsync_item_condition`` too."""
+        kept = set(namespaces)
+        for request in [r for r in self._states if r.namespace not in kept]:
+            self._record_state(request, None)
+            self._generations.pop(request, None)
+            self._refreshed.pop(request, None)
 
     def reporting(self, reason: str) -> list[Request]:
         """The items whose last reconcile here ended with ``reason`` (``Ready`` True or False). Kept in memory

@@ -134,8 +134,6 @@ def build_operator(settings: Settings, client: Client, backend: Backend) -> Oper
     fetcher = ItemFetcher(ItemResolver(backend))
     writer = SecretWriter(client, managed_secrets(manager.cache))
     namespaces = NamespaceMetadata(manager.cache, settings.watch_namespaces, selector=selector)
-    if selector:
-        SelectedNamespaces(manager.cache, namespaces.informers[0])
     access = AccessControl(manager.cache, namespaces, mode=settings.access_policy)
     served = ServedStatus()
     items = ItemReconciler(
@@ -146,6 +144,8 @@ def build_operator(settings: Settings, client: Client, backend: Backend) -> Oper
         access,
         served=served,
     )
+    if selector:
+        SelectedNamespaces(manager.cache, namespaces.informers[0], on_change=items.keep_namespaces)
     handoff = Handoff(
         manager.cache.informer(ONEPASSWORDITEMS),
         item_changes=Channel(),

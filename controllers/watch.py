@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opsync.cache import Cache, metadata_only
@@ -86,15 +86,21 @@ class SelectedNamespaces:
     nothing is synced there any more and nothing opsync made there is deleted or rolled back.
     """
 
-    def __init__(self, cache: Cache, namespaces: Informer) -> None:
+    def __init__(
+        self, cache: Cache, namespaces: Informer, *, on_change: Callable[[Sequence[str]], None] | None = None
+    ) -> None:
+        """``on_change(selected)`` runs after each change of the selection (for state kept per namespace)."""
         self._cache = cache
         self._namespaces = namespaces
+        self._on_change = on_change
         namespaces.add_handler(self)
 
     def _follow(self) -> None:
         selected = sorted(ns["metadata"]["name"] for ns in self._namespaces.list())
         if tuple(selected) != self._cache.namespaces:
             self._cache.set_namespaces(selected)
+            if self._on_change is not None:
+                self._on_change(selected)
 
     def on_add(self, obj: KubeObject, is_initial_list: bool) -> None:
         """A Namespace now selected."""

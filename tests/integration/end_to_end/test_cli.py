@@ -15,6 +15,7 @@ from controllers.resources import ONEPASSWORDITEMS
 from onepassword_access.emulator import Emulator
 from opsync.client import Client
 from opsync.envtest import ControlPlane
+from opsync.resources import NAMESPACES
 from tests.support.harness import TOKEN, Vaults
 from tests.support.objects import opi, wait_for_data
 from tests.support.processes import OpsyncProcess
@@ -66,6 +67,26 @@ async def test_check_passes_with_enough_permissions(
     assert found["kubernetes: secrets"] == "ok"
     assert found["kubernetes: onepassworditems.onepassword.com/status"] == "ok"
     assert all(status == "ok" for name, status in found.items() if name.startswith("kubernetes"))
+
+
+async def test_check_lists_the_namespaces_the_selector_selects_and_their_vaults(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+) -> None:
+    selector = f"opsync-check={namespace}"
+    config = settings(emulator, control_plane.kubeconfig_path, "", watch_namespace_selector=selector)
+    rows = {row.check: row for row in await check.run_checks(config)}
+    none = rows[f"kubernetes: namespaces selected by {selector}"]
+    assert (none.status, none.detail.split(":")[0]) == ("warn", "none yet")
+    assert f"connect: vault {VAULT}" not in rows  # no namespace selected: no item is looked at
+
+    await kube.patch(NAMESPACES, namespace, {"metadata": {"labels": {"opsync-check": namespace}}})
+    await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{VAULT}/items/x"), namespace)
+    rows = {row.check: row for row in await check.run_checks(config)}
+    assert (
+        rows[f"kubernetes: namespaces selected by {selector}"].status,
+        rows[f"kubernetes: namespaces selected by {selector}"].detail,
+    ) == ("ok", namespace)
+    assert rows[f"connect: vault {VAULT}"].status == "ok"
 
 
 async def test_check_reports_missing_permissions_and_a_bad_token(

@@ -14,6 +14,7 @@ from controllers.resources import ONEPASSWORDITEMS
 from onepassword_access.emulator import Emulator
 from opsync.client import Client
 from opsync.envtest import ControlPlane
+from opsync.metrics import REGISTRY
 from opsync.resources import NAMESPACES, SECRETS
 from tests.integration.chart.test_chart import extra_namespaces, installed_chart
 from tests.support.harness import Vaults, run_operator
@@ -65,10 +66,15 @@ async def test_namespaces_are_followed_as_their_labels_change(
             # Losing it: dropped. The Secret stays as it was, and a change in 1Password no longer reaches it.
             await label(kube, joining, None)
 
+            series = {"namespace": joining, "name": "db", "condition": "Ready", "status": "True"}
+            assert REGISTRY.get_sample_value("opsync_item_condition", series) == 1.0
+
             async def dropped() -> bool:
                 return joining not in (cache.namespaces or ())
 
             await eventually(dropped, message=f"opsync kept watching {joining} after its label was removed")
+            # ... and so do its items' series (they leave the cache without delete events)
+            assert REGISTRY.get_sample_value("opsync_item_condition", series) is None
             emulator.update_item(VAULT, "db", fields={"password": "new"})
             await wait_for_data(kube, always, "db", NEW)  # the change was polled and synced where selected
             await op.settled()
