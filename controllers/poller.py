@@ -173,6 +173,8 @@ class Poller:
                 await self.poll()
             except Exception:  # a bug in one poll must not stop the next ones, nor the manager
                 log.exception("poll failed")
+            finally:
+                self._fetcher.note_poll()  # reconciles waiting for the first listings go on, with or without
             wait = self.interval if self._next_due is None else self._next_due - time.monotonic()
             self._wake.clear()
             waits = [asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(self._wake.wait())]
@@ -229,7 +231,9 @@ class Poller:
             if isinstance(error, RateLimitedError):
                 self._fetcher.note_rate_limit(error)
         for vault_id, change in report.changes.items():
-            self._fetcher.observe(vault_id, change.versions, change.removed)
+            self._fetcher.observe(vault_id, change.versions, change.removed, listing=change.summaries)
+        if report.vaults is not None:
+            self._fetcher.note_vaults(report.vaults)
         # Items of a vault that became uncheckable (or checkable again) are reconciled once, so that their
         # Ready condition says so; their data is left as it is.
         # Only vaults read in this poll say anything: one not due keeps its state.
