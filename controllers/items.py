@@ -1,6 +1,8 @@
 """OnePasswordItem → the Secret of the same name (the Go operator's ``onepassworditem`` controller).
 
-One reconcile: take the item, and the ``spec.extraItems`` of a shaped one (``controllers.shaping``), from
+One reconcile: if the existing (unshaped) Secret is known to be in sync without the item (after a restart:
+``ItemFetcher.unchanged``, ``desired.desired_from_existing``), only the status is checked. Otherwise take the
+item, and the ``spec.extraItems`` of a shaped one (``controllers.shaping``), from
 ``ItemFetcher`` (Connect only when an item changed or was never fetched, when the item's spec was edited since
 this process last synced it, or when its ``opsync.dev/refresh`` annotation holds a value not acted on yet),
 each authorized by the access policies, build the desired Secret (``controllers.desired``), let
