@@ -9,10 +9,11 @@ Every ``POLLING_INTERVAL`` seconds (the first time as soon as the caches are syn
 2. Ask the backend what changed in the vaults that are due: with Connect one ``GET`` per vault, with the SDK
    one ``vaults.list()`` for all of them, plus a listing of the items of each vault whose ``contentVersion``
    moved (the first poll lists all vaults once instead of one ``GET`` each; the listings also go to the
-   item resolver, which resolves titles and vault names from them). A vault is due every ``POLLING_INTERVAL`` seconds, or every ``spec.pollingInterval`` seconds of the
-   OnePasswordItem using it that asks for the shortest one (an item asking for a longer interval than
-   ``POLLING_INTERVAL`` only slows down its vault if no other item of the vault is polled faster). The poller
-   wakes at the earliest due time, and at once when an item's ``pollingInterval`` changes.
+   item resolver, which resolves titles and vault names from them). A vault is due every
+   ``POLLING_INTERVAL`` seconds, or every ``spec.pollingInterval`` seconds of the OnePasswordItem using it
+   that asks for the shortest one (an item asking for a longer interval than ``POLLING_INTERVAL`` only slows
+   down its vault if no other item of the vault is polled faster). The poller wakes at the earliest due
+   time, and at once when an item's ``pollingInterval`` changes.
 3. Fire each Secret whose item is at another version now (or just disappeared) at the controller that makes
    it (``Handoff``): the OnePasswordItem of the same name, else the workload-secrets controller, each through
    an ``opsync.source.Channel`` it watches. Keys already retrying with backoff are left to it, except on the
