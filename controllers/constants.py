@@ -152,6 +152,10 @@ wants while keeping keys that other tools added."""
 DATA_VERSION_ANNOTATION: Final = "opsync.dev/data-version"
 """On a Secret: ``<item path>@<item version>`` as of the last change of its data. item-version also advances
 for ``ignore-secret`` items whose data is kept, and must not restart workloads; this only moves with the data."""
+DATA_DIGEST_ANNOTATION: Final = "opsync.dev/data-digest"
+"""On a Secret: a SHA-256 digest of its data as opsync wrote it (with the Secret's name and the
+``ALLOW_EMPTY_VALUES`` setting it was built with), so that after a restart a Secret whose item is unchanged can
+be trusted without fetching the item: data edited by hand, or built under another setting, no longer matches."""
 EXTRA_ITEMS_ANNOTATION: Final = "opsync.dev/extra-item-versions"
 """On a Secret made with ``spec.extraItems``: JSON ``{item path (ids): version}`` of those items, so the poller
 tracks them like the main item (whose version stays in ``item-version``)."""

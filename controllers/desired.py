@@ -14,6 +14,7 @@ Pure functions.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from controllers.constants import (
     ALLOWED_SECRET_TYPES,
     AUTO_RESTART_ANNOTATION,
+    DATA_DIGEST_ANNOTATION,
     DATA_VERSION_ANNOTATION,
     DEFAULT_SECRET_TYPE,
     EXTRA_ITEMS_ANNOTATION,
@@ -197,34 +199,123 @@ def desired_secret(
             f"opsync does not write Secrets of type {secret_type}; allowed: {', '.join(sorted(ALLOWED_SECRET_TYPES))}"
         )
     validate_secret_data(secret_type, data)
-    labels[MANAGED_LABEL] = MANAGED_LABEL_VALUE
     versions = [data_version(source.path, str(source.version)) for source in (item, *extra_items)]
-    annotations = {
-        **base_annotations,
-        ITEM_PATH_ANNOTATION: item.path,
-        ITEM_VERSION_ANNOTATION: str(item.version),
-        DATA_VERSION_ANNOTATION: ",".join(versions),
-    }
-    if extra_items:
-        extra_versions = {extra.path: extra.version for extra in extra_items}
-        annotations[EXTRA_ITEMS_ANNOTATION] = json.dumps(extra_versions, separators=(",", ":"))
+    secret = _assemble(
+        name=sanitised,
+        namespace=namespace,
+        labels=labels,
+        annotations={
+            **base_annotations,
+            ITEM_PATH_ANNOTATION: item.path,
+            ITEM_VERSION_ANNOTATION: str(item.version),
+            DATA_VERSION_ANNOTATION: ",".join(versions),
+        },
+        extra_versions={extra.path: extra.version for extra in extra_items},
+        secret_type=secret_type,
+        data={key: base64.b64encode(value).decode("ascii") for key, value in data.items()},
+        owner_references=owner_references,
+        allow_empty=allow_empty,
+    )
+    return DesiredSecret(secret, warnings, keep_data=item.ignores_secret)
+
+
+def _assemble(
+    *,
+    name: str,
+    namespace: str,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    extra_versions: Mapping[str, int],
+    secret_type: str,
+    data: Mapping[str, str],
+    owner_references: Sequence[KubeObject],
+    allow_empty: bool,
+) -> KubeObject:
+    """The Secret object: ``data`` base64-encoded, opsync's label and bookkeeping annotations added."""
+    labels = {**labels, MANAGED_LABEL: MANAGED_LABEL_VALUE}
+    annotations = {**annotations, DATA_DIGEST_ANNOTATION: data_digest(namespace, name, data, allow_empty=allow_empty)}
+    if extra_versions:
+        annotations[EXTRA_ITEMS_ANNOTATION] = json.dumps(dict(extra_versions), separators=(",", ":"))
     annotations[OWNED_METADATA_ANNOTATION] = json.dumps(
         {"annotations": sorted(annotations), "labels": sorted(labels)}, separators=(",", ":")
     )
-    secret = {
+    return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
-            "name": sanitised,
+            "name": name,
             "namespace": namespace,
             "labels": labels,
             "annotations": annotations,
             "ownerReferences": [dict(ref) for ref in owner_references],
         },
         "type": secret_type,
-        "data": {key: base64.b64encode(value).decode("ascii") for key, value in data.items()},
+        "data": dict(data),
     }
-    return DesiredSecret(secret, warnings, keep_data=item.ignores_secret)
+
+
+def data_digest(namespace: str, name: str, data: Mapping[str, str], *, allow_empty: bool) -> str:
+    """The data-digest annotation of a Secret holding ``data`` (base64 values, as the API has them), built
+    with ``ALLOW_EMPTY_VALUES`` = ``allow_empty``. Salted with the Secret's namespace and name."""
+    digest = hashlib.sha256(f"{namespace}/{name}\0{int(allow_empty)}\0".encode())
+    for key in sorted(data):
+        digest.update(f"{key}\0{data[key]}\0".encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def desired_from_existing(
+    existing: KubeObject,
+    *,
+    name: str,
+    namespace: str,
+    secret_type: str = "",
+    metadata: SecretMetadata | None = None,
+    owner_references: Sequence[KubeObject] = (),
+    allow_empty: bool = False,
+) -> DesiredSecret | None:
+    """The desired Secret of an unshaped producer whose item is known to be unchanged, without the item: the
+    existing Secret's data (and item path and version), with the metadata the producer wants now.
+
+    None when the data cannot be trusted to be what opsync built from that item with this setting: no digest,
+    a digest that does not match (edited by hand, or built with another ``allow_empty``), extra items (shaped),
+    or a type opsync does not write. The caller then fetches the item. ``plan_update(existing, result)`` is
+    None exactly when the Secret is as the producer wants it.
+    """
+    sanitised = secret_name(name)
+    meta = existing.get("metadata") or {}
+    annotations: Mapping[str, str] = meta.get("annotations") or {}
+    data: Mapping[str, str] = existing.get("data") or {}
+    path, version = annotations.get(ITEM_PATH_ANNOTATION), annotations.get(ITEM_VERSION_ANNOTATION)
+    recorded = annotations.get(DATA_DIGEST_ANNOTATION)
+    secret_type = secret_type or DEFAULT_SECRET_TYPE
+    if (
+        sanitised is None
+        or not path
+        or not version
+        or not recorded
+        or EXTRA_ITEMS_ANNOTATION in annotations
+        or secret_type not in ALLOWED_SECRET_TYPES
+        or recorded != data_digest(namespace, sanitised, data, allow_empty=allow_empty)
+    ):
+        return None
+    metadata = metadata or SecretMetadata({}, {})
+    secret = _assemble(
+        name=sanitised,
+        namespace=namespace,
+        labels=metadata.labels,
+        annotations={
+            **metadata.annotations,
+            ITEM_PATH_ANNOTATION: path,
+            ITEM_VERSION_ANNOTATION: version,
+            DATA_VERSION_ANNOTATION: data_version(path, version),
+        },
+        extra_versions={},
+        secret_type=secret_type,
+        data=data,
+        owner_references=owner_references,
+        allow_empty=allow_empty,
+    )
+    return DesiredSecret(secret, metadata.warnings)
 
 
 # --- The data-version token -----------------------------------------------------------------------------------

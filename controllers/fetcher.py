@@ -9,7 +9,13 @@ a newer version of that item since. So:
 - a reconcile that finds everything in sync, or repairs a hand-edited Secret, calls Connect only if the item
   changed (the poller says so) or was never fetched (after a restart);
 - several Secrets made from one item cost one fetch: concurrent callers share the request in flight, later
-  ones the result.
+  ones the result;
+- after a restart, nothing is held, but a Secret need not be rebuilt to be known in sync: ``unchanged`` says,
+  without a request, that its producer's path still resolves to the ids the Secret was made from at the version
+  it holds, by the latest vault listing (the poller's first poll lists every vault it follows; reconciles that
+  need one wait for that poll, up to ``FIRST_POLL_WAIT`` seconds). The reconciler then compares the Secret with
+  what it would write, its data taken from the Secret itself (``desired.desired_from_existing``: only while the
+  data digest it recorded matches, so a Secret edited by hand is still rebuilt from the item).
 
 The items held here are the same data the managed Secrets' cache holds; nothing is logged from them.
 """
@@ -25,13 +31,16 @@ from datetime import UTC, datetime
 from controllers.constants import RATE_LIMIT_REQUEUE
 from controllers.secretdata import ItemInput, item_input_from_connect
 from onepassword_access.errors import RateLimitedError
-from onepassword_access.paths import parse_item_path
+from onepassword_access.models import ItemSummary, Vault
+from onepassword_access.paths import ItemPathError, parse_item_path
 from onepassword_access.resolve import ItemResolver, ResolvedItem, ResolveError
 
 log = logging.getLogger(__name__)
 
 ItemKey = tuple[str, str]
 """(vault id, item id)."""
+FIRST_POLL_WAIT = 30.0
+"""Seconds a reconcile that could trust its Secret without fetching waits for the poller's first listing."""
 
 
 class ItemFetcher:
@@ -47,6 +56,7 @@ class ItemFetcher:
         self._gone: set[ItemKey] = set()  # items the poller saw disappear
         self._paused_until = 0.0  # clock() before which Connect asked not to be called (429)
         self._unchecked: dict[str, tuple[datetime, str]] = {}  # vault id -> (failing since, why), from the poller
+        self._polled = asyncio.Event()  # the poller finished a poll since this process started
 
     async def get(
         self, path: str, authorize: Callable[[ResolvedItem], None] = lambda _resolved: None, *, fresh: bool = False
@@ -65,6 +75,52 @@ class ItemFetcher:
         authorize(held)
         full = await self._with_files(held)
         return full, item_input_from_connect(full.item, full.files)
+
+    def holds_current(self, path: str) -> bool:
+        """Whether ``get(path)`` would answer without asking 1Password (a current item is held)."""
+        held = self._items.get(path)
+        return held is not None and self._current(held)
+
+    async def unchanged(
+        self,
+        path: str,
+        made_from: str,
+        version: str,
+        authorize: Callable[[ResolvedItem], None] = lambda _resolved: None,
+    ) -> ResolvedItem | None:
+        """The item (as listed: no fields) if ``path`` still resolves to ``made_from`` (the Secret's item-path
+        annotation, by ids) and the item is still at ``version`` (its item-version), by the latest listing of
+        the vault and the versions the poller saw; None when that cannot be told without fetching it.
+
+        No request is sent; this waits for the poller's first poll when the vault was never listed. An item
+        ``authorize`` refuses raises, as with ``get``.
+        """
+        try:
+            asked, ids, number = parse_item_path(path), parse_item_path(made_from), int(version)
+        except (ItemPathError, ValueError):
+            return None
+        key = (ids.vault, ids.item)
+        if key in self._gone or self._latest.get(key, number) != number:
+            return None
+        if not self._resolver.has_listing(ids.vault) and not self._polled.is_set():
+            try:
+                await asyncio.wait_for(self._polled.wait(), FIRST_POLL_WAIT)
+            except TimeoutError:
+                return None
+        item = self._resolver.verify(asked, ids, number)
+        if item is None or key in self._gone or self._latest.get(key, number) != number:
+            return None
+        resolved = ResolvedItem(item=item, vault_id=ids.vault, files={})
+        authorize(resolved)
+        return resolved
+
+    def note_vaults(self, vaults: Iterable[Vault]) -> None:
+        """Every vault the credentials read, as the poller just listed them (their names, for resolving)."""
+        self._resolver.note_vaults(vaults)
+
+    def note_poll(self) -> None:
+        """The poller finished a poll (whatever it could read): reconciles waiting for a listing go on."""
+        self._polled.set()
 
     async def _with_files(self, held: ResolvedItem) -> ResolvedItem:
         if not held.item.files:
@@ -134,8 +190,18 @@ class ItemFetcher:
         follows their versions too, so a change in 1Password reaches them."""
         return {(held.vault_id, held.item.id) for held in self._items.values()}
 
-    def observe(self, vault_id: str, versions: Mapping[str, int], removed: Iterable[str] = ()) -> None:
-        """Record what the poller saw in a vault: every item's version, and the items that are gone."""
+    def observe(
+        self,
+        vault_id: str,
+        versions: Mapping[str, int],
+        removed: Iterable[str] = (),
+        *,
+        listing: Iterable[ItemSummary] | None = None,
+    ) -> None:
+        """Record what the poller saw in a vault: every item's version, and the items that are gone; with
+        ``listing`` (every item of the vault, as Connect lists them), the resolver resolves titles from it."""
+        if listing is not None:
+            self._resolver.note_listing(vault_id, listing)
         for item_id, version in versions.items():
             key = (vault_id, item_id)
             self._latest[key] = max(self._latest.get(key, 0), version)

@@ -1,6 +1,8 @@
 """OnePasswordItem → the Secret of the same name (the Go operator's ``onepassworditem`` controller).
 
-One reconcile: take the item, and the ``spec.extraItems`` of a shaped one (``controllers.shaping``), from
+One reconcile: if the existing (unshaped) Secret is known to be in sync without the item (after a restart:
+``ItemFetcher.unchanged``, ``desired.desired_from_existing``), only the status is checked. Otherwise take the
+item, and the ``spec.extraItems`` of a shaped one (``controllers.shaping``), from
 ``ItemFetcher`` (Connect only when an item changed or was never fetched, when the item's spec was edited since
 this process last synced it, or when its ``opsync.dev/refresh`` annotation holds a value not acted on yet),
 each authorized by the access policies, build the desired Secret (``controllers.desired``), let
@@ -20,12 +22,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from controllers.access import AccessControl
 from controllers.constants import (
     ITEM_CONTROLLER,
+    ITEM_PATH_ANNOTATION,
+    ITEM_VERSION_ANNOTATION,
     MANAGED_SELECTOR,
     REFRESH_ANNOTATION,
     REFRESH_STATUS_FIELD,
@@ -33,16 +37,19 @@ from controllers.constants import (
     EventReason,
 )
 from controllers.crdschema import UPGRADE_HINT, ServedStatus
-from controllers.desired import desired_secret, opi_metadata, opi_owner_reference
-from controllers.failures import Failure, classify, rate_limiter, retry_result, write_refused
+from controllers.desired import desired_from_existing, desired_secret, opi_metadata, opi_owner_reference
+from controllers.failures import Failure, SecretConflictError, classify, rate_limiter, retry_result, write_refused
 from controllers.fetcher import ItemFetcher
 from controllers.finalizer import remove_go_finalizer
+from controllers.merge import plan_update
 from controllers.metrics import ITEMS, record_item_ready
 from controllers.resources import ONEPASSWORDITEMS
-from controllers.secrets import SecretWriter
+from controllers.secretdata import InvalidSecretError
+from controllers.secrets import SecretWriter, WriteResult
 from controllers.shaping import shaping_of
 from controllers.status import observed_refresh, ready_of, status_patch
 from controllers.watch import spec_or_metadata_changed
+from onepassword_access.resolve import ResolvedItem
 from opsync.builder import Builder
 from opsync.client import ApiError
 from opsync.controller import Controller
@@ -136,40 +143,44 @@ class ItemReconciler:
             refresh = self._refresh_asked(request, opi)
             edited = self._generations.get(request, generation) != generation
             fresh = edited or refresh is not None
-            resolved, item = await self._fetcher.get(
-                path, lambda found: self.access.authorize(namespace, path, found, kept=kept), fresh=fresh
-            )
-            extra_items = []
-            for extra in shaping.extra_items if shaping is not None else ():
-                _, extra_item = await self._fetcher.get(
-                    extra.item_path,
-                    functools.partial(self.access.authorize, namespace, extra.item_path, kept=kept),
-                    fresh=fresh,
+            authorize = functools.partial(self.access.authorize, namespace, path, kept=kept)
+            unchanged = None if fresh or shaping is not None else await self._unchanged(opi, path, authorize)
+            written: WriteResult | None = None
+            if unchanged is not None:
+                resolved = unchanged  # in sync with the item as 1Password lists it now: nothing fetched
+            else:
+                resolved, item = await self._fetcher.get(path, authorize, fresh=fresh)
+                extra_items = []
+                for extra in shaping.extra_items if shaping is not None else ():
+                    _, extra_item = await self._fetcher.get(
+                        extra.item_path,
+                        functools.partial(self.access.authorize, namespace, extra.item_path, kept=kept),
+                        fresh=fresh,
+                    )
+                    extra_items.append(extra_item)
+                desired = desired_secret(
+                    name=name,
+                    namespace=namespace,
+                    item=item,
+                    secret_type=str(opi.get("type") or ""),
+                    metadata=opi_metadata(opi, enable_annotations=self._options.enable_annotations),
+                    owner_references=[opi_owner_reference(opi)],
+                    allow_empty=self._options.allow_empty_values,
+                    shaping=shaping,
+                    extra_items=extra_items,
                 )
-                extra_items.append(extra_item)
-            desired = desired_secret(
-                name=name,
-                namespace=namespace,
-                item=item,
-                secret_type=str(opi.get("type") or ""),
-                metadata=opi_metadata(opi, enable_annotations=self._options.enable_annotations),
-                owner_references=[opi_owner_reference(opi)],
-                allow_empty=self._options.allow_empty_values,
-                shaping=shaping,
-                extra_items=extra_items,
-            )
-            written = await self._writer.write(desired)
+                written = await self._writer.write(desired)
         except Exception as err:
             failure = classify(err)
             if failure is None:
                 raise
             await self._report_failure(request, opi, failure)
             return retry_result(failure)
-        if written.reason is not None:
+        if written is not None and written.reason is not None:
             verb = _WRITTEN[written.reason]
-            log.info("secret %s", verb, extra={"secret": name, "itemVersion": item.version})
+            log.info("secret %s", verb, extra={"secret": name, "itemVersion": resolved.version})
             self._events.event(
-                opi, "Normal", EventReason.SYNCED, f'Secret "{name}" {verb} from item version {item.version}'
+                opi, "Normal", EventReason.SYNCED, f'Secret "{name}" {verb} from item version {resolved.version}'
             )
             if desired.warnings:
                 self._events.event(opi, "Warning", EventReason.DATA_WARNING, "; ".join(desired.warnings))
@@ -185,11 +196,44 @@ class ItemReconciler:
             since, why = unchecked
             reason = ConditionReason.CONNECT_UNAVAILABLE
             message = f"{UNCHECKED_MESSAGE} since {rfc3339(since)}: {why}"
-        await self._set_status(opi, "True", reason, message, synced=written.data_changed, refreshed=refresh)
+        synced = written is not None and written.data_changed
+        await self._set_status(opi, "True", reason, message, synced=synced, refreshed=refresh)
         if refresh is not None and not self.served.keeps(REFRESH_STATUS_FIELD):
             self._warn_refresh_not_kept(opi)
         self._record_state(request, ("true", reason))
         return None
+
+    async def _unchanged(
+        self, opi: KubeObject, path: str, authorize: Callable[[ResolvedItem], None]
+    ) -> ResolvedItem | None:
+        """The item as listed when the existing Secret is what a sync would write and its item has not changed
+        (no fetch: a restart with everything in sync); None when the item must be fetched to tell."""
+        meta = opi["metadata"]
+        existing = self._writer.secrets.get(meta["namespace"], meta["name"])
+        if existing is None or self._fetcher.holds_current(path):
+            return None  # nothing to compare with, or the held item costs no request anyway
+        ready = ready_of(opi)
+        observed = None if ready is None else ready.get("observedGeneration")
+        if ready is None or ready.get("status") != "True" or observed not in (None, meta.get("generation")):
+            return None  # never synced, or the spec changed since the last sync: fetched as for an edit
+        try:
+            desired = desired_from_existing(
+                existing,
+                name=meta["name"],
+                namespace=meta["namespace"],
+                secret_type=str(opi.get("type") or ""),
+                metadata=opi_metadata(opi, enable_annotations=self._options.enable_annotations),
+                owner_references=[opi_owner_reference(opi)],
+                allow_empty=self._options.allow_empty_values,
+            )
+            if desired is None or plan_update(existing, desired) is not None:
+                return None
+        except (InvalidSecretError, SecretConflictError):
+            return None  # the fetch path reports it
+        annotations = existing["metadata"].get("annotations") or {}
+        return await self._fetcher.unchanged(
+            path, annotations[ITEM_PATH_ANNOTATION], annotations[ITEM_VERSION_ANNOTATION], authorize
+        )
 
     def _refresh_asked(self, request: Request, opi: KubeObject) -> str | None:
         """The ``opsync.dev/refresh`` value to act on now, None when there is none or it was acted on."""

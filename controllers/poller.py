@@ -8,10 +8,12 @@ Every ``POLLING_INTERVAL`` seconds (the first time as soon as the caches are syn
    change in 1Password reaches them.
 2. Ask the backend what changed in the vaults that are due: with Connect one ``GET`` per vault, with the SDK
    one ``vaults.list()`` for all of them, plus a listing of the items of each vault whose ``contentVersion``
-   moved. A vault is due every ``POLLING_INTERVAL`` seconds, or every ``spec.pollingInterval`` seconds of the
-   OnePasswordItem using it that asks for the shortest one (an item asking for a longer interval than
-   ``POLLING_INTERVAL`` only slows down its vault if no other item of the vault is polled faster). The poller
-   wakes at the earliest due time, and at once when an item's ``pollingInterval`` changes.
+   moved (the first poll lists all vaults once instead of one ``GET`` each; the listings also go to the
+   item resolver, which resolves titles and vault names from them). A vault is due every
+   ``POLLING_INTERVAL`` seconds, or every ``spec.pollingInterval`` seconds of the OnePasswordItem using it
+   that asks for the shortest one (an item asking for a longer interval than ``POLLING_INTERVAL`` only slows
+   down its vault if no other item of the vault is polled faster). The poller wakes at the earliest due
+   time, and at once when an item's ``pollingInterval`` changes.
 3. Fire each Secret whose item is at another version now (or just disappeared) at the controller that makes
    it (``Handoff``): the OnePasswordItem of the same name, else the workload-secrets controller, each through
    an ``opsync.source.Channel`` it watches. Keys already retrying with backoff are left to it, except on the
@@ -173,6 +175,8 @@ class Poller:
                 await self.poll()
             except Exception:  # a bug in one poll must not stop the next ones, nor the manager
                 log.exception("poll failed")
+            finally:
+                self._fetcher.note_poll()  # reconciles waiting for the first listings go on, with or without
             wait = self.interval if self._next_due is None else self._next_due - time.monotonic()
             self._wake.clear()
             waits = [asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(self._wake.wait())]
@@ -229,7 +233,9 @@ class Poller:
             if isinstance(error, RateLimitedError):
                 self._fetcher.note_rate_limit(error)
         for vault_id, change in report.changes.items():
-            self._fetcher.observe(vault_id, change.versions, change.removed)
+            self._fetcher.observe(vault_id, change.versions, change.removed, listing=change.summaries)
+        if report.vaults is not None:
+            self._fetcher.note_vaults(report.vaults)
         # Items of a vault that became uncheckable (or checkable again) are reconciled once, so that their
         # Ready condition says so; their data is left as it is.
         # Only vaults read in this poll say anything: one not due keeps its state.

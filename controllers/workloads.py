@@ -27,7 +27,9 @@ The restart controllers (``controllers.rollouts``) share the workload caches and
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from controllers.access import AccessControl
@@ -35,6 +37,7 @@ from controllers.constants import (
     DEPLOYMENT_EVENT_COMPONENT,
     ITEM_NAME_ANNOTATION,
     ITEM_PATH_ANNOTATION,
+    ITEM_VERSION_ANNOTATION,
     MANAGED_SELECTOR,
     REFRESH_ANNOTATION,
     REFRESHED_ANNOTATION,
@@ -42,19 +45,23 @@ from controllers.constants import (
 )
 from controllers.desired import (
     WORKLOAD_KINDS,
+    SecretMetadata,
+    desired_from_existing,
     desired_secret,
     operator_annotations,
     workload_metadata,
     workload_owner_reference,
 )
-from controllers.failures import WRITE_RACES, classify, rate_limiter, retry_result
+from controllers.failures import WRITE_RACES, SecretConflictError, classify, rate_limiter, retry_result
 from controllers.fetcher import ItemFetcher
-from controllers.merge import made_for_workloads
+from controllers.merge import made_for_workloads, plan_update
 from controllers.resources import ONEPASSWORDITEMS, ROLLOUTS
 from controllers.restarts import secret_names_used_by
 from controllers.sanitisers import secret_name
+from controllers.secretdata import InvalidSecretError
 from controllers.secrets import SecretWriter
 from controllers.watch import spec_or_metadata_changed
+from onepassword_access.resolve import ResolvedItem
 from opsync.builder import Builder
 from opsync.cache import Cache
 from opsync.controller import Controller
@@ -251,14 +258,16 @@ class WorkloadSecretReconciler:
         try:
             kept = existing is not None
             self._access.admit(namespace, path, kept=kept)
-            _, item = await self._fetcher.get(
-                path, lambda found: self._access.authorize(namespace, path, found, kept=kept), fresh=bool(refreshing)
-            )
+            metadata = workload_metadata(source)  # a Secret's own annotations work too
+            authorize = functools.partial(self._access.authorize, namespace, path, kept=kept)
+            if not refreshing and await self._unchanged(existing, path, metadata, owners, authorize):
+                return None  # in sync with the item as 1Password lists it now: nothing fetched
+            _, item = await self._fetcher.get(path, authorize, fresh=bool(refreshing))
             desired = desired_secret(
                 name=name,
                 namespace=namespace,
                 item=item,
-                metadata=workload_metadata(source),  # a Secret's own annotations work too
+                metadata=metadata,
                 owner_references=owners,
                 allow_empty=self._options.allow_empty_values,
             )
@@ -285,6 +294,36 @@ class WorkloadSecretReconciler:
         for workload in refreshing:
             await self._record_refresh(workload)
         return None
+
+    async def _unchanged(
+        self,
+        existing: KubeObject | None,
+        path: str,
+        metadata: SecretMetadata,
+        owners: list[KubeObject],
+        authorize: Callable[[ResolvedItem], None],
+    ) -> bool:
+        """Whether the existing Secret is what a sync would write and its item has not changed, told without
+        fetching the item (a restart with everything in sync)."""
+        if existing is None or self._fetcher.holds_current(path):
+            return False  # nothing to compare with, or the held item costs no request anyway
+        meta = existing["metadata"]
+        try:
+            desired = desired_from_existing(
+                existing,
+                name=meta["name"],
+                namespace=meta["namespace"],
+                metadata=metadata,
+                owner_references=owners,
+                allow_empty=self._options.allow_empty_values,
+            )
+            if desired is None or plan_update(existing, desired) is not None:
+                return False
+        except (InvalidSecretError, SecretConflictError):
+            return False  # the fetch path reports it
+        annotations = meta.get("annotations") or {}
+        made_from, version = annotations[ITEM_PATH_ANNOTATION], annotations[ITEM_VERSION_ANNOTATION]
+        return await self._fetcher.unchanged(path, made_from, version, authorize) is not None
 
     async def _record_refresh(self, workload: Workload) -> None:
         value = refresh_asked(workload.obj)

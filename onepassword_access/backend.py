@@ -41,6 +41,10 @@ class Backend(Protocol):
         """The active items of a vault with this title (``titles_case_sensitive`` says how it is compared)."""
         ...
 
+    async def list_all_items(self, vault_id: str) -> list[ItemSummary]:
+        """Every active item of a vault, with titles (resolving many titles from one listing)."""
+        ...
+
     async def get_item(self, vault_id: str, item_id: str) -> Item:
         """The full item: fields, URLs, tags, version and file metadata (not the files' content)."""
         ...
@@ -86,6 +90,10 @@ class ConnectBackend:
     async def list_items(self, vault_id: str, *, title: str) -> list[ItemSummary]:
         """``GET /v1/vaults/{id}/items`` with Connect's title filter."""
         return await self.client.list_items(vault_id, title=title)
+
+    async def list_all_items(self, vault_id: str) -> list[ItemSummary]:
+        """``GET /v1/vaults/{id}/items`` (with versions)."""
+        return await self.client.list_items(vault_id)
 
     async def get_item(self, vault_id: str, item_id: str) -> Item:
         """``GET /v1/vaults/{id}/items/{id}``."""

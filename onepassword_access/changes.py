@@ -2,7 +2,9 @@
 
 A vault's ``contentVersion`` rises whenever any of its items changes, and item summaries carry each item's
 ``version``. So a poll reads every vault, and lists the items of only those whose ``contentVersion`` moved:
-V unchanged vaults cost V requests, whatever the number of items in them.
+V unchanged vaults cost V requests, whatever the number of items in them. A poll that reads vaults for the
+first time (at start-up) reads them all with one listing of the vaults instead, which also gives the vaults'
+names to the item resolver.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 
 from onepassword_access.client import ConnectClient
 from onepassword_access.errors import ConnectError
+from onepassword_access.models import ItemSummary, Vault
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,9 @@ class VaultChange:
     """Items gone."""
     first_seen: bool
     """No earlier poll read this vault, so every item counts as changed."""
+    summaries: tuple[ItemSummary, ...] | None = None
+    """The listing the versions came from (Connect: every item, with titles; the SDK backend: None), for the
+    item resolver to resolve titles from (``ItemResolver.note_listing``) without asking again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +43,9 @@ class ChangeReport:
 
     changes: Mapping[str, VaultChange]
     errors: Mapping[str, ConnectError]
+    vaults: tuple[Vault, ...] | None = None
+    """Every vault the credentials read, when this poll listed them (Connect: a poll reading a vault for the
+    first time), for the item resolver's vault names (``ItemResolver.note_vaults``)."""
 
 
 class VaultChangeDetector:
@@ -59,11 +68,19 @@ class VaultChangeDetector:
         for gone in self._seen.keys() - wanted - set(keep):
             del self._seen[gone]
         gate = asyncio.Semaphore(self._concurrency)
+        listed: dict[str, Vault] = {}
+        vaults: tuple[Vault, ...] | None = None
+        if wanted - self._seen.keys():  # vaults never read: one listing of all vaults, not one GET each
+            try:
+                vaults = tuple(await self._client.list_vaults())
+            except ConnectError:
+                vaults = None  # each vault is read on its own below, and its error reported there
+            listed = {vault.id: vault for vault in vaults or ()}
 
         async def one(vault_id: str) -> VaultChange | ConnectError | None:
             async with gate:
                 try:
-                    return await self._poll_vault(vault_id)
+                    return await self._poll_vault(vault_id, listed.get(vault_id))
                 except ConnectError as err:
                     return err
 
@@ -71,15 +88,16 @@ class VaultChangeDetector:
         outcomes = await asyncio.gather(*(one(vault_id) for vault_id in ordered))
         changes = {v: o for v, o in zip(ordered, outcomes, strict=True) if isinstance(o, VaultChange)}
         errors = {v: o for v, o in zip(ordered, outcomes, strict=True) if isinstance(o, ConnectError)}
-        return ChangeReport(changes=changes, errors=errors)
+        return ChangeReport(changes=changes, errors=errors, vaults=vaults)
 
-    async def _poll_vault(self, vault_id: str) -> VaultChange | None:
-        vault = await self._client.get_vault(vault_id)
+    async def _poll_vault(self, vault_id: str, listed: Vault | None) -> VaultChange | None:
+        vault = listed or await self._client.get_vault(vault_id)
         seen = self._seen.get(vault_id)
         if seen is not None and seen[0] == vault.content_version:
             return None
         # Read after the vault: a change in between moves contentVersion again and is seen next poll.
-        versions = {item.id: item.version for item in await self._client.list_items(vault_id)}
+        summaries = tuple(await self._client.list_items(vault_id))
+        versions = {item.id: item.version for item in summaries}
         before = seen[1] if seen else {}
         self._seen[vault_id] = (vault.content_version, versions)
         return VaultChange(
@@ -89,4 +107,5 @@ class VaultChangeDetector:
             changed=frozenset(i for i, version in versions.items() if before.get(i) != version),
             removed=frozenset(before.keys() - versions.keys()),
             first_seen=seen is None,
+            summaries=summaries,
         )

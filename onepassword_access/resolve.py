@@ -15,10 +15,23 @@ item's version changed. A vault name's id is looked up again after ``VAULT_NAME_
 another given its old name, must not keep mapping the name to the wrong vault); it cannot notice an older item
 renamed to a remembered title.
 Concurrent callers of one path share one resolution in the operator's ``controllers.fetcher.ItemFetcher``.
+
+Titles are resolved from a listing of the vault's items (``Backend.list_all_items``, one request shared by every
+title of the vault for ``LISTING_TTL`` seconds, and replaced by any newer listing the poller read:
+``note_listing``), then one read of the chosen item by id. The listing may be older than the item: a title it
+does not have, an item it names that is gone or no longer has the title, or a title it finds on an item that is
+not active, fall back to the backend's title lookup (the Go operator's one request), so a stale listing can cost
+a request but never picks another item than the lookup would, except an older item renamed to the title
+meanwhile (as with the remembered paths above). Concurrent lookups of one vault name share one request too.
+
+``verify`` answers, from the latest listing and without any request, whether a path still resolves to the ids
+a Secret was made from, at the version it holds (a restart with every Secret in sync: ``controllers.fetcher``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,15 +43,49 @@ from typing import TypeVar
 from onepassword_access.backend import Backend
 from onepassword_access.errors import ConnectError, InvalidResponseError, NotFoundError, TooLargeError
 from onepassword_access.limits import MAX_FILE_BYTES
-from onepassword_access.models import File, Item, ItemSummary, Vault
+from onepassword_access.models import File, Item, ItemSummary, Ref, Vault
 from onepassword_access.paths import ItemPath, go_quote, looks_like_id, parse_item_path
 
 log = logging.getLogger(__name__)
 
 _EARLIEST = datetime.min.replace(tzinfo=UTC)  # a missing createdAt sorts first, like Go's zero time
-Dated = TypeVar("Dated", Vault, ItemSummary)
+Dated = TypeVar("Dated", Vault, ItemSummary, "Listed")
+T = TypeVar("T")
 VAULT_NAME_TTL = 600.0
 """Seconds a vault name → id lookup is reused (the Go operator looks it up on every request)."""
+LISTING_TTL = VAULT_NAME_TTL
+"""Seconds a vault's item listing taken to resolve titles is reused (listings the poller takes replace it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One item of a vault listing: what title resolution, ``verify`` and the access policies need."""
+
+    id: str
+    title: str
+    version: int
+    created_at: datetime | None
+    tags: tuple[str, ...]
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VaultListing:
+    """The items of one vault as listed at ``taken`` (the resolver's clock), by id and by case-folded title."""
+
+    taken: float
+    items: Mapping[str, Listed]
+    titles: Mapping[str, tuple[Listed, ...]]
+
+    @classmethod
+    def of(cls, summaries: Iterable[ItemSummary], taken: float) -> VaultListing:
+        items = {
+            s.id: Listed(s.id, s.title, s.version, s.created_at, tuple(s.tags), s.state is None) for s in summaries
+        }
+        titles: dict[str, list[Listed]] = {}
+        for listed in items.values():
+            titles.setdefault(listed.title.casefold(), []).append(listed)
+        return cls(taken, items, {title: tuple(found) for title, found in titles.items()})
 
 
 class ResolveErrorKind(Enum):
@@ -106,6 +153,63 @@ class ItemResolver:
         self._files: dict[str, tuple[int, dict[str, bytes]]] = {}  # item id -> (version, file id -> content)
         self._vault_name_ttl = vault_name_ttl
         self._clock = clock
+        self._listings: dict[str, VaultListing] = {}  # vault id -> its latest listing
+        self._listing_tasks: dict[str, asyncio.Task[VaultListing]] = {}
+        self._vault_tasks: dict[str, asyncio.Task[str]] = {}  # vault segment, case-folded -> its lookup
+
+    def note_listing(self, vault_id: str, summaries: Iterable[ItemSummary]) -> None:
+        """A listing of every item of ``vault_id`` that someone else (the poller) just read."""
+        self._keep_listing(vault_id, VaultListing.of(summaries, self._clock()))
+
+    def note_vaults(self, vaults: Iterable[Vault]) -> None:
+        """Every vault the credentials read, just listed by someone else (the poller): each name's vault by the
+        usual rule (the oldest of those so named), remembered as a lookup of that name would be."""
+        named: dict[str, list[Vault]] = {}
+        for vault in vaults:
+            named.setdefault(vault.name.casefold(), []).append(vault)
+        now = self._clock()
+        for name, matches in named.items():
+            self._vault_ids[name] = (oldest(matches).id, now)
+
+    def _keep_listing(self, vault_id: str, listing: VaultListing) -> None:
+        held = self._listings.get(vault_id)
+        if held is None or listing.taken >= held.taken:  # an older listing finishing last does not win
+            self._listings[vault_id] = listing
+
+    def has_listing(self, vault_id: str) -> bool:
+        """Whether a listing of the vault is held."""
+        return vault_id in self._listings
+
+    def verify(self, path: ItemPath, made_from: ItemPath, version: int) -> Item | None:
+        """Whether ``path`` still resolves to ``made_from`` (ids) at ``version``, by the latest listing of its
+        vault alone (no request): the item as listed (no fields: enough for access policies), else None.
+
+        The vault segment must be the vault's id, or a name remembered for it (``note_vaults``, or a lookup);
+        the item segment its id, or its title with no older active item of that title in the listing.
+        """
+        listing = self._listings.get(made_from.vault)
+        if listing is None or not looks_like_id(made_from.item):
+            return None
+        listed = listing.items.get(made_from.item)
+        if listed is None or not listed.active or listed.version != version:
+            return None
+        if not self._vault_fresh(path.vault, made_from.vault):
+            return None
+        if path.item != made_from.item:
+            candidates = self._titled(listing, path.item)
+            if not candidates or not all(c.active for c in candidates) or oldest(candidates).id != listed.id:
+                return None
+        return Item(
+            id=listed.id,
+            title=listed.title,
+            vault=Ref(id=made_from.vault),
+            version=listed.version,
+            tags=list(listed.tags),
+            created_at=listed.created_at,
+        )
+
+    def _titled(self, listing: VaultListing, title: str) -> list[Listed]:
+        return [c for c in listing.titles.get(title.casefold(), ()) if self._same_title(title, c.title)]
 
     def retain_files(self, item_ids: Iterable[str]) -> None:
         """Drop the file contents held for items other than ``item_ids`` (items no longer in use)."""
@@ -169,6 +273,15 @@ class ItemResolver:
         known = self._vault_ids.get(segment.casefold())
         if known is not None and self._clock() - known[1] < self._vault_name_ttl:
             return known[0]
+        key = segment.casefold()
+        task = self._vault_tasks.get(key)
+        if task is None:  # concurrent lookups of one vault name share one request
+            task = asyncio.create_task(self._look_up_vault(segment), name=f"vault {segment}")
+            self._vault_tasks[key] = task
+            task.add_done_callback(functools.partial(_forget, self._vault_tasks, key))
+        return await asyncio.shield(task)
+
+    async def _look_up_vault(self, segment: str) -> str:
         prefix = f"failed to 'getVaultID' for vaultNameOrID='{segment}'"
         try:
             vaults = await self._backend.list_vaults(name=segment)
@@ -205,6 +318,9 @@ class ItemResolver:
                 if err.transient or isinstance(err, InvalidResponseError | TooLargeError):
                     raise _item_error(vault_id, segment, err) from err
                 # else: a 26-character title looks like an id; look it up as a title (Go operator #226)
+        listed = await self._from_listing(vault_id, segment)
+        if listed is not None:
+            return listed
         try:
             summaries = await self._backend.list_items(vault_id, title=segment)
         except ConnectError as err:
@@ -224,6 +340,50 @@ class ItemResolver:
             return await self._backend.get_item(vault_id, chosen.id)
         except ConnectError as err:
             raise _item_error(vault_id, segment, err) from err
+
+    async def _from_listing(self, vault_id: str, title: str) -> Item | None:
+        """The item titled ``title`` by the vault's listing (listed now if none is held or it is too old), or
+        None when the listing cannot tell for sure: then the backend's title lookup decides."""
+        held = self._listings.get(vault_id)
+        if held is None or self._clock() - held.taken >= LISTING_TTL:
+            try:
+                held = await self._listing(vault_id)
+            except ConnectError as err:
+                raise _item_error(vault_id, title, err) from err
+        candidates = self._titled(held, title)
+        if not candidates or not all(c.active for c in candidates):
+            return None  # created since the listing, or no such item; inactive ones: as the lookup decides
+        chosen = oldest(candidates)
+        if len(candidates) > 1:
+            log.info(
+                "several items have this title; using the oldest",
+                extra={"vaultID": vault_id, "item": title, "itemID": chosen.id, "matches": len(candidates)},
+            )
+        try:
+            item = await self._backend.get_item(vault_id, chosen.id)
+        except NotFoundError:
+            return None  # deleted since the listing
+        except ConnectError as err:
+            raise _item_error(vault_id, title, err) from err
+        return item if self._same_title(title, item.title) else None  # renamed since: ask by title
+
+    async def _listing(self, vault_id: str) -> VaultListing:
+        task = self._listing_tasks.get(vault_id)
+        if task is None:  # every title of the vault waits for the same listing
+            task = asyncio.create_task(self._list(vault_id), name=f"list {vault_id}")
+            self._listing_tasks[vault_id] = task
+            task.add_done_callback(
+                lambda done: (
+                    self._listing_tasks.pop(vault_id, None) if self._listing_tasks.get(vault_id) is done else None
+                )
+            )
+        return await asyncio.shield(task)
+
+    async def _list(self, vault_id: str) -> VaultListing:
+        taken = self._clock()
+        listing = VaultListing.of(await self._backend.list_all_items(vault_id), taken)
+        self._keep_listing(vault_id, listing)
+        return self._listings.get(vault_id, listing)
 
     async def with_files(self, resolved: ResolvedItem) -> ResolvedItem:
         """``resolved`` with its files' contents, downloading only those not already held for this version."""
@@ -256,6 +416,12 @@ class ItemResolver:
                 f"failed to get content of file {go_quote(file.name)} of item {go_quote(item.id)}: {err}",
                 err,
             ) from err
+
+
+def _forget(tasks: dict[str, asyncio.Task[T]], key: str, done: asyncio.Task[T]) -> None:
+    """A done callback: drop ``done`` from ``tasks`` (unless a newer task took its place)."""
+    if tasks.get(key) is done:
+        del tasks[key]
 
 
 def _item_error(vault_id: str, segment: str, err: ConnectError) -> ResolveError:

@@ -361,6 +361,10 @@ class SdkBackend:
         overviews = await self._active_overviews(vault_id)
         return [summary_from_sdk(o) for o in overviews if o.title == title]
 
+    async def list_all_items(self, vault_id: str) -> list[ItemSummary]:
+        """``items.list(vault)``: the active items (version 0: overviews carry none)."""
+        return [summary_from_sdk(o) for o in await self._active_overviews(vault_id)]
+
     async def _active_overviews(self, vault_id: str) -> list[Any]:
         overviews = await self._call("ItemsList", lambda c: c.items.list(vault_id))
         return [o for o in overviews if o.state.value == "active"]

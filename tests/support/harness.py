@@ -60,7 +60,7 @@ CONNECT = BackendKind(
     poll_call="GET /v1/vaults/{vault}",
     get_item="GET /v1/vaults/{vault}/items/{item}",
     list_items="GET /v1/vaults/{vault}/items",
-    poll_match="^/v1/vaults/[^/]+$",
+    poll_match="^/v1/vaults(/[^/]+)?$",  # a vault, or all (a poll reading vaults for the first time lists them)
     per_vault_polls=True,
 )
 SDK = BackendKind(
