@@ -330,6 +330,20 @@ def data_version(item_path: str, item_version: str) -> str:
     return f"{item_path}@{item_version}"
 
 
+def item_versions(secret: KubeObject) -> dict[str, str]:
+    """``{item path (ids): version}`` of the items a Secret's data was made from: its item-path and item-version
+    annotations, and a shaped Secret's extra-items annotation. Empty or garbled entries are left out."""
+    annotations = (secret.get("metadata") or {}).get("annotations") or {}
+    found = {str(annotations.get(ITEM_PATH_ANNOTATION) or ""): str(annotations.get(ITEM_VERSION_ANNOTATION) or "")}
+    try:
+        extra = json.loads(annotations.get(EXTRA_ITEMS_ANNOTATION) or "{}")
+    except ValueError:
+        extra = {}
+    if isinstance(extra, dict):
+        found |= {str(path): str(version) for path, version in extra.items()}
+    return {path: version for path, version in found.items() if path and version}
+
+
 def secret_data_version(secret: KubeObject) -> str | None:
     """A token that changes exactly when 1Password changed the Secret's data (None: not a managed Secret).
 

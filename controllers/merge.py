@@ -41,7 +41,7 @@ from controllers.constants import (
     OWNED_METADATA_ANNOTATION,
     SECRET_TYPE_IMMUTABLE_MESSAGE,
 )
-from controllers.desired import WORKLOAD_KINDS, DesiredSecret, secret_data_version
+from controllers.desired import WORKLOAD_KINDS, DesiredSecret, item_versions, secret_data_version
 from controllers.failures import SecretConflictError, WorkloadSecretConflictError
 from controllers.secretdata import SecretTypeImmutableError
 from opsync.resources import KubeObject
@@ -217,21 +217,11 @@ def plan_update(existing: KubeObject, desired: DesiredSecret) -> SecretUpdate | 
 
 
 def _item_versions(secret: KubeObject) -> dict[str, int]:
-    """``{item path (IDs): version}`` of the items a Secret's data was made from (unparsable ones left out)."""
-    annotations = (secret.get("metadata") or {}).get("annotations") or {}
-    versions: dict[str, Any] = {annotations.get(ITEM_PATH_ANNOTATION) or "": annotations.get(ITEM_VERSION_ANNOTATION)}
-    try:
-        extra = json.loads(annotations.get(EXTRA_ITEMS_ANNOTATION) or "{}")
-        versions |= extra if isinstance(extra, dict) else {}
-    except ValueError:
-        pass
-    parsed = {}
-    for path, version in versions.items():
-        try:
-            parsed[path] = int(version)
-        except (TypeError, ValueError):
-            continue
-    return {path: version for path, version in parsed.items() if path}
+    versions = {}
+    for path, version in item_versions(secret).items():
+        if version.isdigit():
+            versions[path] = int(version)
+    return versions
 
 
 def holds_newer_versions(existing: KubeObject, desired: KubeObject) -> bool:

@@ -33,18 +33,15 @@ reported lasts (``ItemFetcher.rate_limited_for``), polls are skipped.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from controllers.constants import (
-    EXTRA_ITEMS_ANNOTATION,
-    ITEM_PATH_ANNOTATION,
-    ITEM_VERSION_ANNOTATION,
     MIN_ITEM_POLLING_INTERVAL,
 )
+from controllers.desired import item_versions
 from controllers.fetcher import ItemFetcher
 from controllers.metrics import LAST_SUCCESSFUL_POLL, POLL_DURATION, POLLS
 from onepassword_access.backend import Backend
@@ -274,18 +271,14 @@ class Poller:
 
     def _tracked(self) -> Iterator[Tracked]:
         for secret in self._secrets.list():
-            annotations = secret["metadata"].get("annotations") or {}
             request = Request.of(secret)
             own = item_polling_interval(self._handoff.items.get(request.namespace, request.name))
-            sources = {annotations.get(ITEM_PATH_ANNOTATION) or "": annotations.get(ITEM_VERSION_ANNOTATION)}
-            sources |= _extra_item_versions(annotations.get(EXTRA_ITEMS_ANNOTATION))
-            for item_path, version in sources.items():
+            for item_path, version in item_versions(secret).items():
                 try:
                     path = parse_item_path(item_path)
                 except ItemPathError:
                     continue
-                if version:
-                    yield Tracked(request, path.vault, path.item, version, own or self.interval)
+                yield Tracked(request, path.vault, path.item, version, own or self.interval)
 
     def _drifted(self, entry: Tracked, report: ChangeReport) -> bool:
         versions = self._backend.versions(entry.vault_id)
@@ -295,12 +288,3 @@ class Poller:
             return str(versions[entry.item_id]) != entry.version
         change = report.changes.get(entry.vault_id)
         return change is not None and entry.item_id in change.removed  # gone: its reconciler reports it
-
-
-def _extra_item_versions(annotation: str | None) -> dict[str, str]:
-    """The ``spec.extraItems`` versions a shaped Secret records (path -> version); {} when none or garbled."""
-    try:
-        versions = json.loads(annotation or "{}")
-    except ValueError:
-        return {}
-    return {str(path): str(version) for path, version in versions.items()} if isinstance(versions, dict) else {}
