@@ -8,10 +8,18 @@
 # `/usr/bin/python3.11 -m opsync`, command `run`. Nothing is written at run time (bytecode is compiled here),
 # so the root filesystem can be read-only; HOME and temporary files are /tmp, an emptyDir in the chart.
 
+# Both base images are pinned by digest (the tag is kept for readers; with a digest, the tag is not used).
+# The digests were taken from public repositories pinning these very tags (each digest pinned by several
+# independent ones, in 2026), not pulled here: the machine this was written on reaches no registry, so check
+# them on the first build that can. To bump them, read the current digest of each tag and replace it:
+#   docker buildx imagetools inspect debian:bookworm-slim --format '{{json .Manifest.Digest}}'
+#   crane digest gcr.io/distroless/python3-debian12:nonroot
+# tests/unit/chart/test_supply_chain.py fails on a FROM that is not pinned by digest.
+#
 # Debian 12 (bookworm): the suite hack/image.sh extracts its root filesystem from.
-ARG BUILD_IMAGE=debian:bookworm-slim
+ARG BUILD_IMAGE=debian:bookworm-slim@sha256:4724b8cc51e33e398f0e2e15e18d5ec2851ff0c2280647e1310bc1642182655d
 # Debian 12's python3.11 and its libraries, without shell or package manager, user 65532 ("nonroot").
-ARG RUNTIME_IMAGE=gcr.io/distroless/python3-debian12:nonroot
+ARG RUNTIME_IMAGE=gcr.io/distroless/python3-debian12:nonroot@sha256:7d1042ce588ab97019fe95c24ffca7bc5a82ccdac572511d5e09bda4435c89c5
 
 # The wheel, then the locked dependencies (hashes checked, wheels only) into /opt/opsync, compiled by the
 # same python3.11 the runtime image has.

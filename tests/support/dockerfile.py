@@ -21,6 +21,22 @@ def instructions() -> dict[str, list[str]]:
     return found
 
 
+def base_images() -> list[str]:
+    """The image each ``FROM`` starts from, build arguments substituted; a ``FROM`` of an earlier stage is left out."""
+    found = instructions()
+    arguments = {name: value for name, _, value in (arg.partition("=") for arg in found.get("ARG", []))}
+    stages: set[str] = set()
+    images = []
+    for line in found["FROM"]:
+        words = [word for word in line.split() if not word.startswith("--")]  # --platform=...
+        image = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: arguments[m[1] or m[2]], words[0])
+        if image not in stages:
+            images.append(image)
+        if len(words) == 3 and words[1].upper() == "AS":
+            stages.add(words[2])
+    return images
+
+
 def image_config() -> dict[str, Any]:
     """What the final stage sets, in the OCI image configuration's terms (User, Entrypoint, Cmd, Env...)."""
     found = instructions()

@@ -1,4 +1,4 @@
-"""The image's dependencies are bounded and locked with hashes (issue 16)."""
+"""The image's dependencies are bounded and locked with hashes, its base images pinned by digest (issue 16)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from tests.support.dockerfile import base_images
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -46,3 +48,11 @@ def test_the_image_installs_only_the_locked_files() -> None:
     assert "--require-hashes" in dockerfile and "-r requirements.lock" in dockerfile
     assert "--only-binary=:all:" in dockerfile  # wheels only: nothing from the lock is built, nothing runs setup.py
     assert "!requirements.lock" in (REPO / ".dockerignore").read_text()
+
+
+def test_every_base_image_is_pinned_by_digest() -> None:
+    images = base_images()
+    assert len(images) == 2, images  # the builder and the runtime: a stage added or lost is seen here
+    for image in images:
+        # name:tag@sha256:<64 hex>: the tag says what it is, the digest what is pulled.
+        assert re.fullmatch(r"[a-z0-9./-]+:[\w.-]+@sha256:[0-9a-f]{64}", image), image
