@@ -1,8 +1,10 @@
-"""How much opsync accepts from 1Password, whatever the backend (Connect today, an SDK later).
+"""How much opsync accepts from 1Password, whatever the backend (Connect or the SDK).
 
 One item must not be able to exhaust opsync's memory (the chart's limit is 256 MiB) and so take every other
 tenant's Secrets down with it, in a crash loop since it would be reconciled first again after a restart.
-Every answer is read against one of these bounds and refused, unread beyond the bound, when it is larger.
+Every Connect answer is read against one of these bounds and refused, unread beyond the bound, when it is
+larger (``onepassword_access.client``). The SDK's native core reads its answers itself, so ``sdk`` can only
+refuse what it is handed (an item, a file) before building anything from it; docs/security.md has the table.
 
 A Secret holds at most 1 MiB (the API server's limit), so nothing larger than that can become one: a file
 larger than ``MAX_FILE_BYTES`` is refused from its metadata, before it is downloaded. An item's JSON carries

@@ -48,10 +48,12 @@ from onepassword_access.errors import (
     NotFoundError,
     RateLimitedError,
     ServerError,
+    TooLargeError,
     UnauthorizedError,
     UnreachableError,
     validation_summary,
 )
+from onepassword_access.limits import MAX_FILE_BYTES, MAX_ITEM_BYTES, MIB
 from onepassword_access.models import (
     FieldPurpose,
     File,
@@ -230,6 +232,33 @@ def item_from_sdk(item: Any) -> Item:
     )
 
 
+PER_ENTRY_BYTES = 48
+"""What Connect's JSON spends on the keys and punctuation of one field, section, file, website or tag: an item
+measured as text plus this per entry meets ``MAX_ITEM_BYTES`` about where its Connect answer would."""
+
+
+def item_too_large(item: Any) -> TooLargeError | None:
+    """The error for an SDK ``Item`` larger than ``MAX_ITEM_BYTES`` (its texts, plus ``PER_ENTRY_BYTES`` per
+    entry), else None. Counted entry by entry, stopping at the bound: the item is in memory already (the
+    native core read and the SDK parsed it), but no Connect model, cache entry or Secret is built from it."""
+    size = len(item.id) + len(item.title) + len((item.notes or "").encode())
+    entries: list[Iterable[str | None]] = [
+        *((f.id, f.title, f.value, f.section_id) for f in item.fields),
+        *((s.id, s.title) for s in item.sections),
+        *((f.attributes.id, f.attributes.name, f.section_id) for f in item.files),
+        *((w.url, w.label) for w in item.websites),
+        *((tag,) for tag in item.tags),
+    ]
+    for texts in entries:
+        size += PER_ENTRY_BYTES + sum(len(text.encode()) for text in texts if text)
+        if size > MAX_ITEM_BYTES:
+            return TooLargeError(
+                f"1Password SDK ItemsGet: the item is larger than opsync accepts ({MAX_ITEM_BYTES / MIB:g} MiB)",
+                limit=MAX_ITEM_BYTES,
+            )
+    return None
+
+
 def _get_all(client: Any, *, vault_id: str, ids: list[str]) -> Awaitable[Any]:
     return client.items.get_all(vault_id, ids)  # type: ignore[no-any-return]
 
@@ -374,12 +403,23 @@ class SdkBackend:
         fetched = self._fetched.pop((vault_id, item_id), None)
         if fetched is not None:
             return fetched
-        return item_from_sdk(await self._call("ItemsGet", lambda c: c.items.get(vault_id, item_id)))
+        item = await self._call("ItemsGet", lambda c: c.items.get(vault_id, item_id))
+        too_large = item_too_large(item)
+        if too_large is not None:
+            raise too_large
+        return item_from_sdk(item)
 
     async def read_file(self, vault_id: str, item_id: str, file: File) -> bytes:
-        """``items.files.read``."""
+        """``items.files.read``; ``TooLargeError`` for content larger than ``MAX_FILE_BYTES`` (a file announced
+        larger is refused from its metadata before this: ``onepassword_access.resolve``)."""
         attributes = onepassword.FileAttributes(id=file.id, name=file.name, size=file.size)
         content: bytes = await self._call("ItemsFilesRead", lambda c: c.items.files.read(vault_id, item_id, attributes))
+        if len(content) > MAX_FILE_BYTES:  # the metadata said less: not kept, whatever the core read
+            raise TooLargeError(
+                f"1Password SDK ItemsFilesRead: the file is {len(content)} bytes; a Secret holds at most "
+                f"{MAX_FILE_BYTES} bytes",
+                limit=MAX_FILE_BYTES,
+            )
         return content
 
     # --- change detection --------------------------------------------------------------------------------
@@ -440,10 +480,10 @@ class SdkBackend:
             found: set[str] = set()
             for response in answer.individual_responses:  # matched by the items' ids, not by position
                 if response.content is not None:
-                    item = item_from_sdk(response.content)
-                    found.add(item.id)
-                    versions[item.id] = item.version
-                    self._fetched[(vault_id, item.id)] = item
+                    found.add(response.content.id)
+                    versions[response.content.id] = response.content.version
+                    if item_too_large(response.content) is None:  # else get_item refuses it, this item only
+                        self._fetched[(vault_id, response.content.id)] = item_from_sdk(response.content)
                 elif response.error is None or response.error.type.value != "itemNotFound":
                     raise ConnectError(f"1Password SDK ItemsGetAll: {getattr(response.error, 'message', 'failed')}")
             gone |= set(chunk) - found  # deleted between the listing and now

@@ -21,9 +21,11 @@ from onepassword_access import (
     RateLimitedError,
     ResolveError,
     SdkBackend,
+    TooLargeError,
     UnauthorizedError,
 )
 from onepassword_access.emulator import Emulator
+from onepassword_access.limits import MAX_FILE_BYTES, MAX_ITEM_BYTES, MIB
 from tests.integration.onepassword_access.test_connect_client import replace_file
 from tests.support.waiting import eventually
 
@@ -148,6 +150,58 @@ async def test_the_sdks_own_types_reject_odd_answers(emu: Emulator) -> None:
     await emu.set_faults(status=429, match="^sdk:VaultsList$")
     report = await backend.poll({demo: {item_id}})
     assert isinstance(report.errors[demo], RateLimitedError) and not report.changes
+
+
+@pytest.fixture
+async def big() -> AsyncIterator[Emulator]:
+    """A file larger than a Secret, an item of 100,000 fields (about 8 MiB as Connect's JSON), a small file."""
+    items = [
+        {"title": "huge-file", "files": [{"name": "disk.img", "content": "x" * (2 * MIB)}]},
+        {"title": "many-fields", "fields": [{"label": f"f{i}", "value": "v"} for i in range(100_000)]},
+        {"title": "small-file", "files": [{"name": "key.pem", "content": "small"}]},
+    ]
+    async with Emulator({"tokens": [{"token": TOKEN}], "vaults": [{"name": "big", "items": items}]}) as emulator:
+        with emulator.sdk_core.installed():
+            yield emulator
+
+
+def too_large(err: ResolveError) -> TooLargeError:
+    assert isinstance(err.cause, TooLargeError), err
+    return err.cause
+
+
+async def test_answers_beyond_their_bound_are_refused_as_with_connect(big: Emulator) -> None:
+    """Issue 16 for the service-account backend: a file announced larger than a Secret holds is never read, an
+    item beyond ``MAX_ITEM_BYTES`` makes no model (nor is it kept by a poll, which goes on for the vault), and
+    a file read larger than announced is not kept."""
+    calls: Counter[str] = Counter()
+    backend = sdk_backend(big, calls)
+    resolver = ItemResolver(backend)
+    with pytest.raises(ResolveError) as file_refused:
+        await resolver.resolve("vaults/big/items/huge-file")
+    assert f"is too large: the file is {2 * MIB} bytes; a Secret holds at most {MAX_FILE_BYTES} bytes" in str(
+        file_refused.value
+    )
+    assert too_large(file_refused.value).limit == MAX_FILE_BYTES
+    assert "ItemsFilesRead" not in calls
+
+    with pytest.raises(ResolveError) as item_refused:
+        await resolver.resolve("vaults/big/items/many-fields")
+    assert f"the item is larger than opsync accepts ({MAX_ITEM_BYTES // MIB} MiB)" in str(item_refused.value)
+    assert too_large(item_refused.value).limit == MAX_ITEM_BYTES
+
+    vault, many = big.vault_id("big"), big.get_item("big", "many-fields").id
+    report = await backend.poll({vault: {many}})
+    assert not report.errors and many in report.changes[vault].changed  # the change is seen, this item only
+    with pytest.raises(TooLargeError):
+        await backend.get_item(vault, many)  # not handed out from the poll: refused again
+
+    oversized = "[" + ",".join(["120"] * (MAX_FILE_BYTES + 1)) + "]"  # the SDK's answer: the bytes as numbers
+    await big.set_faults(body=oversized, match="^sdk:ItemsFilesRead$")
+    with pytest.raises(ResolveError) as read_refused:
+        await resolver.resolve("vaults/big/items/small-file")
+    assert f"the file is {MAX_FILE_BYTES + 1} bytes" in str(read_refused.value)
+    assert too_large(read_refused.value).limit == MAX_FILE_BYTES
 
 
 async def test_a_rotated_service_account_token_file_is_used_without_a_restart(emu: Emulator, tmp_path: Path) -> None:
