@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
@@ -255,6 +256,31 @@ async def test_every_extra_item_of_a_shaped_secret_is_authorized(
         message = await denied(kube, namespace, "mixed")
         assert await get_or_none(kube, SECRETS, "mixed", namespace) is None
     assert f'vault "{OTHER}"' in message
+
+
+async def test_an_item_connect_returns_from_another_vault_than_asked_for_is_denied(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, grant: Grant
+) -> None:
+    """Connect answers ``GET /v1/vaults/<apps>/items/<db>`` with the ``db`` item of another vault (both vaults
+    granted): the item is refused, since the policy decision was made for the vault asked for."""
+    await grant("both", namespaces={"names": [namespace]}, vaults=[{"vault": APPS}, {"vault": OTHER}])
+    apps, other = emulator.vault_id(APPS), emulator.vault_id(OTHER)
+    asked, answered = emulator.get_item(APPS, "db"), emulator.get_item(OTHER, "db")
+    headers = {"Authorization": f"Bearer {emulator.token}"}
+    async with (
+        aiohttp.ClientSession(headers=headers) as http,
+        http.get(f"{emulator.url}/v1/vaults/{other}/items/{answered.id}") as answer,
+    ):
+        body = await answer.text()
+    await emulator.set_faults(body=body, match=f"^/v1/vaults/{apps}/items/{asked.id}$")
+    async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+        await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{APPS}/items/db"), namespace)
+        message = await denied(kube, namespace, "db")
+        assert message == (
+            f'Connect returned item "db" from vault "{other}", not from vault "{apps}" that the path resolved to'
+        )
+        await op.settled()
+        assert await get_or_none(kube, SECRETS, "db", namespace) is None
 
 
 POLICY_CRD = Path(__file__).parents[3] / "crds" / "onepassword.com_onepasswordaccesspolicies.yaml"

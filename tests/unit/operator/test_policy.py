@@ -1,4 +1,11 @@
+import pytest
+
+from controllers.access import KEPT_SUFFIX, AccessControl
+from controllers.failures import AccessDeniedError
 from controllers.policy import AccessRequest, evaluate, namespace_denied, prefetch_denied
+from controllers.resources import ONEPASSWORDACCESSPOLICIES
+from onepassword_access.models import Item, Ref
+from onepassword_access.resolve import ResolvedItem
 
 
 def policy(name, namespaces, vaults):
@@ -110,3 +117,58 @@ def test_prefetch_denies_what_no_resolution_could_allow():
     assert prefetch_denied(policies, "team-c", {}, "Team A", "app-db") is not None
     # a vault listed by id may be the one a name resolves to: only the resolved item can tell
     assert prefetch_denied(policies, "team-b", {}, "Whatever", "db") is None
+
+
+class FakeInformer:
+    def __init__(self, objects):
+        self.objects = objects
+
+    def add_handler(self, handler):
+        for obj in self.objects:
+            handler.on_add(obj, True)
+
+    def list(self):
+        return list(self.objects)
+
+
+class FakeCache:
+    def __init__(self, policies):
+        self.policies = FakeInformer(policies)
+
+    def informer(self, resource, *, optional=False):
+        assert resource == ONEPASSWORDACCESSPOLICIES and optional
+        return self.policies
+
+
+class FakeNamespaces:
+    informers = ()
+
+    def labels(self, namespace):
+        return {}
+
+
+ASKED, ELSEWHERE = "a" * 26, "b" * 26
+
+
+def resolved_from(item_vault: str) -> ResolvedItem:
+    """The item ``vaults/Team A/items/db`` resolved to: the path's vault is ASKED, Connect answered from
+    ``item_vault``."""
+    item = Item(id="c" * 26, title="db", vault=Ref(id=item_vault), version=1)
+    return ResolvedItem(item=item, vault_id=ASKED, files={})
+
+
+@pytest.mark.parametrize(
+    "policies", [[], [policy("a", {"names": ["team-a"]}, [{"vault": "Team A"}, {"vault": ELSEWHERE}])]]
+)
+def test_an_item_returned_from_another_vault_than_asked_is_denied(policies):
+    """Whatever the policies (none: allow all; or one granting both vaults), an item whose own vault is not the
+    one the path resolved to is refused: the decision was made for the vault asked for."""
+    access = AccessControl(FakeCache(policies), FakeNamespaces())
+    access.authorize("team-a", "vaults/Team A/items/db", resolved_from(ASKED), kept=False)  # the same vault: allowed
+    with pytest.raises(AccessDeniedError) as denied:
+        access.authorize("team-a", "vaults/Team A/items/db", resolved_from(ELSEWHERE), kept=False)
+    assert str(denied.value) == (
+        f'Connect returned item "db" from vault "{ELSEWHERE}", not from vault "{ASKED}" that the path resolved to'
+    )
+    with pytest.raises(AccessDeniedError, match=f"^access revoked: .*; {KEPT_SUFFIX}$"):
+        access.authorize("team-a", "vaults/Team A/items/db", resolved_from(ELSEWHERE), kept=True)
