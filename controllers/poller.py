@@ -24,8 +24,14 @@ Every ``POLLING_INTERVAL`` seconds (the first time as soon as the caches are syn
    that starts or stops failing are reconciled once, so that their ``Ready`` condition shows it (reason
    ``ConnectUnavailable``, still ``True``: the Secret holds the item as last read).
 
-The poller never writes to Kubernetes and never fetches an item: the reconcilers fetch each changed item once
-through the shared ``ItemFetcher``, which the poller tells about the new versions. Unlike the Go operator's
+5. Fetch the changed items of the Secrets it fired, ``PREFETCH_CONCURRENCY`` at a time, into the shared
+   ``ItemFetcher`` (``prefetch``): the reconcilers, already running, find them current or join the request in
+   flight, so K changes cost about K / 16 round trips instead of K / ``--workers``. Only the paths the
+   reconcilers will ask for and the access policies admit (``Handoff.prefetchable``), never files, and
+   nothing while 1Password's rate limit lasts.
+
+The poller never writes to Kubernetes: the reconcilers write, from the items the fetcher holds, which the
+poller tells about the new versions. Unlike the Go operator's
 ticker it runs only on the leader, and its first poll does not wait one interval. While a rate limit 1Password
 reported lasts (``ItemFetcher.rate_limited_for``), polls are skipped.
 """
@@ -38,9 +44,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from controllers.constants import (
-    MIN_ITEM_POLLING_INTERVAL,
-)
+from controllers.constants import MIN_ITEM_POLLING_INTERVAL, PREFETCH_CONCURRENCY
 from controllers.desired import item_versions
 from controllers.fetcher import ItemFetcher
 from controllers.metrics import LAST_SUCCESSFUL_POLL, POLL_DURATION, POLLS
@@ -109,6 +113,9 @@ class Handoff:
     connect_unavailable: Callable[[], Iterable[Request]]
     """The OnePasswordItems whose last reconcile ended with ``ConnectUnavailable`` (failed, or in sync with
     the item as last read but unchecked)."""
+    prefetchable: Callable[[Request], Iterable[str]] = lambda _request: ()
+    """The item paths the reconcile of a request will fetch, as its controller asks for them, that the access
+    policies admit (``AccessControl.admits``): what the poller may fetch for it in advance."""
 
     async def wait_for_sync(self) -> bool:
         """True once the items cache (which decides where a Secret goes) has synced."""
@@ -150,6 +157,7 @@ class Poller:
         handoff: Handoff,
         interval: float,
         paths_in_use: Callable[[], Iterable[str]],
+        prefetch_concurrency: int = PREFETCH_CONCURRENCY,
     ) -> None:
         self._backend = backend
         self._fetcher = fetcher
@@ -157,6 +165,7 @@ class Poller:
         self._handoff = handoff
         self.interval = interval
         self._paths_in_use = paths_in_use
+        self._prefetch_concurrency = prefetch_concurrency
         self._failing = False  # the last poll could not read every vault
         self._polled_at: dict[str, float] = {}  # vault id -> monotonic time of its last poll
         self._next_due: float | None = None  # monotonic time the next vault is due, None: now
@@ -246,12 +255,18 @@ class Poller:
             self._failing = bool(report.errors)
         retry = recovered or bool(flipped - report.errors.keys())
         enqueued = self._handoff.retry_connect_unavailable() if retry else 0
+        fired: dict[Request, None] = {}
         for entry in tracked:
             if entry.vault_id in flipped and self._handoff.recheck(entry.request):
                 continue
             if self._drifted(entry, report) and self._handoff.changed(entry.request, even_in_backoff=recovered):
                 enqueued += 1
+                fired[entry.request] = None
         self._fetcher.retain(self._paths_in_use())
+        # The reconcilers fired above start at once and join these requests: one round trip per
+        # ``prefetch_concurrency`` changed items instead of one per worker.
+        paths = (path for request in fired for path in self._handoff.prefetchable(request))
+        await self._fetcher.prefetch(paths, concurrency=self._prefetch_concurrency)
         POLL_DURATION.observe(time.monotonic() - started)
         POLLS.labels(result="failed" if report.errors else "ok").inc()
         if report.errors:
