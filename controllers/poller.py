@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from controllers.constants import MIN_ITEM_POLLING_INTERVAL, PREFETCH_CONCURRENCY
@@ -256,10 +256,13 @@ class Poller:
         retry = recovered or bool(flipped - report.errors.keys())
         enqueued = self._handoff.retry_connect_unavailable() if retry else 0
         fired: dict[Request, None] = {}
+        # Read once per vault: the backends copy a vault's versions on each call (O(N) per Secret otherwise).
+        versions = {vault_id: self._backend.versions(vault_id) for vault_id in {t.vault_id for t in tracked}}
         for entry in tracked:
             if entry.vault_id in flipped and self._handoff.recheck(entry.request):
                 continue
-            if self._drifted(entry, report) and self._handoff.changed(entry.request, even_in_backoff=recovered):
+            drifted = self._drifted(entry, versions[entry.vault_id], report)
+            if drifted and self._handoff.changed(entry.request, even_in_backoff=recovered):
                 enqueued += 1
                 fired[entry.request] = None
         self._fetcher.retain(self._paths_in_use())
@@ -295,8 +298,8 @@ class Poller:
                     continue
                 yield Tracked(request, path.vault, path.item, version, own or self.interval)
 
-    def _drifted(self, entry: Tracked, report: ChangeReport) -> bool:
-        versions = self._backend.versions(entry.vault_id)
+    @staticmethod
+    def _drifted(entry: Tracked, versions: Mapping[str, int] | None, report: ChangeReport) -> bool:
         if versions is None:
             return False  # the vault was never read: nothing known
         if entry.item_id in versions:
