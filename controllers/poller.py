@@ -28,12 +28,12 @@ Every ``POLLING_INTERVAL`` seconds (the first time as soon as the caches are syn
    ``ItemFetcher`` (``prefetch``): the reconcilers, already running, find them current or join the request in
    flight, so K changes cost about K / 16 round trips instead of K / ``--workers``. Only the paths the
    reconcilers will ask for and the access policies admit (``Handoff.prefetchable``), never files, and
-   nothing while 1Password's rate limit lasts.
+   nothing while 1Password's rate limit lasts. The poll does not wait for it: a slow item holds up nothing.
 
 The poller never writes to Kubernetes: the reconcilers write, from the items the fetcher holds, which the
-poller tells about the new versions. Unlike the Go operator's
-ticker it runs only on the leader, and its first poll does not wait one interval. While a rate limit 1Password
-reported lasts (``ItemFetcher.rate_limited_for``), polls are skipped.
+poller tells about the new versions. Unlike the Go operator's ticker it runs only on the leader, and its first
+poll does not wait one interval. While a rate limit 1Password reported lasts (``ItemFetcher.rate_limited_for``),
+polls are skipped.
 """
 
 from __future__ import annotations
@@ -166,6 +166,7 @@ class Poller:
         self.interval = interval
         self._paths_in_use = paths_in_use
         self._prefetch_concurrency = prefetch_concurrency
+        self._prefetches: set[asyncio.Task[int]] = set()  # running on their own: a slow item never holds a poll
         self._failing = False  # the last poll could not read every vault
         self._polled_at: dict[str, float] = {}  # vault id -> monotonic time of its last poll
         self._next_due: float | None = None  # monotonic time the next vault is due, None: now
@@ -191,6 +192,21 @@ class Poller:
             finally:
                 for pending in waits:
                     pending.cancel()
+        for prefetch in self._prefetches:
+            prefetch.cancel()  # the fetches they joined go on for the reconcilers waiting on them
+        await asyncio.gather(*self._prefetches, return_exceptions=True)
+
+    def _prefetch(self, paths: list[str]) -> None:
+        if not paths:
+            return
+        task = asyncio.create_task(self._fetcher.prefetch(paths, concurrency=self._prefetch_concurrency))
+        self._prefetches.add(task)
+        task.add_done_callback(self._prefetched)
+
+    def _prefetched(self, task: asyncio.Task[int]) -> None:
+        self._prefetches.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("prefetch failed", exc_info=task.exception())
 
     async def _wait_for_sync(self, stopping: asyncio.Event) -> bool:
         async def synced() -> bool:
@@ -267,9 +283,9 @@ class Poller:
                 fired[entry.request] = None
         self._fetcher.retain(self._paths_in_use())
         # The reconcilers fired above start at once and join these requests: one round trip per
-        # ``prefetch_concurrency`` changed items instead of one per worker.
-        paths = (path for request in fired for path in self._handoff.prefetchable(request))
-        await self._fetcher.prefetch(paths, concurrency=self._prefetch_concurrency)
+        # ``prefetch_concurrency`` changed items instead of one per worker. Not awaited: the next poll is not
+        # held up by a slow item (a prefetch still running then goes on beside the next one's).
+        self._prefetch([path for request in fired for path in self._handoff.prefetchable(request)])
         POLL_DURATION.observe(time.monotonic() - started)
         POLLS.labels(result="failed" if report.errors else "ok").inc()
         if report.errors:

@@ -238,7 +238,8 @@ async def test_a_restart_in_sync_with_the_sdk_costs_its_poll_and_writes_nothing(
     control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
 ) -> None:
     """The SDK's listings carry no item versions (only ``updatedAt``), so its first poll fetches the tracked
-    items, 50 a call (``items.get_all``), and the reconcilers take them from there: no ``items.get``."""
+    items, 50 a call (``items.get_all``), and the reconcilers take them from there: no ``items.get``. The
+    vault names resolve from the poll's ``vaults.list()``; titles from one more ``items.list`` per vault."""
     settings: dict[str, Any] = {"namespaces": [namespace], "polling_interval": QUIET, "workers": 4}
     async with run_operator(control_plane, emulator, SDK, **settings) as op:
         await op.caught_up(await sync_all(kube, namespace), timeout=60)
@@ -250,7 +251,7 @@ async def test_a_restart_in_sync_with_the_sdk_costs_its_poll_and_writes_nothing(
         counts = {call: n for call, n in emulator.request_counts.items() if call.startswith("SDK ")}
         writes = op.requests.writes()
     assert counts.pop("SDK VaultsList") == 1, counts
-    assert counts.pop(SDK.list_items) == V, counts
+    assert counts.pop(SDK.list_items) == 2 * V, counts
     assert counts.pop("SDK ItemsGetAll") == V, counts  # one per vault: 10 items each, 50 a call
     assert counts == {}, counts
     assert writes == [], writes
