@@ -36,7 +36,7 @@ from controllers.failures import AccessDeniedError
 from controllers.policy import AccessDecision, AccessRequest, evaluate, prefetch_denied
 from controllers.resources import ONEPASSWORDACCESSPOLICIES
 from controllers.watch import NamespaceMetadata, labels_of
-from onepassword_access.paths import looks_like_id, parse_item_path
+from onepassword_access.paths import ItemPathError, looks_like_id, parse_item_path
 from onepassword_access.resolve import ResolvedItem
 from opsync.cache import Cache
 from opsync.informer import Informer
@@ -133,6 +133,15 @@ class AccessControl:
         denied = prefetch_denied(policies, namespace, self._namespaces.labels(namespace), parsed.vault, title)
         if denied is not None:
             raise AccessDeniedError(_message(denied, kept=kept))
+
+    def admits(self, namespace: str, path: str, *, denied_before: bool = False) -> bool:
+        """Whether ``admit`` lets ``namespace`` ask 1Password for ``path`` (the poller's prefetch asks this
+        first, as the reconcilers do before their own fetch); a malformed path is not admitted."""
+        try:
+            self.admit(namespace, path, kept=False, denied_before=denied_before)
+        except (AccessDeniedError, ItemPathError):
+            return False
+        return True
 
     def authorize(self, namespace: str, path: str, resolved: ResolvedItem, *, kept: bool) -> None:
         """Raise ``AccessDeniedError`` unless some policy lets ``namespace`` sync the resolved item.

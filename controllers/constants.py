@@ -112,6 +112,9 @@ DEFAULT_POLLING_INTERVAL: Final = 600
 """Seconds between polls of 1Password (the Go default; its shipped manifest sets 10)."""
 RATE_LIMIT_REQUEUE: Final = 15 * 60.0
 """Seconds to wait after a 1Password rate-limit error before trying the item again."""
+PREFETCH_CONCURRENCY: Final = 16
+"""Items the poller fetches at once for the Secrets it found changed (``ItemFetcher.prefetch``): enough to
+hide Connect's round trip behind the API writes, few enough not to crowd out the reconcilers' own requests."""
 DEFAULT_LEADER_ELECTION_ID: Final = "c26807fd.onepassword.com"
 DEFAULT_METRICS_BIND_ADDRESS: Final = ":8080"
 DEFAULT_HEALTH_PROBE_BIND_ADDRESS: Final = ":8081"

@@ -42,7 +42,7 @@ from controllers.constants import (
 from controllers.resources import ROLLOUTS
 from controllers.sanitisers import secret_name
 from controllers.secretdata import InvalidSecretError, ItemInput, build_secret_data, validate_secret_data
-from controllers.shaping import Shaping, shape
+from controllers.shaping import Shaping, shape, shaped_metadata
 from opsync.resources import CRONJOBS, DAEMONSETS, DEPLOYMENTS, STATEFULSETS, KubeObject, Resource
 
 WORKLOAD_KINDS: tuple[Resource, ...] = (DEPLOYMENTS, STATEFULSETS, DAEMONSETS, CRONJOBS, ROLLOUTS)
@@ -272,14 +272,18 @@ def desired_from_existing(
     metadata: SecretMetadata | None = None,
     owner_references: Sequence[KubeObject] = (),
     allow_empty: bool = False,
+    shaping: Shaping | None = None,
 ) -> DesiredSecret | None:
-    """The desired Secret of an unshaped producer whose item is known to be unchanged, without the item: the
-    existing Secret's data (and item path and version), with the metadata the producer wants now.
+    """The desired Secret of a producer whose items are known to be unchanged, without the items: the existing
+    Secret's data (and item paths and versions), with the metadata the producer wants now (for a shaped one,
+    ``shaping``: its type, labels and annotations come from the spec, never from the items).
 
-    None when the data cannot be trusted to be what opsync built from that item with this setting: no digest,
-    a digest that does not match (edited by hand, or built with another ``allow_empty``), extra items (shaped),
-    or a type opsync does not write. The caller then fetches the item. ``plan_update(existing, result)`` is
-    None exactly when the Secret is as the producer wants it.
+    None when the data cannot be trusted to be what opsync built from those items with this setting: no
+    digest, a digest that does not match (edited by hand, or built with another ``allow_empty``), recorded
+    extra items that are not one per ``shaping.extra_items``, or a type opsync does not write. The caller then
+    fetches the items. That the data was built with this ``shaping`` is the caller's to know (the spec did not
+    change since that sync). ``plan_update(existing, result)`` is None exactly when the Secret is as the
+    producer wants it.
     """
     sanitised = secret_name(name)
     meta = existing.get("metadata") or {}
@@ -287,29 +291,39 @@ def desired_from_existing(
     data: Mapping[str, str] = existing.get("data") or {}
     path, version = annotations.get(ITEM_PATH_ANNOTATION), annotations.get(ITEM_VERSION_ANNOTATION)
     recorded = annotations.get(DATA_DIGEST_ANNOTATION)
+    extras = recorded_extra_items(existing)
+    wanted_extras = len(shaping.extra_items) if shaping is not None else 0
+    metadata = metadata or SecretMetadata({}, {})
+    labels, base_annotations = metadata.labels, metadata.annotations
+    if shaping is not None:
+        secret_type, labels, base_annotations = shaped_metadata(
+            shaping, secret_type=secret_type, labels=labels, annotations=base_annotations
+        )
     secret_type = secret_type or DEFAULT_SECRET_TYPE
     if (
         sanitised is None
         or not path
         or not version
         or not recorded
-        or EXTRA_ITEMS_ANNOTATION in annotations
+        or extras is None
+        or len(extras) != wanted_extras
+        or (wanted_extras == 0 and EXTRA_ITEMS_ANNOTATION in annotations)
         or secret_type not in ALLOWED_SECRET_TYPES
         or recorded != data_digest(namespace, sanitised, data, allow_empty=allow_empty)
     ):
         return None
-    metadata = metadata or SecretMetadata({}, {})
+    versions = [data_version(path, version), *(data_version(p, str(v)) for p, v in extras.items())]
     secret = _assemble(
         name=sanitised,
         namespace=namespace,
-        labels=metadata.labels,
+        labels=labels,
         annotations={
-            **metadata.annotations,
+            **base_annotations,
             ITEM_PATH_ANNOTATION: path,
             ITEM_VERSION_ANNOTATION: version,
-            DATA_VERSION_ANNOTATION: data_version(path, version),
+            DATA_VERSION_ANNOTATION: ",".join(versions),
         },
-        extra_versions={},
+        extra_versions=extras,
         secret_type=secret_type,
         data=data,
         owner_references=owner_references,
@@ -335,13 +349,22 @@ def item_versions(secret: KubeObject) -> dict[str, str]:
     annotations, and a shaped Secret's extra-items annotation. Empty or garbled entries are left out."""
     annotations = (secret.get("metadata") or {}).get("annotations") or {}
     found = {str(annotations.get(ITEM_PATH_ANNOTATION) or ""): str(annotations.get(ITEM_VERSION_ANNOTATION) or "")}
+    found |= {path: str(version) for path, version in (recorded_extra_items(secret) or {}).items()}
+    return {path: version for path, version in found.items() if path and version}
+
+
+def recorded_extra_items(secret: KubeObject) -> dict[str, int] | None:
+    """``{item path (ids): version}`` of a shaped Secret's extra items, in ``spec.extraItems`` order, as its
+    extra-items annotation records them (empty without one); None when the annotation is garbled."""
+    annotations = (secret.get("metadata") or {}).get("annotations") or {}
     try:
         extra = json.loads(annotations.get(EXTRA_ITEMS_ANNOTATION) or "{}")
     except ValueError:
-        extra = {}
-    if isinstance(extra, dict):
-        found |= {str(path): str(version) for path, version in extra.items()}
-    return {path: version for path, version in found.items() if path and version}
+        return None
+    if not isinstance(extra, dict):
+        return None
+    valid = {path: v for path, v in extra.items() if path and isinstance(v, int) and not isinstance(v, bool)}
+    return valid if len(valid) == len(extra) else None
 
 
 def secret_data_version(secret: KubeObject) -> str | None:

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 
 from controllers.constants import RATE_LIMIT_REQUEUE
 from controllers.secretdata import ItemInput, item_input_from_connect
-from onepassword_access.errors import RateLimitedError
+from onepassword_access.errors import ConnectError, RateLimitedError
 from onepassword_access.models import ItemSummary, Vault
 from onepassword_access.paths import ItemPathError, parse_item_path
 from onepassword_access.resolve import ItemResolver, ResolvedItem, ResolveError
@@ -113,6 +113,37 @@ class ItemFetcher:
         resolved = ResolvedItem(item=item, vault_id=ids.vault, files={})
         authorize(resolved)
         return resolved
+
+    async def prefetch(self, paths: Iterable[str], *, concurrency: int) -> int:
+        """Fetch the items at ``paths`` not held current, ``concurrency`` requests at a time, so that the
+        reconcilers find them current (the poller's changes: one request each, sent together instead of one per
+        worker at a time). How many were fetched.
+
+        What ``get`` does before its own fetch is the caller's (``AccessControl.admit``); only the items are
+        fetched, never their files, which ``get`` downloads after ``authorize``. A request in flight for a path
+        is joined, a rate limit stops the rest, and failures are left to the reconcilers' own ``get`` (which
+        fetches again and reports them).
+        """
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(path: str) -> bool:
+            async with slots:
+                if self.holds_current(path) or self.rate_limited_for() > 0:
+                    return False
+                try:
+                    await self._fetch(path)
+                except (ResolveError, ConnectError):
+                    return False
+                return True
+
+        valid = []
+        for path in dict.fromkeys(paths):
+            try:
+                parse_item_path(path)
+            except ItemPathError:
+                continue
+            valid.append(path)
+        return sum(await asyncio.gather(*(one(path) for path in valid)))
 
     def note_vaults(self, vaults: Iterable[Vault]) -> None:
         """Every vault the credentials read, as the poller just listed them (their names, for resolving)."""

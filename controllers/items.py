@@ -1,7 +1,8 @@
 """OnePasswordItem → the Secret of the same name (the Go operator's ``onepassworditem`` controller).
 
-One reconcile: if the existing (unshaped) Secret is known to be in sync without the item (after a restart:
-``ItemFetcher.unchanged``, ``desired.desired_from_existing``), only the status is checked. Otherwise take the
+One reconcile: if the existing Secret is known to be in sync without its items (after a restart:
+``ItemFetcher.unchanged`` for the item and a shaped one's ``extraItems``, ``desired.desired_from_existing``),
+only the status is checked. Otherwise take the
 item, and the ``spec.extraItems`` of a shaped one (``controllers.shaping``), from
 ``ItemFetcher`` (Connect only when an item changed or was never fetched, when the item's spec was edited since
 this process last synced it, or when its ``opsync.dev/refresh`` annotation holds a value not acted on yet),
@@ -37,7 +38,13 @@ from controllers.constants import (
     EventReason,
 )
 from controllers.crdschema import UPGRADE_HINT, ServedStatus
-from controllers.desired import desired_from_existing, desired_secret, opi_metadata, opi_owner_reference
+from controllers.desired import (
+    desired_from_existing,
+    desired_secret,
+    opi_metadata,
+    opi_owner_reference,
+    recorded_extra_items,
+)
 from controllers.failures import Failure, SecretConflictError, classify, rate_limiter, retry_result, write_refused
 from controllers.fetcher import ItemFetcher
 from controllers.finalizer import remove_go_finalizer
@@ -46,7 +53,7 @@ from controllers.metrics import ITEMS, record_item_ready
 from controllers.resources import ONEPASSWORDITEMS
 from controllers.secretdata import InvalidSecretError
 from controllers.secrets import SecretWriter, WriteResult
-from controllers.shaping import shaping_of
+from controllers.shaping import Shaping, shaping_of
 from controllers.status import observed_refresh, ready_of, status_patch
 from controllers.watch import spec_or_metadata_changed
 from onepassword_access.resolve import ResolvedItem
@@ -144,7 +151,7 @@ class ItemReconciler:
             edited = self._generations.get(request, generation) != generation
             fresh = edited or refresh is not None
             authorize = functools.partial(self.access.authorize, namespace, path, kept=kept)
-            unchanged = None if fresh or shaping is not None else await self._unchanged(opi, path, authorize)
+            unchanged = None if fresh else await self._unchanged(opi, path, shaping, authorize, kept=kept)
             written: WriteResult | None = None
             if unchanged is not None:
                 resolved = unchanged  # in sync with the item as 1Password lists it now: nothing fetched
@@ -204,17 +211,27 @@ class ItemReconciler:
         return None
 
     async def _unchanged(
-        self, opi: KubeObject, path: str, authorize: Callable[[ResolvedItem], None]
+        self,
+        opi: KubeObject,
+        path: str,
+        shaping: Shaping | None,
+        authorize: Callable[[ResolvedItem], None],
+        *,
+        kept: bool,
     ) -> ResolvedItem | None:
-        """The item as listed when the existing Secret is what a sync would write and its item has not changed
-        (no fetch: a restart with everything in sync); None when the item must be fetched to tell."""
+        """The item as listed when the existing Secret is what a sync would write and its items (a shaped one's
+        ``extraItems`` too) have not changed (no fetch: a restart with everything in sync); None when the items
+        must be fetched to tell."""
         meta = opi["metadata"]
         existing = self._writer.secrets.get(meta["namespace"], meta["name"])
         if existing is None or self._fetcher.holds_current(path):
             return None  # nothing to compare with, or the held item costs no request anyway
         ready = ready_of(opi)
         observed = None if ready is None else ready.get("observedGeneration")
-        if ready is None or ready.get("status") != "True" or observed not in (None, meta.get("generation")):
+        # A shaped Secret's data depends on the whole spec: only a sync of this very generation vouches for it
+        # (opsync's CRD keeps observedGeneration; one that drops it drops the shaping fields too).
+        synced_generations = (meta.get("generation"),) if shaping is not None else (None, meta.get("generation"))
+        if ready is None or ready.get("status") != "True" or observed not in synced_generations:
             return None  # never synced, or the spec changed since the last sync: fetched as for an edit
         try:
             desired = desired_from_existing(
@@ -225,12 +242,18 @@ class ItemReconciler:
                 metadata=opi_metadata(opi, enable_annotations=self._options.enable_annotations),
                 owner_references=[opi_owner_reference(opi)],
                 allow_empty=self._options.allow_empty_values,
+                shaping=shaping,
             )
             if desired is None or plan_update(existing, desired) is not None:
                 return None
         except (InvalidSecretError, SecretConflictError):
             return None  # the fetch path reports it
         annotations = existing["metadata"].get("annotations") or {}
+        extras = recorded_extra_items(existing) or {}  # one per spec.extraItems, in order (desired_from_existing)
+        for extra, (made_from, version) in zip(shaping.extra_items if shaping else (), extras.items(), strict=True):
+            allowed = functools.partial(self.access.authorize, meta["namespace"], extra.item_path, kept=kept)
+            if await self._fetcher.unchanged(extra.item_path, made_from, str(version), allowed) is None:
+                return None
         return await self._fetcher.unchanged(
             path, annotations[ITEM_PATH_ANNOTATION], annotations[ITEM_VERSION_ANNOTATION], authorize
         )

@@ -40,8 +40,9 @@ from controllers.resources import ONEPASSWORDITEMS
 from controllers.rollouts import setup_restarts
 from controllers.secrets import SecretWriter, managed_secrets
 from controllers.shaping import item_paths
+from controllers.status import ready_of
 from controllers.watch import NamespaceMetadata, SelectedNamespaces
-from controllers.workloads import WorkloadOptions, Workloads, setup_workloads
+from controllers.workloads import WorkloadOptions, Workloads, WorkloadSecretReconciler, setup_workloads
 from onepassword_access.backend import Backend, ConnectBackend
 from onepassword_access.client import ConnectClient
 from onepassword_access.errors import ConnectError
@@ -53,6 +54,7 @@ from opsync.controller import Controller
 from opsync.leader import LeaderElectionConfig, LeaderElectionLost
 from opsync.logging import setup_logging
 from opsync.manager import Manager
+from opsync.reconcile import Request
 from opsync.source import Channel
 
 log = logging.getLogger(__name__)
@@ -146,23 +148,35 @@ def build_operator(settings: Settings, client: Client, backend: Backend) -> Oper
     )
     if selector:
         SelectedNamespaces(manager.cache, namespaces.informers[0], on_change=items.keep_namespaces)
+    workloads = Workloads(manager.cache)
+    workload_options = WorkloadOptions(
+        allow_empty_values=settings.allow_empty_values, auto_restart=settings.auto_restart
+    )
+    workload_secrets = WorkloadSecretReconciler(manager, workloads, fetcher, writer, workload_options, access=access)
+
+    def prefetchable(request: Request) -> list[str]:
+        opi = items.items.get(request.namespace, request.name)
+        if opi is None:
+            paths = [path] if (path := workload_secrets.item_path(request.namespace, request.name)) else []
+        else:
+            paths = item_paths(opi.get("spec") or {})
+        ready = ready_of(opi) if opi is not None else None
+        denied_before = ready is not None and ready.get("reason") == ConditionReason.ACCESS_DENIED
+        return [path for path in paths if access.admits(request.namespace, path, denied_before=denied_before)]
+
     handoff = Handoff(
         manager.cache.informer(ONEPASSWORDITEMS),
         item_changes=Channel(),
         workload_changes=Channel(),
         connect_unavailable=lambda: items.reporting(ConditionReason.CONNECT_UNAVAILABLE),
+        prefetchable=prefetchable,
     )
     item_controller = setup_items(manager, items, changes=handoff.item_changes, workers=settings.workers)
-    workloads = Workloads(manager.cache)
-    workload_options = WorkloadOptions(
-        allow_empty_values=settings.allow_empty_values, auto_restart=settings.auto_restart
-    )
     workload_controller = setup_workloads(
         manager,
+        workload_secrets,
         workloads=workloads,
-        fetcher=fetcher,
         writer=writer,
-        options=workload_options,
         access=access,
         changes=handoff.workload_changes,
         workers=settings.workers,

@@ -303,16 +303,26 @@ def shape(
     if replaced:
         warnings.append(f"spec.template.data replaces the item keys {_names(replaced)}")
     data.update(templated)
-    return Shaped(
-        data=data,
-        secret_type=_secret_type(secret_type, shaping.template.type),
-        labels={
+    secret_type, labels, annotations = shaped_metadata(
+        shaping, secret_type=secret_type, labels=labels, annotations=annotations
+    )
+    return Shaped(data=data, secret_type=secret_type, labels=labels, annotations=annotations, warnings=tuple(warnings))
+
+
+def shaped_metadata(
+    shaping: Shaping, *, secret_type: str, labels: Mapping[str, str], annotations: Mapping[str, str]
+) -> tuple[str, dict[str, str], dict[str, str]]:
+    """The type, labels and annotations of a shaped Secret (as ``shape`` makes them): from the spec and the
+    OnePasswordItem's own metadata only, never from the items. Raises ``InvalidSpecError`` when the types
+    disagree."""
+    return (
+        _secret_type(secret_type, shaping.template.type),
+        {
             **(labels if shaping.copy_item_labels else {}),
             **shaping.secret_metadata.labels,
             **shaping.template.metadata.labels,
         },
-        annotations={**annotations, **shaping.secret_metadata.annotations, **shaping.template.metadata.annotations},
-        warnings=tuple(warnings),
+        {**annotations, **shaping.secret_metadata.annotations, **shaping.template.metadata.annotations},
     )
 
 

@@ -244,13 +244,11 @@ class WorkloadSecretReconciler:
                 await self._writer.delete(existing)
                 log.info("deleted the Secret no workload uses any more", extra={"secret": name})
             return None
-        if naming:
-            source = naming[0].obj
-            self._warn_disagreements(naming)
-        elif existing is not None and made_for_workloads(existing):
-            source = existing  # its users remain: keep it in sync from its own annotations
-        else:
+        source = _source(naming, existing)
+        if source is None:
             return None
+        if naming:
+            self._warn_disagreements(naming)
         path = operator_annotations(source).get(ITEM_PATH_ANNOTATION, "")
         owners = [workload_owner_reference(w.kind, w.obj) for w in sorted(users, key=lambda w: (w.kind.kind, w.name))]
         reported = naming or users
@@ -294,6 +292,14 @@ class WorkloadSecretReconciler:
         for workload in refreshing:
             await self._record_refresh(workload)
         return None
+
+    def item_path(self, namespace: str, name: str) -> str | None:
+        """The item path a reconcile of the Secret ``name`` fetches, None when it fetches none (a OnePasswordItem
+        makes it, or no workload uses it)."""
+        if self._items.get(namespace, name) is not None or not self._workloads.users(namespace, name):
+            return None
+        source = _source(self._workloads.naming(namespace, name), self._writer.secrets.get(namespace, name))
+        return None if source is None else operator_annotations(source).get(ITEM_PATH_ANNOTATION) or None
 
     async def _unchanged(
         self,
@@ -348,6 +354,16 @@ class WorkloadSecretReconciler:
                 )
 
 
+def _source(naming: list[Workload], existing: KubeObject | None) -> KubeObject | None:
+    """What a used Secret is made from: the oldest workload naming it, else (its users remain) the Secret's own
+    annotations; None when neither makes it."""
+    if naming:
+        return naming[0].obj
+    if existing is not None and made_for_workloads(existing):
+        return existing
+    return None
+
+
 def workload_secret_requests(workloads: Workloads, secrets: Informer, namespace: str | None) -> list[Request]:
     """The keys of the ``workload-secrets`` controller in ``namespace`` (None: everywhere): the Secrets
     workloads name, and the managed Secrets made for workloads (kept in sync from their own annotations)."""
@@ -363,16 +379,16 @@ def workload_secret_requests(workloads: Workloads, secrets: Informer, namespace:
 
 def setup_workloads(
     manager: Manager,
+    reconciler: WorkloadSecretReconciler,
     *,
     workloads: Workloads,
-    fetcher: ItemFetcher,
     writer: SecretWriter,
-    options: WorkloadOptions,
     access: AccessControl,
     changes: Channel,
     workers: int,
 ) -> Controller:
-    """Add the workload-secrets controller (the poller fires into ``changes``); return it."""
+    """Add the workload-secrets controller running ``reconciler`` (the poller fires into ``changes``); return
+    it."""
     items = manager.cache.informer(ONEPASSWORDITEMS)
 
     def unclaimed_secret(secret: KubeObject) -> list[Request]:
@@ -390,7 +406,4 @@ def setup_workloads(
     builder.watches(JOBS, _secret_requests, predicates=users_only)
     builder.watches(PODS, _secret_requests, predicates=users_only, transform=bare_pod)
     builder.watches_source(*access.sources(lambda ns: workload_secret_requests(workloads, writer.secrets, ns)), changes)
-    secrets_controller = builder.with_options(workers=workers, rate_limiter=rate_limiter()).complete(
-        WorkloadSecretReconciler(manager, workloads, fetcher, writer, options, access=access)
-    )
-    return secrets_controller
+    return builder.with_options(workers=workers, rate_limiter=rate_limiter()).complete(reconciler)

@@ -464,7 +464,10 @@ class SdkBackend:
                 changes[vault_id] = await self._poll_vault(vault_id, overview.content_version, seen, tracked[vault_id])
             except ConnectError as err:
                 errors[vault_id] = err  # nothing remembered: the next poll reads the vault again
-        return ChangeReport(changes=changes, errors=errors)
+        # The listing names every vault too: the resolver need not look a vault's name up again (a restart in
+        # sync asks vaults.list() once, not once more per vault name).
+        vaults = tuple(vault_from_sdk(overview) for overview in overviews.values())
+        return ChangeReport(changes=changes, errors=errors, vaults=vaults)
 
     async def _poll_vault(
         self, vault_id: str, content_version: int, seen: _Seen | None, wanted: Set[str]

@@ -229,12 +229,14 @@ async def test_revoked_access_keeps_the_secret_unchanged_until_granted_again(
 
         await eventually(workload_told, message="no AccessDenied Event about the revoked workload Secret")
 
-        # 1Password changes: the kept Secrets do not follow
+        # 1Password changes: the kept Secrets do not follow, and the item is not fetched (nor by the poller)
+        fetched = emulator.request_counts.get(backend.get_item, 0)
         emulator.update_item(APPS, "db", fields={"password": "rotated"})
         await op.wait_for_polls(2)
         await op.settled()
         assert decoded(await kube.get(SECRETS, "db", namespace)) == DB
         assert decoded(await kube.get(SECRETS, "web-db", namespace)) == DB
+        assert emulator.request_counts.get(backend.get_item, 0) == fetched
 
         # granted again: updates resume at once
         await set_policy_namespaces(kube, policy, [namespace])

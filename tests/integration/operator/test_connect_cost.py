@@ -1,7 +1,8 @@
 """Connect requests counted on the emulator (issue 17): an initial sync by title, and restarts with the Secrets
 already in sync (nothing fetched), with an item changed, recreated or a Secret edited by hand meanwhile.
 
-Counts are asserted, never times. Connect only: the SDK backend keeps its own costs (docs/service-accounts.md).
+Counts are asserted, never times. Shaped Secrets (``spec.extraItems``, ``spec.template``) restart as cheaply;
+the SDK backend's restart costs its poll (docs/service-accounts.md): the last test counts its calls.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from opsync.client import Client
 from opsync.envtest import ControlPlane
 from opsync.metrics import REGISTRY
 from opsync.resources import DEPLOYMENTS, SECRETS, KubeObject
-from tests.support.harness import RunningOperator, Vaults, eventually, run_operator
+from tests.support.harness import SDK, RunningOperator, Vaults, eventually, run_operator
 from tests.support.objects import decoded, get_or_none, opi, wait_for_data, workload
 
 pytestmark = pytest.mark.integration
@@ -80,12 +81,15 @@ async def sync_all(kube: Client, namespace: str) -> list[KubeObject]:
     ]
 
 
-async def restarted(op: RunningOperator, items_before: float, workloads_before: float) -> None:
+async def restarted(
+    op: RunningOperator, items_before: float, workloads_before: float, *, items: int = N, workloads: int = 1
+) -> None:
     """Wait until every item and the Deployment's Secret was reconciled after the start, then until idle."""
 
     async def all_reconciled() -> bool:
         return (
-            reconciles("onepassworditem") - items_before >= N and reconciles("workload-secrets") - workloads_before >= 1
+            reconciles("onepassworditem") - items_before >= items
+            and reconciles("workload-secrets") - workloads_before >= workloads
         )
 
     await eventually(all_reconciled, timeout=60, message="not every key was reconciled after the restart")
@@ -177,3 +181,77 @@ async def untouched(kube: Client, namespace: str, keys: Sequence[tuple[str, int]
         secret = await get_or_none(kube, SECRETS, secret_name(vault, index), namespace)
         assert decoded(secret) == {"password": password(vault, index)}, (vault, index)
     return True
+
+
+def shaped(index: int) -> KubeObject:
+    """A shaped item: k8s item ``index``, ops item ``index`` merged in with a prefix, and a templated key."""
+    body = opi(f"shaped-{index}", f"vaults/k8s/items/{title('k8s', index)}")
+    body["spec"] |= {
+        "extraItems": [{"itemPath": f"vaults/ops/items/{title('ops', index)}", "prefix": "ops-"}],
+        "template": {"data": {"url": "db://{{ fields.password }}"}, "metadata": {"labels": {"tier": "db"}}},
+    }
+    return body
+
+
+def shaped_data(index: int, ops_version: str = "1") -> dict[str, str]:
+    main = password("k8s", index)
+    return {"password": main, "ops-password": password("ops", index, ops_version), "url": f"db://{main}"}
+
+
+async def test_a_restart_in_sync_fetches_no_item_of_shaped_secrets(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+) -> None:
+    settings: dict[str, Any] = {"namespaces": [namespace], "polling_interval": QUIET, "workers": 4}
+    async with run_operator(control_plane, emulator, **settings) as op:
+        await asyncio.gather(*(kube.create(ONEPASSWORDITEMS, shaped(i), namespace) for i in range(PER_VAULT)))
+        synced = [await wait_for_data(kube, namespace, f"shaped-{i}", shaped_data(i)) for i in range(PER_VAULT)]
+        await op.caught_up(synced, timeout=60)
+
+    # 1. In sync: the poll at start-up only; neither the items nor their extra items fetched; nothing written.
+    emulator.request_counts.clear()
+    before = reconciles("onepassworditem"), reconciles("workload-secrets")
+    async with run_operator(control_plane, emulator, **settings) as op:
+        await restarted(op, *before, items=PER_VAULT, workloads=0)
+        counts = dict(emulator.request_counts)
+        writes = op.requests.writes()
+    assert total(counts) <= 2 * V, counts
+    assert GET_ITEM not in counts, counts
+    assert writes == [], writes
+
+    # 2. An extra item changed while opsync was down: that Secret alone is rebuilt (its two items fetched).
+    emulator.update_item("ops", title("ops", 1), fields={"password": password("ops", 1, "2")})
+    emulator.request_counts.clear()
+    before = reconciles("onepassworditem"), reconciles("workload-secrets")
+    async with run_operator(control_plane, emulator, **settings) as op:
+        await restarted(op, *before, items=PER_VAULT, workloads=0)
+        await wait_for_data(kube, namespace, "shaped-1", shaped_data(1, ops_version="2"))
+        await op.settled(60)
+        counts = dict(emulator.request_counts)
+        written = {path.rsplit("/", 1)[-1] for method, path in op.requests.writes() if "/secrets/" in path}
+    assert counts[GET_ITEM] == 2, counts
+    assert written == {"shaped-1"}, written
+    for index in (0, *range(2, PER_VAULT)):
+        assert decoded(await kube.get(SECRETS, f"shaped-{index}", namespace)) == shaped_data(index)
+
+
+async def test_a_restart_in_sync_with_the_sdk_costs_its_poll_and_writes_nothing(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+) -> None:
+    """The SDK's listings carry no item versions (only ``updatedAt``), so its first poll fetches the tracked
+    items, 50 a call (``items.get_all``), and the reconcilers take them from there: no ``items.get``. The
+    vault names resolve from the poll's ``vaults.list()``; titles from one more ``items.list`` per vault."""
+    settings: dict[str, Any] = {"namespaces": [namespace], "polling_interval": QUIET, "workers": 4}
+    async with run_operator(control_plane, emulator, SDK, **settings) as op:
+        await op.caught_up(await sync_all(kube, namespace), timeout=60)
+
+    emulator.request_counts.clear()
+    before = reconciles("onepassworditem"), reconciles("workload-secrets")
+    async with run_operator(control_plane, emulator, SDK, **settings) as op:
+        await restarted(op, *before)
+        counts = {call: n for call, n in emulator.request_counts.items() if call.startswith("SDK ")}
+        writes = op.requests.writes()
+    assert counts.pop("SDK VaultsList") == 1, counts
+    assert counts.pop(SDK.list_items) == 2 * V, counts
+    assert counts.pop("SDK ItemsGetAll") == V, counts  # one per vault: 10 items each, 50 a call
+    assert counts == {}, counts
+    assert writes == [], writes

@@ -144,3 +144,79 @@ def test_rate_limit_delays_read_well(seconds: float, text: str) -> None:
     failure = classify(RateLimitedError("status 429", retry_after=seconds))
     assert failure is not None
     assert failure.message == f"1Password rate limit hit. Requeuing after {text}."
+
+
+class ManyItems(FakeResolver):
+    """Resolves ``vaults/<VAULT>/items/<id>`` to item ``id``; records how many requests were in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def resolve(self, path: str, *, files: bool = True) -> ResolvedItem:
+        assert not files  # files are downloaded by get, after authorize: never ahead of it
+        self.calls += 1
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0)  # let the others start: a round trip
+            await self.gate.wait()
+            if self.fail is not None:
+                raise self.fail
+        finally:
+            self.in_flight -= 1
+        item_id = path.rsplit("/", 1)[-1]
+        item = Item.model_validate({"id": item_id, "vault": {"id": VAULT}, "version": self.version, "title": item_id})
+        return ResolvedItem(item=item, vault_id=VAULT, files={})
+
+
+def paths(count: int) -> list[str]:
+    return [f"vaults/{VAULT}/items/item{index:022d}" for index in range(count)]
+
+
+async def test_prefetch_fetches_changed_items_a_bounded_number_at_a_time_and_get_then_asks_nothing() -> None:
+    resolver = ManyItems()
+    items = ItemFetcher(resolver)  # type: ignore[arg-type]
+    wanted = paths(40)
+    assert await items.prefetch([*wanted, *wanted, "vaults/x"], concurrency=8) == 40  # duplicates and bad paths
+    assert resolver.calls == 40
+    assert resolver.most_in_flight == 8
+    assert all(items.holds_current(path) for path in wanted)
+    await asyncio.gather(*(items.get(path) for path in wanted))
+    assert resolver.calls == 40
+    # Only what the poller saw move is fetched again.
+    resolver.version = 2
+    items.observe(VAULT, {wanted[0].rsplit("/", 1)[-1]: 2})
+    assert await items.prefetch(wanted, concurrency=8) == 1
+    assert resolver.calls == 41
+
+
+async def test_prefetch_joins_a_reconcile_fetch_in_flight() -> None:
+    resolver = ManyItems()
+    items = ItemFetcher(resolver)  # type: ignore[arg-type]
+    resolver.gate.clear()
+    [path] = paths(1)
+    reconcile = asyncio.ensure_future(items.get(path))
+    prefetch = asyncio.ensure_future(items.prefetch([path], concurrency=4))
+    await asyncio.sleep(0.01)
+    resolver.gate.set()
+    await reconcile
+    await prefetch
+    assert resolver.calls == 1
+
+
+async def test_prefetch_leaves_failures_to_the_reconcilers_and_stops_at_a_rate_limit() -> None:
+    now = [100.0]
+    resolver = ManyItems()
+    items = ItemFetcher(resolver, clock=lambda: now[0])  # type: ignore[arg-type]
+    resolver.fail = ResolveError(ResolveErrorKind.ITEM_NOT_FOUND, "no items found")
+    assert await items.prefetch(paths(3), concurrency=4) == 0  # not raised: each reconcile reports its own
+    resolver.fail = ResolveError(ResolveErrorKind.CONNECT, "x", RateLimitedError("status 429", retry_after=60))
+    resolver.calls = 0
+    assert await items.prefetch(paths(10), concurrency=1) == 0
+    assert resolver.calls == 1  # the first 429 paused the rest
+    assert items.rate_limited_for() == 60
+    resolver.fail = None
+    assert await items.prefetch(paths(10), concurrency=4) == 0  # still paused: nothing sent
+    assert resolver.calls == 1

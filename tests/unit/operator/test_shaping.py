@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controllers.constants import EXTRA_ITEMS_ANNOTATION, ConditionReason
-from controllers.desired import SecretMetadata, data_version, desired_secret, opi_metadata
+from controllers.desired import SecretMetadata, data_version, desired_from_existing, desired_secret, opi_metadata
 from controllers.merge import plan_update
 from controllers.sanitisers import is_valid_secret_key
 from controllers.secretdata import InvalidSecretError, ItemField, ItemFile, ItemInput, ItemUrl, build_secret_data
@@ -236,6 +236,43 @@ def test_a_change_of_an_extra_item_is_an_update_not_a_repair() -> None:
     update = plan_update(before, after)
     assert update is not None and update.reason == "update"
     assert update.secret["metadata"]["annotations"]["opsync.dev/data-version"].endswith("cache@8")
+
+
+def test_a_shaped_secret_is_trusted_without_its_items_only_as_opsync_wrote_it() -> None:
+    spec = {
+        "extraItems": [{"itemPath": "vaults/v/items/cache", "prefix": "c-"}],
+        "template": {"data": {"url": "postgres://{{ fields.password }}"}, "metadata": {"labels": {"tier": "db"}}},
+        "secretMetadata": {"annotations": {"team": "a"}},
+    }
+    shaping = shaping_of(spec)
+    assert shaping is not None
+    metadata = SecretMetadata({"app": "x"}, {})
+    written = desired_secret(
+        name="app", namespace="ns", item=DB, metadata=metadata, shaping=shaping, extra_items=[CACHE]
+    ).secret
+    existing = {**written, "metadata": {**written["metadata"], "resourceVersion": "7"}}
+
+    def trusted(secret: dict[str, Any], shaping: Any = shaping, **changes: Any) -> Any:
+        return desired_from_existing(secret, name="app", namespace="ns", metadata=metadata, shaping=shaping, **changes)
+
+    same = trusted(existing)
+    assert same is not None and plan_update(existing, same) is None
+    # the spec's metadata (not the items') is recomputed: another label asked for is an update of metadata only
+    relabelled = trusted(existing, shaping_of({**spec, "template": {**spec["template"], "metadata": {}}}))
+    assert relabelled is not None and plan_update(existing, relabelled) is not None
+    assert relabelled.secret["data"] == existing["data"]
+    # not one recorded version per extra item, garbled, edited by hand, or unshaped now: fetch the items
+    assert trusted(existing, shaping_of({**spec, "extraItems": []})) is None
+    assert trusted(existing, None) is None
+    annotations = existing["metadata"]["annotations"]
+    garbled = {
+        **existing,
+        "metadata": {**existing["metadata"], "annotations": {**annotations, EXTRA_ITEMS_ANNOTATION: "["}},
+    }
+    assert trusted(garbled) is None
+    edited = {**existing, "data": {**existing["data"], "url": base64.b64encode(b"edited").decode()}}
+    assert trusted(edited) is None
+    assert trusted(existing, allow_empty=True) is None
 
 
 def test_an_unshaped_secret_has_no_shaping_traces() -> None:
