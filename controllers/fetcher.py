@@ -17,7 +17,10 @@ a newer version of that item since. So:
   what it would write, its data taken from the Secret itself (``desired.desired_from_existing``: only while the
   data digest it recorded matches, so a Secret edited by hand is still rebuilt from the item).
 
-The items held here are the same data the managed Secrets' cache holds; nothing is logged from them.
+The items held here are the same data the managed Secrets' cache holds; nothing is logged from them. What is
+held is only what a Secret is made from (``ItemInput``) and the item's identity without its fields, URLs and
+sections (``_Held``): about a seventh of the pydantic item Connect's answer was parsed into
+(docs/benchmarks.md, "Memory").
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from controllers.constants import RATE_LIMIT_REQUEUE
@@ -43,14 +47,29 @@ FIRST_POLL_WAIT = 30.0
 """Seconds a reconcile that could trust its Secret without fetching waits for the poller's first listing."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A fetched item as kept: ``resolved`` is its identity, tags and files (what ``authorize`` and the file
+    downloads read) without fields, URLs or sections; ``input`` is what its Secret is made from, without file
+    contents (downloaded per version by ``_with_files``)."""
+
+    resolved: ResolvedItem
+    input: ItemInput
+
+
+def _held(result: ResolvedItem) -> _Held:
+    slim = result.item.model_copy(update={"fields": [], "urls": [], "sections": []})
+    return _Held(ResolvedItem(item=slim, vault_id=result.vault_id, files={}), item_input_from_connect(result.item, {}))
+
+
 class ItemFetcher:
     """Resolved items by path, reused until the poller reports a newer version."""
 
     def __init__(self, resolver: ItemResolver, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._resolver = resolver
         self._clock = clock
-        self._items: dict[str, ResolvedItem] = {}  # path as written (titles or ids) -> last result
-        self._inflight: dict[str, asyncio.Task[ResolvedItem]] = {}
+        self._items: dict[str, _Held] = {}  # path as written (titles or ids) -> last result
+        self._inflight: dict[str, asyncio.Task[_Held]] = {}
         self._downloads: dict[tuple[str, str, int], asyncio.Task[ResolvedItem]] = {}  # files, per item version
         self._latest: dict[ItemKey, int] = {}  # newest version the poller has seen
         self._gone: set[ItemKey] = set()  # items the poller saw disappear
@@ -61,8 +80,9 @@ class ItemFetcher:
     async def get(
         self, path: str, authorize: Callable[[ResolvedItem], None] = lambda _resolved: None, *, fresh: bool = False
     ) -> tuple[ResolvedItem, ItemInput]:
-        """The item at ``path`` with the input to build its Secret; ``fresh``: from 1Password now, even if the
-        held copy is current (a spec edit or an ``opsync.dev/refresh`` asks for 1Password's state right now).
+        """The item at ``path`` (its identity, tags and files: fields, URLs and sections are in the input only)
+        with the input to build its Secret; ``fresh``: from 1Password now, even if the held copy is current (a
+        spec edit or an ``opsync.dev/refresh`` asks for 1Password's state right now).
 
         ``authorize`` sees the resolved item before any of its files is downloaded, and raises to refuse it.
         Raises ``ItemPathError`` for a malformed path, ``ResolveError`` when Connect cannot provide it, and
@@ -70,16 +90,16 @@ class ItemFetcher:
         """
         parse_item_path(path)  # a malformed path fails here, never reaching Connect
         held = self._items.get(path)
-        if fresh or held is None or not self._current(held):
+        if fresh or held is None or not self._current(held.resolved):
             held = await self._fetch(path, fresh=fresh)
-        authorize(held)
-        full = await self._with_files(held)
-        return full, item_input_from_connect(full.item, full.files)
+        authorize(held.resolved)
+        full = await self._with_files(held.resolved)
+        return full, replace(held.input, file_contents=dict(full.files)) if full.files else held.input
 
     def holds_current(self, path: str) -> bool:
         """Whether ``get(path)`` would answer without asking 1Password (a current item is held)."""
         held = self._items.get(path)
-        return held is not None and self._current(held)
+        return held is not None and self._current(held.resolved)
 
     async def unchanged(
         self,
@@ -184,19 +204,22 @@ class ItemFetcher:
         key = (held.vault_id, held.item.id)
         return key not in self._gone and held.version >= self._latest.get(key, held.version)
 
-    async def _fetch(self, path: str, *, fresh: bool = False) -> ResolvedItem:
+    async def _fetch(self, path: str, *, fresh: bool = False) -> _Held:
         if (wait := self.rate_limited_for()) > 0:
             raise RateLimitedError(f"rate limited by 1Password; next request in {wait:.0f}s", retry_after=wait)
         task = self._inflight.get(path)
         # A fresh fetch does not join a request sent before it was asked for: that one may predate the change.
         if task is None or fresh:
-            task = asyncio.create_task(self._resolver.resolve(path, files=False), name=f"resolve {path}")
+            task = asyncio.create_task(self._resolve(path), name=f"resolve {path}")
             self._inflight[path] = task
             task.add_done_callback(lambda done: self._settle(path, done))
         # Shielded: a caller that is cancelled (reconcile timeout) must not cancel the others' request.
         return await asyncio.shield(task)
 
-    def _settle(self, path: str, task: asyncio.Task[ResolvedItem]) -> None:
+    async def _resolve(self, path: str) -> _Held:
+        return _held(await self._resolver.resolve(path, files=False))
+
+    def _settle(self, path: str, task: asyncio.Task[_Held]) -> None:
         if self._inflight.get(path) is task:
             del self._inflight[path]
         if task.cancelled():
@@ -208,18 +231,19 @@ class ItemFetcher:
                 self.note_rate_limit(cause)
             return
         result = task.result()
-        key = (result.vault_id, result.item.id)
-        self._unchecked.pop(result.vault_id, None)  # Connect just answered for this vault
+        key = (result.resolved.vault_id, result.resolved.item.id)
+        self._unchecked.pop(key[0], None)  # Connect just answered for this vault
         self._gone.discard(key)
-        self._latest[key] = max(self._latest.get(key, 0), result.version)
+        version = result.resolved.version
+        self._latest[key] = max(self._latest.get(key, 0), version)
         held = self._items.get(path)
-        if held is None or (held.vault_id, held.item.id) != key or result.version >= held.version:
+        if held is None or held.resolved.path != result.resolved.path or version >= held.resolved.version:
             self._items[path] = result  # an older request finishing last does not replace a newer answer
 
     def held(self) -> set[ItemKey]:
         """The items held, whether or not a Secret was made from them (a policy may deny it): the poller
         follows their versions too, so a change in 1Password reaches them."""
-        return {(held.vault_id, held.item.id) for held in self._items.values()}
+        return {(held.resolved.vault_id, held.resolved.item.id) for held in self._items.values()}
 
     def observe(
         self,
@@ -257,7 +281,7 @@ class ItemFetcher:
         keep = set(paths)
         for path in self._items.keys() - keep:
             del self._items[path]
-        self._resolver.retain_files(held.item.id for held in self._items.values())
+        self._resolver.retain_files(held.resolved.item.id for held in self._items.values())
 
     async def close(self) -> None:
         """Cancel requests still in flight (at shutdown)."""

@@ -47,7 +47,6 @@ from onepassword_access.backend import Backend, ConnectBackend
 from onepassword_access.client import ConnectClient
 from onepassword_access.errors import ConnectError
 from onepassword_access.resolve import ItemResolver
-from onepassword_access.sdk import SdkBackend, TokenFormatError
 from opsync import __version__
 from opsync.client import Client
 from opsync.controller import Controller
@@ -231,6 +230,8 @@ def access_backend(settings: Settings) -> Backend:
     """How ``settings`` reach 1Password: the SDK with a service-account token, else Connect. Not signed in yet
     (``sign_in`` does it)."""
     if settings.service_account_token is not None:
+        from onepassword_access.sdk import SdkBackend  # noqa: PLC0415 -- the SDK is loaded only when used
+
         token = settings.service_account_token.get_secret_value()
         token_file = str(settings.service_account_token_file) if settings.service_account_token_file else None
         return SdkBackend(token, integration_version=__version__, on_call=_count_sdk_call, token_file=token_file)
@@ -241,6 +242,10 @@ async def sign_in(backend: Backend) -> None:
     """With a service account, sign in now: a token the SDK refuses offline is a bad setting
     (``ConfigError``); 1Password refusing or not answering is not, and is retried by every later call (the
     items then say ``Unauthorized`` or ``ConnectUnavailable``, and no Secret is touched)."""
+    if backend.name != "sdk":  # Connect signs in with every request; its process never imports the SDK
+        return
+    from onepassword_access.sdk import SdkBackend, TokenFormatError  # noqa: PLC0415 -- as in access_backend
+
     if not isinstance(backend, SdkBackend):
         return
     try:

@@ -36,7 +36,6 @@ from controllers.constants import (
 )
 from controllers.sanitisers import is_valid_secret_key, secret_data_key
 from controllers.secretdata import InvalidSecretError, ItemInput, build_secret_data
-from controllers.templating import check_syntax, render_templates
 from onepassword_access.paths import ItemPathError, parse_item_path
 
 RESERVED_PREFIX = "opsync.dev/"
@@ -155,7 +154,10 @@ def _check(shaping: Shaping) -> None:
             reserved = sorted(key for key in values if _reserved(key))
             if reserved:
                 raise InvalidSpecError(f"{where}.{kind}: {_names(reserved)} are opsync's to set")
-    check_syntax(shaping.template.data)
+    if shaping.template.data:
+        from controllers.templating import check_syntax  # noqa: PLC0415 -- Jinja2 only for specs with templates
+
+        check_syntax(shaping.template.data)
 
 
 def _reserved(key: str) -> bool:
@@ -295,7 +297,11 @@ def shape(
             )
         )
     data, mapped, warnings = _merge(sources, [f"spec.extraItems[{i}]" for i in range(len(extra_items))])
-    templated = render_templates(shaping.template.data, [item, *extra_items])
+    templated: dict[str, bytes] = {}
+    if shaping.template.data:
+        from controllers.templating import render_templates  # noqa: PLC0415 -- as above (docs/benchmarks.md)
+
+        templated = render_templates(shaping.template.data, [item, *extra_items])
     explicit = sorted(set(templated) & mapped)
     if explicit:
         raise KeyConflictError(f"spec.template.data and fieldMapping both give {_names(explicit)}")

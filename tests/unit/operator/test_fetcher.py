@@ -27,13 +27,16 @@ class FakeResolver:
         self.fail: Exception | None = None
         self.gate = asyncio.Event()
         self.gate.set()
+        self.extra: dict[str, object] = {}  # more of the item's wire form: fields, URLs, sections, tags
 
     async def resolve(self, path: str, *, files: bool = True) -> ResolvedItem:
         self.calls += 1
         await self.gate.wait()
         if self.fail is not None:
             raise self.fail
-        item = Item.model_validate({"id": ITEM, "vault": {"id": VAULT}, "version": self.version, "title": "db"})
+        item = Item.model_validate(
+            {"id": ITEM, "vault": {"id": VAULT}, "version": self.version, "title": "db", **self.extra}
+        )
         return ResolvedItem(item=item, vault_id=VAULT, files={})
 
     def retain_files(self, item_ids: object) -> None:
@@ -60,6 +63,24 @@ async def test_an_item_is_fetched_once_until_the_poller_sees_a_newer_version() -
     items.observe(VAULT, {ITEM: 2})
     assert (await items.get(PATH))[1].version == 2
     assert resolver.calls == 2
+
+
+async def test_a_held_item_keeps_what_its_secret_needs_and_drops_the_rest() -> None:
+    items, resolver = fetcher()
+    resolver.extra = {
+        "sections": [{"id": "s1", "label": "db"}],
+        "fields": [{"id": "f1", "label": "password", "value": "hunter2", "section": {"id": "s1"}}],
+        "urls": [{"href": "https://db.example", "primary": True}],
+        "tags": ["prod"],
+    }
+    first = (await items.get(PATH))[1]
+    resolved, again = await items.get(PATH)
+    assert resolver.calls == 1
+    assert again == first
+    assert [(f.label, f.value, f.section) for f in again.fields] == [("password", "hunter2", "db")]
+    assert [u.href for u in again.urls] == ["https://db.example"]
+    assert (resolved.item.id, resolved.item.title, resolved.item.tags, resolved.version) == (ITEM, "db", ["prod"], 1)
+    assert (resolved.item.fields, resolved.item.urls, resolved.item.sections) == ([], [], [])
 
 
 async def test_concurrent_callers_share_one_request() -> None:

@@ -1,0 +1,26 @@
+"""What ``opsync run`` imports: an operator on Connect loads neither Jinja2 nor 1Password's SDK, whose import
+costs megabytes it would never use (docs/benchmarks.md, "Memory")."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+NOT_ON_THE_RUN_PATH = ("jinja2", "onepassword", "onepassword_access.sdk", "onepassword_access.emulator", "matplotlib")
+
+
+def loaded_after(statement: str) -> set[str]:
+    """The modules of ``NOT_ON_THE_RUN_PATH`` a fresh interpreter has loaded after ``statement``."""
+    code = f"import json, sys; {statement}; print(json.dumps(sorted(set(sys.modules) & set({NOT_ON_THE_RUN_PATH!r}))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    return set(json.loads(out.stdout))
+
+
+def test_the_run_command_imports_neither_jinja2_nor_the_sdk() -> None:
+    assert loaded_after("import controllers.main") == set()
+
+
+def test_they_are_loaded_when_used() -> None:
+    used = "import onepassword_access; onepassword_access.SdkBackend; import controllers.templating"
+    assert loaded_after(used) >= {"jinja2", "onepassword", "onepassword_access.sdk"}
