@@ -63,11 +63,15 @@ async def test_namespaces_are_followed_as_their_labels_change(
             await label(kube, joining, value)
             await wait_for_data(kube, joining, "db", OLD)
 
+            series = {"namespace": joining, "name": "db", "condition": "Ready", "status": "True"}
+
+            async def recorded() -> bool:  # Ready is recorded after the Secret is written
+                return REGISTRY.get_sample_value("opsync_item_condition", series) == 1.0
+
+            await eventually(recorded, message="the joining namespace's item never showed Ready=True")
+
             # Losing it: dropped. The Secret stays as it was, and a change in 1Password no longer reaches it.
             await label(kube, joining, None)
-
-            series = {"namespace": joining, "name": "db", "condition": "Ready", "status": "True"}
-            assert REGISTRY.get_sample_value("opsync_item_condition", series) == 1.0
 
             async def dropped() -> bool:
                 return joining not in (cache.namespaces or ())
