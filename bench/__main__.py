@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -90,6 +91,22 @@ def main() -> None:
     parser.add_argument(
         "--refreshes", type=int, default=defaults.refreshes, help="on-demand refreshes timed (0: skip scenario 6)"
     )
+    parser.add_argument(
+        "--scenarios",
+        type=lambda text: tuple(part for part in text.split(",") if part),
+        default=defaults.scenarios,
+        help="which of sync,idle,propagation,refresh,restart to run (the others need sync); default all",
+    )
+    parser.add_argument(
+        "--go-operator",
+        default=os.environ.get("GO_OPERATOR") or None,
+        help="1Password's Go operator (its manager binary): run the side-by-side scenario too (env GO_OPERATOR)",
+    )
+    parser.add_argument("--versus-items", type=int, default=defaults.versus_items, help="N side by side")
+    parser.add_argument("--versus-changes", type=int, default=defaults.versus_changes, help="K side by side")
+    parser.add_argument(
+        "--versus-unmanaged", type=int, default=defaults.versus_unmanaged, help="16 KiB Secrets side by side"
+    )
     parser.add_argument("--quick", action="store_true", help=f"tiny sizes: {QUICK}")
     parser.add_argument(
         "--doc",
@@ -110,6 +127,11 @@ def main() -> None:
             idle_polls=args.idle_polls,
             workers=args.workers,
             refreshes=args.refreshes,
+            scenarios=args.scenarios,
+            go_operator=args.go_operator,
+            versus_items=args.versus_items,
+            versus_changes=args.versus_changes,
+            versus_unmanaged=args.versus_unmanaged,
         )
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -88,9 +88,13 @@ def onepassword_item(ref: ItemRef) -> KubeObject:
     }
 
 
-def plain_secret(name: str, size: int = 3) -> KubeObject:
-    """A Secret opsync does not manage, about as big as a managed one."""
-    data = {f"key-{k}": base64.b64encode(f"{name}-value-{k}-".ljust(24, "x").encode()).decode() for k in range(size)}
+def plain_secret(name: str, size: int = 3, value_bytes: int = 24) -> KubeObject:
+    """A Secret opsync does not manage: ``size`` keys of ``value_bytes`` each (by default about as big as a
+    managed one)."""
+    data = {
+        f"key-{k}": base64.b64encode(f"{name}-value-{k}-".ljust(value_bytes, "x").encode()).decode()
+        for k in range(size)
+    }
     return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": "Opaque", "data": data}
 
 

@@ -42,12 +42,23 @@ async def until(condition: Callable[[], Awaitable[bool]], *, within: float, what
         await asyncio.sleep(interval)
 
 
-class Child:
-    """A ``python -m opsync`` child process with its output in a log file."""
+OPSYNC = (sys.executable, "-m", "opsync")
 
-    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+
+class Child:
+    """A child process (``python -m opsync`` unless ``program`` says otherwise) with its output in a log file."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        program: Sequence[str] = OPSYNC,
+    ) -> None:
         self.name = name
-        self._argv = [sys.executable, "-m", "opsync", *argv]
+        self._argv = [*program, *argv]
         self._env = {**os.environ, **env}
         self.log_path = log_path
         self._log: IO[bytes] | None = None
@@ -154,39 +165,24 @@ class CpuMeter:
         return {name: round(value - self._start[name], 2) for name, value in self._now().items()}
 
 
-class Opsync(Child):
-    """``opsync run`` against a kubeconfig and a Connect URL, scoped to ``namespaces``, probes on loopback."""
+class Operator(Child):
+    """An operator process with a Prometheus endpoint and a ``/readyz`` probe on loopback ports: opsync, or the
+    Go operator for the side-by-side comparison (``bench.versus``). Both expose controller-runtime's metric
+    names (``rest_client_requests_total``, ``workqueue_depth``, ``controller_runtime_active_workers``...)."""
 
     def __init__(
         self,
-        *,
-        kubeconfig: str,
-        connect_url: str,
-        token: str,
-        namespaces: Sequence[str],
-        poll_interval: int,
-        workers: int,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
         log_path: Path,
+        *,
+        program: Sequence[str],
+        metrics_port: int,
+        health_port: int,
     ) -> None:
-        self.metrics_port, self.health_port = free_ports(2)
-        argv = [
-            "run",
-            f"--kubeconfig={kubeconfig}",
-            f"--metrics-bind-address=127.0.0.1:{self.metrics_port}",
-            f"--health-probe-bind-address=127.0.0.1:{self.health_port}",
-            f"--workers={workers}",
-            "--log-level=warn",
-            "--log-format=json",
-        ]
-        env = {
-            "OP_CONNECT_HOST": connect_url,
-            "OP_CONNECT_TOKEN": token,
-            "WATCH_NAMESPACE": ",".join(namespaces),
-            "POLLING_INTERVAL": str(poll_interval),
-            "AUTO_RESTART": "true",
-        }
-        super().__init__("opsync", argv, env, log_path)
-        self.workers = workers
+        super().__init__(name, argv, env, log_path, program=program)
+        self.metrics_port, self.health_port = metrics_port, health_port
         self._session: aiohttp.ClientSession | None = None
 
     async def _get(self, port: int, path: str) -> tuple[int, str]:
@@ -199,13 +195,13 @@ class Opsync(Child):
             return 0, ""
 
     async def wait_ready(self, within: float = 300.0) -> float:
-        """Wait for ``/readyz`` (caches synced); seconds since the process was spawned."""
+        """Wait for ``/readyz`` (opsync: caches synced); seconds since the process was spawned."""
 
         async def ready() -> bool:
             self.check_running()
             return (await self._get(self.health_port, "/readyz"))[0] == 200
 
-        await until(ready, within=within, what="opsync /readyz")
+        await until(ready, within=within, what=f"{self.name} /readyz")
         return time.perf_counter() - self.started
 
     async def samples(self) -> Samples:
@@ -213,7 +209,7 @@ class Opsync(Child):
         status, text = await self._get(self.metrics_port, "/metrics")
         if status != 200:
             self.check_running()
-            raise RuntimeError(f"opsync /metrics answered {status}")
+            raise RuntimeError(f"{self.name} /metrics answered {status}")
         found: Samples = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
@@ -225,7 +221,7 @@ class Opsync(Child):
         return _by_method(await self.samples())
 
     async def settle(self, within: float = 600.0) -> float:
-        """Wait until opsync is done: no key queued or being reconciled in any controller (delayed retries
+        """Wait until the operator is done: no key queued or being reconciled in any controller (delayed retries
         aside) and no API-server write (Events are written in the background) over three looks in a row;
         seconds since the process was spawned."""
         streak, last_writes = 0, -1
@@ -241,12 +237,12 @@ class Opsync(Child):
             last_writes = written
             return streak >= 3
 
-        await until(settled, within=within, what="opsync idle")
+        await until(settled, within=within, what=f"{self.name} idle")
         return time.perf_counter() - self.started
 
-    async def polls(self) -> int:
-        """Polls of 1Password finished or skipped so far."""
-        return int(sum(v for _, v in (await self.samples()).get("opsync_polls_total", [])))
+    async def reconciles(self) -> int:
+        """Reconciles finished so far, every controller and result together."""
+        return int(sum(v for _, v in (await self.samples()).get("controller_runtime_reconcile_total", [])))
 
     def memory(self) -> Memory:
         """This process's resident memory."""
@@ -262,6 +258,47 @@ class Opsync(Child):
             await self._session.close()
             self._session = None
         await super().stop(within)
+
+
+class Opsync(Operator):
+    """``opsync run`` against a kubeconfig and a Connect URL, scoped to ``namespaces``, probes on loopback."""
+
+    def __init__(
+        self,
+        *,
+        kubeconfig: str,
+        connect_url: str,
+        token: str,
+        namespaces: Sequence[str],
+        poll_interval: int,
+        workers: int,
+        log_path: Path,
+    ) -> None:
+        metrics_port, health_port = free_ports(2)
+        argv = [
+            "run",
+            f"--kubeconfig={kubeconfig}",
+            f"--metrics-bind-address=127.0.0.1:{metrics_port}",
+            f"--health-probe-bind-address=127.0.0.1:{health_port}",
+            f"--workers={workers}",
+            "--log-level=warn",
+            "--log-format=json",
+        ]
+        env = {
+            "OP_CONNECT_HOST": connect_url,
+            "OP_CONNECT_TOKEN": token,
+            "WATCH_NAMESPACE": ",".join(namespaces),
+            "POLLING_INTERVAL": str(poll_interval),
+            "AUTO_RESTART": "true",
+        }
+        super().__init__(
+            "opsync", argv, env, log_path, program=OPSYNC, metrics_port=metrics_port, health_port=health_port
+        )
+        self.workers = workers
+
+    async def polls(self) -> int:
+        """Polls of 1Password finished or skipped so far."""
+        return int(sum(v for _, v in (await self.samples()).get("opsync_polls_total", [])))
 
 
 def _by_method(samples: Samples) -> Counter[str]:

@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on the benchmark machine
 import matplotlib.pyplot as plt
 
+from bench import versus
 from bench.scenarios import percentile
 
 BEGIN = "<!-- bench:results:begin (written by `python -m bench`; edit outside) -->"
@@ -160,9 +161,15 @@ def markdown(results: dict[str, Any], images: str) -> str:
         f"Run of {results['started']}: wall time {results['wall_seconds'] / 60:.1f} min; poll interval "
         f"{options['poll_interval']} s, {options['workers']} workers per controller, {options['rounds']} "
         f"propagation rounds per K.",
-        "### Targets",
-        _table(("target", "measured", "verdict"), targets(results)),
     ]
+    if rows := targets(results):
+        parts += ["### Targets", _table(("target", "measured", "verdict"), rows)]
+    if sides := results.get("versus"):
+        parts += [
+            "### Side by side with the Go operator",
+            f"Both operators in one run, one after the other, each in fresh namespaces: {versus.DESCRIPTION}",
+            versus.table(sides),
+        ]
     if syncs := results["initial_sync"]:
         rows = [
             (

@@ -56,11 +56,21 @@ class Options:
     seed: int = 7
     refreshes: int = 50
     refresh_poll_interval: int = 600
+    scenarios: tuple[str, ...] = ("sync", "idle", "propagation", "refresh", "restart")  # see SCENARIOS
+    go_operator: str | None = None  # the Go operator's manager binary: run bench.versus as well
+    versus_items: int = 2000
+    versus_unmanaged: int = 3000
+    versus_changes: int = 200
 
     @property
     def largest(self) -> int:
         """The N that scenarios 2-5 run with."""
         return max(self.sizes)
+
+
+SCENARIOS = ("sync", "idle", "propagation", "refresh", "restart")
+"""What ``Options.scenarios`` may name: the initial sync at every size, and the scenarios on the largest size's
+objects after it (which need it)."""
 
 
 @dataclass
@@ -78,6 +88,8 @@ class InitialSync:
     connect_requests: dict[str, int]  # by route
     api_requests: dict[str, int]  # by HTTP method (watches are GETs)
     api_writes: int
+    rss_mib: float = 0.0  # opsync once idle after the sync (0: a run from before this was measured)
+    peak_rss_mib: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -148,6 +160,7 @@ class Results:
     propagation: list[Propagation] = field(default_factory=list)
     restarts: list[Restart] = field(default_factory=list)
     refresh: Refresh | None = None
+    versus: list[dict[str, Any]] = field(default_factory=list)  # bench.versus.Side: the Go operator, then opsync
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping (``bench.report`` reads it back)."""
@@ -231,6 +244,7 @@ async def initial_sync(bench: Bench, size: int) -> tuple[InitialSync, Opsync, li
     await opsync.settle()
     api_after, connect_after = await opsync.api_requests(), await bench.emulator.requests()
     cpu = meter.read()
+    memory = opsync.memory()
 
     made = [
         secret
@@ -255,10 +269,13 @@ async def initial_sync(bench: Bench, size: int) -> tuple[InitialSync, Opsync, li
         connect_requests=_delta(connect_after, connect_before),
         api_requests=_delta(api_after, api_before),
         api_writes=writes(api_before, api_after),
+        rss_mib=memory.rss_mib,
+        peak_rss_mib=memory.peak_mib,
     )
     bench.log(
         f"initial sync N={size}: ready {result.ready_seconds:.1f} s (apply {result.apply_seconds:.1f} s), "
-        f"floor {floor_seconds:.1f} s, ratio {result.ratio:.2f}; CPU s {cpu} (floor {floor_cpu})"
+        f"floor {floor_seconds:.1f} s, ratio {result.ratio:.2f}; RSS {memory.rss_mib:.0f} MiB; CPU s {cpu} "
+        f"(floor {floor_cpu})"
     )
     return result, opsync, namespaces
 
@@ -302,11 +319,13 @@ async def idle(bench: Bench, opsync: Opsync, size: int) -> Idle:
     return result
 
 
-def _changed_from(value: str | None, read: Callable[[KubeObject], str | None]) -> Callable[[KubeObject], bool]:
+def changed_from(value: str | None, read: Callable[[KubeObject], str | None]) -> Callable[[KubeObject], bool]:
+    """A ``Watch`` condition: ``read(obj)`` is no longer ``value``."""
     return lambda obj: read(obj) != value
 
 
-def _item_version(secret: KubeObject) -> str | None:
+def item_version(secret: KubeObject) -> str | None:
+    """The Secret's ``item-version`` annotation (opsync and the Go operator write the same one)."""
     return (secret["metadata"].get("annotations") or {}).get(ITEM_VERSION_ANNOTATION)
 
 
@@ -330,17 +349,17 @@ async def propagation(
     meter = bench.cpu_meter(opsync)
     for round_ in range(options.rounds):
         secret_watch.expect(
-            {key: _changed_from(_item_version(_cached(secret_watch, key)), _item_version) for key in keys.values()}
+            {key: changed_from(item_version(cached(secret_watch, key)), item_version) for key in keys.values()}
         )
         deploy_watch.expect(
             {
-                key: _changed_from(cluster.restarted_at(_cached(deploy_watch, key)), cluster.restarted_at)
+                key: changed_from(cluster.restarted_at(cached(deploy_watch, key)), cluster.restarted_at)
                 for key in deploy_keys.values()
             }
         )
         await asyncio.sleep(bench.random.uniform(0, options.poll_interval))  # a random phase of the poll cycle
         meter.start()
-        changed_at = await _change(bench, refs, f"round-{changed}-{round_}")
+        changed_at = await change_items(bench, refs, f"round-{changed}-{round_}")
         timeout = 2 * options.poll_interval + 60 + changed * 0.5
         await secret_watch.wait(timeout)
         await deploy_watch.wait(timeout)
@@ -355,7 +374,7 @@ async def propagation(
     return result
 
 
-async def _change(bench: Bench, refs: Sequence[ItemRef], value: str) -> dict[ItemRef, float]:
+async def change_items(bench: Bench, refs: Sequence[ItemRef], value: str) -> dict[ItemRef, float]:
     """Set each item's password in 1Password (16 edits at a time); when each edit was sent."""
     slots = asyncio.Semaphore(16)
     sent: dict[ItemRef, float] = {}
@@ -369,7 +388,8 @@ async def _change(bench: Bench, refs: Sequence[ItemRef], value: str) -> dict[Ite
     return sent
 
 
-def _cached(watch: Watch, key: tuple[str, str]) -> KubeObject:
+def cached(watch: Watch, key: tuple[str, str]) -> KubeObject:
+    """The object ``watch`` holds under ``key`` (which must be there)."""
     obj = watch.informer.get(*key)
     assert obj is not None, f"{key} is not in the benchmark's cache"
     return obj
@@ -391,11 +411,11 @@ async def refresh(bench: Bench, namespaces: Sequence[str], size: int, refs: Sequ
                 ref = refs[number % len(refs)]
                 namespace = cluster.namespace_of(namespaces, ref)
                 key, deploy_key = (namespace, ref.title), (namespace, f"app-{ref.title}")
-                secret_watch.expect({key: _changed_from(_item_version(_cached(secret_watch, key)), _item_version)})
+                secret_watch.expect({key: changed_from(item_version(cached(secret_watch, key)), item_version)})
                 deploy_watch.expect(
                     {
-                        deploy_key: _changed_from(
-                            cluster.restarted_at(_cached(deploy_watch, deploy_key)), cluster.restarted_at
+                        deploy_key: changed_from(
+                            cluster.restarted_at(cached(deploy_watch, deploy_key)), cluster.restarted_at
                         )
                     }
                 )
@@ -458,43 +478,55 @@ async def add_unmanaged(bench: Bench, namespaces: Sequence[str], first: int, las
 
 
 async def run_all(bench: Bench) -> Results:
-    """Every scenario, in the order of the module docstring."""
+    """The scenarios ``options.scenarios`` names, in the order of the module docstring."""
     options = bench.options
+    chosen = set(options.scenarios)
     results = Results(options=asdict(options), started=rfc3339())
     started = time.perf_counter()
+    if options.go_operator:  # first, on an untouched control plane; fresh namespaces of its own
+        from bench import versus  # noqa: PLC0415 -- imports this module
+
+        results.versus = [asdict(side) for side in await versus.run(bench, options.go_operator)]
+    if "sync" not in chosen:
+        results.wall_seconds = time.perf_counter() - started
+        return results
     opsync: Opsync | None = None
     namespaces: list[str] = []
+    size = options.largest
+    changes = sorted({min(k, size) for k in options.changes})
     try:
-        for size in sorted(options.sizes):
+        for n in sorted(options.sizes):
             if opsync is not None:
                 await opsync.stop()
-            result, opsync, namespaces = await initial_sync(bench, size)
+            result, opsync, namespaces = await initial_sync(bench, n)
             results.initial_sync.append(result)
         assert opsync is not None
-        size = options.largest
-        changes = sorted({min(k, size) for k in options.changes})
-        await add_workloads(bench, opsync, namespaces, cluster.items(size)[: max(changes)])
-        results.idle = await idle(bench, opsync, size)
-        async with (
-            cluster.watching(bench.kube, SECRETS, namespaces, label_selector=MANAGED_SELECTOR) as secret_watch,
-            cluster.watching(bench.kube, DEPLOYMENTS, namespaces) as deploy_watch,
-        ):
-            for k in changes:
-                results.propagation.append(
-                    await propagation(bench, opsync, namespaces, size, k, secret_watch, deploy_watch)
-                )
-        await opsync.settle()
-        memory = opsync.memory()
-        results.steady_memory = {"rss_mib": memory.rss_mib, "peak_rss_mib": memory.peak_mib}
+        if chosen & {"idle", "propagation", "refresh"}:
+            await add_workloads(bench, opsync, namespaces, cluster.items(size)[: max(changes)])
+        if "idle" in chosen:
+            results.idle = await idle(bench, opsync, size)
+        if "propagation" in chosen:
+            async with (
+                cluster.watching(bench.kube, SECRETS, namespaces, label_selector=MANAGED_SELECTOR) as secret_watch,
+                cluster.watching(bench.kube, DEPLOYMENTS, namespaces) as deploy_watch,
+            ):
+                for k in changes:
+                    results.propagation.append(
+                        await propagation(bench, opsync, namespaces, size, k, secret_watch, deploy_watch)
+                    )
+            await opsync.settle()
+            memory = opsync.memory()
+            results.steady_memory = {"rss_mib": memory.rss_mib, "peak_rss_mib": memory.peak_mib}
     finally:
         if opsync is not None:
             await opsync.stop()
-    if options.refreshes:
+    if options.refreshes and "refresh" in chosen:
         results.refresh = await refresh(bench, namespaces, size, cluster.items(size)[: max(changes)])
-    steps = max(1, options.unmanaged_steps)
-    counts = [0, *(round(options.unmanaged * (s + 1) / steps) for s in range(steps))] if options.unmanaged else [0]
-    for previous, count in zip([0, *counts], counts, strict=False):
-        await add_unmanaged(bench, namespaces, previous, count)
-        results.restarts.append(await restart(bench, namespaces, size, count))
+    if "restart" in chosen:
+        steps = max(1, options.unmanaged_steps)
+        counts = [0, *(round(options.unmanaged * (s + 1) / steps) for s in range(steps))] if options.unmanaged else [0]
+        for previous, count in zip([0, *counts], counts, strict=False):
+            await add_unmanaged(bench, namespaces, previous, count)
+            results.restarts.append(await restart(bench, namespaces, size, count))
     results.wall_seconds = time.perf_counter() - started
     return results
