@@ -165,6 +165,18 @@ class CpuMeter:
         return {name: round(value - self._start[name], 2) for name, value in self._now().items()}
 
 
+def operator_env(connect_url: str, token: str, namespaces: Sequence[str], poll_interval: int) -> dict[str, str]:
+    """The settings an operator under test reads: the Go operator's variables, which opsync reads too (it is a
+    drop-in), so both sides of ``bench.versus`` get the very same ones."""
+    return {
+        "OP_CONNECT_HOST": connect_url,
+        "OP_CONNECT_TOKEN": token,
+        "WATCH_NAMESPACE": ",".join(namespaces),
+        "POLLING_INTERVAL": str(poll_interval),
+        "AUTO_RESTART": "true",
+    }
+
+
 class Operator(Child):
     """An operator process with a Prometheus endpoint and a ``/readyz`` probe on loopback ports: opsync, or the
     Go operator for the side-by-side comparison (``bench.versus``). Both expose controller-runtime's metric
@@ -284,13 +296,7 @@ class Opsync(Operator):
             "--log-level=warn",
             "--log-format=json",
         ]
-        env = {
-            "OP_CONNECT_HOST": connect_url,
-            "OP_CONNECT_TOKEN": token,
-            "WATCH_NAMESPACE": ",".join(namespaces),
-            "POLLING_INTERVAL": str(poll_interval),
-            "AUTO_RESTART": "true",
-        }
+        env = operator_env(connect_url, token, namespaces, poll_interval)
         super().__init__(
             "opsync", argv, env, log_path, program=OPSYNC, metrics_port=metrics_port, health_port=health_port
         )

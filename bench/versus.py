@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import cluster
-from bench.processes import CpuMeter, Operator, writes
+from bench.processes import CpuMeter, Operator, operator_env, writes
 from bench.scenarios import Bench, cached, change_items, changed_from, item_version, percentile
 from controllers.resources import ONEPASSWORDITEMS
 from opsync.envtest import free_ports
@@ -79,14 +79,7 @@ class GoOperator(Operator):
             "--metrics-secure=false",
             "--zap-log-level=error",  # its default logs every reconcile; opsync runs at warn
         ]
-        env = {
-            "KUBECONFIG": kubeconfig,
-            "OP_CONNECT_HOST": connect_url,
-            "OP_CONNECT_TOKEN": token,
-            "WATCH_NAMESPACE": ",".join(namespaces),
-            "POLLING_INTERVAL": str(poll_interval),
-            "AUTO_RESTART": "true",
-        }
+        env = {"KUBECONFIG": kubeconfig, **operator_env(connect_url, token, namespaces, poll_interval)}
         super().__init__(
             "go-operator", argv, env, log_path, program=program, metrics_port=metrics_port, health_port=health_port
         )

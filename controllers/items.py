@@ -102,7 +102,6 @@ class ItemReconciler:
         self._options = options
         self._events: EventRecorder = manager.event_recorder("opsync")
         self._states: dict[Request, tuple[str, str]] = {}  # for opsync_items, opsync_item_condition and reporting
-        self._watched: frozenset[str] | None = None  # the namespaces followed, None: as configured (unchanging)
         self._generations: dict[Request, int] = {}  # generation last synced by this process
         self._refreshed: dict[Request, str] = {}  # refresh value last acted on (also when the CRD drops it)
         self._warned_old_crd = False
@@ -111,7 +110,7 @@ class ItemReconciler:
     def keep_namespaces(self, namespaces: Sequence[str]) -> None:
         """Forget the items of namespaces no longer watched (``WATCH_NAMESPACE_SELECTOR``): their objects leave
         the cache without delete events, and must leave ``opsync_items`` and ``opsync_item_condition`` too."""
-        kept = self._watched = frozenset(namespaces)
+        kept = set(namespaces)
         for request in [r for r in self._states if r.namespace not in kept]:
             self._record_state(request, None)
             self._generations.pop(request, None)
@@ -307,8 +306,8 @@ class ItemReconciler:
             )
 
     def _record_state(self, request: Request, state: tuple[str, str] | None) -> None:
-        if self._watched is not None and request.namespace not in self._watched:
-            state = None  # a reconcile that ends after its namespace left the selection must not bring it back
+        if state is not None and self.items.get(request.namespace, request.name) is None:
+            state = None  # it left the cache while this reconcile ran (deleted, or its namespace unselected)
         if state is None:
             if self._states.pop(request, None) is None:
                 return
