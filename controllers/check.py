@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import aiohttp
-from kubernetes_asyncio.config import ConfigException
 
 from controllers import config
 from controllers.connect_setup import operator_namespace
@@ -44,6 +43,7 @@ from onepassword_access.paths import ItemPathError, parse_item_path
 from onepassword_access.sdk import SdkBackend
 from opsync.client import ApiError, Client
 from opsync.resources import NAMESPACES, SELF_SUBJECT_ACCESS_REVIEWS
+from opsync.rest import ConfigException
 
 Status = Literal["ok", "warn", "FAIL"]
 

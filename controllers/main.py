@@ -23,8 +23,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubernetes_asyncio.config import ConfigException
-
 from controllers import config
 from controllers.access import AccessControl
 from controllers.config import Settings
@@ -54,6 +52,7 @@ from opsync.leader import LeaderElectionConfig, LeaderElectionLost
 from opsync.logging import setup_logging
 from opsync.manager import Manager
 from opsync.reconcile import Request
+from opsync.rest import ConfigException
 from opsync.source import Channel
 
 log = logging.getLogger(__name__)

@@ -18,12 +18,12 @@ import os
 import sys
 
 import aiohttp
-from kubernetes_asyncio.config import ConfigException
 
 from controllers.constants import REFRESH_ANNOTATION
 from controllers.resources import ONEPASSWORDITEMS, ROLLOUTS
 from opsync.client import ApiError, Client
 from opsync.resources import CRONJOBS, DAEMONSETS, DEPLOYMENTS, STATEFULSETS, Resource
+from opsync.rest import ConfigException
 from opsync.timestamps import rfc3339_micro
 
 KINDS: dict[str, Resource] = {

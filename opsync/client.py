@@ -1,12 +1,13 @@
 """A thin async Kubernetes REST client that speaks plain dicts.
 
 ``Client`` sends requests through kubernetes-asyncio's ``ApiClient`` (so kubeconfig/in-cluster auth, token
-refresh and TLS come from there) but never builds generated model classes: bodies go out and come back as
-JSON dicts (``KubeObject``). Every request has a deadline and is shown to the client's ``observers`` (an
-``ApiRequest`` each); the default one, ``count_request``, counts it in ``rest_client_requests_total{code,
-method,host}`` as client-go's request-result metric does. Failures the API server reports become typed ``ApiError``
-subclasses whose message comes from the server's ``Status`` only, never from the request body (which may hold
-Secret data). Network failures propagate as ``aiohttp.ClientError`` or ``TimeoutError``.
+refresh and TLS come from there; ``opsync.rest`` imports it without the generated classes) but never builds
+generated model classes: bodies go out and come back as JSON dicts (``KubeObject``). Every request has a
+deadline and is shown to the client's ``observers`` (an ``ApiRequest`` each); the default one,
+``count_request``, counts it in ``rest_client_requests_total{code,method,host}`` as client-go's
+request-result metric does. Failures the API server reports become typed ``ApiError`` subclasses whose
+message comes from the server's ``Status`` only, never from the request body (which may hold Secret data).
+Network failures propagate as ``aiohttp.ClientError`` or ``TimeoutError``.
 
 Just over 400 lines: one class with every REST verb and the watch stream, plus the re-exported errors
 (``opsync.errors``) its callers catch.
@@ -26,10 +27,8 @@ from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 import aiohttp
-from kubernetes_asyncio import client as k8s_client
-from kubernetes_asyncio import config as k8s_config
 
-from opsync import metrics
+from opsync import metrics, rest
 from opsync.errors import (  # re-exported: callers catch them as opsync.client errors
     AlreadyExistsError,
     ApiError,
@@ -112,7 +111,7 @@ def _flag(value: bool) -> str:
     return "true" if value else "false"
 
 
-def _skip_environment_lookups(api_client: k8s_client.ApiClient) -> None:
+def _skip_environment_lookups(api_client: rest.ApiClient) -> None:
     """Stop aiohttp looking up proxies and ``~/.netrc`` in a worker thread on every request.
 
     kubernetes-asyncio's session trusts the environment: two thread-pool round trips and a file lookup per
@@ -130,7 +129,7 @@ class Client:
 
     def __init__(
         self,
-        api_client: k8s_client.ApiClient,
+        api_client: rest.ApiClient,
         *,
         request_timeout: float = 30.0,
         field_manager: str = "opsync",
@@ -155,12 +154,12 @@ class Client:
         observers: Sequence[RequestObserver] = (count_request,),
     ) -> Client:
         """A client for ``path`` (default: ``$KUBECONFIG`` or ``~/.kube/config``) and ``context``."""
-        configuration = k8s_client.Configuration()
-        await k8s_config.load_kube_config(
+        configuration = rest.Configuration()
+        await rest.load_kube_config(
             config_file=path, context=context, client_configuration=configuration, persist_config=False
         )
         return cls(
-            k8s_client.ApiClient(configuration),
+            rest.ApiClient(configuration),
             request_timeout=request_timeout,
             field_manager=field_manager,
             observers=observers,
@@ -178,10 +177,10 @@ class Client:
 
         Call it with an event loop running: the connection pool is made here.
         """
-        configuration = k8s_client.Configuration()
-        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        configuration = rest.Configuration()
+        rest.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         return cls(
-            k8s_client.ApiClient(configuration),
+            rest.ApiClient(configuration),
             request_timeout=request_timeout,
             field_manager=field_manager,
             observers=observers,

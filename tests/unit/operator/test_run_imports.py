@@ -1,5 +1,6 @@
-"""What ``opsync run`` imports: an operator on Connect loads neither Jinja2 nor 1Password's SDK, whose import
-costs megabytes it would never use (docs/benchmarks.md, "Memory")."""
+"""What ``opsync run`` imports: an operator on Connect loads neither Jinja2, nor 1Password's SDK, nor
+kubernetes-asyncio's generated API and model classes, whose imports cost megabytes it would never use
+(docs/benchmarks.md, "Memory")."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ import json
 import subprocess
 import sys
 
-NOT_ON_THE_RUN_PATH = ("jinja2", "onepassword", "onepassword_access.sdk", "onepassword_access.emulator", "matplotlib")
+NOT_ON_THE_RUN_PATH = (
+    "jinja2",
+    "onepassword",
+    "onepassword_access.sdk",
+    "onepassword_access.emulator",
+    "matplotlib",
+    "kubernetes_asyncio.client.api",
+    "kubernetes_asyncio.client.models.v1_secret",
+    "kubernetes_asyncio.watch",
+)
 
 
 def loaded_after(statement: str) -> set[str]:
@@ -17,10 +27,12 @@ def loaded_after(statement: str) -> set[str]:
     return set(json.loads(out.stdout))
 
 
-def test_the_run_command_imports_neither_jinja2_nor_the_sdk() -> None:
+def test_the_run_command_imports_none_of_them() -> None:
     assert loaded_after("import controllers.main") == set()
 
 
 def test_they_are_loaded_when_used() -> None:
     used = "import onepassword_access; onepassword_access.SdkBackend; import controllers.templating"
     assert loaded_after(used) >= {"jinja2", "onepassword", "onepassword_access.sdk"}
+    kubernetes = "import controllers.main; import kubernetes_asyncio; kubernetes_asyncio.client.V1Secret"
+    assert loaded_after(kubernetes) >= {"kubernetes_asyncio.client.api", "kubernetes_asyncio.client.models.v1_secret"}
