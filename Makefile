@@ -19,7 +19,7 @@ ENVTEST_ASSETS ?= $(CACHE_HOME)/opsync/envtest/$(K8S_VERSION)
 export OPSYNC_ENVTEST_ASSETS := $(abspath $(ENVTEST_ASSETS))
 PYTEST_FLAGS ?= -ra
 
-.PHONY: help venv envtest lint typecheck unit integration test check-min-deps version lock image image-test chart chart-crds demo bench clean
+.PHONY: help venv envtest lint typecheck unit integration test check-min-deps version lock image image-test chart chart-crds demo bench bench-scale clean
 
 help:
 	@echo "make test          lint, typecheck, unit and integration tests (what CI runs)"
@@ -32,6 +32,7 @@ help:
 	@echo "make image-test    build it, then start it: opsync version, and opsync run against envtest and the emulator"
 	@echo "make chart         package the Helm chart as dist/opsync-$(VERSION).tgz"
 	@echo "make lock          refresh requirements.lock (what the image installs, with hashes)"
+	@echo "make bench-scale   the initial sync alone at N up to 20,000, costs against N (SCALE_SIZES=...)"
 	@echo "make lint | typecheck | unit | integration | bench | clean"
 
 # Reinstalled only when pyproject.toml changes. Prefers python3.11, else any python3 >= 3.11.
@@ -99,6 +100,12 @@ demo: $(STAMP) envtest
 # Issue 7's scenarios (about 15 minutes); BENCH_FLAGS=--quick for tiny sizes, see `python -m bench --help`.
 bench: $(STAMP) envtest
 	$(PY) -m bench $(BENCH_FLAGS)
+
+# Issue 17's opt-in sizes, apart from `make bench`: the initial sync alone at each N, with a fitted line per
+# cost against N (bench/scaling.py). SCALE_SIZES=1000,5000 picks the sizes; empty: bench.scaling.SIZES.
+SCALE_SIZES ?=
+bench-scale: $(STAMP) envtest
+	$(PY) -m bench $(BENCH_FLAGS) --scale $(SCALE_SIZES)
 
 # The chart ships copies of crds/, the one source: Helm reads nothing outside a chart, and packagers and Flux
 # drop symlinks. tests/integration/chart/test_chart_crds.py fails while they differ.

@@ -2,7 +2,8 @@
 
 Writes the results as JSON to bench/results/<time>.json (with opsync's and the emulator's logs), the tables to
 docs/benchmarks.md and the plots to docs/benchmarks/ (``--no-doc``: only print the tables). ``--quick`` runs
-tiny sizes in about a minute and leaves the document alone unless ``--doc`` is given.
+tiny sizes in about a minute and leaves the document alone unless ``--doc`` is given. ``--scale`` runs the
+initial sync alone at issue 17's sizes and writes the document's scale section instead (``bench.scaling``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from bench import cluster, report
+from bench import cluster, report, scaling
 from bench.processes import ConnectEmulator
 from bench.scenarios import Bench, Options, Results, run_all
 from opsync.envtest import ControlPlane
@@ -29,6 +31,13 @@ def _sizes(text: str) -> tuple[int, ...]:
     values = tuple(int(part) for part in text.split(",") if part.strip())
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError("a comma-separated list of positive numbers")
+    return values
+
+
+def _scale_sizes(text: str) -> tuple[int, ...]:
+    values = _sizes(text)
+    if len(set(values)) < 2:
+        raise argparse.ArgumentTypeError("at least two different sizes: a line is fitted through them")
     return values
 
 
@@ -107,7 +116,17 @@ def main() -> None:
     parser.add_argument(
         "--versus-unmanaged", type=int, default=defaults.versus_unmanaged, help="16 KiB Secrets side by side"
     )
-    parser.add_argument("--quick", action="store_true", help=f"tiny sizes: {QUICK}")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help=f"tiny sizes: {QUICK}")
+    size.add_argument(
+        "--scale",
+        nargs="?",
+        type=_scale_sizes,
+        const=scaling.SIZES,
+        metavar="SIZES",
+        help=f"only the initial sync, at these N (default {','.join(map(str, scaling.SIZES))}), and the costs "
+        "against N: the scale section of docs/benchmarks.md (issue 17)",
+    )
     parser.add_argument(
         "--doc",
         action=argparse.BooleanOptionalAction,
@@ -134,6 +153,9 @@ def main() -> None:
             versus_unmanaged=args.versus_unmanaged,
         )
     )
+    if args.scale:  # the initial sync alone: no other scenario, no side-by-side run
+        options = replace(options, sizes=args.scale, scenarios=("sync",), go_operator=None)
+    section = scaling if args.scale else report
     stamp = time.strftime("%Y%m%d-%H%M%S")
     work_dir = RESULTS / stamp
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -143,10 +165,10 @@ def main() -> None:
     path.write_text(json.dumps(data, indent=1))
     log(f"done in {results.wall_seconds / 60:.1f} min; results in {path}")
     if args.doc if args.doc is not None else not args.quick:
-        report.write(data)
+        section.write(data)
         log(f"wrote {report.DOC} and {report.IMAGES}/")
     else:
-        print(report.markdown(data, "."))
+        print(section.markdown(data, "."))
 
 
 if __name__ == "__main__":

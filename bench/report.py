@@ -37,7 +37,8 @@ REFRESH_SECRET_TARGET = 2.0  # seconds, p99: opsync.dev/refresh -> the Secret (i
 REFRESH_RESTART_TARGET = 3.0  # seconds, p99: opsync.dev/refresh -> the workload's pod template
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table of ``rows`` under ``header``."""
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -56,7 +57,8 @@ def _cpu_seconds(seconds: dict[str, float]) -> str:
     return ", ".join(f"{name} {value:.1f}" for name, value in seconds.items() if value)
 
 
-def _verdict(met: bool, miss: str) -> str:
+def verdict(met: bool, miss: str) -> str:
+    """A table's verdict cell: "met", or by how much it was missed."""
     return "met" if met else f"**missed**: {miss}"
 
 
@@ -71,7 +73,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             (
                 f"initial sync at N = {sync['items']} within {RATIO_TARGET}x the floor",
                 f"{ratio:.2f}x",
-                _verdict(ratio <= RATIO_TARGET, f"{ratio / RATIO_TARGET - 1:.0%} over"),
+                verdict(ratio <= RATIO_TARGET, f"{ratio / RATIO_TARGET - 1:.0%} over"),
             )
         )
     if idle := results["idle"]:
@@ -80,11 +82,11 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             (
                 "idle: Connect requests per poll = vaults watched",
                 f"{connect:g} for {idle['vaults']} vaults",
-                _verdict(connect == idle["vaults"], f"{connect - idle['vaults']:+g} per poll"),
+                verdict(connect == idle["vaults"], f"{connect - idle['vaults']:+g} per poll"),
             )
         )
         per_poll = idle["api_writes"] / idle["polls"]
-        rows.append(("idle: API-server writes per poll = 0", f"{per_poll:g}", _verdict(per_poll == 0, "not 0")))
+        rows.append(("idle: API-server writes per poll = 0", f"{per_poll:g}", verdict(per_poll == 0, "not 0")))
     if results["propagation"]:
         prop = max(results["propagation"], key=lambda p: (p["items"], p["changed"]))
         interval = results["options"]["poll_interval"]
@@ -95,7 +97,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 (
                     f"propagation p99 ({what}) <= poll interval + 2 s at N = {prop['items']}, K = {prop['changed']}",
                     f"{p99:.1f} s (limit {limit:g} s)",
-                    _verdict(p99 <= limit, f"by {p99 - limit:.1f} s"),
+                    verdict(p99 <= limit, f"by {p99 - limit:.1f} s"),
                 )
             )
     if restarts := results["restarts"]:
@@ -105,7 +107,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             (
                 f"RSS <= {RSS_TARGET_MIB:g} MiB with {most['unmanaged']:,} unmanaged Secrets",
                 f"{most['rss_mib']:.0f} MiB (peak {most['peak_rss_mib']:.0f})",
-                _verdict(most["rss_mib"] <= RSS_TARGET_MIB, f"by {most['rss_mib'] - RSS_TARGET_MIB:.0f} MiB"),
+                verdict(most["rss_mib"] <= RSS_TARGET_MIB, f"by {most['rss_mib'] - RSS_TARGET_MIB:.0f} MiB"),
             )
         )
         growth = most["rss_mib"] - none["rss_mib"]
@@ -113,11 +115,11 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             (
                 "RSS flat in the number of unmanaged Secrets",
                 f"{growth:+.1f} MiB from {none['unmanaged']:,} to {most['unmanaged']:,}",
-                _verdict(growth <= FLAT_TOLERANCE * none["rss_mib"], f"grows {growth:.1f} MiB"),
+                verdict(growth <= FLAT_TOLERANCE * none["rss_mib"], f"grows {growth:.1f} MiB"),
             )
         )
         writes = max(r["api_writes"] for r in restarts)
-        rows.append(("restart: API-server writes = 0", f"{writes}", _verdict(writes == 0, f"{writes} writes")))
+        rows.append(("restart: API-server writes = 0", f"{writes}", verdict(writes == 0, f"{writes} writes")))
     if refresh := results.get("refresh"):  # runs before this scenario existed have none
         for what, key, limit in (
             ("Secret", "secret_seconds", REFRESH_SECRET_TARGET),
@@ -129,7 +131,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"refresh p99 ({what}) < {limit:g} s, poll interval {refresh['poll_interval']} s, "
                     f"{len(refresh[key])} refreshes",
                     f"{p99:.2f} s",
-                    _verdict(p99 < limit, f"by {p99 - limit:.2f} s"),
+                    verdict(p99 < limit, f"by {p99 - limit:.2f} s"),
                 )
             )
     return rows
@@ -147,7 +149,7 @@ def refresh_section(results: dict[str, Any]) -> list[str]:
         "### 6. On-demand refresh",
         "Seconds from the `opsync.dev/refresh` patch to the Secret's new `item-version` and to the Deployment's "
         "pod-template restart annotation, one refresh at a time.",
-        _table(
+        markdown_table(
             ("N", "poll interval (s)", "refreshes", "Secret p50", "Secret p99", "pod template p50", "pod template p99"),
             [cells],
         ),
@@ -163,7 +165,7 @@ def markdown(results: dict[str, Any], images: str) -> str:
         f"propagation rounds per K.",
     ]
     if rows := targets(results):
-        parts += ["### Targets", _table(("target", "measured", "verdict"), rows)]
+        parts += ["### Targets", markdown_table(("target", "measured", "verdict"), rows)]
     if sides := results.get("versus"):
         parts += [
             "### Side by side with the Go operator",
@@ -187,7 +189,7 @@ def markdown(results: dict[str, Any], images: str) -> str:
         ]
         parts += [
             "### 1. Initial sync",
-            _table(
+            markdown_table(
                 (
                     "N",
                     "apply (s)",
@@ -208,7 +210,7 @@ def markdown(results: dict[str, Any], images: str) -> str:
         polls = idle["polls"]
         parts += [
             "### 2. Idle cost",
-            _table(
+            markdown_table(
                 (
                     "N",
                     "vaults",
@@ -243,7 +245,7 @@ def markdown(results: dict[str, Any], images: str) -> str:
         parts += [
             "### 3. Propagation",
             f"Seconds from the change in 1Password (in poll intervals of {interval} s).",
-            _table(
+            markdown_table(
                 (
                     "N",
                     "K",
@@ -277,7 +279,7 @@ def markdown(results: dict[str, Any], images: str) -> str:
         ]
         parts += [
             "### 4. and 5. Memory and restart",
-            _table(
+            markdown_table(
                 (
                     "N",
                     "unmanaged Secrets",
@@ -330,7 +332,7 @@ def plots(results: dict[str, Any], folder: Path) -> None:
             title="Initial sync",
         )
         ax.legend()
-        _save(fig, folder / "initial-sync.png")
+        save_figure(fig, folder / "initial-sync.png")
         largest = syncs[-1]
         fig, ax = plt.subplots(figsize=(6, 4))
         for key, name in (("applied", "OnePasswordItems created"), ("ready", "OnePasswordItems Ready")):
@@ -344,7 +346,7 @@ def plots(results: dict[str, Any], folder: Path) -> None:
             title=f"Initial sync of N = {largest['items']:,} over time",
         )
         ax.legend()
-        _save(fig, folder / "initial-sync-timeline.png")
+        save_figure(fig, folder / "initial-sync-timeline.png")
     if props := results["propagation"]:
         interval = results["options"]["poll_interval"]
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -360,7 +362,7 @@ def plots(results: dict[str, Any], folder: Path) -> None:
             title=f"Propagation at N = {props[0]['items']:,} (interval {interval} s)",
         )
         ax.legend()
-        _save(fig, folder / "propagation.png")
+        save_figure(fig, folder / "propagation.png")
     if restarts := results["restarts"]:
         fig, ax = plt.subplots(figsize=(6, 4))
         xs_unmanaged = [r["unmanaged"] for r in restarts]
@@ -374,10 +376,11 @@ def plots(results: dict[str, Any], folder: Path) -> None:
             title=f"opsync memory with {restarts[0]['items']:,} managed Secrets",
         )
         ax.legend()
-        _save(fig, folder / "memory.png")
+        save_figure(fig, folder / "memory.png")
 
 
-def _save(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
+    """``fig`` as a PNG at ``path``, then closed (pyplot keeps every open figure in memory)."""
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -386,12 +389,22 @@ def _save(fig: Any, path: Path) -> None:
 def write(results: dict[str, Any], doc: Path = DOC, images: Path = IMAGES) -> None:
     """Plots into ``images``; the generated section of ``doc`` replaced (appended if it has none)."""
     plots(results, images)
-    relative = images.relative_to(doc.parent) if images.is_relative_to(doc.parent) else images
-    section = f"{BEGIN}\n\n{markdown(results, str(relative))}\n\n{END}"
+    write_section(doc, BEGIN, END, markdown(results, link_path(images, doc)))
+
+
+def link_path(images: Path, doc: Path) -> str:
+    """``images`` as ``doc`` links to it: relative to the document's folder when inside it."""
+    return str(images.relative_to(doc.parent) if images.is_relative_to(doc.parent) else images)
+
+
+def write_section(doc: Path, begin: str, end: str, body: str) -> None:
+    """``body`` between the markers ``begin`` and ``end`` in ``doc``, replacing what was between them (the
+    markers and ``body`` appended if ``doc`` lacks them); the rest of the document is kept."""
+    section = f"{begin}\n\n{body}\n\n{end}"
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     doc.write_text(text)
