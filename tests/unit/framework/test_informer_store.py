@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -10,7 +11,7 @@ import pytest
 
 from opsync.cache import metadata_only
 from opsync.client import Client, GoneError, WatchEvent
-from opsync.informer import Backoff, Informer, strip_managed_fields
+from opsync.informer import Backoff, Informer, compact
 from opsync.resources import CONFIGMAPS, KubeObject, Resource
 from opsync.store import Delta, Store
 from opsync.testing import FakeClock
@@ -136,9 +137,18 @@ def test_replace_within_a_namespace_leaves_other_namespaces_alone() -> None:
 
 def test_managed_fields_are_stripped_without_touching_the_input() -> None:
     original = {"kind": "Secret", "metadata": {"name": "a", "managedFields": [{"manager": "x"}]}, "data": {"k": "dg=="}}
-    stripped = strip_managed_fields(original)
+    stripped = compact(original)
     assert stripped == {"kind": "Secret", "metadata": {"name": "a"}, "data": {"k": "dg=="}}
     assert "managedFields" in original["metadata"]
+
+
+def test_two_decoded_objects_share_their_keys_but_not_their_values() -> None:
+    line = json.dumps({"metadata": {"annotations": {"operator.1password.io/item-path": "vaults/v/items/i"}}, "d": [{}]})
+    first, second = compact(json.loads(line)), compact(json.loads(line))
+    assert first == second == json.loads(line)
+    first_key, second_key = next(iter(first["metadata"]["annotations"])), next(iter(second["metadata"]["annotations"]))
+    assert first_key is second_key
+    assert first["metadata"]["annotations"][first_key] is not second["metadata"]["annotations"][second_key]
 
 
 def test_metadata_only_keeps_identity_and_metadata_but_no_payload() -> None:
