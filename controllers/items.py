@@ -102,6 +102,8 @@ class ItemReconciler:
         self._options = options
         self._events: EventRecorder = manager.event_recorder("opsync")
         self._states: dict[Request, tuple[str, str]] = {}  # for opsync_items, opsync_item_condition and reporting
+        self._counts: dict[tuple[str, str], int] = {}  # opsync_items: how many of _states hold each state
+        ITEMS.clear()  # the gauge counts this reconciler's items (one per process; tests start several)
         self._generations: dict[Request, int] = {}  # generation last synced by this process
         self._refreshed: dict[Request, str] = {}  # refresh value last acted on (also when the CRD drops it)
         self._warned_old_crd = False
@@ -308,20 +310,24 @@ class ItemReconciler:
     def _record_state(self, request: Request, state: tuple[str, str] | None) -> None:
         if state is not None and self.items.get(request.namespace, request.name) is None:
             state = None  # it left the cache while this reconcile ran (deleted, or its namespace unselected)
-        if state is None:
-            if self._states.pop(request, None) is None:
-                return
-        elif self._states.get(request) == state:
+        previous = self._states.pop(request, None) if state is None else self._states.get(request)
+        if previous == state:
             return
-        else:
+        if state is not None:
             self._states[request] = state
         record_item_ready(request.namespace, request.name, None if state is None else state[0] == "true")
-        counts: dict[tuple[str, str], int] = {}
-        for value in self._states.values():
-            counts[value] = counts.get(value, 0) + 1
-        ITEMS.clear()
-        for (ready, reason), count in counts.items():
-            ITEMS.labels(ready=ready, reason=reason).set(count)
+        # opsync_items moves by the one item that changed: recounting every item here made each change O(N),
+        # an initial sync O(N²) (docs/benchmarks.md, "Scale").
+        for value, delta in ((previous, -1), (state, 1)):
+            if value is None:
+                continue
+            count = self._counts.get(value, 0) + delta
+            if count:
+                self._counts[value] = count
+                ITEMS.labels(ready=value[0], reason=value[1]).set(count)
+            else:
+                del self._counts[value]
+                ITEMS.remove(*value)
 
 
 def setup_items(manager: Manager, reconciler: ItemReconciler, *, changes: Channel, workers: int) -> Controller:
