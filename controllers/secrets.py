@@ -4,8 +4,9 @@ Both producers (OnePasswordItems and annotated workloads) hand ``SecretWriter`` 
 (``controllers.desired``); it reads what exists, lets ``controllers.merge`` decide what to write, and writes:
 
 - Only Secrets labelled ``opsync.dev/managed=true`` are cached (``managed_secrets``), so the data of other
-  Secrets never sits in opsync's memory. A Secret of the wanted name missing from that cache is read once
-  from the API server to learn whose it is.
+  Secrets never sits in opsync's memory. A Secret of the wanted name missing from that cache is created
+  outright (a create never replaces anything: one request per new Secret, not a read and a create); only
+  when the API server answers AlreadyExists is it read, to learn whose it is.
 - Every managed Secret is watched, so a Secret deleted or edited by hand reaches its producer's reconciler,
   which puts it back (drift repair) without waiting for a poll.
 - Writes are full updates carrying the cached ``resourceVersion``: a Secret changed meanwhile is not
@@ -21,7 +22,7 @@ from controllers.desired import DesiredSecret
 from controllers.merge import WriteReason, plan_update
 from controllers.metrics import SECRET_WRITES
 from opsync.cache import Cache
-from opsync.client import Client, NotFoundError
+from opsync.client import AlreadyExistsError, Client, NotFoundError
 from opsync.informer import Informer
 from opsync.resources import SECRETS, KubeObject
 
@@ -65,11 +66,20 @@ class SecretWriter:
         would change, and the client's ``ApiError``s (409s are for the caller to retry).
         """
         meta = desired.secret["metadata"]
-        existing = await self.existing(meta["namespace"], meta["name"])
+        existing = self.secrets.get(meta["namespace"], meta["name"])
         if existing is None:
-            created = await self._client.create(SECRETS, desired.secret)
-            SECRET_WRITES.labels(reason="create").inc()
-            return WriteResult(created, "create", True)
+            # Not in the cache: most often it does not exist yet, so create without reading first (a create
+            # never replaces anything). A Secret of that name the cache does not hold (someone else's, or
+            # ours not yet seen) answers AlreadyExists; then it is read and judged as any existing one.
+            try:
+                created = await self._client.create(SECRETS, desired.secret)
+            except AlreadyExistsError:
+                existing = await self.existing(meta["namespace"], meta["name"])
+                if existing is None:  # deleted since: a 409 for the caller to retry
+                    raise
+            else:
+                SECRET_WRITES.labels(reason="create").inc()
+                return WriteResult(created, "create", True)
         update = plan_update(existing, desired)
         if update is None:
             return WriteResult(existing, None, False)

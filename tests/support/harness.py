@@ -79,9 +79,12 @@ class RequestLog:
     """A ``Client`` observer recording (method, path) of every request."""
 
     requests: list[tuple[str, str]] = field(default_factory=list)
+    statuses: list[int | None] = field(default_factory=list)
+    """The HTTP status of each of ``requests`` (None: no answer)."""
 
     def __call__(self, request: ApiRequest) -> None:
         self.requests.append((request.method, request.path))
+        self.statuses.append(request.status)
 
     def writes(self) -> list[tuple[str, str]]:
         """The requests that were not reads (watches are GETs)."""
