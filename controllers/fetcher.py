@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from controllers.constants import RATE_LIMIT_REQUEUE
 from controllers.secretdata import ItemInput, item_input_from_connect
 from onepassword_access.errors import ConnectError, RateLimitedError
-from onepassword_access.models import ItemSummary, Vault
+from onepassword_access.models import Listed, Vault
 from onepassword_access.paths import ItemPathError, parse_item_path
 from onepassword_access.resolve import ItemResolver, ResolvedItem, ResolveError
 
@@ -251,7 +251,7 @@ class ItemFetcher:
         versions: Mapping[str, int],
         removed: Iterable[str] = (),
         *,
-        listing: Iterable[ItemSummary] | None = None,
+        listing: Iterable[Listed] | None = None,
     ) -> None:
         """Record what the poller saw in a vault: every item's version, and the items that are gone; with
         ``listing`` (every item of the vault, as Connect lists them), the resolver resolves titles from it."""

@@ -255,7 +255,7 @@ class Poller:
             if isinstance(error, RateLimitedError):
                 self._fetcher.note_rate_limit(error)
         for vault_id, change in report.changes.items():
-            self._fetcher.observe(vault_id, change.versions, change.removed, listing=change.summaries)
+            self._fetcher.observe(vault_id, change.versions, change.removed, listing=change.listed)
         if report.vaults is not None:
             self._fetcher.note_vaults(report.vaults)
         # Items of a vault that became uncheckable (or checkable again) are reconciled once, so that their

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from onepassword_access.client import ConnectClient
 from onepassword_access.errors import ConnectError
-from onepassword_access.models import ItemSummary, Vault
+from onepassword_access.models import Listed, Vault
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +32,10 @@ class VaultChange:
     """Items gone."""
     first_seen: bool
     """No earlier poll read this vault, so every item counts as changed."""
-    summaries: tuple[ItemSummary, ...] | None = None
+    listed: tuple[Listed, ...] | None = None
     """The listing the versions came from (Connect: every item, with titles; the SDK backend: None), for the
-    item resolver to resolve titles from (``ItemResolver.note_listing``) without asking again."""
+    item resolver to resolve titles from (``ItemResolver.note_listing``) without asking again. Kept lean
+    (``Listed``), not as the client's models: a poll holds every vault's listing until it ends."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +97,8 @@ class VaultChangeDetector:
         if seen is not None and seen[0] == vault.content_version:
             return None
         # Read after the vault: a change in between moves contentVersion again and is seen next poll.
-        summaries = tuple(await self._client.list_items(vault_id))
-        versions = {item.id: item.version for item in summaries}
+        entries = tuple(map(Listed.of, await self._client.list_items(vault_id)))
+        versions = {item.id: item.version for item in entries}
         before = seen[1] if seen else {}
         self._seen[vault_id] = (vault.content_version, versions)
         return VaultChange(
@@ -107,5 +108,5 @@ class VaultChangeDetector:
             changed=frozenset(i for i, version in versions.items() if before.get(i) != version),
             removed=frozenset(before.keys() - versions.keys()),
             first_seen=seen is None,
-            summaries=summaries,
+            listed=entries,
         )

@@ -8,6 +8,7 @@ newer Connect versions add categories and field types that must not break an old
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -205,6 +206,27 @@ class ItemSummary(WireModel):
     created_at: Timestamp | None = None
     updated_at: Timestamp | None = None
     last_edited_by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One item of a vault listing, as much as title resolution, ``verify``, change detection and the access
+    policies need. Listings are held as these: an ``ItemSummary`` model takes about 3.4 KB (docs/benchmarks.md,
+    "Memory"), a ``Listed`` a few hundred bytes, and a vault may list tens of thousands of items."""
+
+    id: str
+    title: str
+    version: int
+    created_at: datetime | None
+    tags: tuple[str, ...]
+    active: bool
+
+    @classmethod
+    def of(cls, summary: ItemSummary) -> Listed:
+        """The parts of ``summary`` a listing keeps (``active``: not archived or deleted)."""
+        return cls(
+            summary.id, summary.title, summary.version, summary.created_at, tuple(summary.tags), summary.state is None
+        )
 
 
 class Item(ItemSummary):

@@ -43,30 +43,18 @@ from typing import TypeVar
 from onepassword_access.backend import Backend
 from onepassword_access.errors import ConnectError, InvalidResponseError, NotFoundError, TooLargeError
 from onepassword_access.limits import MAX_FILE_BYTES
-from onepassword_access.models import File, Item, ItemSummary, Ref, Vault
+from onepassword_access.models import File, Item, ItemSummary, Listed, Ref, Vault
 from onepassword_access.paths import ItemPath, go_quote, looks_like_id, parse_item_path
 
 log = logging.getLogger(__name__)
 
 _EARLIEST = datetime.min.replace(tzinfo=UTC)  # a missing createdAt sorts first, like Go's zero time
-Dated = TypeVar("Dated", Vault, ItemSummary, "Listed")
+Dated = TypeVar("Dated", Vault, ItemSummary, Listed)
 T = TypeVar("T")
 VAULT_NAME_TTL = 600.0
 """Seconds a vault name → id lookup is reused (the Go operator looks it up on every request)."""
 LISTING_TTL = VAULT_NAME_TTL
 """Seconds a vault's item listing taken to resolve titles is reused (listings the poller takes replace it)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Listed:
-    """One item of a vault listing: what title resolution, ``verify`` and the access policies need."""
-
-    id: str
-    title: str
-    version: int
-    created_at: datetime | None
-    tags: tuple[str, ...]
-    active: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +66,11 @@ class VaultListing:
     titles: Mapping[str, tuple[Listed, ...]]
 
     @classmethod
-    def of(cls, summaries: Iterable[ItemSummary], taken: float) -> VaultListing:
-        items = {
-            s.id: Listed(s.id, s.title, s.version, s.created_at, tuple(s.tags), s.state is None) for s in summaries
-        }
+    def of(cls, listed: Iterable[Listed], taken: float) -> VaultListing:
+        items = {entry.id: entry for entry in listed}
         titles: dict[str, list[Listed]] = {}
-        for listed in items.values():
-            titles.setdefault(listed.title.casefold(), []).append(listed)
+        for entry in items.values():
+            titles.setdefault(entry.title.casefold(), []).append(entry)
         return cls(taken, items, {title: tuple(found) for title, found in titles.items()})
 
 
@@ -157,9 +143,9 @@ class ItemResolver:
         self._listing_tasks: dict[str, asyncio.Task[VaultListing]] = {}
         self._vault_tasks: dict[str, asyncio.Task[str]] = {}  # vault segment, case-folded -> its lookup
 
-    def note_listing(self, vault_id: str, summaries: Iterable[ItemSummary]) -> None:
+    def note_listing(self, vault_id: str, listed: Iterable[Listed]) -> None:
         """A listing of every item of ``vault_id`` that someone else (the poller) just read."""
-        self._keep_listing(vault_id, VaultListing.of(summaries, self._clock()))
+        self._keep_listing(vault_id, VaultListing.of(listed, self._clock()))
 
     def note_vaults(self, vaults: Iterable[Vault]) -> None:
         """Every vault the credentials read, just listed by someone else (the poller): each name's vault by the
@@ -381,7 +367,7 @@ class ItemResolver:
 
     async def _list(self, vault_id: str) -> VaultListing:
         taken = self._clock()
-        listing = VaultListing.of(await self._backend.list_all_items(vault_id), taken)
+        listing = VaultListing.of(map(Listed.of, await self._backend.list_all_items(vault_id)), taken)
         self._keep_listing(vault_id, listing)
         return self._listings.get(vault_id, listing)
 

@@ -16,7 +16,7 @@ from controllers.merge import plan_update
 from controllers.secretdata import ItemField, ItemInput
 from onepassword_access.changes import ChangeReport
 from onepassword_access.errors import NotFoundError
-from onepassword_access.models import File, Item, ItemSummary, Ref, Vault
+from onepassword_access.models import File, Item, ItemSummary, Listed, Ref, Vault
 from onepassword_access.paths import ItemPath
 from onepassword_access.resolve import ItemResolver
 
@@ -106,7 +106,7 @@ async def test_verify_trusts_only_the_listed_id_and_version() -> None:
     resolver = ItemResolver(backend)
     made_from = ItemPath(VAULT, item_id(0))
     assert resolver.verify(ItemPath("k8s", "db"), made_from, 1) is None  # nothing listed yet
-    summaries = [ItemSummary.model_validate(i.model_dump()) for i in backend.items.values()]
+    summaries = [Listed.of(ItemSummary.model_validate(i.model_dump())) for i in backend.items.values()]
     resolver.note_listing(VAULT, summaries)
     assert resolver.verify(ItemPath("k8s", "db"), made_from, 1) is None  # the vault name is not known
     resolver.note_vaults([Vault(id=VAULT, name="k8s")])
@@ -117,7 +117,7 @@ async def test_verify_trusts_only_the_listed_id_and_version() -> None:
     assert resolver.verify(ItemPath("k8s", "db"), made_from, 2) is None  # another version
     assert resolver.verify(ItemPath("k8s", "api"), made_from, 1) is None  # another item
     older = ItemSummary(id=item_id(5), title="db", vault=Ref(id=VAULT), version=1, created_at=T0 - timedelta(1))
-    resolver.note_listing(VAULT, [*summaries, older])
+    resolver.note_listing(VAULT, [*summaries, Listed.of(older)])
     assert resolver.verify(ItemPath("k8s", "db"), made_from, 1) is None  # the title resolves to the older one
     resolver.note_listing(VAULT, summaries[1:])
     assert resolver.verify(ItemPath("k8s", "db"), made_from, 1) is None  # gone (recreated: another id)
