@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from controllers.constants import AUTO_RESTART_ANNOTATION, LAST_RESTARTED_ANNOTATION
+from controllers.resources import ONEPASSWORDITEMS
 from opsync.client import Client
 from opsync.informer import Informer
-from opsync.resources import NAMESPACES, KubeObject, Resource
+from opsync.resources import NAMESPACES, SECRETS, KubeObject, Resource
 
 TOKEN = "opsync-bench-token"
 VAULTS = 5
@@ -158,6 +159,35 @@ async def create_all(
             answered.append(time.perf_counter())
 
     await asyncio.gather(*(create(namespace, body) for namespace, body in bodies))
+    return answered
+
+
+async def floor_writes(
+    client: Client,
+    items: Sequence[tuple[str, KubeObject, KubeObject, KubeObject]],
+    concurrency: int,
+) -> list[float]:
+    """The initial sync's floor: for each ``(namespace, item, secret, status)``, the user's create of the
+    OnePasswordItem, then what no correct operator can skip: its Secret's create (owned by the item, as an
+    operator makes it) and the item's status write. The user's creates have ``concurrency`` requests in
+    flight, as the benchmark's apply does, and beside them an ideal operator with ``concurrency`` workers, which
+    reads nothing, asks 1Password nothing and starts on an item as soon as its create is answered. When each
+    status write was answered (``time.perf_counter()``), in order."""
+    user, operator = asyncio.Semaphore(concurrency), asyncio.Semaphore(concurrency)
+    answered: list[float] = []
+
+    async def one(namespace: str, item: KubeObject, secret: KubeObject, status: KubeObject) -> None:
+        async with user:
+            created = await client.create(ONEPASSWORDITEMS, item, namespace)
+        meta = created["metadata"]
+        owner = {"apiVersion": item["apiVersion"], "kind": item["kind"], "name": meta["name"], "uid": meta["uid"]}
+        owned = {**secret, "metadata": {**secret["metadata"], "ownerReferences": [owner]}}
+        async with operator:
+            await client.create(SECRETS, owned, namespace)
+            await client.patch(ONEPASSWORDITEMS, meta["name"], {"status": status}, namespace, subresource="status")
+        answered.append(time.perf_counter())
+
+    await asyncio.gather(*(one(*entry) for entry in items))
     return answered
 
 

@@ -164,8 +164,8 @@ def markdown(results: dict[str, Any], images: str) -> str:
         f"{options['poll_interval']} s, {options['workers']} workers per controller, {options['rounds']} "
         f"propagation rounds per K.",
     ]
-    if rows := targets(results):
-        parts += ["### Targets", markdown_table(("target", "measured", "verdict"), rows)]
+    if verdicts := targets(results):
+        parts += ["### Targets", markdown_table(("target", "measured", "verdict"), verdicts)]
     if sides := results.get("versus"):
         parts += [
             "### Side by side with the Go operator",
@@ -314,7 +314,7 @@ def plots(results: dict[str, Any], folder: Path) -> None:
         labels = [f"{s['items']:,}" for s in syncs]
         xs = range(len(syncs))
         ax.bar([x - 0.2 for x in xs], [s["ready_seconds"] for s in syncs], 0.4, label="opsync: apply → all Ready")
-        ax.bar([x + 0.2 for x in xs], [s["floor_seconds"] for s in syncs], 0.4, label="floor: create the Secrets")
+        ax.bar([x + 0.2 for x in xs], [s["floor_seconds"] for s in syncs], 0.4, label="floor: apply, Secrets, status")
         for x, s in zip(xs, syncs, strict=True):
             ax.annotate(
                 f"{s['ready_seconds'] / s['floor_seconds']:.2f}x",
@@ -337,7 +337,7 @@ def plots(results: dict[str, Any], folder: Path) -> None:
         fig, ax = plt.subplots(figsize=(6, 4))
         for key, name in (("applied", "OnePasswordItems created"), ("ready", "OnePasswordItems Ready")):
             ax.step(largest[key], range(1, len(largest[key]) + 1), where="post", label=name)
-        ax.axvline(largest["floor_seconds"], color="grey", linestyle=":", label="floor: all Secrets created")
+        ax.axvline(largest["floor_seconds"], color="grey", linestyle=":", label="floor: the last status written")
         ax.set(
             xlabel="seconds from the first create",
             ylabel="items",

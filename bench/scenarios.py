@@ -3,8 +3,9 @@
 Order (each size gets fresh namespaces; the largest size's objects and opsync carry on):
 
 1. initial sync, per size N: opsync (scoped to the size's namespaces) is up; the benchmark applies N
-   OnePasswordItems and times apply → all ``Ready``. The floor: the very Secrets opsync made, created again in
-   other namespaces with the same client and the same concurrency (opsync's ``--workers``).
+   OnePasswordItems and times apply → all ``Ready``. The floor (``cluster.floor_writes``), in other
+   namespaces with the same client: the same apply, and beside it the writes no correct operator can skip, the
+   very Secrets opsync made (owned by their items) and the items' status, with opsync's ``--workers`` in flight.
 2. idle: with the largest N in sync (plus the Deployments of scenario 3), requests per poll.
 3. propagation: change K items in 1Password at a random moment of the poll cycle; time to the Secret's new
    item-version and to the Deployment's restart annotation.
@@ -80,7 +81,7 @@ class InitialSync:
     items: int
     apply_seconds: float  # creating the OnePasswordItems
     ready_seconds: float  # apply start -> the last Ready
-    floor_seconds: float  # creating the same Secrets directly
+    floor_seconds: float  # the same apply plus the Secret creates and status writes alone (cluster.floor_writes)
     cpu_seconds: dict[str, float]  # CPU per process from apply to idle: who was busy?
     floor_cpu_seconds: dict[str, float]  # the same during the floor
     applied: list[float]  # seconds from the start when each item's create was answered
@@ -246,17 +247,7 @@ async def initial_sync(bench: Bench, size: int) -> tuple[InitialSync, Opsync, li
     cpu = meter.read()
     memory = opsync.memory()
 
-    made = [
-        secret
-        for ns in namespaces
-        for secret in (await bench.kube.list(SECRETS, ns, label_selector=MANAGED_SELECTOR))["items"]
-    ]
-    assert len(made) == size, f"opsync made {len(made)} Secrets for {size} items"
-    copies = [(floor[namespaces.index(s["metadata"]["namespace"])], cluster.copy_of(s)) for s in made]
-    meter.start()
-    floor_started = time.perf_counter()
-    floor_seconds = max(await cluster.create_all(bench.kube, SECRETS, copies, workers)) - floor_started
-    floor_cpu = meter.read()
+    floor_seconds, floor_cpu = await _floor(bench, refs, namespaces, floor, meter)
     result = InitialSync(
         items=size,
         apply_seconds=applied[-1],
@@ -278,6 +269,32 @@ async def initial_sync(bench: Bench, size: int) -> tuple[InitialSync, Opsync, li
         f"(floor {floor_cpu})"
     )
     return result, opsync, namespaces
+
+
+async def _floor(
+    bench: Bench, refs: Sequence[ItemRef], namespaces: Sequence[str], floor: Sequence[str], meter: CpuMeter
+) -> tuple[float, dict[str, float]]:
+    """Scenario 1's floor in the ``floor`` namespaces (which no opsync watches): the same OnePasswordItems
+    created as the apply did, each with the very Secret and status opsync wrote for it (``cluster.floor_writes``);
+    seconds from the first create to the last status write answered, and the CPU spent."""
+    made: dict[tuple[str, str], KubeObject] = {}
+    statuses: dict[tuple[str, str], KubeObject] = {}
+    for ns in namespaces:
+        for secret in (await bench.kube.list(SECRETS, ns, label_selector=MANAGED_SELECTOR))["items"]:
+            made[ns, secret["metadata"]["name"]] = secret
+        for item in (await bench.kube.list(ONEPASSWORDITEMS, ns))["items"]:
+            statuses[ns, item["metadata"]["name"]] = item.get("status") or {}
+    assert len(made) == len(refs), f"opsync made {len(made)} Secrets for {len(refs)} items"
+    entries = []
+    for ref in refs:
+        ns = cluster.namespace_of(namespaces, ref)
+        secret = made[ns, ref.title]  # an item's Secret is named after it (no spec.secretName here)
+        floor_ns = floor[namespaces.index(ns)]
+        entries.append((floor_ns, cluster.onepassword_item(ref), cluster.copy_of(secret), statuses[ns, ref.title]))
+    meter.start()
+    started = time.perf_counter()
+    seconds = max(await cluster.floor_writes(bench.kube, entries, bench.options.workers)) - started
+    return seconds, meter.read()
 
 
 async def add_workloads(bench: Bench, opsync: Opsync, namespaces: Sequence[str], refs: Sequence[ItemRef]) -> None:
