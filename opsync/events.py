@@ -68,10 +68,13 @@ class EventRecorder:
         self.host = host
         self._clock = clock
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(queue_size)
+        self._dropped = 0  # Events dropped since the queue last took one
         self._recent: OrderedDict[tuple[object, ...], _Recorded] = OrderedDict()
 
     def event(self, obj: KubeObject, type_: EventType, reason: str, message: str) -> None:
-        """Queue an Event about ``obj``; never blocks. Dropped (with a log line) if the queue is full.
+        """Queue an Event about ``obj``; never blocks. Dropped if the queue is full, with one log line when
+        dropping starts and one with the count when the queue takes an Event again (a sync of thousands of
+        items would otherwise log thousands of lines).
 
         ``message`` must not contain secret values; it is cut to 1024 characters.
         """
@@ -85,7 +88,19 @@ class EventRecorder:
         try:
             self._queue.put_nowait(pending)
         except asyncio.QueueFull:
-            log.warning("event queue full; dropped event %s %s for %s", type_, reason, involved.get("name"))
+            if not self._dropped:
+                log.warning(
+                    "event queue full (%d waiting to be written); dropping Events until it drains, from %s %s for %s",
+                    self._queue.maxsize,
+                    type_,
+                    reason,
+                    involved.get("name"),
+                )
+            self._dropped += 1
+            return
+        if self._dropped:
+            log.warning("event queue drains again; %d Events were dropped while it was full", self._dropped)
+            self._dropped = 0
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Write queued Events until ``stopping`` is set, then write what is still queued and return."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -83,13 +84,24 @@ async def test_queued_events_are_written_when_stopping(kube: Client, namespace: 
     assert [e["reason"] for e in await events_about(kube, namespace, "b")] == ["First", "Second"]
 
 
-async def test_a_full_queue_drops_instead_of_blocking(kube: Client, namespace: str) -> None:
+async def test_a_full_queue_drops_instead_of_blocking(
+    kube: Client, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
     recorder = EventRecorder(kube, "opsync-test", queue_size=1)
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": namespace}}
     recorder.event(cm, "Normal", "Kept", "one")
-    recorder.event(cm, "Normal", "Dropped", "two")  # returns at once even though nothing consumes the queue
+    with caplog.at_level(logging.WARNING, logger="opsync.events"):
+        for n in range(100):  # each returns at once even though nothing consumes the queue
+            recorder.event(cm, "Normal", "Dropped", f"number {n}")
+    assert len(caplog.records) == 1, "one line when dropping starts, not one per Event"
     stopping = asyncio.Event()
     stopping.set()
     async with asyncio.timeout(30):
         await recorder.run(stopping)
     assert [e["reason"] for e in await events_about(kube, namespace, "c")] == ["Kept"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="opsync.events"):
+        recorder.event(cm, "Normal", "Later", "taken again")
+    assert [r.getMessage() for r in caplog.records] == [
+        "event queue drains again; 100 Events were dropped while it was full"
+    ]
