@@ -14,7 +14,7 @@ from typing import Protocol
 
 from onepassword_access.changes import ChangeReport, VaultChangeDetector
 from onepassword_access.client import ConnectClient, content_path
-from onepassword_access.models import File, Item, ItemSummary, Vault
+from onepassword_access.models import File, Item, ItemSummary, Listed, Vault
 
 Tracked = Mapping[str, Set[str]]
 """Vault id -> the ids of the items in it whose versions the caller follows."""
@@ -41,7 +41,7 @@ class Backend(Protocol):
         """The active items of a vault with this title (``titles_case_sensitive`` says how it is compared)."""
         ...
 
-    async def list_all_items(self, vault_id: str) -> list[ItemSummary]:
+    async def list_all_items(self, vault_id: str) -> list[Listed]:
         """Every active item of a vault, with titles (resolving many titles from one listing)."""
         ...
 
@@ -91,9 +91,9 @@ class ConnectBackend:
         """``GET /v1/vaults/{id}/items`` with Connect's title filter."""
         return await self.client.list_items(vault_id, title=title)
 
-    async def list_all_items(self, vault_id: str) -> list[ItemSummary]:
+    async def list_all_items(self, vault_id: str) -> list[Listed]:
         """``GET /v1/vaults/{id}/items`` (with versions)."""
-        return await self.client.list_items(vault_id)
+        return await self.client.list_listed(vault_id)
 
     async def get_item(self, vault_id: str, item_id: str) -> Item:
         """``GET /v1/vaults/{id}/items/{id}``."""

@@ -97,7 +97,7 @@ class VaultChangeDetector:
         if seen is not None and seen[0] == vault.content_version:
             return None
         # Read after the vault: a change in between moves contentVersion again and is seen next poll.
-        entries = tuple(map(Listed.of, await self._client.list_items(vault_id)))
+        entries = tuple(await self._client.list_listed(vault_id))
         versions = {item.id: item.version for item in entries}
         before = seen[1] if seen else {}
         self._seen[vault_id] = (vault.content_version, versions)

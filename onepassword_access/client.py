@@ -50,7 +50,7 @@ from onepassword_access.errors import (
     parse_json,
 )
 from onepassword_access.limits import MAX_FILE_BYTES, MAX_ITEM_BYTES, MAX_LIST_BYTES, MAX_OTHER_BYTES, MIB
-from onepassword_access.models import Health, Item, ItemSummary, Vault
+from onepassword_access.models import Health, Item, ItemSummary, Listed, ListingEntry, Vault
 from onepassword_access.watched import RELOAD_CHECK, WatchedFile
 from opsync import __version__
 
@@ -61,6 +61,7 @@ USER_AGENT = f"opsync/{__version__}"
 _VAULTS = TypeAdapter(list[Vault])
 _VAULT = TypeAdapter(Vault)
 _SUMMARIES = TypeAdapter(list[ItemSummary])
+_LISTING = TypeAdapter(list[ListingEntry])
 _ITEM = TypeAdapter(Item)
 _HEALTH = TypeAdapter(Health)
 
@@ -201,6 +202,12 @@ class ConnectClient:
             params = {"filter": scim_filter("tag", tag)}
         path = f"/v1/vaults/{_segment(vault_id)}/items"
         return await self._json("GET", path, _SUMMARIES, params=params, limit=MAX_LIST_BYTES)
+
+    async def list_listed(self, vault_id: str) -> list[Listed]:
+        """Every item of a vault as ``Listed`` (what title resolution and change detection keep), parsed
+        without building the full summaries first: a vault may list tens of thousands of items."""
+        path = f"/v1/vaults/{_segment(vault_id)}/items"
+        return [Listed.of(entry) for entry in await self._json("GET", path, _LISTING, limit=MAX_LIST_BYTES)]
 
     async def get_item(self, vault_id: str, item_id: str) -> Item:
         """The full item: fields, sections and file metadata."""

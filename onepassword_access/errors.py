@@ -187,6 +187,15 @@ def check(reply: Reply) -> Reply:
 def parse_json(reply: Reply, adapter: TypeAdapter[T]) -> T:
     """The reply's JSON body as ``T``; any non-2xx status or malformed body raises a ``ConnectError``."""
     check(reply)
+    if not _SURROGATE_ESCAPE.search(reply.body):
+        # Parsed and validated from the bytes in one step (pydantic's own JSON parser): no dicts and lists
+        # built only to be validated and dropped, a third of the peak memory of a large listing.
+        try:
+            return adapter.validate_json(reply.body)
+        except ValidationError as err:
+            if any(problem["type"] == "json_invalid" for problem in err.errors()):
+                raise _invalid(reply, "the answer is not JSON") from None
+            raise _invalid(reply, f"unexpected answer: {validation_summary(err)}") from None
     try:
         data = json.loads(reply.body)
         if _SURROGATE_ESCAPE.search(reply.body):

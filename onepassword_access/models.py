@@ -208,6 +208,20 @@ class ItemSummary(WireModel):
     last_edited_by: str = ""
 
 
+class ListingEntry(BaseModel):
+    """An item as a vault listing gives it, reduced to what ``Listed`` keeps: the answer's other keys (URLs,
+    vault, category...) are skipped while parsing instead of being built into models and dropped."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    id: str
+    title: str = ""
+    version: int = 0
+    state: OpenState | None = None
+    created_at: Timestamp | None = None
+    tags: list[str] = []
+
+
 @dataclass(frozen=True, slots=True)
 class Listed:
     """One item of a vault listing, as much as title resolution, ``verify``, change detection and the access
@@ -222,7 +236,7 @@ class Listed:
     active: bool
 
     @classmethod
-    def of(cls, summary: ItemSummary) -> Listed:
+    def of(cls, summary: ItemSummary | ListingEntry) -> Listed:
         """The parts of ``summary`` a listing keeps (``active``: not archived or deleted)."""
         return cls(
             summary.id, summary.title, summary.version, summary.created_at, tuple(summary.tags), summary.state is None

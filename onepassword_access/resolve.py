@@ -367,7 +367,7 @@ class ItemResolver:
 
     async def _list(self, vault_id: str) -> VaultListing:
         taken = self._clock()
-        listing = VaultListing.of(map(Listed.of, await self._backend.list_all_items(vault_id)), taken)
+        listing = VaultListing.of(await self._backend.list_all_items(vault_id), taken)
         self._keep_listing(vault_id, listing)
         return self._listings.get(vault_id, listing)
 

@@ -61,6 +61,7 @@ from onepassword_access.models import (
     ItemField,
     ItemSummary,
     ItemURL,
+    Listed,
     Ref,
     Section,
     Vault,
@@ -391,9 +392,9 @@ class SdkBackend:
         overviews = await self._active_overviews(vault_id)
         return [summary_from_sdk(o) for o in overviews if o.title == title]
 
-    async def list_all_items(self, vault_id: str) -> list[ItemSummary]:
+    async def list_all_items(self, vault_id: str) -> list[Listed]:
         """``items.list(vault)``: the active items (version 0: overviews carry none)."""
-        return [summary_from_sdk(o) for o in await self._active_overviews(vault_id)]
+        return [Listed.of(summary_from_sdk(o)) for o in await self._active_overviews(vault_id)]
 
     async def _active_overviews(self, vault_id: str) -> list[Any]:
         overviews = await self._call("ItemsList", lambda c: c.items.list(vault_id))

@@ -11,7 +11,7 @@ import pytest
 
 from onepassword_access.changes import ChangeReport
 from onepassword_access.errors import NotFoundError
-from onepassword_access.models import File, Item, ItemSummary, Ref, Vault
+from onepassword_access.models import File, Item, ItemSummary, Listed, Ref, Vault
 from onepassword_access.resolve import VAULT_NAME_TTL, ItemResolver, ResolveError, ResolveErrorKind
 
 OLD, NEW = "o" * 26, "n" * 26
@@ -45,10 +45,10 @@ class Vaults:
     async def list_items(self, vault_id: str, *, title: str) -> list[ItemSummary]:
         return [ItemSummary.model_validate(self._item(vault_id).model_dump())] if vault_id in self.vaults else []
 
-    async def list_all_items(self, vault_id: str) -> list[ItemSummary]:
+    async def list_all_items(self, vault_id: str) -> list[Listed]:
         if vault_id not in self.vaults:
             raise NotFoundError("status 404: vault not found")
-        return await self.list_items(vault_id, title="db")
+        return [Listed.of(summary) for summary in await self.list_items(vault_id, title="db")]
 
     async def get_item(self, vault_id: str, item_id: str) -> Item:
         if vault_id not in self.vaults or item_id != vault_id.upper():

@@ -50,10 +50,10 @@ class FakeBackend:
         self.calls["list_items(title)"] += 1
         return [ItemSummary.model_validate(i.model_dump()) for i in self.items.values() if i.title == title]
 
-    async def list_all_items(self, vault_id: str) -> list[ItemSummary]:
+    async def list_all_items(self, vault_id: str) -> list[Listed]:
         self.calls["list_all_items"] += 1
         await asyncio.sleep(0)
-        return [ItemSummary.model_validate(i.model_dump()) for i in self.items.values()]
+        return [Listed.of(ItemSummary.model_validate(i.model_dump())) for i in self.items.values()]
 
     async def get_item(self, vault_id: str, item_id: str) -> Item:
         self.calls["get_item"] += 1
