@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from controllers.constants import AUTO_RESTART_ANNOTATION, LAST_RESTARTED_ANNOTATION
+from controllers.constants import AUTO_RESTART_ANNOTATION, ITEM_VERSION_ANNOTATION, LAST_RESTARTED_ANNOTATION
 from controllers.resources import ONEPASSWORDITEMS
 from opsync.client import Client
 from opsync.informer import Informer
-from opsync.resources import NAMESPACES, SECRETS, KubeObject, Resource
+from opsync.resources import DEPLOYMENTS, NAMESPACES, SECRETS, KubeObject, Resource
 
 TOKEN = "opsync-bench-token"
 VAULTS = 5
@@ -139,6 +139,12 @@ def restarted_at(workload: KubeObject) -> str | None:
     return ((template.get("metadata") or {}).get("annotations") or {}).get(LAST_RESTARTED_ANNOTATION)
 
 
+def rolled_out(workload: KubeObject) -> bool:
+    """Whether the controller-manager has acted on a Deployment's latest spec (its ``observedGeneration``)."""
+    observed = (workload.get("status") or {}).get("observedGeneration") or 0
+    return int(observed) >= int(workload["metadata"].get("generation") or 0)
+
+
 def is_ready(item: KubeObject) -> bool:
     """Whether a OnePasswordItem's ``Ready`` condition is True."""
     conditions = (item.get("status") or {}).get("conditions") or []
@@ -189,6 +195,39 @@ async def floor_writes(
 
     await asyncio.gather(*(one(*entry) for entry in items))
     return answered
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One item change as it reaches Kubernetes: the Secret's new data and item-version, then the restart of
+    the Deployment reading it (``restarted_at``: the value of its pod-template restart annotation)."""
+
+    namespace: str
+    secret: str
+    data: Mapping[str, str]
+    item_version: str
+    deployment: str
+    restarted_at: str
+
+
+async def floor_changes(client: Client, changes: Sequence[Change], concurrency: int) -> None:
+    """Propagation's floor: what no correct operator can skip when items change, an update of each Secret
+    (its data and item-version) and the restart of the Deployment reading it. The Secret writes have
+    ``concurrency`` requests in flight, and beside them the restarts, ``concurrency`` at a time, each as soon
+    as its Secret's write is answered (as opsync's two controllers do); nothing is read, 1Password is not asked,
+    and there is no status patch nor Event."""
+    writers, restarters = asyncio.Semaphore(concurrency), asyncio.Semaphore(concurrency)
+
+    async def one(change: Change) -> None:
+        secret = {"metadata": {"annotations": {ITEM_VERSION_ANNOTATION: change.item_version}}, "data": change.data}
+        async with writers:
+            await client.patch(SECRETS, change.secret, secret, change.namespace)
+        stamp = {LAST_RESTARTED_ANNOTATION: change.restarted_at}
+        restart = {"spec": {"template": {"metadata": {"annotations": stamp}}}}
+        async with restarters:
+            await client.patch(DEPLOYMENTS, change.deployment, restart, change.namespace)
+
+    await asyncio.gather(*(one(change) for change in changes))
 
 
 async def create_namespaces(client: Client, names: Iterable[str]) -> None:

@@ -260,6 +260,38 @@ def markdown(results: dict[str, Any], images: str) -> str:
             ),
             f"![propagation]({images}/propagation.png)",
         ]
+        if spans := [p for p in props if p.get("floor_spans")]:  # runs before 2026-12-04 had no floor
+            parts += [
+                "After the poll that finds the changes, per round on average: from the first Secret updated to the "
+                "last restart annotation, opsync's and the floor's, the same Secret updates and Deployment restarts "
+                "written by the benchmark right after (`--workers` of each in flight, nothing read, no status, no "
+                "Event); opsync's API-server requests and the CPU per changed item.",
+                markdown_table(
+                    (
+                        "N",
+                        "K",
+                        "opsync",
+                        "floor",
+                        "ratio",
+                        "opsync requests per change",
+                        "CPU ms per change: opsync round",
+                        "floor",
+                    ),
+                    [
+                        [
+                            f"{p['items']:,}",
+                            p["changed"],
+                            f"{sum(p['spans']) / len(p['spans']):.2f} s",
+                            f"{sum(p['floor_spans']) / len(p['floor_spans']):.2f} s",
+                            f"{sum(p['spans']) / sum(p['floor_spans']):.2f}",
+                            _counts(p["api_requests"], len(p["secret_seconds"])),
+                            _cpu(p["cpu_seconds"], len(p["secret_seconds"])),
+                            _cpu(p["floor_cpu_seconds"], len(p["secret_seconds"])),
+                        ]
+                        for p in spans
+                    ],
+                ),
+            ]
     if restarts := results["restarts"]:
         steady = results["steady_memory"]
         restart_rows = [

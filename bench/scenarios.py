@@ -8,7 +8,9 @@ Order (each size gets fresh namespaces; the largest size's objects and opsync ca
    very Secrets opsync made (owned by their items) and the items' status, with opsync's ``--workers`` in flight.
 2. idle: with the largest N in sync (plus the Deployments of scenario 3), requests per poll.
 3. propagation: change K items in 1Password at a random moment of the poll cycle; time to the Secret's new
-   item-version and to the Deployment's restart annotation.
+   item-version and to the Deployment's restart annotation. After each round, its floor
+   (``cluster.floor_changes``) in scenario 1's floor namespaces: the same Secret updates and restarts by the
+   benchmark, timed from the first Secret seen updated to the last restart seen, as opsync's round is.
 4. and 5. memory and restart: stop opsync, create unmanaged Secrets in the same namespaces in steps, and at
    each step start opsync again: time to ``/readyz`` and to idle, API-server writes, RSS.
 6. on-demand refresh: an opsync polling every ``refresh_poll_interval`` (600 s) s, so no poll helps; change an
@@ -25,7 +27,7 @@ import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,15 @@ class Propagation:
     secret_seconds: list[float]
     restart_seconds: list[float]
     cpu_seconds: dict[str, float]  # CPU per process from the changes to the last restart, all rounds
+    spans: list[float]  # per round: opsync's first Secret updated -> its last restart annotation seen
+    floor_spans: list[float]  # per round: the same for the floor's writes (cluster.floor_changes)
+    floor_cpu_seconds: dict[str, float]  # CPU per process during the floor's writes, all rounds
+    api_requests: dict[str, int]  # opsync's API-server requests by verb, all rounds
+
+    @property
+    def span_ratio(self) -> float:
+        """opsync's span over the floor's, both summed over the rounds."""
+        return sum(self.spans) / sum(self.floor_spans)
 
 
 @dataclass
@@ -299,11 +310,13 @@ async def _floor(
 
 async def add_workloads(bench: Bench, opsync: Opsync, namespaces: Sequence[str], refs: Sequence[ItemRef]) -> None:
     """One auto-restart Deployment per item in ``refs``, reading its Secret; wait until opsync recorded them."""
-    bodies = [
-        (cluster.namespace_of(namespaces, ref), cluster.deployment(f"app-{ref.title}", ref.title)) for ref in refs
-    ]
-    await cluster.create_all(bench.kube, DEPLOYMENTS, bodies, bench.options.workers)
+    await cluster.create_all(bench.kube, DEPLOYMENTS, _workloads(namespaces, refs), bench.options.workers)
     await opsync.settle()
+
+
+def _workloads(namespaces: Sequence[str], refs: Sequence[ItemRef]) -> list[tuple[str, KubeObject]]:
+    """``app-<title>`` reading the Secret of each item in ``refs``, in the item's namespace of ``namespaces``."""
+    return [(cluster.namespace_of(namespaces, ref), cluster.deployment(f"app-{ref.title}", ref.title)) for ref in refs]
 
 
 async def idle(bench: Bench, opsync: Opsync, size: int) -> Idle:
@@ -350,45 +363,104 @@ async def propagation(
     bench: Bench,
     opsync: Opsync,
     namespaces: Sequence[str],
+    floor: Sequence[str],
     size: int,
     changed: int,
     secret_watch: Watch,
     deploy_watch: Watch,
 ) -> Propagation:
-    """Scenario 3 at K=``changed``: ``rounds`` rounds, each at a random moment of the poll cycle."""
+    """Scenario 3 at K=``changed``: ``rounds`` rounds, each at a random moment of the poll cycle, each followed
+    by its floor in the ``floor`` namespaces (the watches cover both sets of namespaces)."""
     options = bench.options
     refs = cluster.items(size)[:changed]
     keys = {ref: (cluster.namespace_of(namespaces, ref), ref.title) for ref in refs}
     deploy_keys = {ref: (ns, f"app-{name}") for ref, (ns, name) in keys.items()}
+    floor_keys = {ref: (floor[namespaces.index(ns)], name) for ref, (ns, name) in keys.items()}
+    floor_deploy_keys = {ref: (floor[namespaces.index(ns)], name) for ref, (ns, name) in deploy_keys.items()}
     result = Propagation(
-        items=size, changed=changed, rounds=options.rounds, secret_seconds=[], restart_seconds=[], cpu_seconds={}
+        items=size,
+        changed=changed,
+        rounds=options.rounds,
+        secret_seconds=[],
+        restart_seconds=[],
+        cpu_seconds={},
+        spans=[],
+        floor_spans=[],
+        floor_cpu_seconds={},
+        api_requests={},
     )
+    timeout = 2 * options.poll_interval + 60 + changed * 0.5
     meter = bench.cpu_meter(opsync)
+    api_before = await opsync.api_requests()
     for round_ in range(options.rounds):
-        secret_watch.expect(
-            {key: changed_from(item_version(cached(secret_watch, key)), item_version) for key in keys.values()}
-        )
-        deploy_watch.expect(
-            {
-                key: changed_from(cluster.restarted_at(cached(deploy_watch, key)), cluster.restarted_at)
-                for key in deploy_keys.values()
-            }
-        )
+        await _changed(secret_watch, deploy_watch, keys.values(), deploy_keys.values())
         await asyncio.sleep(bench.random.uniform(0, options.poll_interval))  # a random phase of the poll cycle
         meter.start()
         changed_at = await change_items(bench, refs, f"round-{changed}-{round_}")
-        timeout = 2 * options.poll_interval + 60 + changed * 0.5
         await secret_watch.wait(timeout)
         await deploy_watch.wait(timeout)
-        for name, used in meter.read().items():
-            result.cpu_seconds[name] = round(result.cpu_seconds.get(name, 0.0) + used, 2)
+        _add(result.cpu_seconds, meter.read())
         result.secret_seconds += [secret_watch.seen[keys[ref]] - changed_at[ref] for ref in refs]
         result.restart_seconds += [deploy_watch.seen[deploy_keys[ref]] - changed_at[ref] for ref in refs]
+        result.spans.append(_span(secret_watch, deploy_watch))
+        # The floor: the same Secret updates and restarts, by the benchmark, once the controller-manager has
+        # caught up with opsync's restarts (so that it runs on as quiet a server as opsync did).
+        await _rolled_out(deploy_watch, deploy_keys.values(), timeout)
+        made = [
+            cluster.Change(
+                namespace=floor_keys[ref][0],
+                secret=ref.title,
+                data=cached(secret_watch, keys[ref])["data"],
+                item_version=item_version(cached(secret_watch, keys[ref])) or "",
+                deployment=floor_deploy_keys[ref][1],
+                restarted_at=cluster.restarted_at(cached(deploy_watch, deploy_keys[ref])) or "",
+            )
+            for ref in refs
+        ]
+        await _changed(secret_watch, deploy_watch, floor_keys.values(), floor_deploy_keys.values())
+        meter.start()
+        await cluster.floor_changes(bench.kube, made, options.workers)
+        await secret_watch.wait(timeout)
+        await deploy_watch.wait(timeout)
+        _add(result.floor_cpu_seconds, meter.read())
+        result.floor_spans.append(_span(secret_watch, deploy_watch))
+        await _rolled_out(deploy_watch, floor_deploy_keys.values(), timeout)
+    result.api_requests = _delta(await opsync.api_requests(), api_before)
     bench.log(
         f"propagation N={size} K={changed}: Secret p99 {percentile(result.secret_seconds, 99):.1f} s, "
-        f"restart p99 {percentile(result.restart_seconds, 99):.1f} s (interval {options.poll_interval} s)"
+        f"restart p99 {percentile(result.restart_seconds, 99):.1f} s (interval {options.poll_interval} s); "
+        f"first Secret to last restart {sum(result.spans) / options.rounds:.2f} s, floor "
+        f"{sum(result.floor_spans) / options.rounds:.2f} s (ratio {result.span_ratio:.2f})"
     )
     return result
+
+
+async def _changed(
+    secret_watch: Watch,
+    deploy_watch: Watch,
+    secrets_: Iterable[tuple[str, str]],
+    workloads: Iterable[tuple[str, str]],
+) -> None:
+    """Expect the Secrets' item-version and the Deployments' restart annotation to move from what they are."""
+    restarted_at = cluster.restarted_at
+    secret_watch.expect({key: changed_from(item_version(cached(secret_watch, key)), item_version) for key in secrets_})
+    deploy_watch.expect({key: changed_from(restarted_at(cached(deploy_watch, key)), restarted_at) for key in workloads})
+
+
+def _span(secret_watch: Watch, deploy_watch: Watch) -> float:
+    """Seconds from the first expected Secret seen changed to the last expected object seen changed."""
+    return round(max([*secret_watch.seen.values(), *deploy_watch.seen.values()]) - min(secret_watch.seen.values()), 3)
+
+
+async def _rolled_out(deploy_watch: Watch, keys: Iterable[tuple[str, str]], within: float) -> None:
+    """Until the controller-manager has acted on each of these Deployments' latest spec."""
+    deploy_watch.expect({key: cluster.rolled_out for key in keys})
+    await deploy_watch.wait(within)
+
+
+def _add(total: dict[str, float], cpu: Mapping[str, float]) -> None:
+    for name, used in cpu.items():
+        total[name] = round(total.get(name, 0.0) + used, 2)
 
 
 async def change_items(bench: Bench, refs: Sequence[ItemRef], value: str) -> dict[ItemRef, float]:
@@ -523,13 +595,17 @@ async def run_all(bench: Bench) -> Results:
         if "idle" in chosen:
             results.idle = await idle(bench, opsync, size)
         if "propagation" in chosen:
+            floor = bench.namespaces(f"floor{size}")  # scenario 1's floor made the same Secrets there
+            workloads = _workloads(floor, cluster.items(size)[: max(changes)])
+            await cluster.create_all(bench.kube, DEPLOYMENTS, workloads, 32)  # set-up, not measured
+            watched = [*namespaces, *floor]
             async with (
-                cluster.watching(bench.kube, SECRETS, namespaces, label_selector=MANAGED_SELECTOR) as secret_watch,
-                cluster.watching(bench.kube, DEPLOYMENTS, namespaces) as deploy_watch,
+                cluster.watching(bench.kube, SECRETS, watched, label_selector=MANAGED_SELECTOR) as secret_watch,
+                cluster.watching(bench.kube, DEPLOYMENTS, watched) as deploy_watch,
             ):
                 for k in changes:
                     results.propagation.append(
-                        await propagation(bench, opsync, namespaces, size, k, secret_watch, deploy_watch)
+                        await propagation(bench, opsync, namespaces, floor, size, k, secret_watch, deploy_watch)
                     )
             await opsync.settle()
             memory = opsync.memory()

@@ -44,6 +44,10 @@ async def test_every_scenario_reports_its_figures(control_plane: ControlPlane, t
         (1, 1, 1),
         (2, 2, 2),
     ]
+    for prop in results["propagation"]:
+        assert len(prop["spans"]) == len(prop["floor_spans"]) == 1, "each round is followed by its floor"
+        assert all(span > 0 for span in prop["spans"] + prop["floor_spans"]), "a Secret is seen before its restart"
+        assert prop["api_requests"].get("PATCH", 0) >= prop["changed"], "at least a restart patch per change"
     assert [(r["unmanaged"], r["api_writes"]) for r in results["restarts"]] == [(0, 0), (10, 0)]
     assert all(r["rss_mib"] > 0 and r["peak_rss_mib"] >= r["rss_mib"] for r in results["restarts"])
     refresh = results["refresh"]
@@ -61,6 +65,7 @@ async def test_every_scenario_reports_its_figures(control_plane: ControlPlane, t
     # API-server requests while idle are not asserted: the Argo Rollouts informer (optional, the CRD is not
     # installed here) asks for its kind again with backoff (up to every 30 s), which may fall into the window.
     assert re.search(r"\| 5 \| 5 \| 1 \| GET /v1/vaults/\{vault\} 5\.00 \| [^|]+ \| 0 \|", text), text
+    assert re.search(r"\| 5 \| 2 \| [0-9.]+ s \| [0-9.]+ s \| [0-9.]+ \| ", text), "the propagation floor table"
     assert "### 6. On-demand refresh" in text and "| refresh p99 (Secret) < 2 s" in text
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
         "initial-sync-timeline.png",
