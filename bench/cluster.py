@@ -139,12 +139,6 @@ def restarted_at(workload: KubeObject) -> str | None:
     return ((template.get("metadata") or {}).get("annotations") or {}).get(LAST_RESTARTED_ANNOTATION)
 
 
-def rolled_out(workload: KubeObject) -> bool:
-    """Whether the controller-manager has acted on a Deployment's latest spec (its ``observedGeneration``)."""
-    observed = (workload.get("status") or {}).get("observedGeneration") or 0
-    return int(observed) >= int(workload["metadata"].get("generation") or 0)
-
-
 def is_ready(item: KubeObject) -> bool:
     """Whether a OnePasswordItem's ``Ready`` condition is True."""
     conditions = (item.get("status") or {}).get("conditions") or []

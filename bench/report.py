@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # files only: no display on the benchmark machine
 import matplotlib.pyplot as plt
 
 from bench import versus
-from bench.scenarios import percentile
+from bench.scenarios import percentile, span_ratio
 
 BEGIN = "<!-- bench:results:begin (written by `python -m bench`; edit outside) -->"
 END = "<!-- bench:results:end -->"
@@ -283,7 +283,7 @@ def markdown(results: dict[str, Any], images: str) -> str:
                             p["changed"],
                             f"{sum(p['spans']) / len(p['spans']):.2f} s",
                             f"{sum(p['floor_spans']) / len(p['floor_spans']):.2f} s",
-                            f"{sum(p['spans']) / sum(p['floor_spans']):.2f}",
+                            f"{span_ratio(p['spans'], p['floor_spans']):.2f}",
                             _counts(p["api_requests"], len(p["secret_seconds"])),
                             _cpu(p["cpu_seconds"], len(p["secret_seconds"])),
                             _cpu(p["floor_cpu_seconds"], len(p["secret_seconds"])),
