@@ -121,7 +121,7 @@ class Propagation:
     rounds: int
     secret_seconds: list[float]
     restart_seconds: list[float]
-    cpu_seconds: dict[str, float]  # CPU per process from the changes to the last restart, all rounds
+    cpu_seconds: dict[str, float]  # CPU per process from the changes until opsync is idle again, all rounds
     spans: list[float]  # per round: opsync's first Secret updated -> its last restart annotation seen
     floor_spans: list[float]  # per round: the same for the floor's writes (cluster.floor_changes)
     floor_cpu_seconds: dict[str, float]  # CPU per process during the floor's writes, all rounds
@@ -400,14 +400,16 @@ async def propagation(
         bench.log(f"propagation K={changed} round {round_ + 1}: {changed} items edited")
         await secret_watch.wait(timeout)
         await deploy_watch.wait(timeout)
-        _add(result.cpu_seconds, meter.read())
         result.secret_seconds += [secret_watch.seen[keys[ref]] - changed_at[ref] for ref in refs]
         result.restart_seconds += [deploy_watch.seen[deploy_keys[ref]] - changed_at[ref] for ref in refs]
         result.spans.append(_span(secret_watch, deploy_watch))
-        # The floor: the same Secret updates and restarts, by the benchmark. Neither waits for the
-        # controller-manager's rollouts: its client is capped at 20 requests/s (--kube-api-qps), so 500 rollouts
-        # take minutes and both rounds run beside the same light, steady background.
-        bench.log(f"propagation K={changed} round {round_ + 1}: opsync done; the floor's round")
+        # The floor: the same Secret updates and restarts, by the benchmark, once opsync is idle (its status
+        # patches and Events come after the restarts). Neither waits for the controller-manager's rollouts: its
+        # client is capped at 20 requests/s (--kube-api-qps), so 500 rollouts take minutes and both rounds run
+        # beside the same light, steady background.
+        await opsync.settle()
+        _add(result.cpu_seconds, meter.read())  # with what came after the restarts: the CPU the changes caused
+        bench.log(f"propagation K={changed} round {round_ + 1}: opsync done and idle; the floor's round")
         made = [
             cluster.Change(
                 namespace=floor_keys[ref][0],

@@ -106,6 +106,7 @@ class ItemReconciler:
         ITEMS.clear()  # the gauge counts this reconciler's items (one per process; tests start several)
         self._generations: dict[Request, int] = {}  # generation last synced by this process
         self._refreshed: dict[Request, str] = {}  # refresh value last acted on (also when the CRD drops it)
+        self._unrecorded_syncs: dict[Request, str] = {}  # Secret data written then, not yet in lastSyncTime
         self._warned_old_crd = False
         self.served = served or ServedStatus()
 
@@ -114,9 +115,7 @@ class ItemReconciler:
         the cache without delete events, and must leave ``opsync_items`` and ``opsync_item_condition`` too."""
         kept = set(namespaces)
         for request in [r for r in self._states if r.namespace not in kept]:
-            self._record_state(request, None)
-            self._generations.pop(request, None)
-            self._refreshed.pop(request, None)
+            self._forget(request)
 
     def reporting(self, reason: str) -> list[Request]:
         """The items whose last reconcile here ended with ``reason`` (``Ready`` True or False). Kept in memory
@@ -126,9 +125,7 @@ class ItemReconciler:
     async def reconcile(self, request: Request) -> Result | None:
         opi = self.items.get(request.namespace, request.name)
         if opi is None:
-            self._record_state(request, None)
-            self._generations.pop(request, None)
-            self._refreshed.pop(request, None)
+            self._forget(request)
             return None
         try:
             opi = await remove_go_finalizer(self._client, ONEPASSWORDITEMS, opi)
@@ -205,8 +202,10 @@ class ItemReconciler:
             since, why = unchecked
             reason = ConditionReason.CONNECT_UNAVAILABLE
             message = f"{UNCHECKED_MESSAGE} since {rfc3339(since)}: {why}"
-        synced = written is not None and written.data_changed
-        await self._set_status(opi, "True", reason, message, synced=synced, refreshed=refresh)
+        data_written = written is not None and written.data_changed
+        if data_written:
+            self._unrecorded_syncs[request] = rfc3339()
+        await self._set_status(request, opi, "True", reason, message, refreshed=refresh, defer_sync_time=data_written)
         if refresh is not None and not self.served.keeps(REFRESH_STATUS_FIELD):
             self._warn_refresh_not_kept(opi)
         self._record_state(request, ("true", reason))
@@ -283,29 +282,54 @@ class ItemReconciler:
     async def _report_failure(self, request: Request, opi: KubeObject, failure: Failure) -> None:
         log.warning("sync failed: %s", failure.message, extra={"reason": str(failure.reason)})
         self._events.event(opi, "Warning", failure.event_reason, failure.event_message)
-        await self._set_status(opi, "False", failure.reason, failure.message, synced=False)
+        await self._set_status(request, opi, "False", failure.reason, failure.message)
         self._record_state(request, ("false", failure.reason))
 
     async def _set_status(
-        self, opi: KubeObject, status: str, reason: str, message: str, *, synced: bool, refreshed: str | None = None
+        self,
+        request: Request,
+        opi: KubeObject,
+        status: str,
+        reason: str,
+        message: str,
+        *,
+        refreshed: str | None = None,
+        defer_sync_time: bool = False,
     ) -> None:
         """Patch the status subresource, only when something in it changes.
 
         The comparison is with the condition as the served schema stores it (``self.served``): on an old CRD
-        that drops ``reason``, a condition differing only there is not rewritten on every retry."""
-        patch = status_patch(opi, status, reason, message, synced=synced, served=self.served, refreshed=refreshed)
-        if patch is None:
+        that drops ``reason``, a condition differing only there is not rewritten on every retry.
+
+        ``defer_sync_time``: this reconcile wrote the Secret. When only ``lastSyncTime`` would change, it is
+        left to the reconcile that the Secret's own watch event queues: behind every other item still waiting
+        for its Secret, so that after a poll that changed hundreds of items their Secrets (and the restarts
+        they cause) are written first; the status write, among the API server's dearer ones, comes after. The
+        time is the write's, kept in memory meanwhile: should opsync stop in between, the Secret is right and
+        ``lastSyncTime`` keeps the sync before."""
+        synced_at = self._unrecorded_syncs.get(request)
+        patch = status_patch(opi, status, reason, message, synced_at=synced_at, served=self.served, refreshed=refreshed)
+        if patch is not None and defer_sync_time and patch.keys() == {"lastSyncTime"}:
             return
-        meta = opi["metadata"]
-        stored = await self._client.patch(
-            ONEPASSWORDITEMS, meta["name"], {"status": patch}, meta["namespace"], subresource="status"
-        )
-        if dropped := self.served.learn(patch, stored.get("status") or {}):
-            log.warning(
-                "the API server dropped status.%s from a OnePasswordItem: its CRD is older than opsync's; %s",
-                ", status.".join(sorted(dropped)),
-                UPGRADE_HINT,
+        if patch is not None:
+            meta = opi["metadata"]
+            stored = await self._client.patch(
+                ONEPASSWORDITEMS, meta["name"], {"status": patch}, meta["namespace"], subresource="status"
             )
+            if dropped := self.served.learn(patch, stored.get("status") or {}):
+                log.warning(
+                    "the API server dropped status.%s from a OnePasswordItem: its CRD is older than opsync's; %s",
+                    ", status.".join(sorted(dropped)),
+                    UPGRADE_HINT,
+                )
+        self._unrecorded_syncs.pop(request, None)  # recorded now, or a CRD that cannot keep it
+
+    def _forget(self, request: Request) -> None:
+        """Drop what is held about an item that left the cache."""
+        self._record_state(request, None)
+        self._generations.pop(request, None)
+        self._refreshed.pop(request, None)
+        self._unrecorded_syncs.pop(request, None)
 
     def _record_state(self, request: Request, state: tuple[str, str] | None) -> None:
         if state is not None and self.items.get(request.namespace, request.name) is None:

@@ -41,24 +41,28 @@ def status_patch(
     reason: str,
     message: str,
     *,
-    synced: bool,
+    synced_at: str | None,
     served: ServedStatus,
     refreshed: str | None = None,
 ) -> KubeObject | None:
     """The status to patch onto ``opi`` for this outcome; None when the condition is already so.
 
-    ``synced``: the Secret's data was just written, which moves ``lastSyncTime`` (also set at the first
-    success). The comparison is with the condition as the served schema stores it (``served``): on an old CRD
-    that drops ``reason``, a condition differing only there is not rewritten on every retry. ``refreshed``: the
-    ``opsync.dev/refresh`` value just acted on, recorded in ``observedRefresh`` (when the served schema keeps it).
+    ``synced_at``: when the Secret's data was last written, if ``lastSyncTime`` may not say so yet (it is also
+    set at the first success). The comparison is with the condition as the served schema stores it
+    (``served``): on an old CRD that drops ``reason``, a condition differing only there is not rewritten on
+    every retry. ``refreshed``: the ``opsync.dev/refresh`` value just acted on, recorded in ``observedRefresh``
+    (when the served schema keeps it).
     """
     current: dict[str, Any] = opi.get("status") or {}
     condition = ready_condition(ready_of(opi), status, reason, message, int(opi["metadata"].get("generation") or 0))
     patch: dict[str, Any] = {}
     if [served.condition(condition)] != (current.get("conditions") or []):
         patch["conditions"] = [condition]
-    if synced or (status == "True" and not current.get("lastSyncTime") and served.keeps("lastSyncTime")):
-        patch["lastSyncTime"] = rfc3339()
+    if served.keeps("lastSyncTime"):
+        if synced_at is not None and current.get("lastSyncTime") != synced_at:
+            patch["lastSyncTime"] = synced_at
+        elif status == "True" and not current.get("lastSyncTime"):
+            patch["lastSyncTime"] = rfc3339()
     if refreshed is not None and current.get(REFRESH_STATUS_FIELD) != refreshed and served.keeps(REFRESH_STATUS_FIELD):
         patch[REFRESH_STATUS_FIELD] = refreshed
     return patch or None

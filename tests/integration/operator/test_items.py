@@ -21,6 +21,7 @@ from onepassword_access.emulator import Emulator
 from opsync.client import Client, InvalidError
 from opsync.envtest import ControlPlane
 from opsync.resources import SECRETS
+from opsync.timestamps import rfc3339
 from tests.support.harness import CONNECT, TOKEN, BackendKind, Vaults, eventually, run_operator
 from tests.support.objects import (
     decoded,
@@ -110,14 +111,26 @@ async def test_item_becomes_a_secret_owned_by_it(
 async def test_item_change_reaches_the_secret_within_a_poll(
     control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
-    """9.1 #2 and 9.3 #64: a new version with an extra field replaces the data."""
+    """9.1 #2 and 9.3 #64: a new version with an extra field replaces the data, and ``lastSyncTime`` says when
+    (written after the Secret, by the reconcile the Secret's own change queues)."""
+    old = "2000-01-01T00:00:00Z"
     async with run_operator(control_plane, emulator, backend, namespaces=[namespace]):
         await kube.create(ONEPASSWORDITEMS, opi("db", f"vaults/{VAULT}/items/db"), namespace)
         await wait_for_data(kube, namespace, "db", {"username": "admin", "password": "s3cret"})
+        await wait_for_ready(kube, namespace, "db", "True", "Synced")
+        # A status-only change queues no reconcile: only the data write below can move it.
+        await kube.patch(ONEPASSWORDITEMS, "db", {"status": {"lastSyncTime": old}}, namespace, subresource="status")
+        changed_at = rfc3339()
         emulator.update_item(VAULT, "db", fields={"password": "n3w", "extraField": "extra"})
         secret = await wait_for_data(
             kube, namespace, "db", {"username": "admin", "password": "n3w", "extraField": "extra"}
         )
+
+        async def sync_recorded() -> bool:
+            status = (await kube.get(ONEPASSWORDITEMS, "db", namespace)).get("status") or {}
+            return str(status.get("lastSyncTime") or old) >= changed_at
+
+        await eventually(sync_recorded, message="status.lastSyncTime did not move to the data write")
     assert secret["metadata"]["annotations"][ITEM_VERSION_ANNOTATION] == str(emulator.get_item(VAULT, "db").version)
 
 
