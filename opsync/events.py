@@ -68,13 +68,14 @@ class EventRecorder:
         self.host = host
         self._clock = clock
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(queue_size)
-        self._dropped = 0  # Events dropped since the queue last took one
+        self._dropped = 0  # Events dropped since the queue was last full, until it is half empty again
         self._recent: OrderedDict[tuple[object, ...], _Recorded] = OrderedDict()
 
     def event(self, obj: KubeObject, type_: EventType, reason: str, message: str) -> None:
         """Queue an Event about ``obj``; never blocks. Dropped if the queue is full, with one log line when
-        dropping starts and one with the count when the queue takes an Event again (a sync of thousands of
-        items would otherwise log thousands of lines).
+        dropping starts and one with the count once the writer has emptied half of the queue (a sync of
+        thousands of items would otherwise log thousands of lines; under a sustained overload the queue is
+        full again as soon as the writer takes one, so "the queue takes an Event again" would flap).
 
         ``message`` must not contain secret values; it is cut to 1024 characters.
         """
@@ -90,17 +91,13 @@ class EventRecorder:
         except asyncio.QueueFull:
             if not self._dropped:
                 log.warning(
-                    "event queue full (%d waiting to be written); dropping Events until it drains, from %s %s for %s",
+                    "event queue full (%d waiting to be written); dropping Events while it is full, from %s %s for %s",
                     self._queue.maxsize,
                     type_,
                     reason,
                     involved.get("name"),
                 )
             self._dropped += 1
-            return
-        if self._dropped:
-            log.warning("event queue drains again; %d Events were dropped while it was full", self._dropped)
-            self._dropped = 0
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Write queued Events until ``stopping`` is set, then write what is still queued and return."""
@@ -113,10 +110,18 @@ class EventRecorder:
                     next_event.cancel()
                     break
                 await self._write(next_event.result())
+                self._note_drained()
             while not self._queue.empty():
                 await self._write(self._queue.get_nowait())
+                self._note_drained()
         finally:
             stopped.cancel()
+
+    def _note_drained(self) -> None:
+        """After a write: the line closing a dropping episode, once half of the queue is free again."""
+        if self._dropped and self._queue.qsize() <= self._queue.maxsize // 2:
+            log.warning("event queue drains again; %d Events were dropped while it was full", self._dropped)
+            self._dropped = 0
 
     async def _write(self, pending: _Pending) -> None:
         involved = pending.involved

@@ -94,14 +94,37 @@ async def test_a_full_queue_drops_instead_of_blocking(
         for n in range(100):  # each returns at once even though nothing consumes the queue
             recorder.event(cm, "Normal", "Dropped", f"number {n}")
     assert len(caplog.records) == 1, "one line when dropping starts, not one per Event"
+    caplog.clear()
     stopping = asyncio.Event()
     stopping.set()
-    async with asyncio.timeout(30):
-        await recorder.run(stopping)
-    assert [e["reason"] for e in await events_about(kube, namespace, "c")] == ["Kept"]
-    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="opsync.events"):
-        recorder.event(cm, "Normal", "Later", "taken again")
+        async with asyncio.timeout(30):
+            await recorder.run(stopping)
+    assert [e["reason"] for e in await events_about(kube, namespace, "c")] == ["Kept"]
     assert [r.getMessage() for r in caplog.records] == [
         "event queue drains again; 100 Events were dropped while it was full"
     ]
+
+
+async def test_a_sustained_overload_logs_one_episode(
+    kube: Client, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Events arriving faster than they are written keep the queue full: each write frees one place that the
+    next Event takes. That is one dropping episode (two log lines), not one per freed place."""
+    recorder = EventRecorder(kube, "opsync-test", queue_size=10)
+    cm = await kube.create(CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "d"}}, namespace)
+    stopping = asyncio.Event()
+    with caplog.at_level(logging.WARNING, logger="opsync.events"):
+        writer = asyncio.create_task(recorder.run(stopping))
+        for n in range(300):
+            recorder.event(cm, "Normal", "Busy", f"number {n}")  # distinct messages: no aggregation
+            if n % 3 == 2:  # paces the load (it synchronises nothing): the writer finishes writes meanwhile,
+                await asyncio.sleep(0.001)  # each a place for the next Event, at a fraction of their rate
+        stopping.set()
+        async with asyncio.timeout(60):
+            await writer
+    written = sum(int(e.get("count") or 1) for e in await events_about(kube, namespace, "d"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages
+    assert messages[0].startswith("event queue full (10 waiting to be written)")
+    assert messages[1] == f"event queue drains again; {300 - written} Events were dropped while it was full"
