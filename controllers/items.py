@@ -49,7 +49,7 @@ from controllers.failures import Failure, SecretConflictError, classify, rate_li
 from controllers.fetcher import ItemFetcher
 from controllers.finalizer import remove_go_finalizer
 from controllers.merge import plan_update
-from controllers.metrics import ITEMS, record_item_ready
+from controllers.metrics import ITEM_STATES, ItemState
 from controllers.resources import ONEPASSWORDITEMS
 from controllers.secretdata import InvalidSecretError
 from controllers.secrets import SecretWriter, WriteResult
@@ -101,9 +101,9 @@ class ItemReconciler:
         self._writer = writer
         self._options = options
         self._events: EventRecorder = manager.event_recorder("opsync")
-        self._states: dict[Request, tuple[str, str]] = {}  # for opsync_items, opsync_item_condition and reporting
-        self._counts: dict[tuple[str, str], int] = {}  # opsync_items: how many of _states hold each state
-        ITEMS.clear()  # the gauge counts this reconciler's items (one per process; tests start several)
+        self._states: dict[Request, ItemState] = {}  # for opsync_items, opsync_item_condition and reporting
+        self._counts: dict[ItemState, int] = {}  # opsync_items: how many of _states hold each state
+        ITEM_STATES.track(self._states, self._counts)
         self._generations: dict[Request, int] = {}  # generation last synced by this process
         self._refreshed: dict[Request, str] = {}  # refresh value last acted on (also when the CRD drops it)
         self._unrecorded_syncs: dict[Request, str] = {}  # Secret data written then, not yet in lastSyncTime
@@ -331,7 +331,7 @@ class ItemReconciler:
         self._refreshed.pop(request, None)
         self._unrecorded_syncs.pop(request, None)
 
-    def _record_state(self, request: Request, state: tuple[str, str] | None) -> None:
+    def _record_state(self, request: Request, state: ItemState | None) -> None:
         if state is not None and self.items.get(request.namespace, request.name) is None:
             state = None  # it left the cache while this reconcile ran (deleted, or its namespace unselected)
         previous = self._states.pop(request, None) if state is None else self._states.get(request)
@@ -339,7 +339,6 @@ class ItemReconciler:
             return
         if state is not None:
             self._states[request] = state
-        record_item_ready(request.namespace, request.name, None if state is None else state[0] == "true")
         # opsync_items moves by the one item that changed: recounting every item here made each change O(N),
         # an initial sync O(N²) (docs/benchmarks.md, "Scale").
         for value, delta in ((previous, -1), (state, 1)):
@@ -348,10 +347,8 @@ class ItemReconciler:
             count = self._counts.get(value, 0) + delta
             if count:
                 self._counts[value] = count
-                ITEMS.labels(ready=value[0], reason=value[1]).set(count)
             else:
-                del self._counts[value]
-                ITEMS.remove(*value)
+                del self._counts[value]  # the series goes with the last item in that state
 
 
 def setup_items(manager: Manager, reconciler: ItemReconciler, *, changes: Channel, workers: int) -> Controller:

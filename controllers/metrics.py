@@ -8,17 +8,17 @@ fails (as External Secrets Operator's ``externalsecret_status_condition``).
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from controllers.constants import READY_CONDITION
 from onepassword_access.client import Exchange
 from opsync.metrics import REGISTRY
+from opsync.reconcile import Request
 
 CONNECT_REQUESTS = Counter(
     "opsync_connect_requests_total",
@@ -32,12 +32,6 @@ SDK_CALLS = Counter(
     ["operation", "outcome"],
     registry=REGISTRY,
 )
-ITEMS = Gauge(
-    "opsync_items",
-    "OnePasswordItems by the status and reason of their Ready condition",
-    ["ready", "reason"],
-    registry=REGISTRY,
-)
 POLL_DURATION = Histogram(
     "opsync_poll_duration_seconds",
     "How long one poll of 1Password for changed items took",
@@ -48,12 +42,6 @@ POLLS = Counter(
     "opsync_polls_total",
     "Polls of 1Password by result: ok, failed (some vault could not be read), skipped (rate limited)",
     ["result"],
-    registry=REGISTRY,
-)
-ITEM_CONDITION = Gauge(
-    "opsync_item_condition",
-    "Conditions of each OnePasswordItem: 1 on the series of the status it has, 0 on the other",
-    ["namespace", "name", "condition", "status"],
     registry=REGISTRY,
 )
 
@@ -85,6 +73,58 @@ LAST_SUCCESSFUL_POLL = _Timestamp(
     "Unix time of the end of the last poll that reached every vault; absent until this replica, as leader, made one",
 )
 REGISTRY.register(LAST_SUCCESSFUL_POLL)
+
+
+ItemState = tuple[str, str]  # the Ready condition's status ("true", "false") and reason
+
+
+class _ItemStates(Collector):
+    """``opsync_items`` and ``opsync_item_condition``, read at scrape time from what the item reconciler holds.
+
+    A labelled ``Gauge`` would keep a child object per series, two per item (about 1.3 KiB an item,
+    docs/benchmarks.md, "Memory"), for state the reconciler keeps anyway. The scrape runs on the event loop,
+    as every change to that state does, so it never sees a dict in the middle of a change.
+    """
+
+    def __init__(self) -> None:
+        self._states: Mapping[Request, ItemState] = {}
+        self._counts: Mapping[ItemState, int] = {}
+
+    def track(self, states: Mapping[Request, ItemState], counts: Mapping[ItemState, int]) -> None:
+        """Report these (one item reconciler per process; the last one made wins, as tests make several)."""
+        self._states, self._counts = states, counts
+
+    def describe(self) -> list[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        items, conditions = self._families()
+        for (ready, reason), count in self._counts.items():
+            items.add_metric([ready, reason], count)
+        for request, (ready, _) in self._states.items():
+            for status, value in (("True", ready == "true"), ("False", ready != "true")):
+                conditions.add_metric([request.namespace, request.name, READY_CONDITION, status], float(value))
+        yield items
+        yield conditions
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "opsync_items",
+                "OnePasswordItems by the status and reason of their Ready condition",
+                labels=["ready", "reason"],
+            ),
+            GaugeMetricFamily(
+                "opsync_item_condition",
+                "Conditions of each OnePasswordItem: 1 on the series of the status it has, 0 on the other",
+                labels=["namespace", "name", "condition", "status"],
+            ),
+        )
+
+
+ITEM_STATES = _ItemStates()
+REGISTRY.register(ITEM_STATES)
 SECRET_WRITES = Counter(
     "opsync_secret_writes_total",
     "Writes of Secrets, by reason (create, update, takeover, repair, delete)",
@@ -105,17 +145,6 @@ for _kind in ("Deployment", "StatefulSet", "DaemonSet"):
     WORKLOAD_RESTARTS.labels(kind=_kind)
 for _result in ("ok", "failed", "skipped"):
     POLLS.labels(result=_result)
-
-
-def record_item_ready(namespace: str, name: str, ready: bool | None) -> None:
-    """Set ``opsync_item_condition`` for an item's Ready condition; ``None`` (the item is gone) removes it."""
-    for status, value in (("True", ready is True), ("False", ready is False)):
-        labels = (namespace, name, READY_CONDITION, status)
-        if ready is None:
-            with contextlib.suppress(KeyError):  # never recorded
-                ITEM_CONDITION.remove(*labels)
-        else:
-            ITEM_CONDITION.labels(*labels).set(1 if value else 0)
 
 
 _ID_SEGMENT = re.compile(r"(?<=/)(vaults|items|files)/[^/?]+")

@@ -60,25 +60,39 @@ class ResourceEventHandler(Protocol):
 
 def compact(obj: KubeObject) -> KubeObject:
     """A copy of ``obj`` without ``metadata.managedFields`` (often its biggest part, useless to controllers),
-    its keys interned.
+    its keys and a few of its values interned.
 
     Each watch event is decoded on its own, so each object holds its own copy of every key ("metadata",
     "ownerReferences", "operator.1password.io/item-path"...): a cache of thousands of objects of a kind holds
     each key thousands of times. Interned, they are held once: about 1.4 KiB less per managed Secret
-    (docs/benchmarks.md, "Memory"). Values are kept as they are: they may be Secret data.
+    (docs/benchmarks.md, "Memory"). So are the values of ``_SHARED_VALUES`` keys, which come from small sets
+    (``apiVersion``, ``kind``, ``namespace``, a condition's ``type``, ``status`` and ``reason``...). Other
+    values are kept as they are, and nothing under ``data`` is touched but its keys: values may be secrets.
     """
     meta = obj.get("metadata")
     if meta and "managedFields" in meta:
         obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
-    return cast(KubeObject, _interned_keys(obj))
+    return cast(KubeObject, _interned(obj))
 
 
-def _interned_keys(value: Any) -> Any:
+_SHARED_VALUES = frozenset({"apiVersion", "kind", "namespace", "type", "status", "reason"})
+_OPAQUE = frozenset({"data", "stringData", "binaryData"})  # a Secret's or ConfigMap's values
+
+
+def _interned(value: Any) -> Any:
     if isinstance(value, dict):
-        return {sys.intern(key): _interned_keys(item) for key, item in value.items()}
+        return {sys.intern(key): _interned_value(key, item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_interned_keys(item) for item in value]
+        return [_interned(item) for item in value]
     return value
+
+
+def _interned_value(key: str, value: Any) -> Any:
+    if key in _OPAQUE and isinstance(value, dict):
+        return {sys.intern(k): v for k, v in value.items()}
+    if key in _SHARED_VALUES and isinstance(value, str):
+        return sys.intern(value)
+    return _interned(value)
 
 
 class Backoff:

@@ -151,6 +151,29 @@ def test_two_decoded_objects_share_their_keys_but_not_their_values() -> None:
     assert first["metadata"]["annotations"][first_key] is not second["metadata"]["annotations"][second_key]
 
 
+def test_values_from_small_sets_are_shared_but_secret_data_never_is() -> None:
+    line = json.dumps(
+        {
+            "apiVersion": "onepassword.com/v1",
+            "kind": "OnePasswordItem",
+            "metadata": {"namespace": "team-a-production", "name": "database-credentials"},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "SyncedFromOnePassword"}]},
+            "data": {"type": "c3VwZXItc2VjcmV0LXR5cGUtdmFsdWU=", "status": "YW5vdGhlci1zZWNyZXQtdmFsdWU="},
+        }
+    )
+    first, second = compact(json.loads(line)), compact(json.loads(line))
+    assert first == second == json.loads(line)
+    for path in (("apiVersion",), ("kind",), ("metadata", "namespace")):
+        a, b = first, second
+        for key in path:
+            a, b = a[key], b[key]
+        assert a is b, path
+    condition_a, condition_b = first["status"]["conditions"][0], second["status"]["conditions"][0]
+    assert all(condition_a[k] is condition_b[k] for k in ("type", "status", "reason"))
+    assert first["metadata"]["name"] is not second["metadata"]["name"]  # names are many: kept as decoded
+    assert all(first["data"][k] is not second["data"][k] for k in ("type", "status"))  # data under shared keys
+
+
 def test_metadata_only_keeps_identity_and_metadata_but_no_payload() -> None:
     secret = {
         "apiVersion": "v1",

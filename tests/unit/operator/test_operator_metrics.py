@@ -8,28 +8,41 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from controllers import metrics
 from controllers.metrics import endpoint_template
-from opsync.metrics import REGISTRY
+from opsync.reconcile import Request
 
 
-def item_series(namespace: str, name: str) -> dict[str, float]:
+def item_series(registry: CollectorRegistry, namespace: str, name: str) -> dict[str, float]:
     found = {}
     for status in ("True", "False"):
         labels = {"namespace": namespace, "name": name, "condition": "Ready", "status": status}
-        value = REGISTRY.get_sample_value("opsync_item_condition", labels)
+        value = registry.get_sample_value("opsync_item_condition", labels)
         if value is not None:
             found[status] = value
     return found
 
 
 def test_an_item_has_one_series_per_status_set_to_the_status_it_has_until_it_is_gone() -> None:
-    metrics.record_item_ready("unit-ns", "db", True)
-    assert item_series("unit-ns", "db") == {"True": 1.0, "False": 0.0}
-    metrics.record_item_ready("unit-ns", "db", False)
-    assert item_series("unit-ns", "db") == {"True": 0.0, "False": 1.0}
-    metrics.record_item_ready("unit-ns", "db", None)
-    assert item_series("unit-ns", "db") == {}
-    metrics.record_item_ready("unit-ns", "never-seen", None)  # forgetting an unknown item is fine
-    assert item_series("unit-ns", "never-seen") == {}
+    registry, states = CollectorRegistry(), metrics._ItemStates()
+    registry.register(states)
+    held: dict[Request, metrics.ItemState] = {}
+    counts: dict[metrics.ItemState, int] = {}
+    states.track(held, counts)
+    db = Request("unit-ns", "db")
+    held[db] = ("true", "Synced")
+    assert item_series(registry, "unit-ns", "db") == {"True": 1.0, "False": 0.0}
+    held[db] = ("false", "ItemNotFound")
+    assert item_series(registry, "unit-ns", "db") == {"True": 0.0, "False": 1.0}
+    del held[db]
+    assert item_series(registry, "unit-ns", "db") == {}
+
+
+def test_items_are_counted_by_state_from_the_counts_held() -> None:
+    registry, states = CollectorRegistry(), metrics._ItemStates()
+    registry.register(states)
+    states.track({}, {("true", "Synced"): 3, ("false", "ItemNotFound"): 1})
+    assert registry.get_sample_value("opsync_items", {"ready": "true", "reason": "Synced"}) == 3
+    assert registry.get_sample_value("opsync_items", {"ready": "false", "reason": "ItemNotFound"}) == 1
+    assert registry.get_sample_value("opsync_items", {"ready": "false", "reason": "Synced"}) is None
 
 
 def test_the_poll_timestamp_is_absent_until_set() -> None:
