@@ -158,7 +158,7 @@ class GeneratorRecipe(WireModel):
     """How the server generates a value for a field with ``generate: true``."""
 
     length: int = 32
-    character_sets: list[str] = []
+    character_sets: list[str] = Field(default_factory=list)
     exclude_characters: str = ""
 
 
@@ -198,9 +198,9 @@ class ItemSummary(WireModel):
     title: str = ""
     vault: Ref
     category: OpenCategory = ""
-    urls: list[ItemURL] = []
+    urls: list[ItemURL] = Field(default_factory=list)
     favorite: bool = False
-    tags: list[str] = []
+    tags: list[str] = Field(default_factory=list)
     version: int = 0
     state: OpenState | None = None
     created_at: Timestamp | None = None
@@ -219,7 +219,7 @@ class ListingEntry(BaseModel):
     version: int = 0
     state: OpenState | None = None
     created_at: Timestamp | None = None
-    tags: list[str] = []
+    tags: list[str] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,9 +246,9 @@ class Listed:
 class Item(ItemSummary):
     """A full item (``GET /v1/vaults/{id}/items/{id}``)."""
 
-    sections: list[Section] = []
-    fields: list[ItemField] = []
-    files: list[File] = []
+    sections: list[Section] = Field(default_factory=list)
+    fields: list[ItemField] = Field(default_factory=list)
+    files: list[File] = Field(default_factory=list)
 
 
 class ServiceDependency(WireModel):
@@ -264,4 +264,4 @@ class Health(WireModel):
 
     name: str
     version: str
-    dependencies: list[ServiceDependency] = []
+    dependencies: list[ServiceDependency] = Field(default_factory=list)
