@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # files only: no display on the benchmark machine
 import matplotlib.pyplot as plt
 
 from bench import versus
-from bench.scenarios import percentile, span_ratio
+from bench.scenarios import kept_rounds, percentile, span_ratio
 
 BEGIN = "<!-- bench:results:begin (written by `python -m bench`; edit outside) -->"
 END = "<!-- bench:results:end -->"
@@ -42,6 +42,16 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _kept(propagation: dict[str, Any]) -> list[int]:
+    return kept_rounds(propagation["spans"], propagation.get("split", ()))
+
+
+def _mean_span(propagation: dict[str, Any], key: str) -> str:
+    """The mean of ``propagation[key]`` over the rounds one poll found; n/a when there were none."""
+    kept = _kept(propagation)
+    return f"{sum(propagation[key][i] for i in kept) / len(kept):.2f} s" if kept else "n/a"
 
 
 def _counts(counts: dict[str, int], per: float) -> str:
@@ -265,11 +275,14 @@ def markdown(results: dict[str, Any], images: str) -> str:
                 "After the poll that finds the changes, per round on average: from the first Secret updated to the "
                 "last restart annotation, opsync's and the floor's, the same Secret updates and Deployment restarts "
                 "written by the benchmark right after (`--workers` of each in flight, nothing read, no status, no "
-                "Event); opsync's API-server requests and the CPU per changed item.",
+                "Event), over the rounds whose changes one poll found (a round whose edits a poll split, the rest "
+                "found by the next, holds a poll interval of waiting); opsync's API-server requests and the CPU per "
+                "changed item.",
                 markdown_table(
                     (
                         "N",
                         "K",
+                        "rounds one poll found",
                         "opsync",
                         "floor",
                         "ratio",
@@ -281,9 +294,10 @@ def markdown(results: dict[str, Any], images: str) -> str:
                         [
                             f"{p['items']:,}",
                             p["changed"],
-                            f"{sum(p['spans']) / len(p['spans']):.2f} s",
-                            f"{sum(p['floor_spans']) / len(p['floor_spans']):.2f} s",
-                            f"{span_ratio(p['spans'], p['floor_spans']):.2f}",
+                            f"{len(_kept(p))} of {len(p['spans'])}",
+                            _mean_span(p, "spans"),
+                            _mean_span(p, "floor_spans"),
+                            f"{span_ratio(p['spans'], p['floor_spans'], p.get('split', ())):.2f}",
                             _counts(p["api_requests"], len(p["secret_seconds"])),
                             _cpu(p["cpu_seconds"], len(p["secret_seconds"])),
                             _cpu(p["floor_cpu_seconds"], len(p["secret_seconds"])),
