@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,10 @@ def _mean_span(propagation: dict[str, Any], key: str) -> str:
     """The mean of ``propagation[key]`` over the rounds one poll found; n/a when there were none."""
     kept = _kept(propagation)
     return f"{sum(propagation[key][i] for i in kept) / len(kept):.2f} s" if kept else "n/a"
+
+
+def _ratio(ratio: float) -> str:
+    return "n/a" if math.isnan(ratio) else f"{ratio:.2f}"
 
 
 def _counts(counts: dict[str, int], per: float) -> str:
@@ -297,7 +302,7 @@ def markdown(results: dict[str, Any], images: str) -> str:
                             f"{len(_kept(p))} of {len(p['spans'])}",
                             _mean_span(p, "spans"),
                             _mean_span(p, "floor_spans"),
-                            f"{span_ratio(p['spans'], p['floor_spans'], p.get('split', ())):.2f}",
+                            _ratio(span_ratio(p["spans"], p["floor_spans"], p.get("split", ()))),
                             _counts(p["api_requests"], len(p["secret_seconds"])),
                             _cpu(p["cpu_seconds"], len(p["secret_seconds"])),
                             _cpu(p["floor_cpu_seconds"], len(p["secret_seconds"])),

@@ -65,7 +65,9 @@ async def test_every_scenario_reports_its_figures(control_plane: ControlPlane, t
     # API-server requests while idle are not asserted: the Argo Rollouts informer (optional, the CRD is not
     # installed here) asks for its kind again with backoff (up to every 30 s), which may fall into the window.
     assert re.search(r"\| 5 \| 5 \| 1 \| GET /v1/vaults/\{vault\} 5\.00 \| [^|]+ \| 0 \|", text), text
-    assert re.search(r"\| 5 \| 2 \| [0-9.]+ s \| [0-9.]+ s \| [0-9.]+ \| ", text), "the propagation floor table"
+    # A round a poll split (a poll inside the edits) is left out of the spans: every round may be, rarely.
+    spans = r"\| 5 \| 2 \| (?:[1-9] of \d \| [0-9.]+ s \| [0-9.]+ s \| [0-9.]+|0 of \d \| n/a \| n/a \| n/a) \| "
+    assert re.search(spans, text), "the propagation floor table"
     assert "### 6. On-demand refresh" in text and "| refresh p99 (Secret) < 2 s" in text
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
         "initial-sync-timeline.png",
