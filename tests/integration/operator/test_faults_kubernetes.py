@@ -78,7 +78,9 @@ async def test_apiserver_restart_loses_no_update(
             await control_plane.restart_apiserver()
 
             # the watches resume (from a relist: every old resourceVersion is gone), so changes made now arrive
-            await eventually(lambda: secrets.relist_count > relists, timeout=60, message="no relist after 410")
+            # Room for a slow apiserver start plus the informer's backoff after the failures meanwhile (up to 30 s,
+            # opsync.informer.Backoff): 60 s was once not enough on a loaded 2-core machine.
+            await eventually(lambda: secrets.relist_count > relists, timeout=120, message="no relist after 410")
             await client.create(ONEPASSWORDITEMS, opi("after", path("after")), namespace)
             guard.tampered("api")
             await client.patch(SECRETS, "api", {"data": {"password": "aGFuZC1lZGl0"}}, namespace)  # drift repair
