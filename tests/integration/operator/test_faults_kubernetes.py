@@ -75,11 +75,14 @@ async def test_apiserver_restart_loses_no_update(
             await client.create(ONEPASSWORDITEMS, opi("late", path("late")), namespace)
             emulator.update_item(VAULT, "db", fields={"password": "v2"})
             guard.item_changed()
+            # Compacted first, so that no resourceVersion seen before the restart can be served again from etcd
+            # (which keeps 5 min of history) should the new apiserver pass an old-resourceVersion watch through.
+            await control_plane.compact_etcd()
             await control_plane.restart_apiserver()
 
             # the watches resume (from a relist: every old resourceVersion is gone), so changes made now arrive
             # Room for a slow apiserver start plus the informer's backoff after the failures meanwhile (up to 30 s,
-            # opsync.informer.Backoff): 60 s was once not enough on a loaded 2-core machine.
+            # opsync.informer.Backoff).
             await eventually(lambda: secrets.relist_count > relists, timeout=120, message="no relist after 410")
             await client.create(ONEPASSWORDITEMS, opi("after", path("after")), namespace)
             guard.tampered("api")
