@@ -20,7 +20,7 @@ matplotlib.use("Agg")  # files only: no display on the benchmark machine
 import matplotlib.pyplot as plt
 
 from bench import versus
-from bench.scenarios import kept_rounds, percentile, span_ratio
+from bench.scenarios import kept_mean, kept_rounds, percentile, span_ratio
 
 BEGIN = "<!-- bench:results:begin (written by `python -m bench`; edit outside) -->"
 END = "<!-- bench:results:end -->"
@@ -45,18 +45,9 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     return "\n".join(lines)
 
 
-def _kept(propagation: dict[str, Any]) -> list[int]:
-    return kept_rounds(propagation["spans"], propagation.get("split", ()))
-
-
-def _mean_span(propagation: dict[str, Any], key: str) -> str:
-    """The mean of ``propagation[key]`` over the rounds one poll found; n/a when there were none."""
-    kept = _kept(propagation)
-    return f"{sum(propagation[key][i] for i in kept) / len(kept):.2f} s" if kept else "n/a"
-
-
-def _ratio(ratio: float) -> str:
-    return "n/a" if math.isnan(ratio) else f"{ratio:.2f}"
+def _kept_figure(value: float, unit: str = "") -> str:
+    """A figure over the propagation rounds one poll found; n/a when there were none (NaN)."""
+    return "n/a" if math.isnan(value) else f"{value:.2f}{unit}"
 
 
 def _counts(counts: dict[str, int], per: float) -> str:
@@ -299,10 +290,10 @@ def markdown(results: dict[str, Any], images: str) -> str:
                         [
                             f"{p['items']:,}",
                             p["changed"],
-                            f"{len(_kept(p))} of {len(p['spans'])}",
-                            _mean_span(p, "spans"),
-                            _mean_span(p, "floor_spans"),
-                            _ratio(span_ratio(p["spans"], p["floor_spans"], p.get("split", ()))),
+                            f"{len(kept_rounds(p['spans'], p.get('split', ())))} of {len(p['spans'])}",
+                            _kept_figure(kept_mean(p["spans"], p.get("split", ())), " s"),
+                            _kept_figure(kept_mean(p["floor_spans"], p.get("split", ())), " s"),
+                            _kept_figure(span_ratio(p["spans"], p["floor_spans"], p.get("split", ()))),
                             _counts(p["api_requests"], len(p["secret_seconds"])),
                             _cpu(p["cpu_seconds"], len(p["secret_seconds"])),
                             _cpu(p["floor_cpu_seconds"], len(p["secret_seconds"])),

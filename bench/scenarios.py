@@ -181,11 +181,16 @@ def kept_rounds(spans: Sequence[float], split: Sequence[bool] = ()) -> list[int]
     return [i for i in range(len(spans)) if not (split and split[i])]
 
 
-def span_ratio(spans: Sequence[float], floor_spans: Sequence[float], split: Sequence[bool] = ()) -> float:
-    """Scenario 3: opsync's spans over the floor's, both summed over the rounds one poll found (the span of a
-    round split over two polls holds the wait for the second poll, not work); NaN when every round was."""
+def kept_mean(spans: Sequence[float], split: Sequence[bool] = ()) -> float:
+    """Scenario 3: the mean of per-round ``spans`` over the rounds one poll found; NaN when there were none."""
     kept = kept_rounds(spans, split)
-    return sum(spans[i] for i in kept) / sum(floor_spans[i] for i in kept) if kept else math.nan
+    return sum(spans[i] for i in kept) / len(kept) if kept else math.nan
+
+
+def span_ratio(spans: Sequence[float], floor_spans: Sequence[float], split: Sequence[bool] = ()) -> float:
+    """Scenario 3: opsync's spans over the floor's over the rounds one poll found (the span of a round split
+    over two polls holds the wait for the second poll, not work); NaN when every round was."""
+    return kept_mean(spans, split) / kept_mean(floor_spans, split)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -441,13 +446,13 @@ async def propagation(
         result.floor_spans.append(_span(secret_watch, deploy_watch))
         bench.log(f"propagation K={changed} round {round_ + 1}: the floor done")
     result.api_requests = _delta(await opsync.api_requests(), api_before)
-    ratio, kept = span_ratio(result.spans, result.floor_spans, result.split), kept_rounds(result.spans, result.split)
+    kept = len(kept_rounds(result.spans, result.split))
     bench.log(
         f"propagation N={size} K={changed}: Secret p99 {percentile(result.secret_seconds, 99):.1f} s, "
         f"restart p99 {percentile(result.restart_seconds, 99):.1f} s (interval {options.poll_interval} s); "
-        f"first Secret to last restart {sum(result.spans) / options.rounds:.2f} s, floor "
-        f"{sum(result.floor_spans) / options.rounds:.2f} s (ratio {ratio:.2f} over the {len(kept)} of "
-        f"{options.rounds} rounds one poll found)"
+        f"over the {kept} of {options.rounds} rounds one poll found: first Secret to last restart "
+        f"{kept_mean(result.spans, result.split):.2f} s, floor {kept_mean(result.floor_spans, result.split):.2f} s "
+        f"(ratio {span_ratio(result.spans, result.floor_spans, result.split):.2f})"
     )
     return result
 

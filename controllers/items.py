@@ -102,8 +102,7 @@ class ItemReconciler:
         self._options = options
         self._events: EventRecorder = manager.event_recorder("opsync")
         self._states: dict[Request, ItemState] = {}  # for opsync_items, opsync_item_condition and reporting
-        self._counts: dict[ItemState, int] = {}  # opsync_items: how many of _states hold each state
-        ITEM_STATES.track(self._states, self._counts)
+        ITEM_STATES.track(self._states)
         self._generations: dict[Request, int] = {}  # generation last synced by this process
         self._refreshed: dict[Request, str] = {}  # refresh value last acted on (also when the CRD drops it)
         self._unrecorded_syncs: dict[Request, str] = {}  # Secret data written then, not yet in lastSyncTime
@@ -334,21 +333,10 @@ class ItemReconciler:
     def _record_state(self, request: Request, state: ItemState | None) -> None:
         if state is not None and self.items.get(request.namespace, request.name) is None:
             state = None  # it left the cache while this reconcile ran (deleted, or its namespace unselected)
-        previous = self._states.pop(request, None) if state is None else self._states.get(request)
-        if previous == state:
-            return
-        if state is not None:
+        if state is None:
+            self._states.pop(request, None)
+        else:
             self._states[request] = state
-        # opsync_items moves by the one item that changed: recounting every item here made each change O(N),
-        # an initial sync O(N²) (docs/benchmarks.md, "Scale").
-        for value, delta in ((previous, -1), (state, 1)):
-            if value is None:
-                continue
-            count = self._counts.get(value, 0) + delta
-            if count:
-                self._counts[value] = count
-            else:
-                del self._counts[value]  # the series goes with the last item in that state
 
 
 def setup_items(manager: Manager, reconciler: ItemReconciler, *, changes: Channel, workers: int) -> Controller:

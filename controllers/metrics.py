@@ -8,6 +8,7 @@ fails (as External Secrets Operator's ``externalsecret_status_condition``).
 
 from __future__ import annotations
 
+import collections
 import re
 from collections.abc import Iterator, Mapping
 
@@ -82,28 +83,31 @@ class _ItemStates(Collector):
     """``opsync_items`` and ``opsync_item_condition``, read at scrape time from what the item reconciler holds.
 
     A labelled ``Gauge`` would keep a child object per series, two per item (about 1.3 KiB an item,
-    docs/benchmarks.md, "Memory"), for state the reconciler keeps anyway. The scrape runs on the event loop,
-    as every change to that state does, so it never sees a dict in the middle of a change.
+    docs/benchmarks.md, "Memory"), for state the reconciler keeps anyway; the counts by state are taken in the
+    same pass over the items that writes their series, so nothing is recounted on each change. The scrape runs
+    on the event loop, as every change to that state does, so it never sees the dict in the middle of a change.
     """
 
     def __init__(self) -> None:
         self._states: Mapping[Request, ItemState] = {}
-        self._counts: Mapping[ItemState, int] = {}
 
-    def track(self, states: Mapping[Request, ItemState], counts: Mapping[ItemState, int]) -> None:
+    def track(self, states: Mapping[Request, ItemState]) -> None:
         """Report these (one item reconciler per process; the last one made wins, as tests make several)."""
-        self._states, self._counts = states, counts
+        self._states = states
 
     def describe(self) -> list[Metric]:
         return list(self._families())
 
     def collect(self) -> Iterator[Metric]:
         items, conditions = self._families()
-        for (ready, reason), count in self._counts.items():
-            items.add_metric([ready, reason], count)
-        for request, (ready, _) in self._states.items():
-            for status, value in (("True", ready == "true"), ("False", ready != "true")):
+        counts: collections.Counter[ItemState] = collections.Counter()
+        for request, state in self._states.items():
+            counts[state] += 1
+            ready = state[0] == "true"
+            for status, value in (("True", ready), ("False", not ready)):
                 conditions.add_metric([request.namespace, request.name, READY_CONDITION, status], float(value))
+        for (ready_label, reason), count in counts.items():
+            items.add_metric([ready_label, reason], count)
         yield items
         yield conditions
 

@@ -25,8 +25,7 @@ def test_an_item_has_one_series_per_status_set_to_the_status_it_has_until_it_is_
     registry, states = CollectorRegistry(), metrics._ItemStates()
     registry.register(states)
     held: dict[Request, metrics.ItemState] = {}
-    counts: dict[metrics.ItemState, int] = {}
-    states.track(held, counts)
+    states.track(held)
     db = Request("unit-ns", "db")
     held[db] = ("true", "Synced")
     assert item_series(registry, "unit-ns", "db") == {"True": 1.0, "False": 0.0}
@@ -36,10 +35,12 @@ def test_an_item_has_one_series_per_status_set_to_the_status_it_has_until_it_is_
     assert item_series(registry, "unit-ns", "db") == {}
 
 
-def test_items_are_counted_by_state_from_the_counts_held() -> None:
+def test_items_are_counted_by_state() -> None:
     registry, states = CollectorRegistry(), metrics._ItemStates()
     registry.register(states)
-    states.track({}, {("true", "Synced"): 3, ("false", "ItemNotFound"): 1})
+    held: dict[Request, metrics.ItemState] = {Request("unit-ns", f"ok-{n}"): ("true", "Synced") for n in range(3)}
+    held[Request("unit-ns", "missing")] = ("false", "ItemNotFound")
+    states.track(held)
     assert registry.get_sample_value("opsync_items", {"ready": "true", "reason": "Synced"}) == 3
     assert registry.get_sample_value("opsync_items", {"ready": "false", "reason": "ItemNotFound"}) == 1
     assert registry.get_sample_value("opsync_items", {"ready": "false", "reason": "Synced"}) is None
