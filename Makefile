@@ -17,7 +17,10 @@ CACHE_HOME := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)
 ENVTEST_ASSETS ?= $(CACHE_HOME)/opsync/envtest/$(K8S_VERSION)
 # opsync.envtest looks here (after KUBEBUILDER_ASSETS): tests run against the pinned version.
 export OPSYNC_ENVTEST_ASSETS := $(abspath $(ENVTEST_ASSETS))
-PYTEST_FLAGS ?= -ra
+# --tb=native: pytest's own traceback parses each frame's source file with ast, which on CPython 3.11.7 (this
+# project's CI Python) can fail with "SystemError: AST constructor recursion depth mismatch" (CPython
+# gh-106905), an INTERNALERROR that ends the session without its summary; CI lost a whole run's report to it.
+PYTEST_FLAGS ?= -ra --tb=native
 
 .PHONY: help venv envtest lint typecheck unit integration test check-min-deps version lock image image-test chart chart-crds demo bench bench-scale clean
 
@@ -31,17 +34,17 @@ help:
 	@echo "make image         build dist/opsync-$(VERSION).oci.tar without Docker (as root; see docs/release.md)"
 	@echo "make image-test    build it, then start it: opsync version, and opsync run against envtest and the emulator"
 	@echo "make chart         package the Helm chart as dist/opsync-$(VERSION).tgz"
-	@echo "make lock          refresh requirements.lock (what the image installs, with hashes)"
+	@echo "make lock          refresh requirements.lock (what the image installs, with hashes) and requirements-dev.lock (make venv)"
 	@echo "make bench-scale   the initial sync alone at N up to 20,000, costs against N (SCALE_SIZES=...)"
 	@echo "make lint | typecheck | unit | integration | bench | clean"
 
 # Reinstalled only when pyproject.toml changes. Prefers python3.11, else any python3 >= 3.11.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-dev.lock
 	@python=$$(command -v python3.11 || command -v python3) || { echo "python3 >= 3.11 is needed" >&2; exit 1; }; \
 	"$$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "$$python is older than 3.11" >&2; exit 1; }; \
 	[ -x $(PY) ] || "$$python" -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --constraint requirements-dev.lock -e '.[test]'
 	@touch $@
 
 venv: $(STAMP)

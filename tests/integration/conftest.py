@@ -16,8 +16,11 @@ the failed test ids, and the folder is named in the terminal summary.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -49,10 +52,26 @@ def pytest_runtest_makereport(
     return report
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Generator[None, None, None]:
+    """After the short summary (the tail of a CI log is often all one sees): where the logs are, and how the
+    machine was when the failures happened, since a starved or full machine fails tests by their deadlines."""
+    yield
     kept = terminalreporter.config.stash.get(KEPT_LOGS, None)
     if kept is not None:
         terminalreporter.write_line(f"control-plane logs kept in {kept}")
+        terminalreporter.write_line(f"machine at the end: {_machine()}")
+
+
+def _machine() -> str:
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+    available = int(meminfo.get("MemAvailable", "0 kB").split()[0]) // 1024
+    disk = shutil.disk_usage(tempfile.gettempdir())
+    return (
+        f"load average {load} on {os.cpu_count()} CPUs, {available} MiB of memory available, "
+        f"{disk.free // 2**20} MiB free in {tempfile.gettempdir()}"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -19,9 +19,9 @@ def runtime_requirements() -> list[Requirement]:
     return [Requirement(text) for text in project["dependencies"]]
 
 
-def locked() -> dict[str, tuple[str, list[str]]]:
-    """name -> (version, hashes) from requirements.lock."""
-    text = (REPO / "requirements.lock").read_text().replace("\\\n", " ")
+def locked(name: str = "requirements.lock") -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) from a lock file of hack/lock.sh."""
+    text = (REPO / name).read_text().replace("\\\n", " ")
     pins = {}
     for line in text.splitlines():
         found = re.match(r"^([A-Za-z0-9_.-]+)==(\S+)\s*(.*)$", line)
@@ -41,6 +41,22 @@ def test_the_lock_pins_every_dependency_within_its_range_with_hashes() -> None:
         version, _ = pins[canonicalize_name(requirement.name)]
         assert requirement.specifier.contains(version), (requirement, version)
     assert all(hashes for _, hashes in pins.values()), [name for name, (_, h) in pins.items() if not h]
+
+
+# Packages of the image that the test tools hold back, and why; any other difference fails.
+HELD_BACK_IN_TESTS = {
+    "python-dateutil": "the official Connect SDK (which proves the emulator) requires python-dateutil<3",
+    "tzdata": "only python-dateutil 3 and later depend on it",
+}
+
+
+def test_the_tests_run_on_the_versions_the_image_ships() -> None:
+    """``make venv`` installs under requirements-dev.lock: the image's packages at the versions it ships."""
+    image, dev = locked(), locked("requirements-dev.lock")
+    differ = {name for name, (version, _) in image.items() if dev.get(name, ("",))[0] != version}
+    assert differ == HELD_BACK_IN_TESTS.keys(), {name: (image[name][0], dev.get(name)) for name in differ}
+    makefile = (REPO / "Makefile").read_text()
+    assert "--constraint requirements-dev.lock -e '.[test]'" in makefile
 
 
 def test_the_image_installs_only_the_locked_files() -> None:
