@@ -104,7 +104,13 @@ class Controller:
 
     async def _wait_for_sync(self, stopping: asyncio.Event) -> bool:
         """True once every informer has synced; False if ``stopping`` came first."""
-        synced: asyncio.Future[Any] = asyncio.gather(*(source.wait_for_sync() for source in self._sources))
+
+        async def all_synced() -> list[Any]:
+            return await asyncio.gather(*(source.wait_for_sync() for source in self._sources))
+
+        # A task around the gather: a gather cancelled directly ends with a CancelledError that nobody reads,
+        # which asyncio reports as "exception was never retrieved" once it is collected.
+        synced = asyncio.ensure_future(all_synced())
         stopped: asyncio.Future[Any] = asyncio.ensure_future(stopping.wait())
         try:
             done, _ = await asyncio.wait(

@@ -8,6 +8,7 @@ Informers are stand-ins (plain objects that call the registered handlers); the q
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -298,21 +299,41 @@ async def test_waits_for_informers_to_sync_before_reconciling() -> None:
         await eventually(lambda: rec.calls == [KEY])
 
 
+@asynccontextmanager
+async def loop_reports() -> AsyncIterator[list[dict[str, Any]]]:
+    """What the event loop reports meanwhile (an exception never retrieved, say), once garbage is collected."""
+    loop = asyncio.get_running_loop()
+    reports: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reports.append(context))
+    try:
+        yield reports
+        for _ in range(3):  # the cancelled waits finish, then the gather sees it
+            await asyncio.sleep(0)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+
+
 async def test_cache_sync_timeout_fails_the_controller() -> None:
     controller, _ = make(cache_sync_timeout=0.05)
     controller.watch(Kind(FakeInformer(synced=False)))
-    with pytest.raises(CacheSyncTimeoutError):
-        await controller.run(asyncio.Event())
+    async with loop_reports() as reports:
+        with pytest.raises(CacheSyncTimeoutError):
+            await controller.run(asyncio.Event())
+    assert reports == []
 
 
 async def test_stopping_while_waiting_for_sync_returns() -> None:
     controller, _ = make()
     controller.watch(Kind(FakeInformer(synced=False)))
     stopping = asyncio.Event()
-    task = asyncio.create_task(controller.run(stopping))
-    stopping.set()
-    async with asyncio.timeout(10):
-        await task
+    async with loop_reports() as reports:
+        task = asyncio.create_task(controller.run(stopping))
+        stopping.set()
+        async with asyncio.timeout(10):
+            await task
+    assert reports == []  # the abandoned wait for the informers leaves nothing behind
 
 
 async def test_shutdown_finishes_in_flight_reconciles_and_takes_no_new_ones() -> None:
