@@ -176,10 +176,16 @@ class _Process:
         finally:
             os.close(fd)
 
+    def exited(self) -> str | None:
+        """Why the process is not running although it was started, or None while it runs (or was never started)."""
+        if self._proc is not None and self._proc.returncode is not None:
+            return f"{self.name} exited with code {self._proc.returncode}; its log is {self.log}"
+        return None
+
     def check_running(self) -> None:
         """Raise if the process exited (a server must never exit while the control plane is up)."""
-        if self._proc is not None and self._proc.returncode is not None:
-            raise EnvtestError(f"{self.name} exited with code {self._proc.returncode}; its log is {self.log}")
+        if (why := self.exited()) is not None:
+            raise EnvtestError(why)
 
     async def stop(self) -> None:
         """SIGTERM the process group, SIGKILL it after ``_STOP_GRACE`` seconds; no-op if not running."""
@@ -428,6 +434,10 @@ class ControlPlane:
         response = self._admin("POST", SERVICEACCOUNTS.path(namespace, name, "token"), request, ok=(201,))
         user = {"token": response["status"]["token"]}
         return str(self._write_kubeconfig(f"sa-{namespace}-{name}.kubeconfig", user))
+
+    def exited(self) -> list[str]:
+        """Which servers exited since they started, and how: none may while the control plane is up."""
+        return [why for process in self._processes.values() if (why := process.exited()) is not None]
 
     async def restart_apiserver(self) -> None:
         """Stop the apiserver and start it again on the same port; return once it is ready.

@@ -10,7 +10,8 @@
 - ``emulator``: a Connect emulator for one test, serving ``connect_data``: by default the ``vaults`` fixture,
   which each test module that uses the emulator defines (vault name -> items), with one all-vaults token.
 
-When any test fails, the component logs are kept in ``.envtest-logs/`` (or ``$OPSYNC_ENVTEST_LOGS``) with
+After each test that used the control plane, a server of it found dead fails that test, naming the server and
+its log (``control_plane_alive``). When any test fails, the component logs are kept in ``.envtest-logs/`` (or ``$OPSYNC_ENVTEST_LOGS``) with
 the failed test ids, and the folder is named in the terminal summary.
 """
 
@@ -88,6 +89,17 @@ async def control_plane(request: pytest.FixtureRequest) -> AsyncIterator[Control
     if kept is not None:
         (kept / "failed-tests.txt").write_text("".join(f"{nodeid}\n" for nodeid in failed))
         request.config.stash[KEPT_LOGS] = kept
+
+
+@pytest.fixture(autouse=True)
+def control_plane_alive(request: pytest.FixtureRequest) -> Generator[None, None, None]:
+    """Fail the test after which a control-plane server is found dead, with which one and its log, rather
+    than leaving every later test to time out against it."""
+    yield
+    if "control_plane" in request.fixturenames:
+        exited = cast(ControlPlane, request.getfixturevalue("control_plane")).exited()
+        if exited:
+            pytest.fail("the control plane broke: " + "; ".join(exited), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Where opsync.envtest finds its binaries, and what it says when they are missing."""
+"""Where opsync.envtest finds its binaries, what it says when they are missing, and how it tells a server died."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from opsync.envtest import COMPONENTS, EnvtestError, find_assets
+from opsync.envtest import COMPONENTS, EnvtestError, _Process, find_assets
+from tests.support.waiting import eventually
 
 
 def binaries(folder: Path, names: tuple[str, ...] = COMPONENTS) -> Path:
@@ -53,3 +54,14 @@ def test_the_newest_complete_cached_version_is_used(no_env: Path) -> None:
 def test_without_binaries_the_error_says_how_to_get_them(no_env: Path) -> None:
     with pytest.raises(EnvtestError, match="run `make envtest`"):
         find_assets()
+
+
+async def test_a_server_that_exits_is_reported_with_its_code_and_log(tmp_path: Path) -> None:
+    server = _Process("kube-apiserver", ["sh", "-c", "exit 3"], tmp_path / "kube-apiserver.log")
+    assert server.exited() is None  # not started is not dead
+    await server.start()
+    await eventually(lambda: server.exited() is not None, timeout=10, message="the exit was never seen")
+    assert server.exited() == f"kube-apiserver exited with code 3; its log is {tmp_path / 'kube-apiserver.log'}"
+    with pytest.raises(EnvtestError, match="exited with code 3"):
+        server.check_running()
+    await server.stop()
