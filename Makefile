@@ -38,7 +38,7 @@ help:
 	@echo "make bench-scale   the initial sync alone at N up to 20,000, costs against N (SCALE_SIZES=...)"
 	@echo "make lint | typecheck | unit | integration | bench | clean"
 
-# Reinstalled only when pyproject.toml changes. Prefers python3.11, else any python3 >= 3.11.
+# Reinstalled only when pyproject.toml or requirements-dev.lock changes. Prefers python3.11, else any python3 >= 3.11.
 $(STAMP): pyproject.toml requirements-dev.lock
 	@python=$$(command -v python3.11 || command -v python3) || { echo "python3 >= 3.11 is needed" >&2; exit 1; }; \
 	"$$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \

@@ -17,6 +17,7 @@ its log (``control_plane_alive``). When any test fails, the component logs are k
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -65,14 +66,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Genera
 
 
 def _machine() -> str:
-    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
-    available = int(meminfo.get("MemAvailable", "0 kB").split()[0]) // 1024
-    disk = shutil.disk_usage(tempfile.gettempdir())
-    return (
-        f"load average {load} on {os.cpu_count()} CPUs, {available} MiB of memory available, "
-        f"{disk.free // 2**20} MiB free in {tempfile.gettempdir()}"
-    )
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    memory = ""
+    with contextlib.suppress(OSError, ValueError, IndexError):  # /proc/meminfo is Linux's
+        line = [line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemAvailable:")]
+        memory = f", {int(line[0].split()[1]) // 1024} MiB of memory available"
+    temp = tempfile.gettempdir()
+    free = shutil.disk_usage(temp).free // 2**20
+    return f"load average {load} on {os.cpu_count()} CPUs{memory}, {free} MiB free in {temp}"
 
 
 @pytest.fixture(scope="session")
