@@ -31,6 +31,7 @@ _.watch_count
 _.service_account_client  # envtest.ControlPlane, for tests
 _.restart_apiserver
 _.compact_etcd
+_.restore_crds
 _.advance  # opsync.testing.FakeClock, for users' tests
 
 # Protocols implemented for a library that calls them.

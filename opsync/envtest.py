@@ -608,13 +608,39 @@ class ControlPlane:
         )
         return status == 200
 
-    async def _install_crds(self) -> None:
+    def _crd_documents(self) -> list[dict[str, Any]]:
         files = [f for p in self._crds for f in (sorted(p.glob("*.yaml")) if p.is_dir() else [p])]
-        documents = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
+        return [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
+
+    async def _install_crds(self, documents: list[dict[str, Any]] | None = None) -> None:
+        documents = self._crd_documents() if documents is None else documents
         for crd in documents:
             await asyncio.to_thread(self._admin, "POST", CRDS.path(), crd, ok=(201,))
         for crd in documents:
             await self._wait_for(f"CRD {crd['metadata']['name']}", functools.partial(self._crd_established, crd))
+
+    async def restore_crds(self) -> list[str]:
+        """Install again every CRD of ``crds`` that was deleted (or is being deleted) since the start; the
+        names of those restored, so that one test deleting a shared CRD cannot break every test after it."""
+        gone = [crd for crd in self._crd_documents() if await self._crd_deleted(crd)]
+        async with asyncio.timeout(self._start_timeout):
+            for crd in gone:  # a CRD being deleted still exists until its objects are gone
+                await self._wait_for(
+                    f"CRD {crd['metadata']['name']} to be gone", functools.partial(self._crd_absent, crd)
+                )
+            await self._install_crds(gone)
+        return [crd["metadata"]["name"] for crd in gone]
+
+    async def _crd_found(self, crd: dict[str, Any]) -> dict[str, Any] | None:
+        found = await asyncio.to_thread(self._admin, "GET", CRDS.path(name=crd["metadata"]["name"]), ok=(200, 404))
+        return found if isinstance(found, dict) and found.get("kind") == "CustomResourceDefinition" else None
+
+    async def _crd_deleted(self, crd: dict[str, Any]) -> bool:
+        found = await self._crd_found(crd)
+        return found is None or "deletionTimestamp" in found["metadata"]
+
+    async def _crd_absent(self, crd: dict[str, Any]) -> bool:
+        return await self._crd_found(crd) is None
 
     async def _crd_established(self, crd: dict[str, Any]) -> bool:
         found = await asyncio.to_thread(self._admin, "GET", CRDS.path(name=crd["metadata"]["name"]))

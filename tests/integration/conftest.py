@@ -93,14 +93,18 @@ async def control_plane(request: pytest.FixtureRequest) -> AsyncIterator[Control
 
 
 @pytest.fixture(autouse=True)
-def control_plane_alive(request: pytest.FixtureRequest) -> Generator[None, None, None]:
-    """Fail the test after which a control-plane server is found dead, with which one and its log, rather
-    than leaving every later test to time out against it."""
+async def control_plane_intact(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Fail the test after which the shared control plane is found broken, saying how, rather than leaving
+    every later test to fail by its deadline: a server that died (with its log), or one of the session's CRDs
+    deleted (installed again here, so the tests after it run as usual)."""
     yield
-    if "control_plane" in request.fixturenames:
-        exited = cast(ControlPlane, request.getfixturevalue("control_plane")).exited()
-        if exited:
-            pytest.fail("the control plane broke: " + "; ".join(exited), pytrace=False)
+    if "control_plane" not in request.fixturenames:
+        return
+    plane = cast(ControlPlane, request.getfixturevalue("control_plane"))
+    if exited := plane.exited():
+        pytest.fail("the control plane broke: " + "; ".join(exited), pytrace=False)
+    if restored := await plane.restore_crds():
+        pytest.fail(f"the test deleted the session's CRDs {', '.join(restored)}; installed again", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -38,21 +38,20 @@ from tests.integration.chart.test_chart import (
     operator_cluster_role,
     render_text,
 )
+from tests.support.upstream import CONNECT_CHART
+from tests.support.upstream import upstream as shared_upstream
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
-UPSTREAM_CHART = REPO.parent / "shared" / "upstream" / "connect-chart-2.4.1"
 HELM_DOC = REPO / "docs" / "helm.md"
 RELEASE = "opsync"
 
 
 def upstream(name: str) -> dict[str, Any]:
     """A values file of the connect chart 2.4.1, as 1Password ships it."""
-    path = UPSTREAM_CHART / name
-    assert path.is_file(), f"{path} is missing: the tests read 1Password's chart from ../shared beside the repo"
-    values: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
+    values: dict[str, Any] = yaml.safe_load((shared_upstream() / CONNECT_CHART / name).read_text()) or {}
     return values
 
 
@@ -597,8 +596,9 @@ async def test_connect_chart_values(case: Case, control_plane: ControlPlane, kub
     for existing in case.existing:
         await kube.create(SERVICEACCOUNTS, existing, namespace)
     admin = control_plane.kubeconfig_path
-    # prometheus-operator's CRDs are not installed on the test API server.
-    text = yaml.safe_dump_all([o for o in objects if o["kind"] != "ServiceMonitor"])
+    # prometheus-operator's CRDs are not installed on the test API server. opsync's are, shared by the
+    # session: deleting them below would delete every OnePasswordItem other tests rely on.
+    text = yaml.safe_dump_all([o for o in objects if o["kind"] not in {"ServiceMonitor", "CustomResourceDefinition"}])
     await kubectl(admin, "apply", "--server-side", "--field-manager=opsync-chart-test", "-f", "-", stdin=text)
     try:
         # The API server took every object; its controllers make each Deployment's pods (Pending: no kubelet).
@@ -648,7 +648,8 @@ def test_docs_say_what_every_value_of_the_connect_chart_does() -> None:
 async def test_helm_installs_the_connect_charts_values_file(
     control_plane: ControlPlane, kube: Client, namespace: str
 ) -> None:
-    values = merged(upstream("values.yaml"), {"operator": {"create": True}})
+    # The control plane's CRDs are shared by the session, so this release leaves them alone.
+    values = merged(upstream("values.yaml"), {"operator": {"create": True}, "crds": {"install": False}})
     target = [f"--kubeconfig={control_plane.kubeconfig_path}", f"--namespace={namespace}"]
 
     installed = await helm("install", RELEASE, str(CHART), *target, "-f", "-", stdin=yaml.safe_dump(values))

@@ -24,7 +24,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from opsync.client import Client, ForbiddenError
 from opsync.envtest import ControlPlane
-from opsync.resources import SECRETS
+from opsync.resources import CRDS, SECRETS, Resource
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -265,3 +265,19 @@ async def test_the_opsync_clients_act_as_admin_and_as_a_service_account(
         with pytest.raises(ForbiddenError):
             await nobody.list(SECRETS, namespace)
     assert [s["metadata"]["name"] for s in (await kube.list(SECRETS, namespace))["items"]] == ["s"]
+
+
+async def test_a_deleted_crd_is_installed_again_and_an_intact_one_left_alone(
+    control_plane: ControlPlane, kube: Client, namespace: str
+) -> None:
+    items = Resource("onepassword.com", "v1", "OnePasswordItem", "onepassworditems")
+    item = {"apiVersion": "onepassword.com/v1", "kind": "OnePasswordItem", "metadata": {"name": "lost"}}
+    await kube.create(items, {**item, "spec": {"itemPath": "vaults/v/items/i"}}, namespace)
+    assert await control_plane.restore_crds() == []
+
+    await kube.delete(CRDS, "onepassworditems.onepassword.com")
+    assert await control_plane.restore_crds() == ["onepassworditems.onepassword.com"]
+    # Served again, empty: deleting a CRD deletes its objects, which is why a test must not.
+    assert (await kube.list(items, namespace))["items"] == []
+    await kube.create(items, {**item, "spec": {"itemPath": "vaults/v/items/i"}}, namespace)
+    assert await control_plane.restore_crds() == []

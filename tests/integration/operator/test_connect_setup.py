@@ -12,7 +12,6 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,19 +27,17 @@ from opsync.resources import DEPLOYMENTS, LEASES, KubeObject
 from tests.integration.chart.test_chart import installed_chart
 from tests.support.harness import RequestLog, emulator_data, operator_settings
 from tests.support.objects import get_or_none
+from tests.support.upstream import upstream
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[3]
-GO_CONNECT_MANIFESTS = REPO.parent / "shared" / "upstream" / "onepassword-operator-1.12.0" / "config" / "connect"
 LEASE = "c26807fd.onepassword.com"
 
 
 def go_manifest(name: str) -> KubeObject:
     """One of the Go operator's ``config/connect`` manifests, as 1Password ships it."""
-    path = GO_CONNECT_MANIFESTS / name
-    assert path.is_file(), f"{path} is missing: the tests read 1Password's files from ../shared beside the repo"
+    path = upstream() / "onepassword-operator-1.12.0" / "config" / "connect" / name
     manifest: KubeObject = yaml.safe_load(path.read_text())
     return manifest
 
