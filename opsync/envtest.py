@@ -66,10 +66,16 @@ _LOOPBACK = "127.0.0.1"
 _POLL = 0.1  # interval between readiness probes
 _STOP_GRACE = 15.0  # seconds a server gets to exit after SIGTERM
 _WORKDIR_PREFIX = "opsync-envtest-"  # followed by the owning process id
+# free_ports() releases its ports before the servers bind them, so another process can take one in between.
+_START_ATTEMPTS = 3
 
 
 class EnvtestError(RuntimeError):
     """The control plane could not be found, started or reached."""
+
+
+class PortTakenError(EnvtestError):
+    """A server exited because another process took its port first; ``start`` tries again on new ports."""
 
 
 def cache_root() -> Path:
@@ -183,8 +189,12 @@ class _Process:
         return None
 
     def check_running(self) -> None:
-        """Raise if the process exited (a server must never exit while the control plane is up)."""
+        """Raise if the process exited (a server must never exit while the control plane is up);
+        ``PortTakenError`` if it exited because its port was taken."""
         if (why := self.exited()) is not None:
+            with contextlib.suppress(OSError):
+                if "address already in use" in self.log.read_text(errors="replace"):
+                    raise PortTakenError(why)
             raise EnvtestError(why)
 
     async def stop(self) -> None:
@@ -347,6 +357,17 @@ class ControlPlane:
         if missing:
             raise EnvtestError(f"{self.assets} lacks {', '.join(missing)}: run `make envtest`")
         await asyncio.to_thread(_remove_orphaned_workdirs)
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            try:
+                await self._start_once(keep_logs=attempt == _START_ATTEMPTS)
+                break
+            except PortTakenError:
+                if attempt == _START_ATTEMPTS:
+                    raise
+        self.startup_seconds = time.monotonic() - began
+
+    async def _start_once(self, *, keep_logs: bool) -> None:
+        """One attempt on fresh ports; stopped again if it fails (a lost port race keeps logs only if asked)."""
         self._workdir = Path(tempfile.mkdtemp(prefix=f"{_WORKDIR_PREFIX}{os.getpid()}-"))
         try:
             async with asyncio.timeout(self._start_timeout):
@@ -356,10 +377,12 @@ class ControlPlane:
             raise EnvtestError(
                 f"{self._waiting_for} was not ready within {self._start_timeout:.0f}s; logs kept in {kept}"
             ) from None
+        except PortTakenError:
+            await self.stop(keep_logs=keep_logs)
+            raise
         except BaseException:
             await self.stop(keep_logs=True)
             raise
-        self.startup_seconds = time.monotonic() - began
 
     async def _start_all(self) -> None:
         work = self._dir()
@@ -617,7 +640,7 @@ class ControlPlane:
         for crd in documents:
             await asyncio.to_thread(self._admin, "POST", CRDS.path(), crd, ok=(201,))
         for crd in documents:
-            await self._wait_for(f"CRD {crd['metadata']['name']}", functools.partial(self._crd_established, crd))
+            await self._wait_for(f"CRD {crd['metadata']['name']}", functools.partial(self._crd_served, crd))
 
     async def restore_crds(self) -> list[str]:
         """Install again every CRD of ``crds`` that was deleted (or is being deleted) since the start; the
@@ -642,10 +665,17 @@ class ControlPlane:
     async def _crd_absent(self, crd: dict[str, Any]) -> bool:
         return await self._crd_found(crd) is None
 
-    async def _crd_established(self, crd: dict[str, Any]) -> bool:
+    async def _crd_served(self, crd: dict[str, Any]) -> bool:
+        """Established, and its objects listed: until its storage is ready the apiserver answers 429."""
         found = await asyncio.to_thread(self._admin, "GET", CRDS.path(name=crd["metadata"]["name"]))
         conditions = (found.get("status") or {}).get("conditions") or []
-        return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+        if not any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
+            return False
+        spec = crd["spec"]
+        version = next(v["name"] for v in spec["versions"] if v.get("served", True))
+        path = f"/apis/{spec['group']}/{version}/{spec['names']['plural']}?limit=1"
+        status, _ = await asyncio.to_thread(_http, self._api_port, "GET", path, context=self._admin_tls)
+        return status == 200
 
 
 # `opsync envtest`

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,9 +23,10 @@ from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio import watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from opsync import envtest
 from opsync.client import Client, ForbiddenError
-from opsync.envtest import ControlPlane
-from opsync.resources import CRDS, SECRETS, Resource
+from opsync.envtest import ControlPlane, free_ports
+from opsync.resources import CRDS, NAMESPACES, SECRETS, Resource
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -281,3 +283,28 @@ async def test_a_deleted_crd_is_installed_again_and_an_intact_one_left_alone(
     assert (await kube.list(items, namespace))["items"] == []
     await kube.create(items, {**item, "spec": {"itemPath": "vaults/v/items/i"}}, namespace)
     assert await control_plane.restore_crds() == []
+
+
+async def test_a_port_taken_before_its_server_binds_it_is_traded_for_new_ones(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """free_ports() releases its ports before the servers bind them: losing that race starts again."""
+    handed_out: list[list[int]] = []
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = int(held.getsockname()[1])
+
+        def racing(count: int) -> list[int]:
+            ports = free_ports(count)
+            if not handed_out:
+                ports[2] = taken  # etcd client, etcd peer, kube-apiserver, kube-controller-manager
+            handed_out.append(ports)
+            return ports
+
+        monkeypatch.setattr(envtest, "free_ports", racing)
+        async with ControlPlane(crds=[], logs_root=tmp_path) as plane, await plane.client() as kube:
+            assert len(handed_out) == 2
+            assert plane.host == f"https://127.0.0.1:{handed_out[1][2]}"
+            assert (await kube.get(NAMESPACES, "default"))["metadata"]["name"] == "default"
+    assert list(tmp_path.iterdir()) == [], "a lost port race is not a failure: no logs kept"

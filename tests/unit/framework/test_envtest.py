@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from opsync.envtest import COMPONENTS, EnvtestError, _Process, find_assets
+from opsync.envtest import COMPONENTS, EnvtestError, PortTakenError, _Process, find_assets
 from tests.support.waiting import eventually
 
 
@@ -64,4 +64,17 @@ async def test_a_server_that_exits_is_reported_with_its_code_and_log(tmp_path: P
     assert server.exited() == f"kube-apiserver exited with code 3; its log is {tmp_path / 'kube-apiserver.log'}"
     with pytest.raises(EnvtestError, match="exited with code 3"):
         server.check_running()
+    await server.stop()
+
+
+@pytest.mark.parametrize(
+    ("output", "error"), [("bind: address already in use", PortTakenError), ("boom", EnvtestError)]
+)
+async def test_a_server_that_lost_its_port_is_told_apart(tmp_path: Path, output: str, error: type[Exception]) -> None:
+    server = _Process("etcd", ["sh", "-c", f"echo '{output}'; exit 1"], tmp_path / "etcd.log")
+    await server.start()
+    await eventually(lambda: server.exited() is not None, timeout=10, message="the exit was never seen")
+    with pytest.raises(EnvtestError) as raised:
+        server.check_running()
+    assert type(raised.value) is error
     await server.stop()
