@@ -52,6 +52,7 @@ from onepassword_access.backend import Backend
 from onepassword_access.changes import ChangeReport
 from onepassword_access.errors import RateLimitedError
 from onepassword_access.paths import ItemPathError, parse_item_path
+from opsync.aio import first_completed
 from opsync.informer import Informer
 from opsync.reconcile import Request
 from opsync.resources import KubeObject
@@ -186,12 +187,7 @@ class Poller:
                 self._fetcher.note_poll()  # reconciles waiting for the first listings go on, with or without
             wait = self.interval if self._next_due is None else self._next_due - time.monotonic()
             self._wake.clear()
-            waits = [asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(self._wake.wait())]
-            try:
-                await asyncio.wait(waits, timeout=max(0.0, wait), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for pending in waits:
-                    pending.cancel()
+            await first_completed(stopping.wait(), self._wake.wait(), timeout=max(0.0, wait))
         for prefetch in self._prefetches:
             prefetch.cancel()  # the fetches they joined go on for the reconcilers waiting on them
         await asyncio.gather(*self._prefetches, return_exceptions=True)
@@ -212,12 +208,7 @@ class Poller:
         async def synced() -> bool:
             return all(await asyncio.gather(self._secrets.wait_for_sync(), self._handoff.wait_for_sync()))
 
-        waits = [asyncio.ensure_future(synced()), asyncio.ensure_future(stopping.wait())]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
+        await first_completed(synced(), stopping.wait())
         return not stopping.is_set()
 
     async def poll(self) -> int:

@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 
 from opsync import metrics
+from opsync.aio import first_completed
 from opsync.client import ApiError
 from opsync.logging import log_context
 from opsync.queue import RateLimiter, ShutDown, WorkQueue
@@ -108,17 +109,8 @@ class Controller:
         async def all_synced() -> list[Any]:
             return await asyncio.gather(*(source.wait_for_sync() for source in self._sources))
 
-        # A task around the gather: a gather cancelled directly ends with a CancelledError that nobody reads,
-        # which asyncio reports as "exception was never retrieved" once it is collected.
         synced = asyncio.ensure_future(all_synced())
-        stopped: asyncio.Future[Any] = asyncio.ensure_future(stopping.wait())
-        try:
-            done, _ = await asyncio.wait(
-                {synced, stopped}, timeout=self.cache_sync_timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            stopped.cancel()
-            synced.cancel()
+        done = await first_completed(synced, stopping.wait(), timeout=self.cache_sync_timeout)
         if stopping.is_set():
             return False
         if synced not in done:

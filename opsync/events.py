@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from opsync.aio import first_completed
 from opsync.client import Client, NotFoundError
 from opsync.resources import EVENTS, KubeObject
 from opsync.timestamps import rfc3339
@@ -101,21 +102,15 @@ class EventRecorder:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Write queued Events until ``stopping`` is set, then write what is still queued and return."""
-        stopped = asyncio.create_task(stopping.wait())
-        try:
-            while True:
-                next_event = asyncio.create_task(self._queue.get())
-                await asyncio.wait({next_event, stopped}, return_when=asyncio.FIRST_COMPLETED)
-                if not next_event.done():
-                    next_event.cancel()
-                    break
-                await self._write(next_event.result())
-                self._note_drained()
-            while not self._queue.empty():
-                await self._write(self._queue.get_nowait())
-                self._note_drained()
-        finally:
-            stopped.cancel()
+        while True:
+            next_event = asyncio.ensure_future(self._queue.get())
+            if next_event not in await first_completed(next_event, stopping.wait()):
+                break
+            await self._write(next_event.result())
+            self._note_drained()
+        while not self._queue.empty():
+            await self._write(self._queue.get_nowait())
+            self._note_drained()
 
     def _note_drained(self) -> None:
         """After a write: the line closing a dropping episode, once half of the queue is free again."""

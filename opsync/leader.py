@@ -18,7 +18,6 @@ One replica at a time holds the Lease and runs the leader-only work. The rules, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opsync import metrics
+from opsync.aio import first_completed
 from opsync.client import AlreadyExistsError, Client, ConflictError, NotFoundError
 from opsync.resources import LEASES, KubeObject
 from opsync.timestamps import rfc3339_micro
@@ -75,9 +75,7 @@ class LeaderElectionConfig:
 
 async def _sleep(seconds: float, stopping: asyncio.Event) -> bool:
     """Sleep ``seconds``, waking early when ``stopping`` is set; whether it is set."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await stopping.wait()
+    await first_completed(stopping.wait(), timeout=seconds)
     return stopping.is_set()
 
 
