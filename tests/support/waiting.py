@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 
 async def eventually(
@@ -28,3 +31,19 @@ async def eventually(
             text = message() if callable(message) else message
             raise AssertionError(text or f"condition not met within {timeout:g}s")
         await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def loop_reports() -> AsyncIterator[list[dict[str, Any]]]:
+    """What the event loop reports meanwhile (an exception never retrieved, say), once garbage is collected."""
+    loop = asyncio.get_running_loop()
+    reports: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reports.append(context))
+    try:
+        yield reports
+        for _ in range(3):  # the cancelled waits finish, then the gather sees it
+            await asyncio.sleep(0)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from opsync.aio import first_completed
-from tests.unit.framework.test_controller import loop_reports
+from tests.support.waiting import loop_reports
 
 
 async def test_the_first_to_complete_is_returned_and_the_others_cancelled() -> None:

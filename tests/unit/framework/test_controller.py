@@ -8,7 +8,6 @@ Informers are stand-ins (plain objects that call the registered handlers); the q
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +24,7 @@ from opsync.reconcile import Request, Result, TerminalError
 from opsync.resources import CONFIGMAPS, DEPLOYMENTS, NAMESPACES, REPLICASETS, SECRETS, KubeObject, Resource
 from opsync.source import Channel, Kind
 from opsync.testing import take_ready
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, loop_reports
 
 KEY = Request("ns", "a")
 OTHER = Request("ns", "b")
@@ -297,22 +296,6 @@ async def test_waits_for_informers_to_sync_before_reconciling() -> None:
         assert rec.calls == []
         informer.synced.set()
         await eventually(lambda: rec.calls == [KEY])
-
-
-@asynccontextmanager
-async def loop_reports() -> AsyncIterator[list[dict[str, Any]]]:
-    """What the event loop reports meanwhile (an exception never retrieved, say), once garbage is collected."""
-    loop = asyncio.get_running_loop()
-    reports: list[dict[str, Any]] = []
-    previous = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _, context: reports.append(context))
-    try:
-        yield reports
-        for _ in range(3):  # the cancelled waits finish, then the gather sees it
-            await asyncio.sleep(0)
-        gc.collect()
-    finally:
-        loop.set_exception_handler(previous)
 
 
 async def test_cache_sync_timeout_fails_the_controller() -> None:
