@@ -11,8 +11,9 @@
   which each test module that uses the emulator defines (vault name -> items), with one all-vaults token.
 
 After each test that used the control plane, a server of it found dead fails that test, naming the server and
-its log (``control_plane_alive``). When any test fails, the component logs are kept in ``.envtest-logs/`` (or
-``$OPSYNC_ENVTEST_LOGS``) with the failed test ids, and the folder is named in the terminal summary.
+its log, and so does a session CRD found deleted, which is installed again (``control_plane_intact``). When any
+test fails, the component logs are kept in ``.envtest-logs/`` (or ``$OPSYNC_ENVTEST_LOGS``) with the failed test
+ids, and the folder is named in the terminal summary.
 """
 
 from __future__ import annotations
