@@ -321,6 +321,7 @@ class ControlPlane:
         """``crds``: CRD files or folders of them to install, given by the caller (an installed package has none)."""
         self._assets_arg = assets
         self._crds = [Path(p) for p in crds]
+        self._installed_crds: list[dict[str, Any]] = []  # parsed once, at start: restore_crds runs after each test
         self._start_timeout = start_timeout
         self._logs_root = Path(logs_root or os.environ.get("OPSYNC_ENVTEST_LOGS") or Path.cwd() / ".envtest-logs")
         self._workdir: Path | None = None
@@ -636,7 +637,8 @@ class ControlPlane:
         return [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
 
     async def _install_crds(self, documents: list[dict[str, Any]] | None = None) -> None:
-        documents = self._crd_documents() if documents is None else documents
+        if documents is None:
+            self._installed_crds = documents = self._crd_documents()
         for crd in documents:
             await asyncio.to_thread(self._admin, "POST", CRDS.path(), crd, ok=(201,))
         for crd in documents:
@@ -645,7 +647,7 @@ class ControlPlane:
     async def restore_crds(self) -> list[str]:
         """Install again every CRD of ``crds`` that was deleted (or is being deleted) since the start; the
         names of those restored, so that one test deleting a shared CRD cannot break every test after it."""
-        gone = [crd for crd in self._crd_documents() if await self._crd_deleted(crd)]
+        gone = [crd for crd in self._installed_crds if await self._crd_deleted(crd)]
         async with asyncio.timeout(self._start_timeout):
             for crd in gone:  # a CRD being deleted still exists until its objects are gone
                 await self._wait_for(
@@ -667,8 +669,8 @@ class ControlPlane:
 
     async def _crd_served(self, crd: dict[str, Any]) -> bool:
         """Established, and its objects listed: until its storage is ready the apiserver answers 429."""
-        found = await asyncio.to_thread(self._admin, "GET", CRDS.path(name=crd["metadata"]["name"]))
-        conditions = (found.get("status") or {}).get("conditions") or []
+        found = await self._crd_found(crd)
+        conditions = ((found or {}).get("status") or {}).get("conditions") or []
         if not any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
             return False
         spec = crd["spec"]
