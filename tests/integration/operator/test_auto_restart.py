@@ -73,10 +73,27 @@ async def create_all(kube: Client, namespace: str, objects: list[KubeObject]) ->
         await kube.create(resources[obj["kind"]], obj, namespace)
 
 
+async def first_rollouts(kube: Client, namespace: str) -> None:
+    """Wait until the deployment controller has made each Deployment's first ReplicaSet.
+
+    A template that opsync changes before the controller saw the first one is rolled out once, not twice, and
+    the rollout count would read 0: on a loaded machine the controller can lag that far behind.
+    """
+    names = [d["metadata"]["name"] for d in (await kube.list(DEPLOYMENTS, namespace))["items"]]
+    for name in names:
+
+        async def made(name: str = name) -> bool:
+            return await rollouts(kube, "Deployment", namespace, name) >= 0
+
+        await eventually(made, message=f"Deployment/{name} has no ReplicaSet")
+
+
 async def change_item_and_settle(
     op: RunningOperator, kube: Client, emulator: Emulator, namespace: str, secrets: list[str]
 ) -> None:
-    """Change the item, wait until every Secret has the new data and opsync has reacted to it."""
+    """Change the item once every Deployment has rolled out, wait until every Secret has the new data and
+    opsync has reacted to it."""
+    await first_rollouts(kube, namespace)
     emulator.update_item(VAULT, "db", fields={"password": "new"})
     updated = [await wait_for_data(kube, namespace, name, NEW) for name in secrets]
     await op.caught_up(updated)
@@ -90,10 +107,18 @@ async def assert_rolled(kube: Client, namespace: str, expected: dict[str, bool])
         stamps[key] = await last_restarted(kube, KINDS[kind], namespace, name)
         assert (stamps[key] is not None) == rolled, f"{key} rolled: {stamps[key] is not None}, expected {rolled}"
 
-        async def counted(kind: str = kind, name: str = name, rolled: bool = rolled) -> bool:
-            return await rollouts(kube, kind, namespace, name) == int(rolled)
+        seen: list[int] = []
 
-        await eventually(counted, message=f"{key} did not roll out exactly {int(rolled)} time(s)")
+        async def counted(kind: str = kind, name: str = name, rolled: bool = rolled, seen: list[int] = seen) -> bool:
+            seen.append(await rollouts(kube, kind, namespace, name))
+            return seen[-1] == int(rolled)
+
+        await eventually(
+            counted,
+            message=lambda key=key, rolled=rolled, seen=seen: (
+                f"{key} did not roll out exactly {int(rolled)} time(s): last counted {seen[-1]}"
+            ),
+        )
     return stamps
 
 

@@ -16,7 +16,7 @@ from onepassword_access.emulator import Emulator
 from opsync.client import Client, InvalidError
 from opsync.envtest import ControlPlane
 from opsync.resources import DEPLOYMENTS, SECRETS
-from tests.integration.operator.test_auto_restart import assert_rolled
+from tests.integration.operator.test_auto_restart import assert_rolled, first_rollouts
 from tests.support.harness import BackendKind, Vaults, eventually, run_operator
 from tests.support.objects import decoded, events_for, opi, wait_for_data, wait_for_event, wait_for_ready, workload
 
@@ -58,6 +58,7 @@ async def test_rotation_of_any_source_updates_within_one_poll_and_rolls_once(
         await op.caught_up([before, await kube.get(DEPLOYMENTS, "web", namespace)])
 
         field, value = ("password", "pw-two") if rotated == "db" else ("token", "tok-two")
+        await first_rollouts(kube, namespace)
         emulator.update_item(VAULT, rotated, fields={field: value})
         changed_at = await op.polls()
         new = {**SHAPED, ("cache-token" if rotated == "cache" else field): value}
