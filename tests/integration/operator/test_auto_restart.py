@@ -91,8 +91,8 @@ async def first_rollouts(kube: Client, namespace: str) -> None:
 async def change_item_and_settle(
     op: RunningOperator, kube: Client, emulator: Emulator, namespace: str, secrets: list[str]
 ) -> None:
-    """Change the item once every Deployment has rolled out, wait until every Secret has the new data and
-    opsync has reacted to it."""
+    """Change the item once every Deployment has its first ReplicaSet, wait until every Secret has the new data
+    and opsync has reacted to it."""
     await first_rollouts(kube, namespace)
     emulator.update_item(VAULT, "db", fields={"password": "new"})
     updated = [await wait_for_data(kube, namespace, name, NEW) for name in secrets]
@@ -107,16 +107,16 @@ async def assert_rolled(kube: Client, namespace: str, expected: dict[str, bool])
         stamps[key] = await last_restarted(kube, KINDS[kind], namespace, name)
         assert (stamps[key] is not None) == rolled, f"{key} rolled: {stamps[key] is not None}, expected {rolled}"
 
-        seen: list[int] = []
+        seen = [0]  # the last count, for the failure message
 
         async def counted(kind: str = kind, name: str = name, rolled: bool = rolled, seen: list[int] = seen) -> bool:
-            seen.append(await rollouts(kube, kind, namespace, name))
-            return seen[-1] == int(rolled)
+            seen[0] = await rollouts(kube, kind, namespace, name)
+            return seen[0] == int(rolled)
 
         await eventually(
             counted,
             message=lambda key=key, rolled=rolled, seen=seen: (
-                f"{key} did not roll out exactly {int(rolled)} time(s): last counted {seen[-1]}"
+                f"{key} did not roll out exactly {int(rolled)} time(s): last counted {seen[0]}"
             ),
         )
     return stamps
