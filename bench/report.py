@@ -224,6 +224,7 @@ def markdown(results: dict[str, Any], images: str) -> str:
                     "Connect requests per poll",
                     "API-server requests per poll",
                     "writes per poll",
+                    "opsync CPU ms per poll",
                 ),
                 [
                     (
@@ -233,6 +234,7 @@ def markdown(results: dict[str, Any], images: str) -> str:
                         _counts(idle["connect_requests"], polls),
                         _counts(idle["api_requests"], polls),
                         f"{idle['api_writes'] / polls:g}",
+                        f"{idle['cpu_seconds'] / polls * 1000:.0f}" if "cpu_seconds" in idle else "n/a",
                     )
                 ],
             ),

@@ -111,6 +111,7 @@ class Idle:
     connect_requests: dict[str, int]
     api_requests: dict[str, int]
     api_writes: int
+    cpu_seconds: float  # opsync's CPU over ``polls`` poll intervals, nothing scraping it meanwhile
 
 
 @dataclass
@@ -348,6 +349,10 @@ async def idle(bench: Bench, opsync: Opsync, size: int) -> Idle:
 
     await until(polled(first + 1), within=timeout, what="a poll", interval=0.05)
     api_before, connect_before = await opsync.api_requests(), await bench.emulator.requests()
+    # A window without scrapes: /metrics at N = 2,000 costs about as much CPU as a quiet poll.
+    cpu_before = opsync.cpu_seconds()
+    await asyncio.sleep(polls * bench.options.poll_interval)
+    cpu = opsync.cpu_seconds() - cpu_before
     await until(polled(first + 1 + polls), within=timeout, what=f"{polls} polls", interval=0.05)
     api_after, connect_after = await opsync.api_requests(), await bench.emulator.requests()
     result = Idle(
@@ -357,9 +362,13 @@ async def idle(bench: Bench, opsync: Opsync, size: int) -> Idle:
         connect_requests=_delta(connect_after, connect_before),
         api_requests=_delta(api_after, api_before),
         api_writes=writes(api_before, api_after),
+        cpu_seconds=cpu,
     )
     per_poll = sum(result.connect_requests.values()) / polls
-    bench.log(f"idle N={size}: {per_poll:.1f} Connect requests and {result.api_writes / polls:.1f} writes per poll")
+    bench.log(
+        f"idle N={size}: {per_poll:.1f} Connect requests, {result.api_writes / polls:.1f} writes and "
+        f"{cpu / polls * 1000:.0f} ms of opsync's CPU per poll"
+    )
     return result
 
 

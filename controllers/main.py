@@ -52,6 +52,7 @@ from opsync.leader import LeaderElectionConfig, LeaderElectionLost
 from opsync.logging import setup_logging
 from opsync.manager import Manager
 from opsync.reconcile import Request
+from opsync.resources import KubeObject
 from opsync.rest import ConfigException
 from opsync.source import Channel
 
@@ -188,12 +189,15 @@ def build_operator(settings: Settings, client: Client, backend: Backend) -> Oper
         workers=settings.workers,
     )
 
+    # The item paths every OnePasswordItem, workload and managed Secret names, read on each poll from an index
+    # rather than by decoding every cached object.
+    items.items.add_indexer(ITEM_PATHS_INDEX, lambda opi: item_paths(opi.get("spec") or {}))
+    naming = [*workloads.informers.values(), writer.secrets]
+    for informer in naming:
+        informer.add_indexer(ITEM_PATHS_INDEX, _annotated_item_path)
+
     def paths_in_use() -> set[str]:
-        paths = {path for opi in items.items.list() for path in item_paths(opi.get("spec") or {})}
-        for informer in workloads.informers.values():
-            paths |= {operator_annotations(w).get(ITEM_PATH_ANNOTATION, "") for w in informer.list()}
-        paths |= {operator_annotations(s).get(ITEM_PATH_ANNOTATION, "") for s in writer.secrets.list()}
-        return paths - {""}
+        return {path for informer in (items.items, *naming) for path in informer.index_values(ITEM_PATHS_INDEX)}
 
     poller = Poller(
         backend=backend,
@@ -207,6 +211,14 @@ def build_operator(settings: Settings, client: Client, backend: Backend) -> Oper
     if settings.manage_connect:
         manager.add(ConnectSetup(client, operator_namespace()))
     return Operator(manager, fetcher, poller, item_controller, workload_controller, restart_controllers, served)
+
+
+ITEM_PATHS_INDEX = "opsync.dev/item-paths"
+
+
+def _annotated_item_path(obj: KubeObject) -> list[str]:
+    path = operator_annotations(obj).get(ITEM_PATH_ANNOTATION)
+    return [path] if path else []
 
 
 def connect_client(settings: Settings) -> ConnectClient:

@@ -39,6 +39,7 @@ polls are skipped.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -75,6 +76,25 @@ class Tracked:
 
 _DUE_SLACK = 0.05
 """A vault due within this fraction of its interval is polled now rather than one tick later."""
+
+ITEM_VERSIONS_INDEX = "opsync.dev/item-versions"
+"""Managed Secrets by ``[vault id, item id, version]`` (JSON) of each item they were made from."""
+POLLING_INTERVAL_INDEX = "opsync.dev/polling-interval"
+"""OnePasswordItems by their own ``spec.pollingInterval`` (``repr`` of the seconds), when they have one."""
+
+
+def _item_version_values(secret: KubeObject) -> Iterator[str]:
+    for item_path, version in item_versions(secret).items():
+        try:
+            path = parse_item_path(item_path)
+        except ItemPathError:
+            continue
+        yield json.dumps([path.vault, path.item, version])
+
+
+def _polling_interval_values(opi: KubeObject) -> list[str]:
+    interval = item_polling_interval(opi)
+    return [] if interval is None else [repr(interval)]
 
 
 def item_polling_interval(opi: KubeObject | None) -> float | None:
@@ -173,6 +193,9 @@ class Poller:
         self._next_due: float | None = None  # monotonic time the next vault is due, None: now
         self._wake = asyncio.Event()
         handoff.items.add_handler(_IntervalChanges(self._wake))
+        # What each poll reads of every Secret and item, kept as the cache stores them: no object is decoded.
+        secrets.add_indexer(ITEM_VERSIONS_INDEX, _item_version_values)
+        handoff.items.add_indexer(POLLING_INTERVAL_INDEX, _polling_interval_values)
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Poll until ``stopping`` is set."""
@@ -219,7 +242,8 @@ class Poller:
             self._next_due = None  # try again one POLLING_INTERVAL on, not in a loop
             return 0
         started = time.monotonic()
-        tracked = list(self._tracked())
+        own = self._own_intervals()
+        tracked = list(self._tracked(own))
         following: dict[str, set[str]] = {}
         intervals: dict[str, float] = {}
         held = [(vault_id, item_id, self.interval) for vault_id, item_id in sorted(self._fetcher.held())]
@@ -239,8 +263,7 @@ class Poller:
             del self._polled_at[gone]
         upcoming = [self._polled_at[v] + interval for v, interval in intervals.items()]
         # Items whose Secrets are not made yet are not tracked: wake at their interval all the same.
-        asked = (item_polling_interval(opi) for opi in self._handoff.items.list())
-        shortest = min([self.interval, *(interval for interval in asked if interval is not None)])
+        shortest = min([self.interval, *own.values()])
         self._next_due = min([*upcoming, started + shortest])
         for error in report.errors.values():
             if isinstance(error, RateLimitedError):
@@ -294,16 +317,21 @@ class Poller:
             log.info("items changed in 1Password", extra={"secrets": enqueued})
         return enqueued
 
-    def _tracked(self) -> Iterator[Tracked]:
-        for secret in self._secrets.list():
-            request = Request.of(secret)
-            own = item_polling_interval(self._handoff.items.get(request.namespace, request.name))
-            for item_path, version in item_versions(secret).items():
-                try:
-                    path = parse_item_path(item_path)
-                except ItemPathError:
-                    continue
-                yield Tracked(request, path.vault, path.item, version, own or self.interval)
+    def _own_intervals(self) -> dict[Request, float]:
+        """The OnePasswordItems that ask for their own polling interval, and what they ask for."""
+        items = self._handoff.items
+        return {
+            Request(*key): float(value)
+            for value in items.index_values(POLLING_INTERVAL_INDEX)
+            for key in items.index_keys(POLLING_INTERVAL_INDEX, value)
+        }
+
+    def _tracked(self, own: Mapping[Request, float]) -> Iterator[Tracked]:
+        for value in self._secrets.index_values(ITEM_VERSIONS_INDEX):
+            vault_id, item_id, version = json.loads(value)
+            for key in self._secrets.index_keys(ITEM_VERSIONS_INDEX, value):
+                request = Request(*key)
+                yield Tracked(request, vault_id, item_id, version, own.get(request) or self.interval)
 
     @staticmethod
     def _drifted(entry: Tracked, versions: Mapping[str, int] | None, report: ChangeReport) -> bool:

@@ -19,12 +19,13 @@ One informer may cover several namespaces (one list/watch per namespace feeding 
 (``set_namespaces``): a namespace added gets its own list/watch, whose objects arrive as ordinary adds; a
 namespace dropped has its stream stopped and its objects forgotten without ``on_delete`` (they were not
 deleted: opsync just stops looking, and a handler must not act as if they were gone, e.g. delete a Secret
-whose users it no longer sees). Stored objects are shared, not copied: treat them as read-only.
+whose users it no longer sees). Every read returns a copy of the stored object (``opsync.store``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import random
@@ -38,7 +39,7 @@ import aiohttp
 
 from opsync.client import ApiError, Client, GoneError, NotFoundError, WatchEvent
 from opsync.resources import KubeObject, Resource
-from opsync.store import IndexFunc, Objects, Store, key_of
+from opsync.store import IndexFunc, Keys, Objects, Store, key_of
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +201,14 @@ class Informer:
     def by_index(self, name: str, value: str) -> Objects:
         """The cached objects indexer ``name`` maps to ``value``."""
         return self._store.by_index(name, value)
+
+    def index_keys(self, name: str, value: str) -> Keys:
+        """The keys of the cached objects indexer ``name`` maps to ``value``, sorted (nothing is decoded)."""
+        return self._store.index_keys(name, value)
+
+    def index_values(self, name: str) -> builtins.list[str]:
+        """Every value indexer ``name`` maps some cached object to."""
+        return self._store.index_values(name)
 
     # handlers and sync
 

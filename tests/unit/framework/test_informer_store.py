@@ -86,6 +86,41 @@ def test_an_index_follows_adds_updates_and_deletes() -> None:
     assert names(store.by_index("app", "db")) == ["a"]
 
 
+def test_reads_are_copies_so_changing_one_never_changes_the_cache() -> None:
+    store = Store()
+    store.add_indexer("app", by_app)
+    store.put(obj("a", app="web"))
+    read = store.get("ns", "a")
+    assert read is not None
+    read["metadata"]["labels"]["app"] = "changed"
+    store.list()[0]["metadata"]["name"] = "renamed"
+    assert store.get("ns", "a") == obj("a", app="web")
+    assert store.by_index("app", "web") == [obj("a", app="web")]
+    assert store.by_index("app", "web")[0] is not store.by_index("app", "web")[0]
+
+
+def test_index_keys_and_values_follow_every_change_without_reading_objects() -> None:
+    store = Store()
+    store.add_indexer("app", by_app)
+    store.put(obj("a", app="web"))
+    assert store.index_values("app") == ["web"]
+    assert store.index_keys("app", "web") == [("ns", "a")]
+    store.put(obj("b", app="web"))
+    store.put(obj("c", "other", app="web"))
+    assert store.index_keys("app", "web") == [("ns", "a"), ("ns", "b"), ("other", "c")]
+    store.remove(("ns", "a"))
+    store.put(obj("c", "other", app="db"))  # moved to another value
+    assert store.index_keys("app", "web") == [("ns", "b")]
+    assert sorted(store.index_values("app")) == ["db", "web"]
+    store.put(obj("b", rv="2", app="web"))  # the same value again: still indexed once
+    assert store.index_keys("app", "web") == [("ns", "b")]
+    store.remove(("ns", "b"))
+    assert store.index_values("app") == ["db"]
+    assert store.index_keys("app", "web") == []
+    with pytest.raises(KeyError):
+        store.index_values("missing")
+
+
 def test_an_indexer_added_later_indexes_what_is_stored() -> None:
     store = Store()
     store.put(obj("a", app="web"))
