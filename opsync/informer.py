@@ -39,7 +39,7 @@ import aiohttp
 
 from opsync.client import ApiError, Client, GoneError, NotFoundError, WatchEvent
 from opsync.resources import KubeObject, Resource
-from opsync.store import IndexFunc, Keys, Objects, Store, key_of
+from opsync.store import OPAQUE_KEYS, SHARED_VALUE_KEYS, IndexFunc, Keys, Objects, Store, key_of
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def compact(obj: KubeObject) -> KubeObject:
     Each watch event is decoded on its own, so each object holds its own copy of every key ("metadata",
     "ownerReferences", "operator.1password.io/item-path"...): a cache of thousands of objects of a kind holds
     each key thousands of times. Interned, they are held once: about 1.4 KiB less per managed Secret
-    (docs/benchmarks.md, "Memory"). So are the values of ``_SHARED_VALUES`` keys, which come from small sets
+    (docs/benchmarks.md, "Memory"). So are the values of ``opsync.store.SHARED_VALUE_KEYS``, which come from small sets
     (``apiVersion``, ``kind``, ``namespace``, a condition's ``type``, ``status`` and ``reason``...). Other
     values are kept as they are, and nothing under ``data`` is touched but its keys: values may be secrets.
     """
@@ -74,10 +74,6 @@ def compact(obj: KubeObject) -> KubeObject:
     if meta and "managedFields" in meta:
         obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
     return cast(KubeObject, _interned(obj))
-
-
-_SHARED_VALUES = frozenset({"apiVersion", "kind", "namespace", "type", "status", "reason"})
-_OPAQUE = frozenset({"data", "stringData", "binaryData"})  # a Secret's or ConfigMap's values
 
 
 def _interned(value: Any) -> Any:
@@ -89,9 +85,9 @@ def _interned(value: Any) -> Any:
 
 
 def _interned_value(key: str, value: Any) -> Any:
-    if key in _OPAQUE and isinstance(value, dict):
+    if key in OPAQUE_KEYS and isinstance(value, dict):
         return {sys.intern(k): v for k, v in value.items()}
-    if key in _SHARED_VALUES and isinstance(value, str):
+    if key in SHARED_VALUE_KEYS and isinstance(value, str):
         return sys.intern(value)
     return _interned(value)
 

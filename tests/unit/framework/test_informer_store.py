@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import marshal
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -20,6 +21,37 @@ from opsync.testing import FakeClock
 def obj(name: str, namespace: str = "ns", rv: str = "1", **labels: str) -> KubeObject:
     meta: dict[str, Any] = {"name": name, "namespace": namespace, "resourceVersion": rv, "labels": labels}
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}
+
+
+def managed_secret(i: int) -> KubeObject:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": f"database-{i}",
+            "namespace": "team-a",
+            "uid": f"5d1c1b0e-{i:04d}-4f8e-9d55-3b3a0c2e{i:04d}",
+            "resourceVersion": str(81234 + 7 * i),
+            "creationTimestamp": f"2026-12-06T08:{i % 60:02d}:11Z",
+            "annotations": {
+                "operator.1password.io/item-path": f"vaults/infra/items/database {i}",
+                "operator.1password.io/item-version": str(i % 9 + 1),
+                "opsync.dev/data-digest": f"sha256:{i:064x}",
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": "onepassword.com/v1",
+                    "kind": "OnePasswordItem",
+                    "name": f"database-{i}",
+                    "uid": f"0c9e2f51-{i:04d}-4e1a-8b0d-9f1f2e7a{i:04d}",
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "data": {"username": f"YWRtaW4{i:03d}=", "password": f"cGFzc3dvcmQ{i:05d}xk=="},
+    }
 
 
 def by_app(o: KubeObject) -> list[str]:
@@ -97,6 +129,31 @@ def test_reads_are_copies_so_changing_one_never_changes_the_cache() -> None:
     assert store.get("ns", "a") == obj("a", app="web")
     assert store.by_index("app", "web") == [obj("a", app="web")]
     assert store.by_index("app", "web")[0] is not store.by_index("app", "web")[0]
+
+
+def test_objects_of_one_kind_are_held_in_a_fraction_of_their_size_and_read_back_equal() -> None:
+    store = Store()
+    secrets = [managed_secret(i) for i in range(50)]
+    for secret in secrets:
+        store.put(secret)
+    assert [store.get("team-a", f"database-{i}") for i in range(50)] == secrets
+    held = sum(len(blob) for names in store._items.values() for blob in names.values())
+    marshalled = sum(len(marshal.dumps(secret)) for secret in secrets)
+    assert held < marshalled * 0.6
+
+
+def test_the_shared_dictionary_holds_no_value_but_small_shared_ones() -> None:
+    store = Store()
+    first = managed_secret(0)
+    first["data"]["type"] = "c3VwZXItc2VjcmV0LXR5cGUtdmFsdWU="  # a secret under a key whose values are shared
+    store.put(first)
+    store.remove(("team-a", "database-0"))
+    dictionary = store._codec._zdict
+    assert dictionary is not None
+    for kept in (b"annotations", b"operator.1password.io/item-path", b"password", b"Opaque", b"team-a"):
+        assert kept in dictionary
+    for value in (b"c3VwZXItc2VjcmV0", b"cGFzc3dvcmQ", b"database-0", b"vaults/infra"):
+        assert value not in dictionary
 
 
 def test_index_keys_and_values_follow_every_change_without_reading_objects() -> None:
