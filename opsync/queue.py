@@ -274,6 +274,7 @@ class WorkQueue(Generic[T]):
             self._ready.append(item)
             self._wake_one()
         if not self._processing:
+            self._processing = {}
             self._release_drainers()
 
     def shut_down(self) -> None:
@@ -328,6 +329,10 @@ class WorkQueue(Generic[T]):
         self._dirty.remove(item)
         self._processing[item] = now
         queued_since = self._queued_since.pop(item)
+        if not self._dirty:
+            # A set or dict never gives its table back: an idle queue does not keep the table of a
+            # burst (an initial sync of thousands of keys). The same for _processing and _ready_at.
+            self._dirty, self._queued_since = set(), {}
         if self._metrics:
             self._metrics.waited(now - queued_since)
         return item
@@ -341,6 +346,8 @@ class WorkQueue(Generic[T]):
             ready_at, _, item = heapq.heappop(self._delayed)
             if self._ready_at.get(item) == ready_at:  # else superseded by an earlier add_after
                 del self._ready_at[item]
+                if not self._ready_at:
+                    self._ready_at = {}
                 self._mark_dirty(item, ready_at)  # queue duration counts from when it was due
 
     def _time_to_next_due(self) -> float:
