@@ -192,6 +192,8 @@ class Store:
         except Exception:
             log.exception("indexer %s failed on %s/%s; not indexed", name, *key)
             values = ()
+        if not values:
+            return  # most objects are in few of a store's indexes: no entry for the others
         self._indexed[name][key] = values
         index = self._indices[name]
         for value in values:
