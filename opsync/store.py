@@ -102,7 +102,8 @@ class Store:
         # value -> the one key indexed under it, or a set of two or more: most values (a Secret's item path, the
         # Secret a workload uses) belong to one object, and a set of one would cost 216 bytes more each.
         self._indices: dict[str, dict[str, Key | set[Key]]] = {}
-        self._indexed: dict[str, dict[Key, tuple[str, ...]]] = {}  # what each object is indexed under
+        # What each object is indexed under; an object an index maps to nothing has no entry.
+        self._indexed: dict[str, dict[Key, tuple[str, ...]]] = {}
 
     def __len__(self) -> int:
         return sum(len(names) for names in self._items.values())
