@@ -16,10 +16,11 @@ Every ``POLLING_INTERVAL`` seconds (the first time as soon as the caches are syn
    time, and at once when an item's ``pollingInterval`` changes.
 3. Fire each Secret whose item is at another version now (or just disappeared) at the controller that makes
    it (``Handoff``): the OnePasswordItem of the same name, else the workload-secrets controller, each through
-   an ``opsync.source.Channel`` it watches. Keys already retrying with backoff are left to it, except on the
-   first good poll after failed ones: 1Password answers again, so those keys and the items whose last
-   reconcile ended with ``ConnectUnavailable`` (remembered, not read back from a status the served CRD may
-   prune) are retried at once.
+   an ``opsync.source.Channel`` it watches, oldest change first (by the item's ``updatedAt``): the queues are
+   FIFO, so a change waits behind those made before it, never behind later ones. Keys already retrying with
+   backoff are left to it, except on the first good poll after failed ones: 1Password answers again, so
+   those keys and the items whose last reconcile ended with ``ConnectUnavailable`` (remembered, not read
+   back from a status the served CRD may prune) are retried at once.
 4. Tell the ``ItemFetcher`` which vaults could not be read, and since when; the OnePasswordItems of a vault
    that starts or stops failing are reconciled once, so that their ``Ready`` condition shows it (reason
    ``ConnectUnavailable``, still ``True``: the Secret holds the item as last read).
@@ -41,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -95,6 +97,12 @@ def _item_version_values(secret: KubeObject) -> Iterator[str]:
 def _polling_interval_values(opi: KubeObject) -> list[str]:
     interval = item_polling_interval(opi)
     return [] if interval is None else [repr(interval)]
+
+
+def _changed_at(entry: Tracked, report: ChangeReport) -> float:
+    """When 1Password says the item of ``entry`` changed in this poll's report; -inf when it does not say."""
+    change = report.changes.get(entry.vault_id)
+    return change.changed_at.get(entry.item_id, -math.inf) if change else -math.inf
 
 
 def item_polling_interval(opi: KubeObject | None) -> float | None:
@@ -288,11 +296,17 @@ class Poller:
         fired: dict[Request, None] = {}
         # Read once per vault: the backends copy a vault's versions on each call (O(N) per Secret otherwise).
         versions = {vault_id: self._backend.versions(vault_id) for vault_id in {t.vault_id for t in tracked}}
+        drifted: list[Tracked] = []
         for entry in tracked:
             if entry.vault_id in flipped and self._handoff.recheck(entry.request):
                 continue
-            drifted = self._drifted(entry, versions[entry.vault_id], report)
-            if drifted and self._handoff.changed(entry.request, even_in_backoff=recovered):
+            if self._drifted(entry, versions[entry.vault_id], report):
+                drifted.append(entry)
+        # The work queues are FIFO: the change made first is written first, so no item waits behind changes
+        # made after it. A change with no time (found before this poll, or an item gone) has waited longest.
+        drifted.sort(key=lambda entry: _changed_at(entry, report))
+        for entry in drifted:
+            if self._handoff.changed(entry.request, even_in_backoff=recovered):
                 enqueued += 1
                 fired[entry.request] = None
         self._fetcher.retain(self._paths_in_use())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from onepassword_access.client import ConnectClient
 from onepassword_access.errors import ConnectError
@@ -32,6 +32,9 @@ class VaultChange:
     """Items gone."""
     first_seen: bool
     """No earlier poll read this vault, so every item counts as changed."""
+    changed_at: Mapping[str, float] = field(default_factory=dict)
+    """When each item of ``changed`` changed (its ``updatedAt``, seconds since the epoch), when 1Password said:
+    the poller hands the oldest changes on first."""
     listed: tuple[Listed, ...] | None = None
     """The listing the versions came from (Connect: every item, with titles; the SDK backend: None), for the
     item resolver to resolve titles from (``ItemResolver.note_listing``) without asking again. Kept lean
@@ -101,12 +104,14 @@ class VaultChangeDetector:
         versions = {item.id: item.version for item in entries}
         before = seen[1] if seen else {}
         self._seen[vault_id] = (vault.content_version, versions)
+        changed = [item for item in entries if before.get(item.id) != item.version]
         return VaultChange(
             vault_id=vault_id,
             content_version=vault.content_version,
             versions=versions,
-            changed=frozenset(i for i, version in versions.items() if before.get(i) != version),
+            changed=frozenset(item.id for item in changed),
             removed=frozenset(before.keys() - versions.keys()),
             first_seen=seen is None,
+            changed_at={item.id: item.updated_at.timestamp() for item in changed if item.updated_at},
             listed=entries,
         )

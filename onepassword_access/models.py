@@ -219,6 +219,7 @@ class ListingEntry(BaseModel):
     version: int = 0
     state: OpenState | None = None
     created_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
     tags: list[str] = Field(default_factory=list)
 
 
@@ -232,6 +233,7 @@ class Listed:
     title: str
     version: int
     created_at: datetime | None
+    updated_at: datetime | None
     tags: tuple[str, ...]
     active: bool
 
@@ -239,7 +241,13 @@ class Listed:
     def of(cls, summary: ItemSummary | ListingEntry) -> Listed:
         """The parts of ``summary`` a listing keeps (``active``: not archived or deleted)."""
         return cls(
-            summary.id, summary.title, summary.version, summary.created_at, tuple(summary.tags), summary.state is None
+            summary.id,
+            summary.title,
+            summary.version,
+            summary.created_at,
+            summary.updated_at,
+            tuple(summary.tags),
+            summary.state is None,
         )
 
 

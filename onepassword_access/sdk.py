@@ -497,13 +497,15 @@ class SdkBackend:
             versions.pop(item_id, None)
         self._seen[vault_id] = _Seen(content_version, updated, versions)
         removed = frozenset(before.updated.keys() - updated.keys())
+        changed = frozenset(i for i, v in versions.items() if before.versions.get(i) != v)
         return VaultChange(
             vault_id=vault_id,
             content_version=content_version,
             versions=dict(versions),
-            changed=frozenset(i for i, v in versions.items() if before.versions.get(i) != v),
+            changed=changed,
             removed=removed,
             first_seen=seen is None,
+            changed_at={i: updated[i].timestamp() for i in changed if updated.get(i)},
         )
 
     async def close(self) -> None:

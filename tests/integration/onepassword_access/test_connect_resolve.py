@@ -199,6 +199,7 @@ async def test_changed_and_removed_items_are_reported(emu: Emulator, client: Con
         False,
     )
     assert change.versions[changed.id] == 2
+    assert change.changed_at == {changed.id: changed.updated_at.timestamp()}  # the poller hands the oldest on first
     assert emu.request_counts["GET /v1/vaults/{vault}/items"] == 1
     assert detector.versions(demo) == change.versions
 

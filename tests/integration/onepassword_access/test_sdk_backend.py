@@ -110,11 +110,12 @@ async def test_a_quiet_poll_is_one_call_and_a_change_costs_calls_per_vault_not_p
     assert calls == {"VaultsList": 3}  # one call per quiet poll, for all 5 vaults
 
     calls.clear()
-    for index in range(20):  # 20 items change, in one vault
-        emu.update_item("vault-2", f"item-{index}", fields={"k": f"v{index}"})
+    edits = [emu.update_item("vault-2", f"item-{index}", fields={"k": f"v{index}"}) for index in range(20)]
     changed = await backend.poll(tracked)
     assert set(changed.changes) == {emu.vault_id("vault-2")}
     assert len(changed.changes[emu.vault_id("vault-2")].changed) == 20
+    # when each changed, for the poller to hand the oldest on first
+    assert changed.changes[emu.vault_id("vault-2")].changed_at == {e.id: e.updated_at.timestamp() for e in edits}
     assert calls == {"VaultsList": 1, "ItemsList": 1, "ItemsGetAll": 1}
     item = await backend.get_item(emu.vault_id("vault-2"), emu.get_item("vault-2", "item-7").id)
     assert next(f.value for f in item.fields if f.label == "k") == "v7"

@@ -80,6 +80,34 @@ async def test_a_changed_item_is_fetched_once_for_all_its_secrets(
         assert sample("opsync_secret_writes_total", reason="update") - updates == 3
 
 
+async def test_changes_one_poll_finds_are_written_oldest_first(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
+) -> None:
+    """Changes one poll finds are written in the order they were made in 1Password, across vaults: the
+    queues are FIFO, so a change made first never waits behind later ones (one worker makes the order the
+    write order)."""
+    labels = {"db": (VAULT, "password"), "api": (VAULT, "token"), "mail": (OTHER_VAULT, "password")}
+    first = {"db": "old", "api": "t", "mail": "m"}  # the fixture's values
+    async with run_operator(control_plane, emulator, backend, namespaces=[namespace], workers=1) as op:
+        for title, (vault, _) in labels.items():
+            await kube.create(ONEPASSWORDITEMS, opi(title, f"vaults/{vault}/items/{title}"), namespace)
+        await op.caught_up(
+            [await wait_for_data(kube, namespace, title, {labels[title][1]: first[title]}) for title in labels]
+        )
+        # Two rounds in opposite orders: whatever order the Secrets were tracked in, one round contradicts it.
+        for value, order in (("v1", ["mail", "api", "db"]), ("v2", ["db", "api", "mail"])):
+            await op.settled()
+            seen = len(op.requests.writes())
+            for title in order:  # no await in between: one poll finds every change, each with its updatedAt
+                vault, label = labels[title]
+                emulator.update_item(vault, title, fields={label: value})
+            for title in order:
+                await wait_for_data(kube, namespace, title, {labels[title][1]: value})
+            secret_paths = {f"/api/v1/namespaces/{namespace}/secrets/{title}": title for title in order}
+            written = [secret_paths[path] for _, path in op.requests.writes()[seen:] if path in secret_paths]
+            assert list(dict.fromkeys(written)) == order
+
+
 async def test_rate_limit_is_reported_and_retried_after_retry_after(
     control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
 ) -> None:
