@@ -84,8 +84,9 @@ class _ItemStates(Collector):
 
     A labelled ``Gauge`` would keep a child object per series, two per item (about 1.3 KiB an item,
     docs/benchmarks.md, "Memory"), for state the reconciler keeps anyway; the counts by state are taken in the
-    same pass over the items that writes their series, so nothing is recounted on each change. The scrape runs
-    on the event loop, as every change to that state does, so it never sees the dict in the middle of a change.
+    same pass over the items that writes their series, so nothing is recounted on each change. ``collect`` runs
+    on the event loop, as every change to that state does, so it never sees the dict in the middle of a change
+    (``opsync.health.add_metrics_route`` writes the text in a thread, from the samples returned here).
     """
 
     def __init__(self) -> None:

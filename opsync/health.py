@@ -16,10 +16,12 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +105,29 @@ class Checks:
         return web.Response(text="ok", content_type=_TEXT)
 
 
+@dataclass(frozen=True, slots=True)
+class _Collected:
+    """What one scrape collected, in the shape the encoders read (``collect()``)."""
+
+    metrics: list[Metric]
+
+    def collect(self) -> list[Metric]:
+        return self.metrics
+
+
 def add_metrics_route(app: web.Application, registry: CollectorRegistry, path: str = "/metrics") -> None:
-    """Serve ``registry`` at ``path`` in the Prometheus text format (or OpenMetrics when asked for)."""
+    """Serve ``registry`` at ``path`` in the Prometheus text format (or OpenMetrics when asked for).
+
+    The collectors run on the event loop, which owns the state custom collectors read (no lock, no copy);
+    the text is written in a worker thread from what they returned: with a series per item it is most of a
+    scrape (about 0.35 s of CPU at 20,000 items on one core), which would otherwise stall every reconcile,
+    watch and probe while it lasts."""
 
     async def metrics(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+        collected = _Collected(list(registry.collect()))
+        body = await asyncio.to_thread(encoder, collected)
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     app.router.add_get(path, metrics)
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from opsync.health import Checks, HttpServer, add_metrics_route, parse_bind_address
 
@@ -135,6 +139,47 @@ async def test_metrics_route_serves_the_registry() -> None:
         status, body = await get(client, "/metrics")
     assert status == 200
     assert "opsync_test_things_total 3.0" in body
+
+
+class ThreadNoting(Collector):
+    """A custom collector that notes the thread it is collected on and the thread its value is written on."""
+
+    def __init__(self) -> None:
+        self.collected_on: set[int] = set()
+        self.written_on: set[int] = set()
+
+    def collect(self) -> Iterator[Metric]:
+        self.collected_on.add(threading.get_ident())
+        family = GaugeMetricFamily("opsync_test_noted", "a value that notes where it is written")
+        family.add_metric([], Noted(self.written_on))  # type: ignore[arg-type]  # formatted through __float__
+        yield family
+
+
+@dataclass
+class Noted:
+    threads: set[int]
+
+    def __float__(self) -> float:
+        self.threads.add(threading.get_ident())
+        return 1.0
+
+
+@pytest.mark.parametrize("accept", ["", "application/openmetrics-text; version=1.0.0"])
+async def test_metrics_are_collected_on_the_event_loop_and_written_off_it(accept: str) -> None:
+    """Collectors read state only the event loop changes, so they run on it; writing the text (most of a
+    scrape with a series per item) runs in a worker thread, so a scrape does not stall the loop."""
+    registry = CollectorRegistry()
+    noting = ThreadNoting()
+    registry.register(noting)
+    app = web.Application()
+    add_metrics_route(app, registry)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/metrics", headers={"Accept": accept} if accept else {})
+        body = await response.text()
+    assert response.status == 200
+    assert "opsync_test_noted 1.0" in body
+    assert noting.collected_on == {threading.get_ident()}
+    assert noting.written_on and threading.get_ident() not in noting.written_on
 
 
 @pytest.mark.parametrize(
