@@ -81,18 +81,21 @@ async def test_a_changed_item_is_fetched_once_for_all_its_secrets(
 
 
 async def test_changes_one_poll_finds_are_written_oldest_first(
-    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, backend: BackendKind, vaults: Vaults
 ) -> None:
     """Changes one poll finds are written in the order they were made in 1Password, across vaults: the
     queues are FIFO, so a change made first never waits behind later ones (one worker makes the order the
     write order)."""
-    labels = {"db": (VAULT, "password"), "api": (VAULT, "token"), "mail": (OTHER_VAULT, "password")}
-    first = {"db": "old", "api": "t", "mail": "m"}  # the fixture's values
+    # title -> (vault, the label of its one field, that field's value), from the fixture
+    items = {
+        i["title"]: (vault, i["fields"][0]["label"], i["fields"][0]["value"]) for vault, v in vaults.items() for i in v
+    }
+    labels = {title: (vault, label) for title, (vault, label, _) in items.items()}
     async with run_operator(control_plane, emulator, backend, namespaces=[namespace], workers=1) as op:
         for title, (vault, _) in labels.items():
             await kube.create(ONEPASSWORDITEMS, opi(title, f"vaults/{vault}/items/{title}"), namespace)
         await op.caught_up(
-            [await wait_for_data(kube, namespace, title, {labels[title][1]: first[title]}) for title in labels]
+            [await wait_for_data(kube, namespace, title, {label: value}) for title, (_, label, value) in items.items()]
         )
         # Two rounds in opposite orders: whatever order the Secrets were tracked in, one round contradicts it.
         for value, order in (("v1", ["mail", "api", "db"]), ("v2", ["db", "api", "mail"])):
