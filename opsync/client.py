@@ -20,6 +20,7 @@ import json
 import logging
 import random
 import urllib.request
+from asyncio import sslproto
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -124,6 +125,35 @@ def _skip_environment_lookups(api_client: rest.ApiClient) -> None:
         session._trust_env = False
 
 
+TLS_READ_BUFFER = 32 * 1024
+"""The read buffer of each TLS connection in a process that made a ``Client`` (asyncio's own is 256 KiB)."""
+
+
+def _small_tls_read_buffers() -> None:
+    """Give each TLS connection of this process a 32 KiB read buffer instead of asyncio's 256 KiB.
+
+    asyncio allocates and zeroes ``SSLProtocol.max_size`` bytes when a TLS connection opens and keeps them for
+    the connection's life. Over HTTP/1.1 every watch holds a connection of its own for as long as it runs, one
+    per (namespace, kind): ten kinds in 50 watched namespaces held 125 MiB of read buffers. The size bounds one
+    read from the socket, not a response (asyncio reads until the socket is drained), and two TLS records of
+    16 KiB fit in it; listing 32 MB of Secrets took the same time with 16, 32, 64 and 256 KiB
+    (docs/benchmarks.md). Only a buffer larger than this one is lowered.
+    """
+    sslproto.SSLProtocol.max_size = min(sslproto.SSLProtocol.max_size, TLS_READ_BUFFER)
+
+
+def _unpooled(configuration: rest.Configuration) -> rest.ApiClient:
+    """An ``ApiClient`` whose connection pool has no limit on open connections.
+
+    kubernetes-asyncio pools at most 100 by default, and each open watch holds one for its life: with ten
+    watched namespaces every connection was a watch and every other request waited for one to end, minutes
+    later. client-go puts no limit on connections either; how many requests are in flight is bounded by the
+    callers (the workers of each controller, one list per informer).
+    """
+    configuration.connection_pool_maxsize = 0  # aiohttp: 0 is no limit
+    return rest.ApiClient(configuration)
+
+
 class Client:
     """Async CRUD, patch and watch on any ``Resource``; returns plain dicts."""
 
@@ -135,7 +165,13 @@ class Client:
         field_manager: str = "opsync",
         observers: Sequence[RequestObserver] = (count_request,),
     ) -> None:
-        """``observers`` see every request (replace the default to count requests elsewhere, or not at all)."""
+        """``observers`` see every request (replace the default to count requests elsewhere, or not at all).
+
+        An ``api_client`` made by the caller keeps its own pool limit (kubernetes-asyncio's default: 100
+        connections); every open watch holds one, so set ``connection_pool_maxsize = 0`` on its configuration
+        before making it, as ``from_kubeconfig`` and ``in_cluster`` do.
+        """
+        _small_tls_read_buffers()
         self._api = api_client
         self._observers = tuple(observers)
         self.request_timeout = request_timeout
@@ -159,7 +195,7 @@ class Client:
             config_file=path, context=context, client_configuration=configuration, persist_config=False
         )
         return cls(
-            rest.ApiClient(configuration),
+            _unpooled(configuration),
             request_timeout=request_timeout,
             field_manager=field_manager,
             observers=observers,
@@ -180,7 +216,7 @@ class Client:
         configuration = rest.Configuration()
         rest.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         return cls(
-            rest.ApiClient(configuration),
+            _unpooled(configuration),
             request_timeout=request_timeout,
             field_manager=field_manager,
             observers=observers,

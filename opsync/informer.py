@@ -180,6 +180,10 @@ class Informer:
         scope = ",".join(s.namespace or "*" for s in self._scopes)
         return f"Informer({self.resource}, namespaces={scope}, labels={self.label_selector!r})"
 
+    def _stream(self, scope: _Scope) -> str:
+        """One list/watch stream, for its log lines (an informer may have hundreds of namespaces)."""
+        return f"Informer({self.resource}, namespace={scope.namespace or '*'}, labels={self.label_selector!r})"
+
     # the store
 
     def get(self, namespace: str, name: str) -> KubeObject | None:
@@ -272,7 +276,7 @@ class Informer:
                     await self._list(scope)
                 if await self._watch(scope):
                     continue
-                log.warning("%r: watch closed at once without events", self)
+                log.warning("%s: watch closed at once without events", self._stream(scope))
             except Exception as err:
                 if self.optional and isinstance(err, NotFoundError):
                     self._not_served(scope)
@@ -280,10 +284,20 @@ class Informer:
                     # 410 on a watch: relist at the last RV first; refused there (or a too-large RV): from scratch.
                     tolerable = scope.relist is None and isinstance(err, GoneError)
                     scope.relist = "last" if tolerable else "scratch"
-                    log.info("%r: resourceVersion %s unavailable (%s), relisting", self, scope.resource_version, err)
+                    log.info(
+                        "%s: resourceVersion %s unavailable (%s), relisting",
+                        self._stream(scope),
+                        scope.resource_version,
+                        err,
+                    )
                 else:
                     expected = isinstance(err, ApiError | aiohttp.ClientError | TimeoutError)
-                    log.warning("%r: list/watch failed: %s", self, err, exc_info=not expected)
+                    log.warning(
+                        "%s: list/watch failed: %s",
+                        self._stream(scope),
+                        str(err) or type(err).__name__,  # a TimeoutError says nothing else
+                        exc_info=not expected,
+                    )
                 delay = backoff.next_delay()
                 if isinstance(err, ApiError) and err.retry_after:
                     delay = max(delay, err.retry_after)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from contextlib import aclosing
+import tracemalloc
+from asyncio import sslproto
+from contextlib import AsyncExitStack, aclosing
 from typing import Any
 
 import pytest
 
 from opsync import metrics
 from opsync.client import (
+    TLS_READ_BUFFER,
     AlreadyExistsError,
     ApiRequest,
     Client,
@@ -250,6 +253,39 @@ async def test_a_silent_watch_is_ended_by_the_inactivity_deadline(kube: Client, 
     async with asyncio.timeout(30), aclosing(stream):  # the server would keep it open for 10 minutes
         events = [event async for event in stream]
     assert events == []
+
+
+async def test_many_open_watches_neither_fill_the_pool_nor_hold_big_tls_buffers(
+    control_plane: ControlPlane, kube: Client, namespace: str
+) -> None:
+    """Each watch holds a connection, with asyncio's TLS read buffer, for as long as it runs: 120 of them, more
+    than kubernetes-asyncio's default pool of 100, leave requests flowing and hold 32 KiB each, not 256."""
+    opened = 120
+    rv = (await kube.list(CONFIGMAPS, namespace))["metadata"]["resourceVersion"]
+    tracemalloc.start()
+    try:
+        async with await control_plane.client() as fresh, AsyncExitStack() as stack:  # no pooled connection yet
+            before = tracemalloc.take_snapshot()
+            streams = [
+                await stack.enter_async_context(
+                    aclosing(fresh.watch(CONFIGMAPS, namespace, resource_version=rv, timeout_seconds=120))
+                )
+                for _ in range(opened)
+            ]
+            firsts = [asyncio.ensure_future(anext(stream)) for stream in streams]
+            async with asyncio.timeout(30):  # with a full pool, this request would wait for a watch to end
+                await fresh.create(CONFIGMAPS, configmap("watched"), namespace)
+                events = await asyncio.gather(*firsts)  # each watch saw it: all are open at once
+            after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    assert {(e.type, e.object["metadata"]["name"]) for e in events} == {("ADDED", "watched")}
+    held = sum(
+        stat.size_diff
+        for stat in after.compare_to(before, "filename")
+        if stat.traceback[0].filename == sslproto.__file__
+    )
+    assert held <= opened * 2 * TLS_READ_BUFFER, f"{held / opened / 1024:.0f} KiB of TLS buffers per open watch"
 
 
 async def test_requests_are_counted(kube: Client, namespace: str) -> None:
