@@ -300,7 +300,7 @@ def raise_open_file_limit() -> None:
     """Raise this process's soft limit on open files to its hard limit, as the Go runtime does for every Go
     program since Go 1.19.
 
-    Every open watch holds a socket, about ten per watched namespace, and some container runtimes start
+    Every open watch holds a socket, nine per watched namespace, and some container runtimes start
     processes with a soft limit of 1,024 (containerd 2) that a hundred watched namespaces would exhaust.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

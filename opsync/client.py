@@ -134,7 +134,7 @@ def _small_tls_read_buffers() -> None:
 
     asyncio allocates and zeroes ``SSLProtocol.max_size`` bytes when a TLS connection opens and keeps them for
     the connection's life. Over HTTP/1.1 every watch holds a connection of its own for as long as it runs, one
-    per (namespace, kind): ten kinds in 50 watched namespaces held 125 MiB of read buffers. The size bounds one
+    per (namespace, kind): nine kinds in 50 watched namespaces held 112 MiB of read buffers. The size bounds one
     read from the socket, not a response (asyncio reads until the socket is drained), and two TLS records of
     16 KiB fit in it; listing 32 MB of Secrets took the same time with 16, 32, 64 and 256 KiB
     (docs/benchmarks.md). Only a buffer larger than this one is lowered.
@@ -145,7 +145,7 @@ def _small_tls_read_buffers() -> None:
 def _unpooled(configuration: rest.Configuration) -> rest.ApiClient:
     """An ``ApiClient`` whose connection pool has no limit on open connections.
 
-    kubernetes-asyncio pools at most 100 by default, and each open watch holds one for its life: with ten
+    kubernetes-asyncio pools at most 100 by default, and each open watch holds one for its life: from 12
     watched namespaces every connection was a watch and every other request waited for one to end, minutes
     later. client-go puts no limit on connections either; how many requests are in flight is bounded by the
     callers (the workers of each controller, one list per informer).

@@ -251,12 +251,13 @@ class Informer:
                 scope = _Scope(namespace)
                 self._scopes.append(scope)
                 if self._tasks is not None:
-                    self._tasks[namespace] = asyncio.create_task(self._reflect(scope), name=f"{self!r}")
+                    self._tasks[namespace] = asyncio.create_task(self._reflect(scope), name=self._stream(scope))
 
     async def run(self, stopping: asyncio.Event) -> None:
         """List and watch until ``stopping`` is set. The store and resourceVersions survive a later ``run``."""
         self._tasks = {
-            scope.namespace: asyncio.create_task(self._reflect(scope), name=f"{self!r}") for scope in self._scopes
+            scope.namespace: asyncio.create_task(self._reflect(scope), name=self._stream(scope))
+            for scope in self._scopes
         }
         if not self._scopes:
             self._synced.set()  # an empty namespace list: nothing to list, and nothing missing
