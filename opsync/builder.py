@@ -9,17 +9,18 @@ with a ``cache`` and an ``add`` (``Host``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from opsync.controller import Controller
 from opsync.handler import MapFn, controller_owner, object_request
+from opsync.informer import Transform
 from opsync.metrics import PROMETHEUS, MetricsProvider
 from opsync.predicate import Predicate
 from opsync.queue import RateLimiter
 from opsync.reconcile import Reconciler, Request
-from opsync.resources import KubeObject, Resource
+from opsync.resources import Resource
 from opsync.source import InformerLike, Kind, Source
 
 
@@ -31,7 +32,7 @@ class Informers(Protocol):
         resource: Resource,
         *,
         label_selector: str | None = None,
-        transform: Callable[[KubeObject], KubeObject] | None = None,
+        transform: Transform | None = None,
     ) -> InformerLike: ...
 
 
@@ -51,7 +52,7 @@ class _Watch:
     map_fn: MapFn | None  # None: the controller owner (``owns``), resolved once the primary kind is known
     predicates: Sequence[Predicate] = ()
     label_selector: str | None = None
-    transform: Callable[[KubeObject], KubeObject] | None = None
+    transform: Transform | None = None
 
 
 @dataclass
@@ -82,7 +83,7 @@ class Builder:
         *,
         predicates: Sequence[Predicate] = (),
         label_selector: str | None = None,
-        transform: Callable[[KubeObject], KubeObject] | None = None,
+        transform: Transform | None = None,
     ) -> Builder:
         """Reconcile objects of ``resource``: each event enqueues the object itself."""
         if self._primary is not None:
@@ -103,7 +104,7 @@ class Builder:
         *,
         predicates: Sequence[Predicate] = (),
         label_selector: str | None = None,
-        transform: Callable[[KubeObject], KubeObject] | None = None,
+        transform: Transform | None = None,
     ) -> Builder:
         """Reconcile what ``map_fn`` returns for each changed ``resource`` object."""
         self._watches.append(_Watch(resource, map_fn, predicates, label_selector, transform))

@@ -156,6 +156,39 @@ async def test_a_label_selector_limits_what_is_cached(kube: Client, namespace: s
         assert named(informer.list()) == ["db"]
 
 
+def unless_skipped(obj: KubeObject) -> KubeObject | None:
+    """A transform that leaves out ConfigMaps labelled ``skip``."""
+    return None if (obj["metadata"].get("labels") or {}).get("skip") else obj
+
+
+async def test_a_transform_returning_none_leaves_objects_out_of_the_cache(kube: Client, namespace: str) -> None:
+    await kube.create(CONFIGMAPS, configmap("kept"), namespace)
+    await kube.create(CONFIGMAPS, configmap("skipped", skip="yes"), namespace)
+    informer = Informer(kube, CONFIGMAPS, namespaces=[namespace], transform=unless_skipped)
+    recorder = Recorder()
+    informer.add_handler(recorder)
+    async with running(informer):
+        assert await informer.wait_for_sync(30)
+        assert named(informer.list()) == ["kept"]
+
+        # Left out from now on: a delete; no longer left out: an add. Changes to a left-out object go unseen.
+        await kube.patch(CONFIGMAPS, "kept", {"metadata": {"labels": {"skip": "yes"}}}, namespace)
+        await kube.patch(CONFIGMAPS, "skipped", {"data": {"k": "v"}}, namespace)
+        await kube.patch(CONFIGMAPS, "skipped", {"metadata": {"labels": {"skip": None}}}, namespace)
+        await eventually(lambda: recorder.saw("delete", "kept") and recorder.saw("add", "skipped"))
+        assert named(informer.list()) == ["skipped"]
+        assert informer.get(namespace, "skipped")["data"] == {"k": "v"}
+        await kube.delete(CONFIGMAPS, "kept", namespace)  # deleted while left out: nothing to tell
+        await kube.create(CONFIGMAPS, configmap("marker"), namespace)
+        await eventually(lambda: recorder.saw("add", "marker"))
+    assert [e[:2] for e in recorder.events] == [
+        ("add", "kept"),
+        ("delete", "kept"),
+        ("add", "skipped"),
+        ("add", "marker"),
+    ]
+
+
 @pytest.fixture
 async def other_namespaces(kube: Client, namespace: str) -> AsyncIterator[list[str]]:
     """Two more namespaces next to ``namespace``, deleted afterwards."""

@@ -23,7 +23,19 @@ from onepassword_access.emulator import Emulator
 from opsync import metrics
 from opsync.client import AlreadyExistsError, Client
 from opsync.envtest import ControlPlane
-from opsync.resources import CRDS, CRONJOBS, DEPLOYMENTS, JOBS, PODS, SECRETS, STATEFULSETS, KubeObject, Resource
+from opsync.resources import (
+    CONFIGMAPS,
+    CRDS,
+    CRONJOBS,
+    DEPLOYMENTS,
+    JOBS,
+    PODS,
+    REPLICASETS,
+    SECRETS,
+    STATEFULSETS,
+    KubeObject,
+    Resource,
+)
 from tests.support.harness import RunningOperator, Vaults, run_operator
 from tests.support.objects import get_or_none, opi, wait_for_data, wait_for_event, workload
 from tests.support.waiting import eventually
@@ -233,3 +245,42 @@ async def test_jobs_and_bare_pods_keep_a_workload_secret(
         assert await get_or_none(kube, SECRETS, "shared", namespace) is not None, "deleted under its bare Pod"
         await kube.delete(PODS, "debug", namespace)
         await wait_for_data(kube, namespace, "shared", None)
+
+
+async def test_only_pods_no_controller_owns_are_cached(
+    control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator
+) -> None:
+    """A controller's Pods are covered by its template: the cache holds the Pods made by hand, not every Pod of
+    every workload in the namespace."""
+    async with run_operator(control_plane, emulator, namespaces=[namespace]) as op:
+        (pods,) = [i for i in op.operator.manager.cache.informers if i.resource is PODS]
+        spec = {**workload("Deployment", "web", env_secret="shared")["spec"], "replicas": 1}
+        replicaset = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web"}, "spec": spec}
+        await kube.create(REPLICASETS, replicaset, namespace)  # its controller makes a Pod for it
+        selector = ",".join(f"{k}={v}" for k, v in spec["selector"]["matchLabels"].items())
+
+        async def replicaset_pods() -> list[KubeObject]:
+            return list((await kube.list(PODS, namespace, label_selector=selector))["items"])
+
+        await eventually(replicaset_pods, message="the ReplicaSet controller made no Pod")
+        debug = await kube.create(PODS, bare_pod("debug", "shared"), namespace)
+        await op.caught_up([debug])  # the Pod watch has seen the ReplicaSet's Pod too: it came first
+        assert [p["metadata"]["name"] for p in pods.list(namespace)] == ["debug"]
+
+        # Given a controller, a Pod leaves the cache.
+        owner = await kube.create(
+            CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}}, namespace
+        )
+        reference = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "name": "owner",
+            "uid": owner["metadata"]["uid"],
+            "controller": True,
+        }
+        await kube.patch(PODS, "debug", {"metadata": {"ownerReferences": [reference]}}, namespace)
+
+        async def left() -> bool:
+            return pods.get(namespace, "debug") is None
+
+        await eventually(left, message="a Pod with a controller stayed in the cache")
