@@ -48,7 +48,7 @@ Transform = Callable[[KubeObject], KubeObject | None]
 transform starts leaving out is deleted from the cache, with an ``on_delete``)."""
 
 # client-go's reflector pages by 500. A page is decoded whole, and what the allocator takes for it stays with
-# the process after the list: 5,000 Pods listed 500 at a time left 10 MiB behind, 100 at a time 2.4 MiB
+# the process after the list: 5,000 Pods listed 500 at a time left 10 MiB behind, 100 at a time 2.3 MiB
 # (docs/benchmarks.md), for 5x the list requests, which cost the API server little.
 PAGE_SIZE = 100
 WATCH_TIMEOUT = (300, 600)  # seconds, as client-go's defaultMinWatchTimeout .. 2x
@@ -182,12 +182,14 @@ class Informer:
         self.watch_count = 0
 
     def __repr__(self) -> str:
-        scope = ",".join(s.namespace or "*" for s in self._scopes)
-        return f"Informer({self.resource}, namespaces={scope}, labels={self.label_selector!r})"
+        return self._describe("namespaces", ",".join(s.namespace or "*" for s in self._scopes))
 
     def _stream(self, scope: _Scope) -> str:
         """One list/watch stream, for its log lines (an informer may have hundreds of namespaces)."""
-        return f"Informer({self.resource}, namespace={scope.namespace or '*'}, labels={self.label_selector!r})"
+        return self._describe("namespace", scope.namespace or "*")
+
+    def _describe(self, field: str, namespaces: str) -> str:
+        return f"Informer({self.resource}, {field}={namespaces}, labels={self.label_selector!r})"
 
     # the store
 

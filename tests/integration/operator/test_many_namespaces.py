@@ -1,9 +1,9 @@
 """``WATCH_NAMESPACE`` naming many namespaces: every watch holds a connection of its own for its life.
 
-Over HTTP/1.1 each (namespace, kind) watch is a connection that stays open, about ten per watched namespace.
-These tests run opsync as the chart's ServiceAccount, with the chart's per-namespace RBAC, over more namespaces
-than a connection pool of 100 has room for watches, and check that it still syncs, follows changes and restarts
-workloads in the last of them, and that an open watch does not hold 256 KiB of TLS read buffer.
+Over HTTP/1.1 each (namespace, kind) watch is a connection that stays open, nine per watched namespace. This
+test runs opsync as the chart's ServiceAccount, with the chart's per-namespace RBAC, over more namespaces than a
+connection pool of 100 has room for watches, and checks that it still syncs, follows changes and restarts
+workloads in the last of them (what each watch holds: tests/integration/framework/test_client.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 VAULT = "k8s"
 DB_PATH = f"vaults/{VAULT}/items/db"
 OLD, NEW = {"password": "old"}, {"password": "new"}
-NAMESPACES = 14  # with about ten kinds watched in each, well past the 100 connections kubernetes-asyncio pools
+NAMESPACES = 14  # with nine kinds watched in each, well past the 100 connections kubernetes-asyncio pools
 
 
 @pytest.fixture
