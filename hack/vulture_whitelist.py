@@ -40,7 +40,6 @@ _.collect
 _.invoke_sync  # the 1Password SDK calls it on its core (the emulated one answers it)
 _.release_client
 _._trust_env  # aiohttp.ClientSession reads it (opsync.client explains why it is set)
-_.connection_pool_maxsize  # kubernetes-asyncio makes its connection pool from it (opsync.client._unpooled)
 _.visit_Concat  # Jinja2's code generator and sandbox call these (controllers/templating.py)
 _.code_generator_class
 _.intercepted_binops

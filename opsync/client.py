@@ -1,8 +1,9 @@
 """A thin async Kubernetes REST client that speaks plain dicts.
 
-``Client`` sends requests through kubernetes-asyncio's ``ApiClient`` (so kubeconfig/in-cluster auth, token
-refresh and TLS come from there; ``opsync.rest`` imports it without the generated classes) but never builds
-generated model classes: bodies go out and come back as JSON dicts (``KubeObject``). Every request has a
+``Client`` sends requests through kubernetes-asyncio's ``Configuration`` and ``RESTClientObject`` (so
+kubeconfig/in-cluster credentials, token refresh and TLS come from there; ``opsync.rest`` imports them without
+the generated classes) but never through its ``ApiClient`` or generated model classes: bodies go out and come
+back as JSON dicts (``KubeObject``). Every request has a
 deadline and is shown to the client's ``observers`` (an ``ApiRequest`` each); the default one,
 ``count_request``, counts it in ``rest_client_requests_total{code,method,host}`` as client-go's
 request-result metric does. Failures the API server reports become typed ``ApiError`` subclasses whose
@@ -25,11 +26,11 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, cast
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
-from opsync import metrics, rest
+from opsync import __version__, metrics, rest
 from opsync.errors import (  # re-exported: callers catch them as opsync.client errors
     AlreadyExistsError,
     ApiError,
@@ -112,7 +113,7 @@ def _flag(value: bool) -> str:
     return "true" if value else "false"
 
 
-def _skip_environment_lookups(api_client: rest.ApiClient) -> None:
+def _skip_environment_lookups(session: aiohttp.ClientSession) -> None:
     """Stop aiohttp looking up proxies and ``~/.netrc`` in a worker thread on every request.
 
     kubernetes-asyncio's session trusts the environment: two thread-pool round trips and a file lookup per
@@ -120,38 +121,31 @@ def _skip_environment_lookups(api_client: rest.ApiClient) -> None:
     no proxy variables set the lookups can find nothing client-go would use (it reads no ``.netrc``), so they
     are turned off; with proxy variables the session is left as it is.
     """
-    session = getattr(getattr(api_client, "rest_client", None), "pool_manager", None)
-    if isinstance(session, aiohttp.ClientSession) and not urllib.request.getproxies():
+    if not urllib.request.getproxies():
         session._trust_env = False
 
 
-TLS_READ_BUFFER = 32 * 1024
+TLS_READ_BUFFER = 8 * 1024
 """The read buffer of each TLS connection in a process that made a ``Client`` (asyncio's own is 256 KiB)."""
 
 
 def _small_tls_read_buffers() -> None:
-    """Give each TLS connection of this process a 32 KiB read buffer instead of asyncio's 256 KiB.
+    """Give each TLS connection of this process an 8 KiB read buffer instead of asyncio's 256 KiB.
 
     asyncio allocates and zeroes ``SSLProtocol.max_size`` bytes when a TLS connection opens and keeps them for
     the connection's life. Over HTTP/1.1 every watch holds a connection of its own for as long as it runs, one
     per (namespace, kind): nine kinds in 50 watched namespaces held 112 MiB of read buffers. The size bounds one
-    read from the socket, not a response (asyncio reads until the socket is drained), and two TLS records of
-    16 KiB fit in it; listing 32 MB of Secrets took the same time with 16, 32, 64 and 256 KiB
-    (docs/benchmarks.md). Only a buffer larger than this one is lowered.
+    read from the socket, not a response (asyncio reads until the socket is drained): listing 32 MB of Secrets
+    took the same time and CPU with 8, 16, 32, 64 and 256 KiB (docs/benchmarks.md), a TLS record of 16 KiB
+    taking two reads at 8. Only a buffer larger than this one is lowered.
     """
     sslproto.SSLProtocol.max_size = min(sslproto.SSLProtocol.max_size, TLS_READ_BUFFER)
 
 
-def _unpooled(configuration: rest.Configuration) -> rest.ApiClient:
-    """An ``ApiClient`` whose connection pool has no limit on open connections.
-
-    kubernetes-asyncio pools at most 100 by default, and each open watch holds one for its life: from 12
-    watched namespaces every connection was a watch and every other request waited for one to end, minutes
-    later. client-go puts no limit on connections either; how many requests are in flight is bounded by the
-    callers (the workers of each controller, one list per informer).
-    """
-    configuration.connection_pool_maxsize = 0  # aiohttp: 0 is no limit
-    return rest.ApiClient(configuration)
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 -- a path
+SERVICE_ACCOUNT_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+USER_AGENT = f"opsync/{__version__}"
+"""What the API server's audit log shows as the client of opsync's requests."""
 
 
 class Client:
@@ -159,25 +153,31 @@ class Client:
 
     def __init__(
         self,
-        api_client: rest.ApiClient,
+        configuration: rest.Configuration,
         *,
         request_timeout: float = 30.0,
         field_manager: str = "opsync",
         observers: Sequence[RequestObserver] = (count_request,),
     ) -> None:
-        """``observers`` see every request (replace the default to count requests elsewhere, or not at all).
+        """A client of the API server ``configuration`` names, with its credentials and TLS settings (as the
+        loaders in ``from_kubeconfig`` and ``in_cluster`` fill it in). Make it with an event loop running: the
+        connection pool is made here.
 
-        An ``api_client`` made by the caller keeps its own pool limit (kubernetes-asyncio's default: 100
-        connections); every open watch holds one, so set ``connection_pool_maxsize = 0`` on its configuration
-        before making it, as ``from_kubeconfig`` and ``in_cluster`` do.
+        The pool has no limit on open connections: each open watch holds one for its life, so a limit (for
+        kubernetes-asyncio 100 by default) was reached from 12 watched namespaces, and every other request
+        then waited minutes for a watch to end. client-go sets none either; how many requests are in flight is
+        bounded by the callers (the workers of each controller, one list per informer). ``observers`` see
+        every request (replace the default to count requests elsewhere, or not at all).
         """
         _small_tls_read_buffers()
-        self._api = api_client
+        self._configuration = configuration
+        self._rest = rest.RESTClientObject(configuration, maxsize=0)  # aiohttp: 0 is no limit
+        self._headers = {"User-Agent": USER_AGENT}
         self._observers = tuple(observers)
         self.request_timeout = request_timeout
         self.field_manager = field_manager
         self._metric_host = urlsplit(self.host).netloc
-        _skip_environment_lookups(api_client)
+        _skip_environment_lookups(self._rest.pool_manager)
 
     @classmethod
     async def from_kubeconfig(
@@ -191,15 +191,8 @@ class Client:
     ) -> Client:
         """A client for ``path`` (default: ``$KUBECONFIG`` or ``~/.kube/config``) and ``context``."""
         configuration = rest.Configuration()
-        await rest.load_kube_config(
-            config_file=path, context=context, client_configuration=configuration, persist_config=False
-        )
-        return cls(
-            _unpooled(configuration),
-            request_timeout=request_timeout,
-            field_manager=field_manager,
-            observers=observers,
-        )
+        await rest.load_kube_config(config_file=path, context=context, client_configuration=configuration)
+        return cls(configuration, request_timeout=request_timeout, field_manager=field_manager, observers=observers)
 
     @classmethod
     def in_cluster(
@@ -208,34 +201,34 @@ class Client:
         request_timeout: float = 30.0,
         field_manager: str = "opsync",
         observers: Sequence[RequestObserver] = (count_request,),
+        token_file: str = SERVICE_ACCOUNT_TOKEN,
+        ca_file: str = SERVICE_ACCOUNT_CA,
     ) -> Client:
-        """A client for the pod's ServiceAccount (token re-read as kubelet rotates it).
+        """A client for the pod's ServiceAccount (token re-read as kubelet rotates it), at the address
+        ``KUBERNETES_SERVICE_HOST`` and ``KUBERNETES_SERVICE_PORT`` give; the files are where kubelet mounts them.
 
         Call it with an event loop running: the connection pool is made here.
         """
         configuration = rest.Configuration()
-        rest.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        return cls(
-            _unpooled(configuration),
-            request_timeout=request_timeout,
-            field_manager=field_manager,
-            observers=observers,
+        rest.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration, token_filename=token_file, cert_filename=ca_file
         )
+        return cls(configuration, request_timeout=request_timeout, field_manager=field_manager, observers=observers)
 
     def impersonate(self, user: str) -> None:
         """Send every further request as ``user`` (the ``Impersonate-User`` header; the caller needs the
         ``impersonate`` verb on that user or ServiceAccount). For ``system:serviceaccount:NS:NAME`` the API
         server adds the ServiceAccount's groups itself."""
-        self._api.set_default_header("Impersonate-User", user)
+        self._headers["Impersonate-User"] = user
 
     @property
     def host(self) -> str:
         """The API server URL, e.g. ``https://127.0.0.1:6443``."""
-        return str(self._api.configuration.host)
+        return str(self._configuration.host)
 
     async def close(self) -> None:
         """Close the connection pool."""
-        await self._api.close()
+        await self._rest.close()
 
     async def __aenter__(self) -> Client:
         return self
@@ -251,18 +244,21 @@ class Client:
         self, method: str, path: str, query: Query, body: Any = None, content_type: str | None = None
     ) -> aiohttp.ClientResponse:
         """Send a request and return the unread response; the observers see it whatever happens."""
-        headers = {"Accept": "application/json", "Content-Type": content_type or "application/json"}
+        headers = {**self._headers, "Accept": "application/json", "Content-Type": content_type or "application/json"}
+        # The bearer token, re-read first when the loader gave a refresh hook (a rotated ServiceAccount token,
+        # an exec plugin's expired credential); client certificates are in the session's TLS context.
+        bearer = (await self._configuration.auth_settings()).get("BearerToken")
+        if bearer:
+            headers[bearer["key"]] = bearer["value"]
         status: int | None = None
         try:
             response = cast(
                 aiohttp.ClientResponse,
-                await self._api.call_api(
-                    path,
+                await self._rest.request(
                     method,
-                    query_params=query,
-                    header_params=headers,
+                    f"{self.host}{path}?{urlencode(query)}" if query else self.host + path,
+                    headers=headers,
                     body=body,
-                    auth_settings=["BearerToken"],
                     _preload_content=False,
                 ),
             )

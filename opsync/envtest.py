@@ -447,17 +447,28 @@ class ControlPlane:
     def service_account_kubeconfig(self, namespace: str, name: str) -> str:
         """Write a kubeconfig whose user is ServiceAccount ``namespace/name``; return its path.
 
-        The ServiceAccount is created if missing and a 24 h token is minted with the TokenRequest API. This
-        makes two loopback requests synchronously (a few milliseconds): from async code prefer
+        As ``service_account_token``, which it calls: synchronous, so from async code prefer
         ``service_account_client`` or call it through ``asyncio.to_thread``.
+        """
+        user = {"token": self.service_account_token(namespace, name)}
+        return str(self._write_kubeconfig(f"sa-{namespace}-{name}.kubeconfig", user))
+
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """A 24 h token of ServiceAccount ``namespace/name`` (created if missing), minted with the TokenRequest
+        API, as kubelet mounts one in a pod (with ``ca_file``). This makes two loopback requests synchronously
+        (a few milliseconds): from async code call it through ``asyncio.to_thread``.
         """
         account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}}
         self._admin("POST", SERVICEACCOUNTS.path(namespace), account, ok=(201, 409))
         request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                    "spec": {"expirationSeconds": TOKEN_SECONDS}}  # fmt: skip
         response = self._admin("POST", SERVICEACCOUNTS.path(namespace, name, "token"), request, ok=(201,))
-        user = {"token": response["status"]["token"]}
-        return str(self._write_kubeconfig(f"sa-{namespace}-{name}.kubeconfig", user))
+        return str(response["status"]["token"])
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA that signed the API server's serving certificate (a pod's ``ca.crt``)."""
+        return self._dir() / "pki" / "ca.crt"
 
     def exited(self) -> list[str]:
         """Which servers exited since they started, and how: none may while the control plane is up."""

@@ -6,7 +6,9 @@ import asyncio
 import tracemalloc
 from asyncio import sslproto
 from contextlib import AsyncExitStack, aclosing
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -23,7 +25,11 @@ from opsync.client import (
     WatchEvent,
 )
 from opsync.envtest import ControlPlane
-from opsync.resources import CONFIGMAPS, DEPLOYMENTS, NAMESPACES, SECRETS, KubeObject
+from opsync.resources import CONFIGMAPS, DEPLOYMENTS, NAMESPACES, SECRETS, KubeObject, Resource
+
+SELF_SUBJECT_REVIEWS = Resource(
+    "authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", namespaced=False
+)
 
 pytestmark = pytest.mark.integration
 
@@ -124,11 +130,11 @@ async def test_server_side_apply_owns_fields_and_force_takes_them_over(kube: Cli
     managers = {entry["manager"] for entry in applied["metadata"]["managedFields"]}
     assert managers == {"opsync"}
 
-    other = Client(kube._api, field_manager="someone-else")  # same connection, another field manager
-    theirs = {**body, "data": {"k": "theirs"}}
-    with pytest.raises(ConflictError):
-        await other.patch(CONFIGMAPS, "a", theirs, namespace, patch_type="apply")
-    forced = await other.patch(CONFIGMAPS, "a", theirs, namespace, patch_type="apply", force=True)
+    async with Client(kube._configuration, field_manager="someone-else") as other:  # same identity, another manager
+        theirs = {**body, "data": {"k": "theirs"}}
+        with pytest.raises(ConflictError):
+            await other.patch(CONFIGMAPS, "a", theirs, namespace, patch_type="apply")
+        forced = await other.patch(CONFIGMAPS, "a", theirs, namespace, patch_type="apply", force=True)
     assert forced["data"] == {"k": "theirs"}
     with pytest.raises(ValueError, match="server-side apply"):
         await kube.patch(CONFIGMAPS, "a", {}, namespace, force=True)
@@ -259,7 +265,7 @@ async def test_many_open_watches_neither_fill_the_pool_nor_hold_big_tls_buffers(
     control_plane: ControlPlane, kube: Client, namespace: str
 ) -> None:
     """Each watch holds a connection, with asyncio's TLS read buffer, for as long as it runs: 120 of them, more
-    than kubernetes-asyncio's default pool of 100, leave requests flowing and hold 32 KiB each, not 256."""
+    than kubernetes-asyncio's default pool of 100, leave requests flowing and hold 8 KiB each, not 256."""
     opened = 120
     rv = (await kube.list(CONFIGMAPS, namespace))["metadata"]["resourceVersion"]
     tracemalloc.start()
@@ -317,3 +323,21 @@ async def test_observers_replace_the_default_counting(control_plane: ControlPlan
         "rest_client_requests_total", {"code": "404", "method": "GET", "host": host}
     )
     assert after == counted  # the default observer was replaced, not added to
+
+
+async def test_in_cluster_a_client_is_the_pods_service_account(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What kubelet gives a pod (a token file, the CA, the service's address) is the identity of every request."""
+    token = await asyncio.to_thread(control_plane.service_account_token, namespace, "pod")
+    (tmp_path / "token").write_text(token)
+    server = urlsplit(control_plane.host)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", str(server.hostname))
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(server.port))
+    async with Client.in_cluster(token_file=str(tmp_path / "token"), ca_file=str(control_plane.ca_file)) as pod:
+        review = await pod.create(
+            SELF_SUBJECT_REVIEWS, {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        )
+        assert review["status"]["userInfo"]["username"] == f"system:serviceaccount:{namespace}:pod"
+        with pytest.raises(ForbiddenError):  # a ServiceAccount with no role, not the admin the tests run as
+            await pod.list(SECRETS, namespace)

@@ -43,7 +43,7 @@ def test_a_client_is_built_from_a_kubeconfig_without_the_generated_classes(tmp_p
         async def main():
             client = await Client.from_kubeconfig("kubeconfig")
             try:
-                return client.host, client._api.configuration.api_key
+                return client.host, client._configuration.api_key
             finally:
                 await client.close()
 
@@ -68,7 +68,8 @@ def test_the_package_loads_in_full_when_asked_for_more(tmp_path: Path) -> None:
         import opsync.rest
         import kubernetes_asyncio
         from kubernetes_asyncio import client, watch
-        from kubernetes_asyncio.client import ApiClient, V1Secret
+        from kubernetes_asyncio.client import Configuration, V1Secret
+        from kubernetes_asyncio.config import load_kube_config, new_client_from_config
         from kubernetes_asyncio.client.api import CoreV1Api
         secret = V1Secret(metadata=client.V1ObjectMeta(name="s"), string_data={"k": "v"})
         try:
@@ -77,7 +78,8 @@ def test_the_package_loads_in_full_when_asked_for_more(tmp_path: Path) -> None:
         except AttributeError:
             missing = "AttributeError"
         print(json.dumps({
-            "same ApiClient": ApiClient is opsync.rest.ApiClient,
+            "same Configuration": Configuration is opsync.rest.Configuration,
+            "config": [load_kube_config.__name__, new_client_from_config.__name__],
             "CoreV1Api": CoreV1Api is client.CoreV1Api,
             "secret": secret.metadata.name,
             "models": client.models.V1Pod.__name__,
@@ -89,7 +91,8 @@ def test_the_package_loads_in_full_when_asked_for_more(tmp_path: Path) -> None:
         tmp_path,
     )
     assert result == {
-        "same ApiClient": True,
+        "same Configuration": True,
+        "config": ["load_kube_config", "new_client_from_config"],
         "CoreV1Api": True,
         "secret": "s",
         "models": "V1Pod",
@@ -105,9 +108,42 @@ def test_nothing_changes_when_the_package_was_imported_first(tmp_path: Path) -> 
         import json
         from kubernetes_asyncio import client
         import opsync.rest
-        same = opsync.rest.ApiClient is client.ApiClient
+        same = opsync.rest.Configuration is client.Configuration
         print(json.dumps({"same": same, "deferred": "__getattr__" in vars(client)}))
         """,
         tmp_path,
     )
     assert result == {"same": True, "deferred": False}
+
+
+def test_a_pod_on_its_in_cluster_configuration_never_imports_the_kubeconfig_loader(tmp_path: Path) -> None:
+    """``opsync run`` in a pod loads no kubeconfig: neither that loader nor the ``ApiClient`` it needs (with
+    dateutil's parser and multiprocessing's pool) is imported until a kubeconfig is read."""
+    result = run(
+        """
+        import asyncio, json, sys
+        import controllers.main
+        from opsync.client import Client
+
+        watched = ("kubernetes_asyncio.client.api_client", "kubernetes_asyncio.config.kube_config",
+                   "dateutil.parser", "multiprocessing.pool")
+        before = [m for m in watched if m in sys.modules]
+
+        async def main():
+            client = await Client.from_kubeconfig("kubeconfig")
+            await client.close()
+
+        asyncio.run(main())
+        print(json.dumps({"before": before, "after": [m for m in watched if m in sys.modules]}))
+        """,
+        tmp_path,
+    )
+    assert result == {
+        "before": [],
+        "after": [
+            "kubernetes_asyncio.client.api_client",
+            "kubernetes_asyncio.config.kube_config",
+            "dateutil.parser",
+            "multiprocessing.pool",
+        ],
+    }
