@@ -55,6 +55,7 @@ from opsync.manager import Manager
 from opsync.reconcile import Request
 from opsync.resources import KubeObject
 from opsync.rest import ConfigException
+from opsync.scavenger import Scavenger
 from opsync.source import Channel
 
 log = logging.getLogger(__name__)
@@ -209,6 +210,7 @@ def build_operator(settings: Settings, client: Client, backend: Backend) -> Oper
         paths_in_use=paths_in_use,
     )
     manager.add(poller)
+    manager.add(Scavenger(), leader_only=False)
     if settings.manage_connect:
         manager.add(ConnectSetup(client, operator_namespace()))
     return Operator(manager, fetcher, poller, item_controller, workload_controller, restart_controllers, served)

@@ -51,3 +51,4 @@ _.clear_faults  # the Connect emulator's API, used by tests
 _.favorite  # emulator data: a Connect item field
 _.first_seen  # VaultChange: part of what a poll reports
 _.controllers  # controllers.main.Operator: the test harness stops each controller
+_.trims  # Scavenger.trims: how many times the heap was trimmed (public, read by tests)
