@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -43,6 +44,39 @@ async def until(condition: Callable[[], Awaitable[bool]], *, within: float, what
 
 
 OPSYNC = (sys.executable, "-m", "opsync")
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+# $1: the pod's namespace; $2 and $3: files holding the token and the cluster's CA; the rest: the command line.
+# /var/run is a tmpfs of this mount namespace only (propagation private): nothing outside the process sees it.
+_POD_FILES = (
+    f"mount -t tmpfs tmpfs /var/run && mkdir -p {SERVICE_ACCOUNT_DIR} && "
+    f'printf %s "$1" > {SERVICE_ACCOUNT_DIR}/namespace && cp "$2" {SERVICE_ACCOUNT_DIR}/token && '
+    f'cp "$3" {SERVICE_ACCOUNT_DIR}/ca.crt && shift 3 && exec "$@"'
+)
+
+
+@dataclass(frozen=True)
+class InCluster:
+    """What kubelet gives a pod to reach the API server: a ServiceAccount token, the cluster's CA and the pod's
+    namespace, as files under ``SERVICE_ACCOUNT_DIR``, and ``KUBERNETES_SERVICE_HOST``/``_PORT``. A command
+    started through ``program`` loads its in-cluster configuration as in a pod. The files are never written on
+    the host (other processes on the machine may read that directory): the command runs in a private mount
+    namespace (``unshare``, as root) where a tmpfs over ``/var/run`` holds them, gone with the process."""
+
+    server: str
+    """The API server's URL, ``https://host:port``."""
+    token_file: Path
+    ca_file: Path
+
+    def program(self, namespace: str, command: Sequence[str]) -> list[str]:
+        """``command`` run as in a pod of ``namespace``."""
+        pod = [namespace, str(self.token_file), str(self.ca_file)]
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", _POD_FILES, "sh", *pod, *command]
+
+    def env(self) -> dict[str, str]:
+        """The variables kubelet sets, and no kubeconfig (an empty ``KUBECONFIG`` is none, for opsync and Go)."""
+        url = urlsplit(self.server)
+        host, port = url.hostname or "", str(url.port)
+        return {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port, "KUBECONFIG": ""}
 
 
 class Child:
@@ -273,7 +307,8 @@ class Operator(Child):
 
 
 class Opsync(Operator):
-    """``opsync run`` against a kubeconfig and a Connect URL, scoped to ``namespaces``, probes on loopback."""
+    """``opsync run`` against a kubeconfig (or, with ``in_cluster``, as in a pod) and a Connect URL, scoped to
+    ``namespaces``, probes on loopback."""
 
     def __init__(
         self,
@@ -285,11 +320,12 @@ class Opsync(Operator):
         poll_interval: int,
         workers: int,
         log_path: Path,
+        in_cluster: InCluster | None = None,
     ) -> None:
         metrics_port, health_port = free_ports(2)
         argv = [
             "run",
-            f"--kubeconfig={kubeconfig}",
+            *([f"--kubeconfig={kubeconfig}"] if in_cluster is None else []),
             f"--metrics-bind-address=127.0.0.1:{metrics_port}",
             f"--health-probe-bind-address=127.0.0.1:{health_port}",
             f"--workers={workers}",
@@ -297,8 +333,12 @@ class Opsync(Operator):
             "--log-format=json",
         ]
         env = operator_env(connect_url, token, namespaces, poll_interval)
+        program: Sequence[str] = OPSYNC
+        if in_cluster is not None:
+            env |= in_cluster.env()
+            program = in_cluster.program(namespaces[0], OPSYNC)
         super().__init__(
-            "opsync", argv, env, log_path, program=OPSYNC, metrics_port=metrics_port, health_port=health_port
+            "opsync", argv, env, log_path, program=program, metrics_port=metrics_port, health_port=health_port
         )
         self.workers = workers
 

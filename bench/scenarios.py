@@ -35,7 +35,7 @@ from typing import Any
 
 from bench import cluster
 from bench.cluster import ItemRef, Watch
-from bench.processes import ConnectEmulator, CpuMeter, Opsync, control_plane_pids, until, writes
+from bench.processes import ConnectEmulator, CpuMeter, InCluster, Opsync, control_plane_pids, until, writes
 from controllers.config import DEFAULT_WORKERS
 from controllers.constants import ITEM_VERSION_ANNOTATION, MANAGED_SELECTOR, REFRESH_ANNOTATION
 from controllers.resources import ONEPASSWORDITEMS
@@ -234,8 +234,16 @@ class Bench:
         pids = {"emulator": self.emulator.pid, **control_plane_pids(self.control_plane.host)}
         return CpuMeter({"opsync": opsync.pid, **pids} if opsync else pids)
 
-    async def start_opsync(self, namespaces: Sequence[str], label: str, *, poll_interval: int | None = None) -> Opsync:
-        """Spawn ``opsync run`` scoped to ``namespaces``; returns once ``/readyz`` answers."""
+    async def start_opsync(
+        self,
+        namespaces: Sequence[str],
+        label: str,
+        *,
+        poll_interval: int | None = None,
+        in_cluster: InCluster | None = None,
+    ) -> Opsync:
+        """Spawn ``opsync run`` scoped to ``namespaces`` (as in a pod with ``in_cluster``); returns once
+        ``/readyz`` answers."""
         opsync = Opsync(
             kubeconfig=self.control_plane.kubeconfig_path,
             connect_url=self.emulator.url,
@@ -244,6 +252,7 @@ class Bench:
             poll_interval=poll_interval or self.options.poll_interval,
             workers=self.options.workers,
             log_path=self.work_dir / f"opsync-{label}.log",
+            in_cluster=in_cluster,
         )
         await opsync.spawn()
         await opsync.wait_ready()

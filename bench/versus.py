@@ -14,11 +14,11 @@ measured the same way:
 4. restart with everything in sync: a new process, until it reconciled every item and is idle: Connect
    requests and API-server writes.
 
-The Go operator reads its namespace from ``/var/run/secrets/kubernetes.io/serviceaccount/namespace`` and
-exits without it (no environment variable replaces it: ``OSDK_FORCE_RUN_MODE=local`` makes it exit too).
-opsync reads the same file for its Lease, and other opsync processes may run on the machine, so the file is
-never created on the host: the manager runs in a private mount namespace (``unshare``, as root) where a
-tmpfs over ``/var/run`` holds it, gone with the process.
+Both run as in a pod (``processes.InCluster``): their in-cluster configuration, from a ServiceAccount token
+bound to ``cluster-admin``, the cluster's CA and the namespace file kubelet mounts, because that is the
+configuration whose memory users pay for (opsync imports no kubeconfig loader then). The Go operator also
+needs the namespace file: it exits without it (no environment variable replaces it:
+``OSDK_FORCE_RUN_MODE=local`` makes it exit too).
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import cluster
-from bench.processes import CpuMeter, Operator, operator_env, writes
+from bench.processes import CpuMeter, InCluster, Operator, operator_env, writes
 from bench.scenarios import Bench, cached, change_items, changed_from, item_version, percentile
 from controllers.resources import ONEPASSWORDITEMS
 from opsync.envtest import free_ports
-from opsync.resources import SECRETS, KubeObject
+from opsync.resources import CLUSTERROLEBINDINGS, SECRETS, KubeObject
 
 DESCRIPTION = (
     "the same control plane, emulator and items (by title, 5 vaults), the same poll interval; Connect requests "
@@ -45,24 +45,18 @@ DESCRIPTION = (
 )
 """How the side-by-side table was made, for the report."""
 UNMANAGED_VALUE_BYTES = 16 * 1024 // 3  # three keys: a 16 KiB Secret, as in the issue's measurement
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-# $1: the namespace to write; the rest: the manager's command line. /var/run is a tmpfs of this mount namespace
-# only (propagation private), so nothing outside the process sees the file.
-_PRIVATE_NAMESPACE_FILE = (
-    f'mount -t tmpfs tmpfs /var/run && mkdir -p {SERVICE_ACCOUNT_DIR} && printf %s "$1" > '
-    f'{SERVICE_ACCOUNT_DIR}/namespace && shift && exec "$@"'
-)
+POD_NAMESPACE, POD_SERVICE_ACCOUNT = "opsync-bench-pods", "operator"
 
 
 class GoOperator(Operator):
-    """1Password's Go operator (``manager`` built from its source) against the bench's control plane and emulator,
-    scoped to ``namespaces``, metrics over plain HTTP and probes on free loopback ports."""
+    """1Password's Go operator (``manager`` built from its source) as in a pod of the bench's control plane,
+    against its emulator, scoped to ``namespaces``, metrics over plain HTTP and probes on free loopback ports."""
 
     def __init__(
         self,
         manager: str,
         *,
-        kubeconfig: str,
+        in_cluster: InCluster,
         connect_url: str,
         token: str,
         namespaces: Sequence[str],
@@ -70,16 +64,14 @@ class GoOperator(Operator):
         log_path: Path,
     ) -> None:
         metrics_port, health_port = free_ports(2)
-        program = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _PRIVATE_NAMESPACE_FILE, "sh"]
         argv = [
-            namespaces[0],
-            manager,
             f"--metrics-bind-address=127.0.0.1:{metrics_port}",
             f"--health-probe-bind-address=127.0.0.1:{health_port}",
             "--metrics-secure=false",
             "--zap-log-level=error",  # its default logs every reconcile; opsync runs at warn
         ]
-        env = {"KUBECONFIG": kubeconfig, **operator_env(connect_url, token, namespaces, poll_interval)}
+        env = {**operator_env(connect_url, token, namespaces, poll_interval), **in_cluster.env()}
+        program = in_cluster.program(namespaces[0], [manager])
         super().__init__(
             "go-operator", argv, env, log_path, program=program, metrics_port=metrics_port, health_port=health_port
         )
@@ -198,14 +190,34 @@ async def side(bench: Bench, operator: str, start: Start) -> Side:
     return result
 
 
+async def pod_identity(bench: Bench) -> InCluster:
+    """A ServiceAccount bound to ``cluster-admin`` (both operators were run as admin from a kubeconfig before),
+    its token in a file of the bench's work directory, as kubelet would mount it, and the cluster's CA."""
+    await cluster.create_namespaces(bench.kube, [POD_NAMESPACE])
+    plane = bench.control_plane
+    token = await asyncio.to_thread(plane.service_account_token, POD_NAMESPACE, POD_SERVICE_ACCOUNT)
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": f"{POD_NAMESPACE}-{POD_SERVICE_ACCOUNT}"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": POD_SERVICE_ACCOUNT, "namespace": POD_NAMESPACE}],
+    }
+    await bench.kube.create(CLUSTERROLEBINDINGS, binding)
+    token_file = bench.work_dir / "pod-token"
+    await asyncio.to_thread(token_file.write_text, token)
+    return InCluster(plane.host, token_file, plane.ca_file)
+
+
 async def run(bench: Bench, manager: str) -> list[Side]:
-    """The Go operator's side, then opsync's, in fresh namespaces each."""
+    """The Go operator's side, then opsync's, in fresh namespaces each, both as in a pod."""
     options = bench.options
+    pod = await pod_identity(bench)
 
     async def go(namespaces: Sequence[str], label: str) -> Operator:
         process = GoOperator(
             manager,
-            kubeconfig=bench.control_plane.kubeconfig_path,
+            in_cluster=pod,
             connect_url=bench.emulator.url,
             token=bench.emulator.token,
             namespaces=namespaces,
@@ -217,7 +229,7 @@ async def run(bench: Bench, manager: str) -> list[Side]:
         return process
 
     async def opsync(namespaces: Sequence[str], label: str) -> Operator:
-        return await bench.start_opsync(namespaces, label)
+        return await bench.start_opsync(namespaces, label, in_cluster=pod)
 
     return [await side(bench, "go", go), await side(bench, "opsync", opsync)]
 
