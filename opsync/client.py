@@ -2,16 +2,15 @@
 
 ``Client`` sends requests through kubernetes-asyncio's ``Configuration`` and ``RESTClientObject`` (so
 kubeconfig/in-cluster credentials, token refresh and TLS come from there; ``opsync.rest`` imports them without
-the generated classes) but never through its ``ApiClient`` or generated model classes: bodies go out and come
-back as JSON dicts (``KubeObject``). Every request has a
-deadline and is shown to the client's ``observers`` (an ``ApiRequest`` each); the default one,
-``count_request``, counts it in ``rest_client_requests_total{code,method,host}`` as client-go's
-request-result metric does. Failures the API server reports become typed ``ApiError`` subclasses whose
-message comes from the server's ``Status`` only, never from the request body (which may hold Secret data).
-Network failures propagate as ``aiohttp.ClientError`` or ``TimeoutError``.
+the generated classes), never through its ``ApiClient`` or generated model classes: bodies go out and come back
+as JSON dicts (``KubeObject``). Every request has a deadline and is shown to the client's ``observers`` (an
+``ApiRequest`` each); the default one, ``count_request``, counts it in ``rest_client_requests_total{code,method,
+host}`` as client-go's request-result metric does. Failures the API server reports become typed ``ApiError``
+subclasses whose message comes from the server's ``Status`` only, never from the request body (which may hold
+Secret data). Network failures propagate as ``aiohttp.ClientError`` or ``TimeoutError``.
 
-Just over 400 lines: one class with every REST verb and the watch stream, plus the re-exported errors
-(``opsync.errors``) its callers catch.
+One class with every REST verb and the watch stream, plus the re-exported errors (``opsync.errors``) its
+callers catch.
 """
 
 from __future__ import annotations
