@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,12 @@ class Allocator:
     """The C allocator's two calls the scavenger needs; ``available`` is False without them."""
 
     def __init__(self) -> None:
-        libc = ctypes.CDLL(None)
+        self._trim: Any = None
+        self._info: Any = None
+        try:
+            libc = ctypes.CDLL(None)  # the process's own symbols, the C library's among them
+        except OSError:  # a platform without dlopen(NULL)
+            return
         self._trim = getattr(libc, "malloc_trim", None)
         self._info = getattr(libc, "mallinfo2", None)
         if self._trim is not None and self._info is not None:
