@@ -14,8 +14,8 @@ from the installed file, the first time anything asks it for a name it does not 
 the package is already imported, this changes nothing.
 
 The kubeconfig loader is imported when first used (``load_kube_config``): its module needs ``ApiClient``,
-whose module imports dateutil's parser and multiprocessing's thread pool, about 1 MiB that a pod on its
-in-cluster configuration never uses.
+whose module imports dateutil's parser and multiprocessing's thread pool. With the loader that is 2 MiB of
+resident memory (docs/benchmarks.md) that a pod on its in-cluster configuration never uses.
 
 Import kubernetes-asyncio through this module, never directly, in code that ``opsync run`` loads.
 """
