@@ -116,9 +116,9 @@ def test_nothing_changes_when_the_package_was_imported_first(tmp_path: Path) -> 
     assert result == {"same": True, "deferred": False}
 
 
-def test_a_pod_on_its_in_cluster_configuration_never_imports_the_kubeconfig_loader(tmp_path: Path) -> None:
-    """``opsync run`` in a pod loads no kubeconfig: neither that loader nor the ``ApiClient`` it needs (with
-    dateutil's parser and multiprocessing's pool) is imported until a kubeconfig is read."""
+def test_the_kubeconfig_loader_is_imported_when_a_kubeconfig_is_read(tmp_path: Path) -> None:
+    """Neither that loader nor the ``ApiClient`` it needs (with dateutil's parser and multiprocessing's pool) is
+    imported before, so ``opsync run`` in a pod never loads them (tests/unit/operator/test_run_imports.py)."""
     result = run(
         """
         import asyncio, json, sys

@@ -1,6 +1,7 @@
 """What ``opsync run`` imports: an operator on Connect loads neither Jinja2, nor 1Password's SDK, nor
-kubernetes-asyncio's generated API and model classes, whose imports cost megabytes it would never use
-(docs/benchmarks.md, "Memory")."""
+kubernetes-asyncio's generated API and model classes, nor (until it reads a kubeconfig: never in a pod) its
+``ApiClient`` and kubeconfig loader, whose imports cost megabytes it would never use (docs/benchmarks.md,
+"Memory"; the kubeconfig side: tests/unit/framework/test_rest.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ NOT_ON_THE_RUN_PATH = (
     "kubernetes_asyncio.client.api",
     "kubernetes_asyncio.client.models.v1_secret",
     "kubernetes_asyncio.watch",
+    "kubernetes_asyncio.client.api_client",
+    "kubernetes_asyncio.config.kube_config",
+    "dateutil.parser",
+    "multiprocessing.pool",
 )
 
 
