@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from opsync.envtest import free_ports
+from opsync.envtest import ControlPlane, free_ports
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
@@ -66,6 +66,16 @@ class InCluster:
     """The API server's URL, ``https://host:port``."""
     token_file: Path
     ca_file: Path
+
+    @classmethod
+    async def service_account(
+        cls, control_plane: ControlPlane, namespace: str, name: str, directory: Path
+    ) -> InCluster:
+        """As a pod of ServiceAccount ``namespace/name`` (created if missing), its token in ``directory``."""
+        token = await asyncio.to_thread(control_plane.service_account_token, namespace, name)
+        token_file = directory / f"token-{namespace}-{name}"
+        await asyncio.to_thread(token_file.write_text, token)
+        return cls(control_plane.host, token_file, control_plane.ca_file)
 
     def program(self, namespace: str, command: Sequence[str]) -> list[str]:
         """``command`` run as in a pod of ``namespace``."""
@@ -307,13 +317,13 @@ class Operator(Child):
 
 
 class Opsync(Operator):
-    """``opsync run`` against a kubeconfig (or, with ``in_cluster``, as in a pod) and a Connect URL, scoped to
-    ``namespaces``, probes on loopback."""
+    """``opsync run`` against a kubeconfig or, with ``in_cluster`` instead, as in a pod, and a Connect URL, scoped
+    to ``namespaces``, probes on loopback."""
 
     def __init__(
         self,
         *,
-        kubeconfig: str,
+        kubeconfig: str | None = None,
         connect_url: str,
         token: str,
         namespaces: Sequence[str],
@@ -322,10 +332,12 @@ class Opsync(Operator):
         log_path: Path,
         in_cluster: InCluster | None = None,
     ) -> None:
+        if (kubeconfig is None) == (in_cluster is None):
+            raise ValueError("give a kubeconfig or in_cluster, not both")
         metrics_port, health_port = free_ports(2)
         argv = [
             "run",
-            *([f"--kubeconfig={kubeconfig}"] if in_cluster is None else []),
+            *([f"--kubeconfig={kubeconfig}"] if kubeconfig is not None else []),
             f"--metrics-bind-address=127.0.0.1:{metrics_port}",
             f"--health-probe-bind-address=127.0.0.1:{health_port}",
             f"--workers={workers}",

@@ -245,7 +245,7 @@ class Bench:
         """Spawn ``opsync run`` scoped to ``namespaces`` (as in a pod with ``in_cluster``); returns once
         ``/readyz`` answers."""
         opsync = Opsync(
-            kubeconfig=self.control_plane.kubeconfig_path,
+            kubeconfig=self.control_plane.kubeconfig_path if in_cluster is None else None,
             connect_url=self.emulator.url,
             token=self.emulator.token,
             namespaces=namespaces,

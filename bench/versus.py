@@ -194,8 +194,7 @@ async def pod_identity(bench: Bench) -> InCluster:
     """A ServiceAccount bound to ``cluster-admin`` (both operators were run as admin from a kubeconfig before),
     its token in a file of the bench's work directory, as kubelet would mount it, and the cluster's CA."""
     await cluster.create_namespaces(bench.kube, [POD_NAMESPACE])
-    plane = bench.control_plane
-    token = await asyncio.to_thread(plane.service_account_token, POD_NAMESPACE, POD_SERVICE_ACCOUNT)
+    pod = await InCluster.service_account(bench.control_plane, POD_NAMESPACE, POD_SERVICE_ACCOUNT, bench.work_dir)
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRoleBinding",
@@ -204,9 +203,7 @@ async def pod_identity(bench: Bench) -> InCluster:
         "subjects": [{"kind": "ServiceAccount", "name": POD_SERVICE_ACCOUNT, "namespace": POD_NAMESPACE}],
     }
     await bench.kube.create(CLUSTERROLEBINDINGS, binding)
-    token_file = bench.work_dir / "pod-token"
-    await asyncio.to_thread(token_file.write_text, token)
-    return InCluster(plane.host, token_file, plane.ca_file)
+    return pod
 
 
 async def run(bench: Bench, manager: str) -> list[Side]:

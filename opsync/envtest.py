@@ -579,7 +579,7 @@ class ControlPlane:
 
     def _tls_context(self, *, client_cert: bool) -> ssl.SSLContext:
         pki = self._dir() / "pki"
-        context = ssl.create_default_context(cafile=pki / "ca.crt")
+        context = ssl.create_default_context(cafile=self.ca_file)
         if client_cert:
             context.load_cert_chain(pki / f"{ADMIN_USER}.crt", pki / f"{ADMIN_USER}.key")
         return context
@@ -592,7 +592,7 @@ class ControlPlane:
         }
 
     def _write_kubeconfig(self, filename: str, user: dict[str, str]) -> Path:
-        cluster = {"server": self.host, "certificate-authority-data": _b64(self._dir() / "pki" / "ca.crt")}
+        cluster = {"server": self.host, "certificate-authority-data": _b64(self.ca_file)}
         config = {
             "apiVersion": "v1",
             "kind": "Config",

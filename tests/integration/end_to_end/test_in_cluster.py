@@ -9,7 +9,6 @@ CI has; elsewhere the test is skipped with that reason.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 from pathlib import Path
@@ -45,11 +44,8 @@ async def test_opsync_run_in_a_pod_syncs_as_the_charts_service_account(
     control_plane: ControlPlane, kube: Client, namespace: str, emulator: Emulator, tmp_path: Path
 ) -> None:
     async with installed_chart(control_plane, namespace, {"watchNamespace": [namespace]}) as chart:
-        token = await asyncio.to_thread(control_plane.service_account_token, namespace, chart.service_account)
-        (tmp_path / "token").write_text(token)
-        pod = InCluster(control_plane.host, tmp_path / "token", control_plane.ca_file)
+        pod = await InCluster.service_account(control_plane, namespace, chart.service_account, tmp_path)
         opsync = Opsync(
-            kubeconfig="",  # unused: in_cluster
             connect_url=emulator.url,
             token=emulator.token,
             namespaces=[namespace],

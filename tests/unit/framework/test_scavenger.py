@@ -18,10 +18,11 @@ async def until(condition: object, within: float = 10.0) -> None:
 
 
 class FakeAllocator(Allocator):
-    """A heap whose free bytes the test sets; it records each trim."""
+    """A heap whose free bytes the test sets; it counts the scavenger's looks and records each trim."""
 
     def __init__(self, free: int, *, available: bool = True) -> None:
         self.free = free
+        self.looks = 0
         self.trimmed: list[int] = []
         self._available = available
 
@@ -30,7 +31,13 @@ class FakeAllocator(Allocator):
         return self._available
 
     def free_bytes(self) -> int:
+        self.looks += 1
         return self.free
+
+    async def looked(self, times: int = 3) -> None:
+        """Until the scavenger has read the free bytes ``times`` more times (a whole look among them)."""
+        seen = self.looks
+        await until(lambda: self.looks >= seen + times)
 
     def trim(self) -> None:
         self.trimmed.append(self.free)
@@ -44,20 +51,13 @@ async def test_trims_once_per_burst_of_freed_memory() -> None:
     task = asyncio.create_task(scavenger.run(stopping))
     try:
         await until(lambda: len(trimmed) == 1)
-        looks = 0
-
-        def looked() -> bool:
-            nonlocal looks
-            looks += 1
-            return looks > 20
-
-        await until(looked)  # idle: trimmed pages stay counted as free, and are not trimmed again
+        await heap.looked(20)  # idle: trimmed pages stay counted as free, and are not trimmed again
         assert trimmed == [3 << 20]
 
         heap.free = 1 << 20  # reused
-        await asyncio.sleep(0.05)
+        await heap.looked()
         heap.free = (1 << 20) + (512 << 10)  # half a MiB more freed: below the threshold
-        await asyncio.sleep(0.05)
+        await heap.looked()
         assert len(trimmed) == 1
         heap.free = 3 << 20  # a burst freed 2 MiB above the lowest free seen
         await until(lambda: len(trimmed) == 2)
@@ -68,14 +68,16 @@ async def test_trims_once_per_burst_of_freed_memory() -> None:
 
 
 async def test_without_the_calls_it_waits_for_stopping() -> None:
-    scavenger = Scavenger(interval=0.01, allocator=FakeAllocator(8 << 20, available=False))  # musl, macOS
+    heap = FakeAllocator(8 << 20, available=False)  # musl, macOS
+    scavenger = Scavenger(interval=0.01, allocator=heap)
     stopping = asyncio.Event()
     task = asyncio.create_task(scavenger.run(stopping))
-    await asyncio.sleep(0.05)
+    for _ in range(10):  # let it run as far as it would go
+        await asyncio.sleep(0)
     assert not task.done()
     stopping.set()
     await asyncio.wait_for(task, 5)
-    assert scavenger.trims == 0
+    assert (scavenger.trims, heap.looks) == (0, 0)
 
 
 def test_glibc_gives_the_freed_pages_back() -> None:
