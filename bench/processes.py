@@ -333,7 +333,7 @@ class Opsync(Operator):
         in_cluster: InCluster | None = None,
     ) -> None:
         if (kubeconfig is None) == (in_cluster is None):
-            raise ValueError("give a kubeconfig or in_cluster, not both")
+            raise ValueError("give exactly one of kubeconfig and in_cluster")
         metrics_port, health_port = free_ports(2)
         argv = [
             "run",
