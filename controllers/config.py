@@ -80,6 +80,7 @@ _SETTING_NAMES = {
     "polling_interval": "POLLING_INTERVAL",
     "auto_restart": "AUTO_RESTART",
     "manage_connect": "MANAGE_CONNECT",
+    "disable_http2": "DISABLE_HTTP2",
     "allow_empty_values": "--allow-empty-values",
     "enable_annotations": "--enable-annotations",
     "leader_elect": "--leader-elect",
@@ -148,6 +149,9 @@ class Settings(BaseModel):
     """``AUTO_RESTART``: restart workloads when their Secrets change, unless annotations say otherwise."""
     manage_connect: bool = False
     """``MANAGE_CONNECT``: create Connect's Service and Deployment when absent (``controllers.connect_setup``)."""
+    disable_http2: bool = False
+    """``DISABLE_HTTP2`` (client-go's name): watch over HTTP/1.1, a connection per watch, instead of sharing one
+    HTTP/2 connection to the API server (``opsync.http2``)."""
     allow_empty_values: bool = False
     enable_annotations: bool = False
     leader_elect: bool = False
@@ -181,7 +185,13 @@ class Settings(BaseModel):
         return "service-account" if self.service_account_token is not None else "connect"
 
     @field_validator(
-        "auto_restart", "manage_connect", "allow_empty_values", "enable_annotations", "leader_elect", mode="before"
+        "auto_restart",
+        "manage_connect",
+        "disable_http2",
+        "allow_empty_values",
+        "enable_annotations",
+        "leader_elect",
+        mode="before",
     )
     @classmethod
     def _bool(cls, value: object) -> object:
@@ -412,6 +422,7 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         "polling_interval": environ.get("POLLING_INTERVAL", ""),
         "auto_restart": environ.get("AUTO_RESTART", ""),
         "manage_connect": environ.get("MANAGE_CONNECT", ""),
+        "disable_http2": environ.get("DISABLE_HTTP2", ""),
         "kubeconfig": getattr(args, "kubeconfig", None) or environ.get("KUBECONFIG") or None,
     }
     for name in _SETTING_NAMES:

@@ -272,9 +272,10 @@ async def sign_in(backend: Backend) -> None:
 
 async def kubernetes_client(settings: Settings) -> Client:
     """A client from ``--kubeconfig``/``KUBECONFIG``, else the pod's service account."""
+    http2 = not settings.disable_http2
     if settings.kubeconfig:
-        return await Client.from_kubeconfig(settings.kubeconfig)
-    return Client.in_cluster()
+        return await Client.from_kubeconfig(settings.kubeconfig, http2=http2)
+    return Client.in_cluster(http2=http2)
 
 
 async def _run(settings: Settings) -> int:

@@ -9,6 +9,10 @@ host}`` as client-go's request-result metric does. Failures the API server repor
 subclasses whose message comes from the server's ``Status`` only, never from the request body (which may hold
 Secret data). Network failures propagate as ``aiohttp.ClientError`` or ``TimeoutError``.
 
+Requests and watches go over HTTP/2 when the API server offers it (``opsync.http2``): all of them on one
+connection, as client-go sends them, instead of a connection for each watch and for each request in flight.
+Otherwise (``http2=False``, a proxy, a server without HTTP/2) they go over aiohttp's HTTP/1.1 pool.
+
 One class with every REST verb and the watch stream, plus the re-exported errors (``opsync.errors``) its
 callers catch.
 """
@@ -19,17 +23,18 @@ import asyncio
 import json
 import logging
 import random
+import ssl
 import urllib.request
 from asyncio import sslproto
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
-from opsync import __version__, metrics, rest
+from opsync import __version__, http2, metrics, rest
 from opsync.errors import (  # re-exported: callers catch them as opsync.client errors
     AlreadyExistsError,
     ApiError,
@@ -157,13 +162,17 @@ class Client:
         request_timeout: float = 30.0,
         field_manager: str = "opsync",
         observers: Sequence[RequestObserver] = (count_request,),
+        http2: bool = True,
     ) -> None:
         """A client of the API server ``configuration`` names, with its credentials and TLS settings (as the
         loaders in ``from_kubeconfig`` and ``in_cluster`` fill it in). Make it with an event loop running: the
         connection pool is made here.
 
-        The pool has no limit on open connections: each open watch holds one for its life, so a limit (for
-        kubernetes-asyncio 100 by default) was reached from 12 watched namespaces, and every other request
+        ``http2=False`` (opsync's ``DISABLE_HTTP2``, as client-go's) sends everything over HTTP/1.1; so does an
+        API server reached through a proxy, or one that does not offer HTTP/2.
+
+        The HTTP/1.1 pool has no limit on open connections: each open watch holds one for its life, so a limit
+        (for kubernetes-asyncio 100 by default) was reached from 12 watched namespaces, and every other request
         then waited minutes for a watch to end. client-go sets none either; how many requests are in flight is
         bounded by the callers (the workers of each controller, one list per informer). ``observers`` see
         every request (replace the default to count requests elsewhere, or not at all).
@@ -176,6 +185,7 @@ class Client:
         self.request_timeout = request_timeout
         self.field_manager = field_manager
         self._metric_host = urlsplit(self.host).netloc
+        self._http2 = _http2_pool(configuration) if http2 else None
         _skip_environment_lookups(self._rest.pool_manager)
 
     @classmethod
@@ -187,11 +197,18 @@ class Client:
         request_timeout: float = 30.0,
         field_manager: str = "opsync",
         observers: Sequence[RequestObserver] = (count_request,),
+        http2: bool = True,
     ) -> Client:
         """A client for ``path`` (default: ``$KUBECONFIG`` or ``~/.kube/config``) and ``context``."""
         configuration = rest.Configuration()
         await rest.load_kube_config(config_file=path, context=context, client_configuration=configuration)
-        return cls(configuration, request_timeout=request_timeout, field_manager=field_manager, observers=observers)
+        return cls(
+            configuration,
+            request_timeout=request_timeout,
+            field_manager=field_manager,
+            observers=observers,
+            http2=http2,
+        )
 
     @classmethod
     def in_cluster(
@@ -202,6 +219,7 @@ class Client:
         observers: Sequence[RequestObserver] = (count_request,),
         token_file: str = SERVICE_ACCOUNT_TOKEN,
         ca_file: str = SERVICE_ACCOUNT_CA,
+        http2: bool = True,
     ) -> Client:
         """A client for the pod's ServiceAccount (token re-read as kubelet rotates it), at the address
         ``KUBERNETES_SERVICE_HOST`` and ``KUBERNETES_SERVICE_PORT`` give; the files are where kubelet mounts them.
@@ -212,7 +230,13 @@ class Client:
         rest.load_incluster_config(  # type: ignore[no-untyped-call]
             client_configuration=configuration, token_filename=token_file, cert_filename=ca_file
         )
-        return cls(configuration, request_timeout=request_timeout, field_manager=field_manager, observers=observers)
+        return cls(
+            configuration,
+            request_timeout=request_timeout,
+            field_manager=field_manager,
+            observers=observers,
+            http2=http2,
+        )
 
     def impersonate(self, user: str) -> None:
         """Send every further request as ``user`` (the ``Impersonate-User`` header; the caller needs the
@@ -226,7 +250,9 @@ class Client:
         return str(self._configuration.host)
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pools."""
+        if self._http2 is not None:
+            await self._http2.close()
         await self._rest.close()
 
     async def __aenter__(self) -> Client:
@@ -241,32 +267,55 @@ class Client:
 
     async def _send(
         self, method: str, path: str, query: Query, body: Any = None, content_type: str | None = None
-    ) -> aiohttp.ClientResponse:
-        """Send a request and return the unread response; the observers see it whatever happens."""
-        headers = {**self._headers, "Accept": "application/json", "Content-Type": content_type or "application/json"}
-        # The bearer token, re-read first when the loader gave a refresh hook (a rotated ServiceAccount token,
-        # an exec plugin's expired credential); client certificates are in the session's TLS context.
-        bearer = (await self._configuration.auth_settings()).get("BearerToken")
-        if bearer:
-            headers[bearer["key"]] = bearer["value"]
+    ) -> _Response:
+        """Send a request and return the response, its body unread; the observers see it whatever happens."""
+        headers = {
+            **await self._request_headers(),
+            "Accept": "application/json",
+            "Content-Type": content_type or "application/json",
+        }
+        url = f"{path}?{urlencode(query)}" if query else path
         status: int | None = None
         try:
-            response = cast(
-                aiohttp.ClientResponse,
-                await self._rest.request(
-                    method,
-                    f"{self.host}{path}?{urlencode(query)}" if query else self.host + path,
-                    headers=headers,
-                    body=body,
-                    _preload_content=False,
-                ),
-            )
+            response: _Response | None = None
+            if self._http2 is not None:
+                response = await self._send_http2(self._http2, method, url, headers, body)
+            if response is None:
+                response = _Http1Response(
+                    await self._rest.request(
+                        method, self.host + url, headers=headers, body=body, _preload_content=False
+                    )
+                )
             status = response.status
             return response
         finally:
-            request = ApiRequest(method, path, self._metric_host, status)
-            for observe in self._observers:
-                observe(request)
+            self._observe(method, path, status)
+
+    async def _send_http2(
+        self, pool: http2.Pool, method: str, url: str, headers: Mapping[str, str], body: Any
+    ) -> http2.Stream | None:
+        """The request as one stream of the pool's connection; None when the server speaks no HTTP/2."""
+        data = b"" if body is None else json.dumps(body).encode()  # JSON for every content type, as kubernetes-asyncio
+        fields = [(":method", method), (":scheme", "https"), (":authority", self._metric_host), (":path", url)]
+        fields += [(name.lower(), value) for name, value in headers.items()]
+        if data:
+            fields.append(("content-length", str(len(data))))
+        return await pool.request(fields, data)
+
+    async def _request_headers(self) -> dict[str, str]:
+        """User-Agent, impersonation and the bearer token: re-read first when the loader gave a refresh hook (a
+        rotated ServiceAccount token, an exec plugin's expired credential). Client certificates are in the TLS
+        contexts."""
+        headers = dict(self._headers)
+        bearer = (await self._configuration.auth_settings()).get("BearerToken")
+        if bearer:
+            headers[bearer["key"]] = bearer["value"]
+        return headers
+
+    def _observe(self, method: str, path: str, status: int | None) -> None:
+        request = ApiRequest(method, path, self._metric_host, status)
+        for observe in self._observers:
+            observe(request)
 
     async def _request(
         self,
@@ -279,9 +328,9 @@ class Client:
         async with asyncio.timeout(self.request_timeout):
             response = await self._send(method, path, query or [], body, content_type)
             try:
-                data = await response.read()
+                data = await response.read_all()
             finally:
-                response.release()
+                response.close()
         if response.status >= 300:
             raise error_from_response(response.status, data, response.headers)
         return json.loads(data) if data else None
@@ -359,17 +408,19 @@ class Client:
 
     async def _stream(self, path: str, query: Query, inactivity_timeout: float) -> AsyncGenerator[WatchEvent, None]:
         async with asyncio.timeout(self.request_timeout):
-            response = await self._send("GET", path, query)
+            body = await self._send("GET", path, query)
+            if body.status != 200:
+                try:
+                    data = await body.read_all(_ERROR_BODY_LIMIT)
+                finally:
+                    body.close()
+                raise error_from_response(body.status, data, body.headers)
         try:
-            if response.status != 200:
-                async with asyncio.timeout(self.request_timeout):
-                    data = await response.read()
-                raise error_from_response(response.status, data, response.headers)
             pending = bytearray()
             while True:
                 try:
                     async with asyncio.timeout(inactivity_timeout):
-                        chunk = await response.content.readany()
+                        chunk = await body.read()
                 except TimeoutError:
                     log.warning("watch %s: nothing received for %.0fs, reconnecting", path, inactivity_timeout)
                     return
@@ -382,7 +433,7 @@ class Client:
                     if line.strip():
                         yield _watch_event(bytes(line))
         finally:
-            response.close()  # a watch connection is never reused: ending it early must drop it
+            body.close()
 
     # writes
 
@@ -459,6 +510,68 @@ class Client:
             attempt += 1
             # Jittered so that racing writers do not collide again in lock step.
             await asyncio.sleep(_MUTATE_BACKOFF * (1 + random.random()))  # noqa: S311 -- not crypto
+
+
+_ERROR_BODY_LIMIT = 1 << 20  # a watch refused: its Status is a few hundred bytes
+
+
+class _Response(Protocol):
+    """What ``Client`` reads of a response, over either protocol; ``close`` it when done."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    async def read(self) -> bytes:
+        """The next piece of the body; b"" at its end."""
+
+    async def read_all(self, limit: int | None = None) -> bytes:
+        """The rest of the body (at most ``limit`` bytes)."""
+
+    def close(self) -> None: ...
+
+
+class _Http1Response:
+    """An aiohttp response as a ``_Response``."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
+
+    async def read(self) -> bytes:
+        return await self._response.content.readany()
+
+    async def read_all(self, limit: int | None = None) -> bytes:
+        data = await self._response.read()
+        return data if limit is None else data[:limit]
+
+    def close(self) -> None:
+        # Read to its end, the connection goes back to the pool; a watch ended early must drop its own.
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+
+def _http2_pool(configuration: rest.Configuration) -> http2.Pool | None:
+    """HTTP/2 connections to the API server, with the TLS settings kubernetes-asyncio gives its own session; None
+    for an API server over plain HTTP or through a proxy (which opsync's HTTP/2 does not tunnel)."""
+    url = urlsplit(str(configuration.host))
+    if url.scheme != "https" or not url.hostname or configuration.proxy:
+        return None
+    if urllib.request.getproxies().get("https") and not urllib.request.proxy_bypass(url.hostname):
+        return None
+    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, keyfile=configuration.key_file)
+    if not configuration.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if configuration.disable_strict_ssl_verification:
+        context.verify_flags &= ~ssl.VERIFY_X509_STRICT
+    context.set_alpn_protocols(["h2"])
+    return http2.Pool(url.hostname, url.port or 443, context, configuration.tls_server_name)
 
 
 def _watch_event(line: bytes) -> WatchEvent:

@@ -96,7 +96,8 @@ def error_from_response(http_status: int, data: bytes, headers: Mapping[str, str
         status = None  # not a Status (a proxy's HTML page...): its text is not worth surfacing
     retry_after: float | None = None
     try:
-        retry_after = float(headers.get("Retry-After") or "") or None
+        # HTTP/2 sends header names in lower case, and its headers come as a plain dict.
+        retry_after = float(headers.get("Retry-After") or headers.get("retry-after") or "") or None
     except ValueError:
         retry_after = None
     return error_from_status(http_status, status if isinstance(status, dict) else None, retry_after=retry_after)

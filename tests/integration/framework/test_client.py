@@ -1,10 +1,16 @@
-"""The REST client against a real apiserver: CRUD, every patch type, typed errors, conflict retries, watches."""
+"""The REST client against a real apiserver: CRUD, every patch type, typed errors, conflict retries, watches.
+
+Every test taking ``kube`` runs twice: over HTTP/2 (all requests on one connection, the default) and over
+HTTP/1.1 (``http2=False``, as with ``DISABLE_HTTP2``, a proxy, or a server without HTTP/2).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import tracemalloc
 from asyncio import sslproto
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, aclosing
 from pathlib import Path
 from typing import Any
@@ -32,6 +38,32 @@ SELF_SUBJECT_REVIEWS = Resource(
 )
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["http2", "http1"])
+async def kube(control_plane: ControlPlane, request: pytest.FixtureRequest) -> AsyncIterator[Client]:
+    async with await Client.from_kubeconfig(control_plane.kubeconfig_path, http2=request.param == "http2") as client:
+        yield client
+
+
+def connections_to(port: int) -> set[int]:
+    """The local ports of this process's established TCP connections to ``port`` (from /proc)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = set()
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+            if state == "01" and int(remote.rsplit(":", 1)[1], 16) == port and inode in inodes:
+                found.add(int(local.rsplit(":", 1)[1], 16))
+    return found
 
 
 def configmap(name: str, data: dict[str, str] | None = None, **labels: str) -> KubeObject:
@@ -261,16 +293,52 @@ async def test_a_silent_watch_is_ended_by_the_inactivity_deadline(kube: Client, 
     assert events == []
 
 
+async def test_over_http2_watches_and_requests_share_a_connection_up_to_the_servers_stream_limit(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    """60 open watches and 30 lists at once, each on a connection of its own over HTTP/1.1, are one connection;
+    past the API server's 100 streams per connection (kube-apiserver's default) the pool opens a second."""
+    port = urlsplit(control_plane.host).port or 443
+    before = connections_to(port)
+    async with await control_plane.client() as fresh, AsyncExitStack() as stack:
+        rv = (await fresh.list(CONFIGMAPS, namespace))["metadata"]["resourceVersion"]
+
+        async def open_watches(count: int) -> list[asyncio.Future[WatchEvent]]:
+            streams = [
+                await stack.enter_async_context(
+                    aclosing(fresh.watch(CONFIGMAPS, namespace, resource_version=rv, timeout_seconds=120))
+                )
+                for _ in range(count)
+            ]
+            return [asyncio.ensure_future(anext(stream)) for stream in streams]
+
+        firsts = await open_watches(60)
+        async with asyncio.timeout(30):
+            lists = await asyncio.gather(*(fresh.list(CONFIGMAPS, namespace) for _ in range(30)))
+        opened_first = connections_to(port) - before
+        firsts += await open_watches(60)
+        async with asyncio.timeout(30):
+            await fresh.create(CONFIGMAPS, configmap("watched"), namespace)
+            events = await asyncio.gather(*firsts)
+        opened_then = connections_to(port) - before
+    assert all(page["items"] == [] for page in lists)
+    assert {(e.type, e.object["metadata"]["name"]) for e in events} == {("ADDED", "watched")}
+    assert len(opened_first) == 1, f"{len(opened_first)} connections for 60 watches and 30 lists"
+    assert len(opened_then) == 2, f"{len(opened_then)} connections for 120 watches"
+
+
 async def test_many_open_watches_neither_fill_the_pool_nor_hold_big_tls_buffers(
     control_plane: ControlPlane, kube: Client, namespace: str
 ) -> None:
-    """Each watch holds a connection, with asyncio's TLS read buffer, for as long as it runs: 120 of them, more
-    than kubernetes-asyncio's default pool of 100, leave requests flowing and hold 8 KiB each, not 256."""
+    """Over HTTP/1.1 each watch holds a connection, with asyncio's TLS read buffer, for as long as it runs: 120
+    of them, more than kubernetes-asyncio's default pool of 100, leave requests flowing and hold 8 KiB each,
+    not 256."""
     opened = 120
     rv = (await kube.list(CONFIGMAPS, namespace))["metadata"]["resourceVersion"]
     tracemalloc.start()
     try:
-        async with await control_plane.client() as fresh, AsyncExitStack() as stack:  # no pooled connection yet
+        fresh_client = Client.from_kubeconfig(control_plane.kubeconfig_path, http2=False)  # no pooled connection yet
+        async with await fresh_client as fresh, AsyncExitStack() as stack:
             before = tracemalloc.take_snapshot()
             streams = [
                 await stack.enter_async_context(

@@ -104,6 +104,13 @@ def test_bad_auto_restart_is_named() -> None:
     assert str(error(env={"AUTO_RESTART": "yes"})) == 'AUTO_RESTART: must be true or false, got "yes"'
 
 
+def test_disable_http2_is_client_gos_switch_validated() -> None:
+    assert load().disable_http2 is False
+    assert load(DISABLE_HTTP2="true").disable_http2 is True
+    assert load(DISABLE_HTTP2="0").disable_http2 is False
+    assert str(error(env={"DISABLE_HTTP2": "yes please"})) == 'DISABLE_HTTP2: must be true or false, got "yes please"'
+
+
 def test_manage_connect() -> None:
     assert load().manage_connect is False
     assert load(MANAGE_CONNECT="false").manage_connect is False
