@@ -21,6 +21,7 @@ import aiohttp
 
 from controllers.constants import REFRESH_ANNOTATION
 from controllers.resources import ONEPASSWORDITEMS, ROLLOUTS
+from controllers.restarts import parse_bool
 from opsync.client import ApiError, Client
 from opsync.resources import CRONJOBS, DAEMONSETS, DEPLOYMENTS, STATEFULSETS, Resource
 from opsync.rest import ConfigException
@@ -86,10 +87,10 @@ async def _selected(client: Client, kind: Resource, namespace: str | None, selec
             return found
 
 
-async def _main(args: argparse.Namespace, targets: list[tuple[str, str]]) -> int:
+async def _main(args: argparse.Namespace, targets: list[tuple[str, str]], *, http2: bool) -> int:
     kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG")
     kind = KINDS[args.kind]
-    client = await Client.from_kubeconfig(kubeconfig) if kubeconfig else Client.in_cluster()
+    client = await Client.from_kubeconfig(kubeconfig, http2=http2) if kubeconfig else Client.in_cluster(http2=http2)
     async with client:
         if args.selector is not None:
             namespace = None if args.all_namespaces else args.namespace
@@ -108,8 +109,12 @@ def main(args: argparse.Namespace) -> int:
     if isinstance(targets, str):
         sys.stderr.write(f"opsync refresh: {targets}\n")
         return 2
+    disable_http2 = parse_bool(os.environ.get("DISABLE_HTTP2") or "false")  # as ``opsync run`` reads it
+    if disable_http2 is None:
+        sys.stderr.write(f"opsync refresh: DISABLE_HTTP2: must be true or false, got {os.environ['DISABLE_HTTP2']!r}\n")
+        return 2
     try:
-        return asyncio.run(_main(args, targets))
+        return asyncio.run(_main(args, targets, http2=not disable_http2))
     except ApiError as error:
         sys.stderr.write(f"opsync refresh: {error}\n")
         return 1

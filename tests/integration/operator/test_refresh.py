@@ -146,8 +146,8 @@ async def test_opsync_refresh_of_an_annotated_cronjob(
         await wait_for_data(kube, namespace, "nightly-db", NEW)
 
 
-async def opsync_refresh(control_plane: ControlPlane, *args: str) -> tuple[int, str, str]:
-    env = {**os.environ, "KUBECONFIG": control_plane.kubeconfig_path}
+async def opsync_refresh(control_plane: ControlPlane, *args: str, disable_http2: str = "") -> tuple[int, str, str]:
+    env = {**os.environ, "KUBECONFIG": control_plane.kubeconfig_path, "DISABLE_HTTP2": disable_http2}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "opsync", "refresh", *args, env=env, stdout=-1, stderr=-1
     )
@@ -171,12 +171,14 @@ async def test_opsync_refresh_command(
         await wait_for_data(kube, namespace, "db", NEW)
         await op.settled()
         await wait_for_data(kube, namespace, "other", OLD, timeout=1)  # not selected: not refreshed
-        code, out, err = await opsync_refresh(control_plane, f"{namespace}/other")
-        assert code == 0, err
+        code, out, err = await opsync_refresh(control_plane, f"{namespace}/other", disable_http2="true")
+        assert code == 0, err  # over HTTP/1.1, as opsync run with DISABLE_HTTP2=true
         await wait_for_data(kube, namespace, "other", NEW)
     code, _, err = await opsync_refresh(control_plane, "--selector", "tier=db")
     assert code == 2
     assert "--namespace" in err
+    code, _, err = await opsync_refresh(control_plane, f"{namespace}/db", disable_http2="maybe")
+    assert (code, err) == (2, "opsync refresh: DISABLE_HTTP2: must be true or false, got 'maybe'\n")
     code, _, err = await opsync_refresh(control_plane, f"{namespace}/missing")
     assert code == 1
     assert "not found" in err

@@ -10,6 +10,7 @@ without ``h2`` in ALPN.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import struct
 import subprocess
@@ -387,31 +388,45 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert, key
 
 
-async def tls_listener(
-    certificate: tuple[Path, Path], alpn: list[str], servers: list[H2Server]
-) -> tuple[asyncio.Server, ssl.SSLContext]:
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(*certificate)
-    if alpn:
-        server_context.set_alpn_protocols(alpn)
+def server_tls(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+def client_tls(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(certificate[0]))
+    context.set_alpn_protocols(["h2"])
+    return context
+
+
+@contextlib.asynccontextmanager
+async def pool_and_servers(
+    certificate: tuple[Path, Path], alpn: list[str]
+) -> AsyncIterator[tuple[http2.Pool, list[H2Server]]]:
+    """A pool of a TLS listener offering ``alpn``; each connection it takes is an ``H2Server``, in order."""
+    servers: list[H2Server] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         servers.append(server := H2Server())
         await server.serve(reader, writer)
 
-    listener = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_context)
-    client_context = ssl.create_default_context(cafile=str(certificate[0]))
-    client_context.set_alpn_protocols(["h2"])
-    return listener, client_context
+    context = server_tls(certificate)
+    if alpn:
+        context.set_alpn_protocols(alpn)
+    listener = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    pool = http2.Pool("127.0.0.1", listener.sockets[0].getsockname()[1], client_tls(certificate))
+    try:
+        yield pool, servers
+    finally:
+        await pool.close()
+        listener.close()
 
 
 async def test_the_pool_carries_streams_on_one_tls_connection_and_dials_after_goaway(
     certificate: tuple[Path, Path],
 ) -> None:
-    servers: list[H2Server] = []
-    listener, context = await tls_listener(certificate, ["h2", "http/1.1"], servers)
-    pool = http2.Pool("127.0.0.1", listener.sockets[0].getsockname()[1], context)
-    try:
+    async with pool_and_servers(certificate, ["h2", "http/1.1"]) as (pool, servers):
         tasks = [asyncio.create_task(pool.request(REQUEST)) for _ in range(3)]
         await until(lambda: bool(servers))
         for _ in range(3):
@@ -428,16 +443,10 @@ async def test_the_pool_carries_streams_on_one_tls_connection_and_dials_after_go
         servers[-1].respond(received.stream_id)
         assert (await task) is not None
         assert not pool.refused
-    finally:
-        await pool.close()
-        listener.close()
 
 
 async def test_the_pool_sends_a_refused_request_again(certificate: tuple[Path, Path]) -> None:
-    servers: list[H2Server] = []
-    listener, context = await tls_listener(certificate, ["h2"], servers)
-    pool = http2.Pool("127.0.0.1", listener.sockets[0].getsockname()[1], context)
-    try:
+    async with pool_and_servers(certificate, ["h2"]) as (pool, servers):
         task = asyncio.create_task(pool.request(REQUEST, b"{}"))
         await until(lambda: bool(servers))
         refused = (await servers[0].event(h2.events.RequestReceived)).stream_id
@@ -448,32 +457,22 @@ async def test_the_pool_sends_a_refused_request_again(certificate: tuple[Path, P
         stream = await task
         assert stream is not None and stream.status == 200 and again != refused
         assert servers[0].bodies[again] == b"{}"
-    finally:
-        await pool.close()
-        listener.close()
 
 
 async def test_the_pool_says_none_once_the_server_offers_no_h2(certificate: tuple[Path, Path]) -> None:
-    servers: list[H2Server] = []
-    listener, context = await tls_listener(certificate, [], servers)
-    pool = http2.Pool("127.0.0.1", listener.sockets[0].getsockname()[1], context)
-    try:
+    async with pool_and_servers(certificate, []) as (pool, _):
         assert await pool.request(REQUEST) is None
         assert pool.refused
         assert await pool.request(REQUEST) is None  # and never dials again
-    finally:
-        await pool.close()
-        listener.close()
 
 
 async def test_the_pool_reports_a_server_it_cannot_reach(certificate: tuple[Path, Path]) -> None:
-    servers: list[H2Server] = []
-    listener, context = await tls_listener(certificate, ["h2"], servers)
+    listener = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
     listener.close()
     await listener.wait_closed()
     with pytest.raises(http2.Http2Error, match=f"cannot connect to 127.0.0.1:{port}"):
-        await http2.Pool("127.0.0.1", port, context).request(REQUEST)
+        await http2.Pool("127.0.0.1", port, client_tls(certificate)).request(REQUEST)
 
 
 async def test_a_client_speaks_http1_to_a_server_that_offers_no_h2(certificate: tuple[Path, Path]) -> None:
@@ -488,9 +487,7 @@ async def test_a_client_speaks_http1_to_a_server_that_offers_no_h2(certificate: 
     app.router.add_get("/api/v1/namespaces/{name}", namespace)
     runner = web.AppRunner(app)
     await runner.setup()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(*certificate)
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls(certificate))
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     configuration = rest.Configuration(host=f"https://127.0.0.1:{port}", api_key={"BearerToken": "t0ken"})
