@@ -25,9 +25,10 @@ echo "check-min-deps: $("$python" --version), oldest allowed versions:" $(cat "$
 
 "$python" -m venv "$work/venv"
 pip=("$work/venv/bin/pip" --quiet --disable-pip-version-check)
-# Only the runner of the unit tests besides opsync itself: the other test tools need newer libraries
-# (openapi-core, the Connect SDK) and test nothing about opsync's own lower bounds.
-"${pip[@]}" install --constraint "$work/constraints.txt" . pytest pytest-asyncio pytest-timeout hypothesis
+# Only the runner of the unit tests besides opsync itself, and h2 (the HTTP/2 server opsync.http2's unit tests
+# talk to; it depends on nothing of opsync's): the other test tools need newer libraries (openapi-core, the
+# Connect SDK) and test nothing about opsync's own lower bounds.
+"${pip[@]}" install --constraint "$work/constraints.txt" . pytest pytest-asyncio pytest-timeout hypothesis h2
 "$work/venv/bin/python" - "$work/constraints.txt" <<'PY'
 import sys
 from importlib.metadata import version

@@ -20,6 +20,7 @@ callers catch.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import random
@@ -307,7 +308,10 @@ class Client:
         rotated ServiceAccount token, an exec plugin's expired credential). Client certificates are in the TLS
         contexts."""
         headers = dict(self._headers)
-        bearer = (await self._configuration.auth_settings()).get("BearerToken")
+        settings: Any = self._configuration.auth_settings()
+        if inspect.isawaitable(settings):  # a coroutine in kubernetes-asyncio 33; the dict itself in 32
+            settings = await settings
+        bearer = settings.get("BearerToken")
         if bearer:
             headers[bearer["key"]] = bearer["value"]
         return headers
@@ -568,7 +572,7 @@ def _http2_pool(configuration: rest.Configuration) -> http2.Pool | None:
     if not configuration.verify_ssl:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    if configuration.disable_strict_ssl_verification:
+    if getattr(configuration, "disable_strict_ssl_verification", False):  # not in older kubernetes-asyncio
         context.verify_flags &= ~ssl.VERIFY_X509_STRICT
     context.set_alpn_protocols(["h2"])
     return http2.Pool(url.hostname, url.port or 443, context, configuration.tls_server_name)
