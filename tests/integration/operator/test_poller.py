@@ -97,6 +97,18 @@ async def test_changes_one_poll_finds_are_written_oldest_first(
         await op.caught_up(
             [await wait_for_data(kube, namespace, title, {label: value}) for title, (_, label, value) in items.items()]
         )
+
+        async def written_after(seen: int, titles: list[str]) -> list[str]:
+            """In which order the operator first wrote each of ``titles``' Secrets after its ``seen``-th write, once
+            it has read the answers to all of them (the test may see the last Secret before the operator does)."""
+            paths = {f"/api/v1/namespaces/{namespace}/secrets/{title}": title for title in titles}
+
+            def found() -> list[str]:
+                return list(dict.fromkeys(paths[path] for _, path in op.requests.writes()[seen:] if path in paths))
+
+            await eventually(lambda: len(found()) == len(titles), timeout=10, message=lambda: str(found()))
+            return found()
+
         # Two rounds in opposite orders: whatever order the Secrets were tracked in, one round contradicts it.
         for value, order in (("v1", ["mail", "api", "db"]), ("v2", ["db", "api", "mail"])):
             await op.settled()
@@ -106,9 +118,7 @@ async def test_changes_one_poll_finds_are_written_oldest_first(
                 emulator.update_item(vault, title, fields={label: value})
             for title in order:
                 await wait_for_data(kube, namespace, title, {labels[title][1]: value})
-            secret_paths = {f"/api/v1/namespaces/{namespace}/secrets/{title}": title for title in order}
-            written = [secret_paths[path] for _, path in op.requests.writes()[seen:] if path in secret_paths]
-            assert list(dict.fromkeys(written)) == order
+            assert await written_after(seen, order) == order
 
 
 async def test_rate_limit_is_reported_and_retried_after_retry_after(
