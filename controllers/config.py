@@ -150,8 +150,8 @@ class Settings(BaseModel):
     manage_connect: bool = False
     """``MANAGE_CONNECT``: create Connect's Service and Deployment when absent (``controllers.connect_setup``)."""
     disable_http2: bool = False
-    """``DISABLE_HTTP2`` (client-go's name): watch over HTTP/1.1, a connection per watch, instead of sharing one
-    HTTP/2 connection to the API server (``opsync.http2``)."""
+    """``DISABLE_HTTP2`` (client-go's name): talk to the API server over HTTP/1.1, a connection per watch and per
+    request in flight, instead of over one HTTP/2 connection (``opsync.http2``)."""
     allow_empty_values: bool = False
     enable_annotations: bool = False
     leader_elect: bool = False

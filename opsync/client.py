@@ -290,7 +290,9 @@ class Client:
             status = response.status
             return response
         finally:
-            self._observe(method, path, status)
+            request = ApiRequest(method, path, self._metric_host, status)
+            for observe in self._observers:
+                observe(request)
 
     async def _send_http2(
         self, pool: http2.Pool, method: str, url: str, headers: Mapping[str, str], body: Any
@@ -315,11 +317,6 @@ class Client:
         if bearer:
             headers[bearer["key"]] = bearer["value"]
         return headers
-
-    def _observe(self, method: str, path: str, status: int | None) -> None:
-        request = ApiRequest(method, path, self._metric_host, status)
-        for observe in self._observers:
-            observe(request)
 
     async def _request(
         self,

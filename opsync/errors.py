@@ -96,8 +96,9 @@ def error_from_response(http_status: int, data: bytes, headers: Mapping[str, str
         status = None  # not a Status (a proxy's HTML page...): its text is not worth surfacing
     retry_after: float | None = None
     try:
-        # HTTP/2 sends header names in lower case, and its headers come as a plain dict.
-        retry_after = float(headers.get("Retry-After") or headers.get("retry-after") or "") or None
+        # Header names are case-insensitive; HTTP/2's come in lower case, in a plain dict.
+        value = next((v for k, v in headers.items() if k.lower() == "retry-after"), "")
+        retry_after = float(value) or None
     except ValueError:
         retry_after = None
     return error_from_status(http_status, status if isinstance(status, dict) else None, retry_after=retry_after)

@@ -71,6 +71,7 @@ def test_a_response_body_is_parsed_and_retry_after_header_read() -> None:
     err = error_from_response(429, data, {"Retry-After": "7"})
     assert isinstance(err, TooManyRequestsError)
     assert (err.message, err.retry_after) == ("slow down", 7.0)
+    assert error_from_response(429, data, {"retry-after": "7"}).retry_after == 7.0  # HTTP/2's lower-case name
 
 
 def test_a_body_that_is_not_a_status_is_not_echoed() -> None:

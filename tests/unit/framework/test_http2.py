@@ -192,6 +192,13 @@ async def request(server: H2Server, connection: http2.Connection) -> tuple[async
     return task, received.stream_id
 
 
+async def responded(server: H2Server, connection: http2.Connection) -> tuple[http2.Stream, int]:
+    """A request the server has answered (200, no body yet): the stream and its id."""
+    task, stream_id = await request(server, connection)
+    server.respond(stream_id)
+    return await task, stream_id
+
+
 async def until(condition: Callable[[], bool]) -> None:
     async with asyncio.timeout(5):
         while not condition():
@@ -242,9 +249,7 @@ async def test_unread_data_is_held_back_by_the_stream_window_and_resumes_when_re
     peers: tuple[H2Server, http2.Connection],
 ) -> None:
     server, connection = peers
-    task, stream_id = await request(server, connection)
-    server.respond(stream_id)
-    stream = await task
+    stream, stream_id = await responded(server, connection)
     body = bytes(range(256)) * (3 * 4096)  # 3 MiB, three stream windows
     sending = asyncio.create_task(server.send_all(stream_id, body))
     await until(lambda: server.conn.local_flow_control_window(stream_id) == 0)  # a whole window nobody reads
@@ -257,9 +262,7 @@ async def test_a_reset_fails_the_reader_after_what_arrived_before_it(
     peers: tuple[H2Server, http2.Connection],
 ) -> None:
     server, connection = peers
-    task, stream_id = await request(server, connection)
-    server.respond(stream_id)
-    stream = await task
+    stream, stream_id = await responded(server, connection)
     server.data(stream_id, b"one event\n")
     server.conn.reset_stream(stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
     server.flush()
@@ -292,9 +295,7 @@ def goaway(server: H2Server, last_stream_id: int) -> None:
 
 async def test_closing_a_stream_early_resets_it(peers: tuple[H2Server, http2.Connection]) -> None:
     server, connection = peers
-    task, stream_id = await request(server, connection)
-    server.respond(stream_id)
-    stream = await task
+    stream, stream_id = await responded(server, connection)
     stream.close()
     reset = await server.event(h2.events.StreamReset)
     assert (reset.stream_id, reset.error_code) == (stream_id, h2.errors.ErrorCodes.CANCEL)
@@ -334,8 +335,8 @@ async def test_a_ping_answer_keeps_a_quiet_connection(
 ) -> None:
     server, connection = peers
     monkeypatch.setattr(http2, "READ_IDLE", 0.05)
-    monkeypatch.setattr(http2, "PING_TIMEOUT", 0.5)
-    for _ in range(3):
+    monkeypatch.setattr(http2, "PING_TIMEOUT", 0.1)
+    for _ in range(6):  # 0.3 s at least: a connection that took no answer as life would have dropped at 0.15
         await server.event(h2.events.PingReceived)  # answered by h2 each time
     assert not connection.closed
 
