@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench import cluster, report, scaling
 from bench.processes import ConnectEmulator
-from bench.scenarios import Bench, Options, Results, run_all
+from bench.scenarios import REPEATED_UP_TO, Bench, Options, Results, run_all
 from opsync.envtest import ControlPlane
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,6 +98,12 @@ def main() -> None:
         help="opsync --workers, also the floor's and the apply's concurrency",
     )
     parser.add_argument(
+        "--sync-repeats",
+        type=int,
+        default=defaults.sync_repeats,
+        help=f"initial syncs (each with its floor) per size up to {REPEATED_UP_TO:,}; the median ratio is kept",
+    )
+    parser.add_argument(
         "--refreshes", type=int, default=defaults.refreshes, help="on-demand refreshes timed (0: skip scenario 6)"
     )
     parser.add_argument(
@@ -146,6 +152,7 @@ def main() -> None:
             idle_polls=args.idle_polls,
             workers=args.workers,
             refreshes=args.refreshes,
+            sync_repeats=args.sync_repeats,
             scenarios=args.scenarios,
             go_operator=args.go_operator,
             versus_items=args.versus_items,
@@ -154,7 +161,7 @@ def main() -> None:
         )
     )
     if args.scale:  # the initial sync alone: no other scenario, no side-by-side run
-        options = replace(options, sizes=args.scale, scenarios=("sync",), go_operator=None)
+        options = replace(options, sizes=args.scale, scenarios=("sync",), go_operator=None, sync_repeats=1)
     section = scaling if args.scale else report
     stamp = time.strftime("%Y%m%d-%H%M%S")
     work_dir = RESULTS / stamp

@@ -24,14 +24,18 @@ TINY = Options(
     idle_polls=1,
     workers=2,
     refreshes=3,
+    sync_repeats=2,
 )
 
 
 async def test_every_scenario_reports_its_figures(control_plane: ControlPlane, tmp_path: Path) -> None:
     results = (await run(TINY, control_plane, tmp_path)).to_json()
 
-    assert [s["items"] for s in results["initial_sync"]] == [3, 5]
+    assert [s["items"] for s in results["initial_sync"]] == [3, 5], "one record per size"
     for sync in results["initial_sync"]:
+        assert len(sync["ratios"]) == 2, "each size ran twice"
+        assert round(sync["ready_seconds"] / sync["floor_seconds"], 3) == max(sync["ratios"]), "the higher middle kept"
+        assert sync["floor_answered_seconds"] > 0, "the floor's last write answered is timed too"
         assert sync["ready_seconds"] > 0 and sync["floor_seconds"] > 0
         assert len(sync["applied"]) == len(sync["ready"]) == sync["items"]
         assert sync["ready"] == sorted(sync["ready"]) and abs(sync["ready"][-1] - sync["ready_seconds"]) < 0.01
@@ -52,9 +56,13 @@ async def test_every_scenario_reports_its_figures(control_plane: ControlPlane, t
     assert all(r["rss_mib"] > 0 and r["peak_rss_mib"] >= r["rss_mib"] for r in results["restarts"])
     refresh = results["refresh"]
     assert (refresh["poll_interval"], len(refresh["secret_seconds"]), len(refresh["restart_seconds"])) == (600, 3, 3)
-    assert {"opsync-initial-3.log", "opsync-refresh.log", "opsync-restart-10.log", "emulator.log"} <= {
-        p.name for p in tmp_path.iterdir()
-    }
+    assert {
+        "opsync-initial-3r1.log",
+        "opsync-initial-3.log",
+        "opsync-refresh.log",
+        "opsync-restart-10.log",
+        "emulator.log",
+    } <= {p.name for p in tmp_path.iterdir()}
 
     doc = tmp_path / "benchmarks.md"
     doc.write_text(f"# Benchmarks\n\nkept above\n\n{report.BEGIN}\nold\n{report.END}\n\nkept below\n")

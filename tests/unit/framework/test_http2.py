@@ -184,6 +184,14 @@ async def peers() -> AsyncIterator[tuple[H2Server, http2.Connection]]:
     listener.close()
 
 
+@pytest.fixture
+def quick_health_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PING after 0.05 s of silence, drop 0.1 s later. Ask for it before ``peers``: the connection's first check
+    is timed when it opens."""
+    monkeypatch.setattr(http2, "READ_IDLE", 0.05)
+    monkeypatch.setattr(http2, "PING_TIMEOUT", 0.1)
+
+
 async def request(server: H2Server, connection: http2.Connection) -> tuple[asyncio.Task[http2.Stream], int]:
     """Start a request; returns it and its stream id once the server has it."""
     task = asyncio.create_task(connection.request(REQUEST))
@@ -317,11 +325,9 @@ async def test_the_servers_ping_is_answered(peers: tuple[H2Server, http2.Connect
 
 
 async def test_a_silent_connection_is_pinged_then_dropped(
-    peers: tuple[H2Server, http2.Connection], monkeypatch: pytest.MonkeyPatch
+    quick_health_check: None, peers: tuple[H2Server, http2.Connection]
 ) -> None:
     server, connection = peers
-    monkeypatch.setattr(http2, "READ_IDLE", 0.05)
-    monkeypatch.setattr(http2, "PING_TIMEOUT", 0.2)
     task, _ = await request(server, connection)
     server.muted = True
     await server.event(h2.events.PingReceived)  # the client asked after READ_IDLE of silence
@@ -330,12 +336,21 @@ async def test_a_silent_connection_is_pinged_then_dropped(
     assert connection.closed
 
 
+async def test_a_frame_cut_short_is_silence(quick_health_check: None, peers: tuple[H2Server, http2.Connection]) -> None:
+    server, connection = peers
+    task, stream_id = await request(server, connection)
+    assert server.writer is not None
+    server.writer.write(struct.pack(">I", 100)[1:] + struct.pack(">BBI", 0, 0, stream_id) + bytes(10))  # 10 of 100
+    server.muted = True
+    with pytest.raises(http2.Http2Error, match="no answer to a PING"):
+        await task
+    assert connection.closed
+
+
 async def test_a_ping_answer_keeps_a_quiet_connection(
-    peers: tuple[H2Server, http2.Connection], monkeypatch: pytest.MonkeyPatch
+    quick_health_check: None, peers: tuple[H2Server, http2.Connection]
 ) -> None:
     server, connection = peers
-    monkeypatch.setattr(http2, "READ_IDLE", 0.05)
-    monkeypatch.setattr(http2, "PING_TIMEOUT", 0.1)
     for _ in range(6):  # 0.3 s at least: a connection that took no answer as life would have dropped at 0.15
         await server.event(h2.events.PingReceived)  # answered by h2 each time
     assert not connection.closed
