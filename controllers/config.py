@@ -53,6 +53,7 @@ from controllers.constants import (
 )
 from controllers.restarts import parse_bool
 from opsync.health import parse_bind_address
+from opsync.http2 import HealthCheck
 from opsync.labels import InvalidSelectorError, validate_selector_string
 from opsync.logging import parse_level
 
@@ -81,6 +82,8 @@ _SETTING_NAMES = {
     "auto_restart": "AUTO_RESTART",
     "manage_connect": "MANAGE_CONNECT",
     "disable_http2": "DISABLE_HTTP2",
+    "http2_read_idle_timeout": "HTTP2_READ_IDLE_TIMEOUT_SECONDS",
+    "http2_ping_timeout": "HTTP2_PING_TIMEOUT_SECONDS",
     "allow_empty_values": "--allow-empty-values",
     "enable_annotations": "--enable-annotations",
     "leader_elect": "--leader-elect",
@@ -152,6 +155,12 @@ class Settings(BaseModel):
     disable_http2: bool = False
     """``DISABLE_HTTP2`` (client-go's name): talk to the API server over HTTP/1.1, a connection per watch and per
     request in flight, instead of over one HTTP/2 connection (``opsync.http2``)."""
+    http2_read_idle_timeout: int = Field(30, ge=0)
+    """``HTTP2_READ_IDLE_TIMEOUT_SECONDS`` (client-go's): seconds without a frame from the API server before a PING
+    asks whether the connection lives; 0 turns the health check off."""
+    http2_ping_timeout: int = Field(15, ge=0)
+    """``HTTP2_PING_TIMEOUT_SECONDS`` (client-go's): seconds that PING may go unanswered before the connection is
+    dropped; 0 is the default, 15, as in Go."""
     allow_empty_values: bool = False
     enable_annotations: bool = False
     leader_elect: bool = False
@@ -178,6 +187,11 @@ class Settings(BaseModel):
         if self.service_account_token is None and (self.connect_host is None or self.connect_token is None):
             raise ValueError("give connect_host and connect_token, or service_account_token")
         return self
+
+    @property
+    def http2_health(self) -> HealthCheck:
+        """The HTTP/2 health check's timers (``opsync.http2``)."""
+        return HealthCheck(read_idle=self.http2_read_idle_timeout, ping_timeout=self.http2_ping_timeout or 15)
 
     @property
     def auth_method(self) -> Literal["connect", "service-account"]:
@@ -276,6 +290,18 @@ class Settings(BaseModel):
         if not valid:
             raise ValueError(f"must be host:port (':8080', '127.0.0.1:0') or 0 to disable, got {_quoted(value)}")
         return value
+
+    @field_validator("http2_read_idle_timeout", "http2_ping_timeout", mode="before")
+    @classmethod
+    def _http2_seconds(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if not text:
+            return cls.model_fields[str(info.field_name)].default
+        if not re.fullmatch(r"\+?[0-9]+", text):
+            raise ValueError(f"must be a whole number of seconds, 0 or more, got {_quoted(value)}")
+        return int(text)
 
     @field_validator("workers", mode="before")
     @classmethod
@@ -423,6 +449,8 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         "auto_restart": environ.get("AUTO_RESTART", ""),
         "manage_connect": environ.get("MANAGE_CONNECT", ""),
         "disable_http2": environ.get("DISABLE_HTTP2", ""),
+        "http2_read_idle_timeout": environ.get("HTTP2_READ_IDLE_TIMEOUT_SECONDS", ""),
+        "http2_ping_timeout": environ.get("HTTP2_PING_TIMEOUT_SECONDS", ""),
         "kubeconfig": getattr(args, "kubeconfig", None) or environ.get("KUBECONFIG") or None,
     }
     for name in _SETTING_NAMES:

@@ -272,10 +272,10 @@ async def sign_in(backend: Backend) -> None:
 
 async def kubernetes_client(settings: Settings) -> Client:
     """A client from ``--kubeconfig``/``KUBECONFIG``, else the pod's service account."""
-    http2 = not settings.disable_http2
+    http2, health = not settings.disable_http2, settings.http2_health
     if settings.kubeconfig:
-        return await Client.from_kubeconfig(settings.kubeconfig, http2=http2)
-    return Client.in_cluster(http2=http2)
+        return await Client.from_kubeconfig(settings.kubeconfig, http2=http2, http2_health=health)
+    return Client.in_cluster(http2=http2, http2_health=health)
 
 
 async def _run(settings: Settings) -> int:

@@ -35,7 +35,7 @@ from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
-from opsync import __version__, http2, metrics, rest
+from opsync import __version__, metrics, rest
 from opsync.errors import (  # re-exported: callers catch them as opsync.client errors
     AlreadyExistsError,
     ApiError,
@@ -48,6 +48,7 @@ from opsync.errors import (  # re-exported: callers catch them as opsync.client 
     error_from_response,
     error_from_status,
 )
+from opsync.http2 import CLIENT_GO_HEALTH_CHECK, HealthCheck, Pool, Stream
 from opsync.resources import KubeObject, Resource
 
 __all__ = [
@@ -164,13 +165,15 @@ class Client:
         field_manager: str = "opsync",
         observers: Sequence[RequestObserver] = (count_request,),
         http2: bool = True,
+        http2_health: HealthCheck = CLIENT_GO_HEALTH_CHECK,
     ) -> None:
         """A client of the API server ``configuration`` names, with its credentials and TLS settings (as the
         loaders in ``from_kubeconfig`` and ``in_cluster`` fill it in). Make it with an event loop running: the
         connection pool is made here.
 
         ``http2=False`` (opsync's ``DISABLE_HTTP2``, as client-go's) sends everything over HTTP/1.1; so does an
-        API server reached through a proxy, or one that does not offer HTTP/2.
+        API server reached through a proxy, or one that does not offer HTTP/2. ``http2_health`` times the HTTP/2
+        connections' health check (``HTTP2_READ_IDLE_TIMEOUT_SECONDS`` and ``HTTP2_PING_TIMEOUT_SECONDS``).
 
         The HTTP/1.1 pool has no limit on open connections: each open watch holds one for its life, so a limit
         (for kubernetes-asyncio 100 by default) was reached from 12 watched namespaces, and every other request
@@ -186,7 +189,7 @@ class Client:
         self.request_timeout = request_timeout
         self.field_manager = field_manager
         self._metric_host = urlsplit(self.host).netloc
-        self._http2 = _http2_pool(configuration) if http2 else None
+        self._http2 = _http2_pool(configuration, http2_health) if http2 else None
         _skip_environment_lookups(self._rest.pool_manager)
 
     @classmethod
@@ -199,6 +202,7 @@ class Client:
         field_manager: str = "opsync",
         observers: Sequence[RequestObserver] = (count_request,),
         http2: bool = True,
+        http2_health: HealthCheck = CLIENT_GO_HEALTH_CHECK,
     ) -> Client:
         """A client for ``path`` (default: ``$KUBECONFIG`` or ``~/.kube/config``) and ``context``."""
         configuration = rest.Configuration()
@@ -209,6 +213,7 @@ class Client:
             field_manager=field_manager,
             observers=observers,
             http2=http2,
+            http2_health=http2_health,
         )
 
     @classmethod
@@ -221,6 +226,7 @@ class Client:
         token_file: str = SERVICE_ACCOUNT_TOKEN,
         ca_file: str = SERVICE_ACCOUNT_CA,
         http2: bool = True,
+        http2_health: HealthCheck = CLIENT_GO_HEALTH_CHECK,
     ) -> Client:
         """A client for the pod's ServiceAccount (token re-read as kubelet rotates it), at the address
         ``KUBERNETES_SERVICE_HOST`` and ``KUBERNETES_SERVICE_PORT`` give; the files are where kubelet mounts them.
@@ -237,6 +243,7 @@ class Client:
             field_manager=field_manager,
             observers=observers,
             http2=http2,
+            http2_health=http2_health,
         )
 
     def impersonate(self, user: str) -> None:
@@ -295,8 +302,8 @@ class Client:
                 observe(request)
 
     async def _send_http2(
-        self, pool: http2.Pool, method: str, url: str, headers: Mapping[str, str], body: Any
-    ) -> http2.Stream | None:
+        self, pool: Pool, method: str, url: str, headers: Mapping[str, str], body: Any
+    ) -> Stream | None:
         """The request as one stream of the pool's connection; None when the server speaks no HTTP/2."""
         data = b"" if body is None else json.dumps(body).encode()  # JSON for every content type, as kubernetes-asyncio
         fields = [(":method", method), (":scheme", "https"), (":authority", self._metric_host), (":path", url)]
@@ -555,7 +562,7 @@ class _Http1Response:
             self._response.close()
 
 
-def _http2_pool(configuration: rest.Configuration) -> http2.Pool | None:
+def _http2_pool(configuration: rest.Configuration, health: HealthCheck) -> Pool | None:
     """HTTP/2 connections to the API server, with the TLS settings kubernetes-asyncio gives its own session; None
     for an API server over plain HTTP or through a proxy (which opsync's HTTP/2 does not tunnel)."""
     url = urlsplit(str(configuration.host))
@@ -572,7 +579,7 @@ def _http2_pool(configuration: rest.Configuration) -> http2.Pool | None:
     if getattr(configuration, "disable_strict_ssl_verification", False):  # not in older kubernetes-asyncio
         context.verify_flags &= ~ssl.VERIFY_X509_STRICT
     context.set_alpn_protocols(["h2"])
-    return http2.Pool(url.hostname, url.port or 443, context, configuration.tls_server_name)
+    return Pool(url.hostname, url.port or 443, context, configuration.tls_server_name, health)
 
 
 def _watch_event(line: bytes) -> WatchEvent:

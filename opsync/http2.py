@@ -8,8 +8,8 @@ many connections on the API server. HTTP/2 carries them all as streams of one co
 This is an HTTP/2 client for what ``opsync.client`` sends (RFC 9113, RFC 7541): requests with a body known in
 full, responses read as they come. It refuses server push and ignores priorities; what it must do, it does in
 full: HPACK decoding with the dynamic table and Huffman codes, flow control both ways (per stream and per
-connection), SETTINGS, PING (answered, and sent when the connection was silent for ``READ_IDLE`` seconds: no
-answer in ``PING_TIMEOUT`` and the connection is dropped, as client-go's 30 s and 15 s health check),
+connection), SETTINGS, PING (answered, and sent when the connection was silent for ``HealthCheck.read_idle``
+seconds: no answer in ``HealthCheck.ping_timeout`` and the connection is dropped, as client-go's health check),
 RST_STREAM and GOAWAY. A failure of a stream or of the connection is raised to the stream's reader as
 ``Http2Error`` (an ``aiohttp.ClientConnectionError``: ``opsync.client``'s callers already retry those).
 
@@ -28,12 +28,15 @@ import ssl
 import struct
 from collections import deque
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import aiohttp
 
 __all__ = [
+    "CLIENT_GO_HEALTH_CHECK",
     "Connection",
     "HeaderDecoder",
+    "HealthCheck",
     "Http2Error",
     "Pool",
     "Stream",
@@ -44,10 +47,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-READ_IDLE = 30.0
-"""Seconds without a frame from the server before a PING asks whether the connection still lives."""
-PING_TIMEOUT = 15.0
-"""Seconds a PING may go unanswered before the connection is dropped and its streams fail."""
 STREAM_WINDOW = 1 << 20
 """Bytes the server may send on one stream before this side has read them: what one watch may buffer."""
 CONNECTION_WINDOW = 1 << 24
@@ -56,6 +55,7 @@ MAX_HEADER_BLOCK = 1 << 16
 """The largest response header block accepted (SETTINGS_MAX_HEADER_LIST_SIZE is announced to match)."""
 HEADER_TABLE_SIZE = 4096
 """The HPACK dynamic table the server's encoder may use (the protocol's default)."""
+_CLOSE_TIMEOUT = 15.0  # seconds a closing connection waits for the server's side of TLS's close
 _MAX_FRAME = 16384  # SETTINGS_MAX_FRAME_SIZE this side keeps at its default
 _DEFAULT_WINDOW = 65535  # every window's size until SETTINGS or WINDOW_UPDATE change it
 _MAX_STREAM_ID = _MAX_WINDOW = (1 << 31) - 1
@@ -468,11 +468,33 @@ class _StreamError(_ProtocolError):
     """The server broke the protocol on one stream: that stream is reset, the connection goes on."""
 
 
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """client-go's HTTP/2 health check (``HTTP2_READ_IDLE_TIMEOUT_SECONDS``, ``HTTP2_PING_TIMEOUT_SECONDS``)."""
+
+    read_idle: float = 30.0
+    """Seconds without a frame from the server before a PING asks whether the connection still lives; 0: never
+    (the check is off, as in client-go)."""
+    ping_timeout: float = 15.0
+    """Seconds a PING may go unanswered before the connection is dropped and its streams fail."""
+
+
+CLIENT_GO_HEALTH_CHECK = HealthCheck()
+"""client-go's timers: a PING after 30 s of silence, the connection dropped 15 s later."""
+
+
 class Connection:
     """One HTTP/2 connection over TLS; a task reads its frames until it closes. Make it with ``open``."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        name: str,
+        health: HealthCheck = CLIENT_GO_HEALTH_CHECK,
+    ) -> None:
         self.name = name
+        self._health = health
         self.max_concurrent_streams = 100  # until the server's SETTINGS say (RFC 9113 recommends at least 100)
         self._reader = reader
         self._writer = writer
@@ -491,7 +513,9 @@ class Connection:
         self._last_read = self._loop.time()  # when the last whole frame arrived
         self._pinged_at: float | None = None  # when the health check's PING went out, until a frame arrives
         self._silenced: Http2Error | None = None  # why the health check dropped the connection
-        self._watchdog = self._loop.call_at(self._last_read + READ_IDLE, self._check_silence)
+        self._watchdog: asyncio.TimerHandle | None = None
+        if health.read_idle > 0:
+            self._watchdog = self._loop.call_at(self._last_read + health.read_idle, self._check_silence)
         settings = struct.pack(
             ">HIHIHIHI",
             _ENABLE_PUSH, 0,
@@ -505,7 +529,12 @@ class Connection:
 
     @classmethod
     async def open(
-        cls, host: str, port: int, context: ssl.SSLContext, server_hostname: str | None = None
+        cls,
+        host: str,
+        port: int,
+        context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        health: HealthCheck = CLIENT_GO_HEALTH_CHECK,
     ) -> Connection | None:
         """Connect; None when the server did not choose ``h2`` in ALPN (then speak HTTP/1.1 to it)."""
         name = f"{host}:{port}"
@@ -517,7 +546,7 @@ class Connection:
         if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
             writer.close()
             return None
-        return cls(reader, writer, name)
+        return cls(reader, writer, name, health)
 
     @property
     def available(self) -> bool:
@@ -592,7 +621,7 @@ class Connection:
         self._task.cancel()
         await asyncio.wait([self._task])  # not ``await``: the task's cancellation is not this caller's
         try:
-            async with asyncio.timeout(PING_TIMEOUT):
+            async with asyncio.timeout(_CLOSE_TIMEOUT):
                 await self._writer.wait_closed()
         except (OSError, TimeoutError):
             pass  # closing anyway; a server that does not answer TLS's close cannot keep it open
@@ -628,29 +657,29 @@ class Connection:
             self._shutdown(self._silenced or error)
 
     def _check_silence(self) -> None:
-        """The health check: after READ_IDLE seconds without a frame, a PING; if no frame at all comes within
-        PING_TIMEOUT more, the connection is dropped (a frame cut short in between is silence too). One timer per
-        connection, moved on when it fires: an ``asyncio.timeout`` around every read cost 7% of opsync's CPU in an
-        initial sync."""
+        """The health check: after ``read_idle`` seconds without a frame, a PING; if no frame at all comes within
+        ``ping_timeout`` more, the connection is dropped (a frame cut short in between is silence too). One timer
+        per connection, moved on when it fires: an ``asyncio.timeout`` around every read cost 7% of opsync's CPU
+        in an initial sync."""
         if self._closed:
             return
-        now = self._loop.time()
+        now, read_idle, ping_timeout = self._loop.time(), self._health.read_idle, self._health.ping_timeout
         if self._pinged_at is not None and self._last_read <= self._pinged_at:  # nothing since the PING
-            if now < self._pinged_at + PING_TIMEOUT:
-                self._watchdog = self._loop.call_at(self._pinged_at + PING_TIMEOUT, self._check_silence)
+            if now < self._pinged_at + ping_timeout:
+                self._watchdog = self._loop.call_at(self._pinged_at + ping_timeout, self._check_silence)
                 return
             self._silenced = Http2Error(
-                f"{self.name}: no answer to a PING in {PING_TIMEOUT:.0f}s, dropping the connection"
+                f"{self.name}: no answer to a PING in {ping_timeout:g}s, dropping the connection"
             )
             self._task.cancel()
             return
         self._pinged_at = None
-        if now < self._last_read + READ_IDLE:
-            self._watchdog = self._loop.call_at(self._last_read + READ_IDLE, self._check_silence)
+        if now < self._last_read + read_idle:
+            self._watchdog = self._loop.call_at(self._last_read + read_idle, self._check_silence)
             return
         self._pinged_at = now
         self._write(_PING, 0, 0, os.urandom(8))
-        self._watchdog = self._loop.call_at(now + PING_TIMEOUT, self._check_silence)
+        self._watchdog = self._loop.call_at(now + ping_timeout, self._check_silence)
 
     def _dispatch(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         if self._headers_in_progress is not None and kind != _CONTINUATION:
@@ -816,7 +845,8 @@ class Connection:
 
     def _shutdown(self, error: Http2Error) -> None:
         self._closed = True
-        self._watchdog.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         streams, self._streams = list(self._streams.values()), {}
         for stream in streams:
             stream._fail(error)
@@ -828,9 +858,17 @@ class Pool:
     """The HTTP/2 connections to one API server. ``request`` opens a stream on the first connection that takes
     one, dialing a new connection when none does (every one full, or going away)."""
 
-    def __init__(self, host: str, port: int, context: ssl.SSLContext, server_hostname: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        health: HealthCheck = CLIENT_GO_HEALTH_CHECK,
+    ) -> None:
         """``context`` must offer ``h2`` in ALPN (``context.set_alpn_protocols(["h2"])``)."""
         self._host, self._port, self._context, self._server_hostname = host, port, context, server_hostname
+        self._health = health
         self._connections: list[Connection] = []
         self._dialing = asyncio.Lock()
         self.refused = False
@@ -859,7 +897,9 @@ class Pool:
             self._connections = [c for c in self._connections if not c.closed]
             connection = next((c for c in self._connections if c.available), None)
             if connection is None:
-                connection = await Connection.open(self._host, self._port, self._context, self._server_hostname)
+                connection = await Connection.open(
+                    self._host, self._port, self._context, self._server_hostname, self._health
+                )
                 if connection is None:
                     self.refused = True
                     log.info("%s:%s offers no HTTP/2: each request takes a connection", self._host, self._port)

@@ -172,24 +172,25 @@ class H2Server:
         self.data(stream_id, b"", end=True)
 
 
+QUICK = http2.HealthCheck(read_idle=0.05, ping_timeout=0.1)
+
+
 @pytest.fixture
-async def peers() -> AsyncIterator[tuple[H2Server, http2.Connection]]:
+def health_check() -> http2.HealthCheck:
+    """The connection's health check: client-go's timers, unless a test parametrizes quicker ones."""
+    return http2.HealthCheck()
+
+
+@pytest.fixture
+async def peers(health_check: http2.HealthCheck) -> AsyncIterator[tuple[H2Server, http2.Connection]]:
     server = H2Server()
     listener = await asyncio.start_server(server.serve, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    connection = http2.Connection(reader, writer, "test")
+    connection = http2.Connection(reader, writer, "test", health_check)
     yield server, connection
     await connection.close()
     listener.close()
-
-
-@pytest.fixture
-def quick_health_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    """PING after 0.05 s of silence, drop 0.1 s later. Ask for it before ``peers``: the connection's first check
-    is timed when it opens."""
-    monkeypatch.setattr(http2, "READ_IDLE", 0.05)
-    monkeypatch.setattr(http2, "PING_TIMEOUT", 0.1)
 
 
 async def request(server: H2Server, connection: http2.Connection) -> tuple[asyncio.Task[http2.Stream], int]:
@@ -324,19 +325,19 @@ async def test_the_servers_ping_is_answered(peers: tuple[H2Server, http2.Connect
     assert (await server.event(h2.events.PingAckReceived)).ping_data == b"12345678"
 
 
-async def test_a_silent_connection_is_pinged_then_dropped(
-    quick_health_check: None, peers: tuple[H2Server, http2.Connection]
-) -> None:
+@pytest.mark.parametrize("health_check", [QUICK])
+async def test_a_silent_connection_is_pinged_then_dropped(peers: tuple[H2Server, http2.Connection]) -> None:
     server, connection = peers
     task, _ = await request(server, connection)
     server.muted = True
-    await server.event(h2.events.PingReceived)  # the client asked after READ_IDLE of silence
+    await server.event(h2.events.PingReceived)  # the client asked after read_idle of silence
     with pytest.raises(http2.Http2Error, match="no answer to a PING"):
         await task
     assert connection.closed
 
 
-async def test_a_frame_cut_short_is_silence(quick_health_check: None, peers: tuple[H2Server, http2.Connection]) -> None:
+@pytest.mark.parametrize("health_check", [QUICK])
+async def test_a_frame_cut_short_is_silence(peers: tuple[H2Server, http2.Connection]) -> None:
     server, connection = peers
     task, stream_id = await request(server, connection)
     assert server.writer is not None
@@ -347,13 +348,23 @@ async def test_a_frame_cut_short_is_silence(quick_health_check: None, peers: tup
     assert connection.closed
 
 
-async def test_a_ping_answer_keeps_a_quiet_connection(
-    quick_health_check: None, peers: tuple[H2Server, http2.Connection]
-) -> None:
+@pytest.mark.parametrize("health_check", [QUICK])
+async def test_a_ping_answer_keeps_a_quiet_connection(peers: tuple[H2Server, http2.Connection]) -> None:
     server, connection = peers
     for _ in range(6):  # 0.3 s at least: a connection that took no answer as life would have dropped at 0.15
         await server.event(h2.events.PingReceived)  # answered by h2 each time
     assert not connection.closed
+
+
+@pytest.mark.parametrize("health_check", [http2.HealthCheck(read_idle=0, ping_timeout=0.1)])
+async def test_no_health_check_when_read_idle_is_0(peers: tuple[H2Server, http2.Connection]) -> None:
+    server, connection = peers
+    task, _ = await request(server, connection)
+    server.muted = True
+    with pytest.raises(TimeoutError):  # QUICK would have pinged after 0.05 s and dropped the connection at 0.15
+        await asyncio.wait_for(server.event(h2.events.PingReceived), 0.5)
+    assert not connection.closed and not task.done()
+    task.cancel()
 
 
 async def test_response_headers_split_over_continuation_frames(peers: tuple[H2Server, http2.Connection]) -> None:

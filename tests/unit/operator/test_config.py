@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from controllers.config import ConfigError, Settings, configure_parser, load_settings, settings_or_exit
+from opsync.http2 import HealthCheck
 
 TOKEN = "eyJhbGciOiJFUzI1NiJ9.s3cr3t-token"
 BASE_ENV = {"OP_CONNECT_HOST": "http://onepassword-connect:8080", "OP_CONNECT_TOKEN": TOKEN}
@@ -102,6 +103,18 @@ def test_auto_restart_takes_go_booleans(value: str, expected: bool) -> None:
 
 def test_bad_auto_restart_is_named() -> None:
     assert str(error(env={"AUTO_RESTART": "yes"})) == 'AUTO_RESTART: must be true or false, got "yes"'
+
+
+def test_http2_health_check_timers_are_client_gos_validated() -> None:
+    assert load().http2_health == HealthCheck(read_idle=30, ping_timeout=15)
+    health = load(HTTP2_READ_IDLE_TIMEOUT_SECONDS="10", HTTP2_PING_TIMEOUT_SECONDS="5").http2_health
+    assert health == HealthCheck(read_idle=10, ping_timeout=5)
+    assert load(HTTP2_READ_IDLE_TIMEOUT_SECONDS="0").http2_health.read_idle == 0, "0 turns the check off"
+    assert load(HTTP2_PING_TIMEOUT_SECONDS="0").http2_health.ping_timeout == 15, "0 is Go's default"
+    assert str(error(env={"HTTP2_PING_TIMEOUT_SECONDS": "5s"})) == (
+        'HTTP2_PING_TIMEOUT_SECONDS: must be a whole number of seconds, 0 or more, got "5s"'
+    )
+    assert str(error(env={"HTTP2_READ_IDLE_TIMEOUT_SECONDS": "-1"})).startswith("HTTP2_READ_IDLE_TIMEOUT_SECONDS: ")
 
 
 def test_disable_http2_is_client_gos_switch_validated() -> None:
