@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from opsync import metrics
+from opsync import http2, metrics
 from opsync.client import (
     TLS_READ_BUFFER,
     AlreadyExistsError,
@@ -325,6 +325,34 @@ async def test_over_http2_watches_and_requests_share_a_connection_up_to_the_serv
     assert {(e.type, e.object["metadata"]["name"]) for e in events} == {("ADDED", "watched")}
     assert len(opened_first) == 1, f"{len(opened_first)} connections for 60 watches and 30 lists"
     assert len(opened_then) == 2, f"{len(opened_then)} connections for 120 watches"
+
+
+async def test_the_api_server_answers_the_http2_health_check(
+    control_plane: ControlPlane, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kube-apiserver (Go's HTTP/2 server) answers the PINGs a quiet connection sends, so the connection lives
+    through several rounds of the check and the next request takes it, not a new one."""
+    acks: list[float] = []
+    dispatch = http2.Connection._dispatch
+
+    def counting(connection: http2.Connection, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
+        if kind == http2._PING and flags & http2._ACK:
+            acks.append(asyncio.get_running_loop().time())
+        dispatch(connection, kind, flags, stream_id, payload)
+
+    monkeypatch.setattr(http2.Connection, "_dispatch", counting)
+    port = urlsplit(control_plane.host).port or 443
+    before = connections_to(port)
+    health = http2.HealthCheck(read_idle=0.2, ping_timeout=0.5)
+    async with await Client.from_kubeconfig(control_plane.kubeconfig_path, http2_health=health) as client:
+        await client.list(CONFIGMAPS, namespace)
+        opened = connections_to(port) - before
+        async with asyncio.timeout(30):
+            while len(acks) < 3:  # each answer is followed by another 0.2 s of silence, and another PING
+                await asyncio.sleep(0.05)
+        await client.list(CONFIGMAPS, namespace)
+        assert connections_to(port) - before == opened, "the same connection carried the second request"
+    assert len(opened) == 1
 
 
 async def test_many_open_watches_neither_fill_the_pool_nor_hold_big_tls_buffers(
