@@ -53,7 +53,7 @@ from controllers.constants import (
 )
 from controllers.restarts import parse_bool
 from opsync.health import parse_bind_address
-from opsync.http2 import HealthCheck
+from opsync.http2 import CLIENT_GO_HEALTH_CHECK, HealthCheck
 from opsync.labels import InvalidSelectorError, validate_selector_string
 from opsync.logging import parse_level
 
@@ -155,10 +155,10 @@ class Settings(BaseModel):
     disable_http2: bool = False
     """``DISABLE_HTTP2`` (client-go's name): talk to the API server over HTTP/1.1, a connection per watch and per
     request in flight, instead of over one HTTP/2 connection (``opsync.http2``)."""
-    http2_read_idle_timeout: int = Field(30, ge=0)
+    http2_read_idle_timeout: int = Field(int(CLIENT_GO_HEALTH_CHECK.read_idle), ge=0)
     """``HTTP2_READ_IDLE_TIMEOUT_SECONDS`` (client-go's): seconds without a frame from the API server before a PING
     asks whether the connection lives; 0 turns the health check off."""
-    http2_ping_timeout: int = Field(15, ge=0)
+    http2_ping_timeout: int = Field(int(CLIENT_GO_HEALTH_CHECK.ping_timeout), ge=0)
     """``HTTP2_PING_TIMEOUT_SECONDS`` (client-go's): seconds that PING may go unanswered before the connection is
     dropped; 0 is the default, 15, as in Go."""
     allow_empty_values: bool = False
@@ -191,7 +191,8 @@ class Settings(BaseModel):
     @property
     def http2_health(self) -> HealthCheck:
         """The HTTP/2 health check's timers (``opsync.http2``)."""
-        return HealthCheck(read_idle=self.http2_read_idle_timeout, ping_timeout=self.http2_ping_timeout or 15)
+        ping_timeout = self.http2_ping_timeout or CLIENT_GO_HEALTH_CHECK.ping_timeout
+        return HealthCheck(read_idle=self.http2_read_idle_timeout, ping_timeout=ping_timeout)
 
     @property
     def auth_method(self) -> Literal["connect", "service-account"]:
@@ -267,16 +268,18 @@ class Settings(BaseModel):
         except InvalidSelectorError as error:
             raise ValueError(f"{_quoted(value)} is not a label selector: {error}") from None
 
-    @field_validator("polling_interval", mode="before")
+    @field_validator("polling_interval", "http2_read_idle_timeout", "http2_ping_timeout", mode="before")
     @classmethod
-    def _seconds(cls, value: object) -> object:
+    def _seconds(cls, value: object, info: ValidationInfo) -> object:
         if not isinstance(value, str):
             return value
-        text = value.strip()
+        text, name = value.strip(), str(info.field_name)
         if not text:
-            return DEFAULT_POLLING_INTERVAL
-        if not re.fullmatch(r"\+?[0-9]+", text) or int(text) <= 0:
-            raise ValueError(f"must be a whole number of seconds greater than 0, got {_quoted(value)}")
+            return cls.model_fields[name].default  # unset in the environment
+        positive = name == "polling_interval"  # 0 has a meaning for client-go's two timers
+        if not re.fullmatch(r"\+?[0-9]+", text) or (positive and int(text) == 0):
+            bound = "seconds greater than 0" if positive else "seconds, 0 or more"
+            raise ValueError(f"must be a whole number of {bound}, got {_quoted(value)}")
         return int(text)
 
     @field_validator("metrics_bind_address", "health_probe_bind_address")
@@ -290,18 +293,6 @@ class Settings(BaseModel):
         if not valid:
             raise ValueError(f"must be host:port (':8080', '127.0.0.1:0') or 0 to disable, got {_quoted(value)}")
         return value
-
-    @field_validator("http2_read_idle_timeout", "http2_ping_timeout", mode="before")
-    @classmethod
-    def _http2_seconds(cls, value: object, info: ValidationInfo) -> object:
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        if not text:
-            return cls.model_fields[str(info.field_name)].default
-        if not re.fullmatch(r"\+?[0-9]+", text):
-            raise ValueError(f"must be a whole number of seconds, 0 or more, got {_quoted(value)}")
-        return int(text)
 
     @field_validator("workers", mode="before")
     @classmethod

@@ -665,21 +665,21 @@ class Connection:
             return
         now, read_idle, ping_timeout = self._loop.time(), self._health.read_idle, self._health.ping_timeout
         if self._pinged_at is not None and self._last_read <= self._pinged_at:  # nothing since the PING
-            if now < self._pinged_at + ping_timeout:
-                self._watchdog = self._loop.call_at(self._pinged_at + ping_timeout, self._check_silence)
+            if now >= self._pinged_at + ping_timeout:
+                self._silenced = Http2Error(
+                    f"{self.name}: no answer to a PING in {ping_timeout:g}s, dropping the connection"
+                )
+                self._task.cancel()
                 return
-            self._silenced = Http2Error(
-                f"{self.name}: no answer to a PING in {ping_timeout:g}s, dropping the connection"
-            )
-            self._task.cancel()
-            return
-        self._pinged_at = None
-        if now < self._last_read + read_idle:
-            self._watchdog = self._loop.call_at(self._last_read + read_idle, self._check_silence)
-            return
-        self._pinged_at = now
-        self._write(_PING, 0, 0, os.urandom(8))
-        self._watchdog = self._loop.call_at(now + ping_timeout, self._check_silence)
+            when = self._pinged_at + ping_timeout  # woken early: the loop's clock resolution
+        elif now >= self._last_read + read_idle:
+            self._pinged_at = now
+            self._write(_PING, 0, 0, os.urandom(8))
+            when = now + ping_timeout
+        else:
+            self._pinged_at = None  # a frame came since: silence is counted from it
+            when = self._last_read + read_idle
+        self._watchdog = self._loop.call_at(when, self._check_silence)
 
     def _dispatch(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         if self._headers_in_progress is not None and kind != _CONTINUATION:
