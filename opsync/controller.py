@@ -84,6 +84,15 @@ class Controller:
         source.start(self.queue)
         self._sources.append(source)
 
+    @property
+    def busy(self) -> bool:
+        """Whether a key is queued or in a reconcile (the manager's Event recorders yield to this)."""
+        return self.queue.busy
+
+    async def wait_idle(self) -> None:
+        """Return once no key is queued or in a reconcile."""
+        await self.queue.wait_idle()
+
     def enqueue(self, request: Request) -> None:
         """Ask for a reconcile of ``request`` (for producers outside the informers, such as a poller)."""
         self.queue.add(request)

@@ -4,6 +4,12 @@
 EventCorrelator, an identical event (same object, type, reason, message and source) seen again within ten
 minutes bumps the existing Event's ``count`` and ``lastTimestamp`` instead of adding another Event, so a
 controller retrying the same failure does not flood the namespace.
+
+An Event is a record of something already done, so it yields to the work users wait for: given ``idle``
+(the manager's returns once no controller has a key queued or in a reconcile), the writer holds each Event
+until it returns, for at most ``hold_limit`` seconds after the Event was recorded, and not at all while three
+quarters of the queue are taken (holding must never be why an Event is dropped). An Event's timestamps are those of
+``event()``, not of the write.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,6 +36,8 @@ AGGREGATE_WINDOW = 600.0  # seconds: repeats within it update one Event
 _CORRELATION_ENTRIES = 4096  # as client-go's maxLruCacheEntries
 _META_FIELDS = ("namespace", "name", "uid", "resourceVersion")  # the involvedObject's, with apiVersion and kind
 _NAME_PREFIX = 230  # of the object's name in the Event's name: room for the unique suffix within 253
+HOLD_LIMIT = 10.0  # seconds: the longest an Event waits for the controllers to be idle
+_CROWDED = 0.75  # of the queue taken, counting the Event in hand: Events are written without holding
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +47,7 @@ class _Pending:
     reason: str
     message: str
     timestamp: str
+    recorded: float  # clock() when event() was called
 
 
 @dataclass(slots=True)
@@ -61,14 +70,21 @@ class EventRecorder:
         *,
         host: str | None = None,
         queue_size: int = 1000,
+        idle: Callable[[], Awaitable[None]] | None = None,
+        hold_limit: float = HOLD_LIMIT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``idle``: what each queued Event waits for, up to ``hold_limit`` seconds (see the module docstring)."""
         self.name = f"events-{component}"
         self._client = client
         self.component = component
         self.host = host
         self._clock = clock
+        self._idle = idle
+        self._hold_limit = hold_limit
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(queue_size)
+        self._crowded_at = max(1, int(queue_size * _CROWDED))
+        self._crowded = asyncio.Event()
         self._dropped = 0  # Events dropped since the queue was last full, until it is half empty again
         self._recent: OrderedDict[tuple[object, ...], _Recorded] = OrderedDict()
 
@@ -86,9 +102,11 @@ class EventRecorder:
         meta = obj.get("metadata") or {}
         fields = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind")} | {f: meta.get(f) for f in _META_FIELDS}
         involved = {field: str(value) for field, value in fields.items() if value}
-        pending = _Pending(involved, type_, reason, message[:MAX_MESSAGE], rfc3339())
+        pending = _Pending(involved, type_, reason, message[:MAX_MESSAGE], rfc3339(), self._clock())
         try:
             self._queue.put_nowait(pending)
+            if self._queue.qsize() >= self._crowded_at:
+                self._crowded.set()
         except asyncio.QueueFull:
             if not self._dropped:
                 log.warning(
@@ -106,11 +124,22 @@ class EventRecorder:
             next_event = asyncio.ensure_future(self._queue.get())
             if next_event not in await first_completed(next_event, stopping.wait()):
                 break
-            await self._write(next_event.result())
+            pending = next_event.result()
+            await self._hold(pending, stopping)
+            await self._write(pending)
             self._note_drained()
         while not self._queue.empty():
             await self._write(self._queue.get_nowait())
             self._note_drained()
+
+    async def _hold(self, pending: _Pending, stopping: asyncio.Event) -> None:
+        """Wait for ``idle``, within the limits of the module docstring."""
+        if self._queue.qsize() + 1 < self._crowded_at:  # + the Event in hand
+            self._crowded.clear()
+        left = self._hold_limit - (self._clock() - pending.recorded)
+        if self._idle is None or left <= 0 or self._crowded.is_set():
+            return
+        await first_completed(self._idle(), stopping.wait(), self._crowded.wait(), timeout=left)
 
     def _note_drained(self) -> None:
         """After a write: the line closing a dropping episode, once half of the queue is free again."""

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 
@@ -48,6 +48,17 @@ class Runnable(Protocol):
     name: str
 
     async def run(self, stopping: asyncio.Event) -> None: ...
+
+
+@runtime_checkable
+class ReportsWork(Protocol):
+    """A runnable that says whether it has work in hand (``Controller`` does); the manager's Event
+    recorders hold their Events while one has (``opsync.events``)."""
+
+    @property
+    def busy(self) -> bool: ...
+
+    async def wait_idle(self) -> None: ...
 
 
 class _Tasks:
@@ -157,11 +168,19 @@ class Manager:
         if component not in self._recorders:
             if self._started:
                 raise RuntimeError("event recorders must be created before the manager runs")
-            recorder = EventRecorder(self.client, component)
+            recorder = EventRecorder(self.client, component, idle=self.wait_idle)
             if recorder.name in self._task_names():
                 raise ValueError(f"a runnable named {recorder.name!r} was already added")
             self._recorders[component] = recorder
         return self._recorders[component]
+
+    async def wait_idle(self) -> None:
+        """Return once no runnable has work in hand (``ReportsWork``): what the Event recorders wait for."""
+        running = (*self._always, *(self._leader_only if self.is_leader else ()))  # a standby's queues fill
+        working = [r for r in running if isinstance(r, ReportsWork)]
+        while busy := [r for r in working if r.busy]:
+            for runnable in busy:  # one may take work again while another is awaited: look at all again
+                await runnable.wait_idle()
 
     def _task_names(self) -> set[str]:
         """The names the manager's tasks go by (runnables, recorders and its own)."""

@@ -198,6 +198,7 @@ class WorkQueue(Generic[T]):
         self._sequence = itertools.count()  # heap tie-breaker, so keys need not be orderable
         self._getters: deque[asyncio.Future[None]] = deque()
         self._drainers: list[asyncio.Future[None]] = []
+        self._idlers: list[asyncio.Future[None]] = []  # wait_idle()'s, woken when the last key is done
         self._shutting_down = False
         self._draining = False
         self._metrics = metrics_provider.queue_metrics(self) if name and metrics_provider else None
@@ -276,6 +277,10 @@ class WorkQueue(Generic[T]):
         if not self._processing:
             self._processing = {}
             self._release_drainers()
+            if not self._dirty:
+                for idle in self._idlers:
+                    _wake(idle)
+                self._idlers.clear()
 
     def shut_down(self) -> None:
         """Stop accepting keys and drop the delayed ones; ``get`` hands out what is ready, then raises
@@ -297,6 +302,24 @@ class WorkQueue(Generic[T]):
             finally:
                 if drained in self._drainers:
                     self._drainers.remove(drained)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a key is ready to be handed out, or being processed (keys delayed for later are not)."""
+        self._promote_due()
+        return bool(self._dirty or self._processing)
+
+    async def wait_idle(self) -> None:
+        """Return once no key is ready or being processed (at once if none is)."""
+        loop = asyncio.get_running_loop()
+        while self.busy:
+            idle: asyncio.Future[None] = loop.create_future()
+            self._idlers.append(idle)
+            try:
+                await idle
+            finally:
+                if idle in self._idlers:
+                    self._idlers.remove(idle)
 
     def __len__(self) -> int:
         """The number of keys ready to be handed out now."""

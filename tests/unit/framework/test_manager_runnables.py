@@ -146,3 +146,46 @@ async def test_event_recorders_are_shared_per_component() -> None:
     m = manager()
     assert m.event_recorder("opsync") is m.event_recorder("opsync")
     assert m.event_recorder("opsync") is not m.event_recorder("other")
+
+
+class Working:
+    """A runnable with work in hand (``ReportsWork``) until ``finish()``; ``run`` is never called here."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._finished = asyncio.Event()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        await stopping.wait()
+
+    @property
+    def busy(self) -> bool:
+        return not self._finished.is_set()
+
+    async def wait_idle(self) -> None:
+        await self._finished.wait()
+
+    def finish(self) -> None:
+        self._finished.set()
+
+
+async def test_wait_idle_returns_once_no_runnable_has_work_in_hand() -> None:
+    m = manager()
+    first, second = Working("first"), Working("second")
+    m.add(first, leader_only=False)
+    m.add(second, leader_only=False)
+    m.add(Recorder("plain", []))  # says nothing about its work: never waited for
+    idle = asyncio.create_task(m.wait_idle())
+    first.finish()
+    await asyncio.sleep(0)
+    assert not idle.done()
+    second.finish()
+    async with asyncio.timeout(5):
+        await idle
+
+
+async def test_wait_idle_ignores_leader_only_work_while_not_leading() -> None:
+    m = manager()
+    m.add(Working("controller"))  # leader-only: on a standby its queue fills, and nothing works it off
+    async with asyncio.timeout(5):
+        await m.wait_idle()

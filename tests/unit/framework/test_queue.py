@@ -429,6 +429,36 @@ def test_a_key_re_added_before_shutdown_is_still_processed_after_done(h: Harness
         h.run(queue.get())
 
 
+def test_wait_idle_returns_once_no_key_is_ready_or_in_hand(h: Harness) -> None:
+    queue = h.queue()
+    assert h.run(queue.wait_idle()) is None  # idle already
+    queue.add("a")
+    queue.add("b")
+    idle = h.start(queue.wait_idle())
+    first = h.run(queue.get())
+    queue.done(first)  # "b" is still ready
+    h.settle()
+    assert queue.busy
+    assert not idle.done()
+    second = h.run(queue.get())
+    queue.add(second)  # re-added while in hand: one more run to go
+    queue.done(second)
+    h.settle()
+    assert not idle.done()
+    queue.done(h.run(queue.get()))
+    h.settle()
+    assert idle.done()
+    assert not queue.busy
+
+
+def test_keys_delayed_for_later_are_not_work_in_hand(h: Harness) -> None:
+    queue = h.queue()
+    queue.add_after("a", 5.0)
+    assert not queue.busy
+    h.advance(5.0)
+    assert queue.busy  # due: ready to be handed out
+
+
 # --- the invariants, as a state machine against a model --------------------------------------------------------
 
 KEYS = st.sampled_from("abcd")
@@ -454,6 +484,8 @@ class QueueMachine(RuleBasedStateMachine):
         self.workers: list[asyncio.Task[str]] = []  # waiting get() calls
         self.drain: asyncio.Task[None] | None = None
         self.drain_released = False
+        self.idle_waiter: asyncio.Task[None] | None = None
+        self.idle_seen = False  # the model was idle at a step since idle_waiter started
 
     def teardown(self) -> None:
         self.h.close()
@@ -504,6 +536,9 @@ class QueueMachine(RuleBasedStateMachine):
         if self.drain is not None:
             self.drain_released |= not self.held
             assert self.drain.done() == self.drain_released
+        if self.idle_waiter is not None:
+            self.idle_seen |= not (self.dirty or self.held)
+            assert self.idle_waiter.done() == self.idle_seen
 
     def _hand_out(self, key: str) -> None:
         self.ready.remove(key)
@@ -591,6 +626,17 @@ class QueueMachine(RuleBasedStateMachine):
         self.shut, self.drain_released = True, False
         self.delayed.clear()
         self._step()
+
+    @precondition(lambda self: self.idle_waiter is None or self.idle_waiter.done())
+    @rule()
+    def wait_idle(self) -> None:
+        self.idle_waiter = self.h.loop.create_task(self.queue.wait_idle())
+        self.idle_seen = False
+        self._step()
+
+    @invariant()
+    def busy_is_a_key_ready_or_in_hand(self) -> None:
+        assert self.queue.busy == bool(self.dirty or self.held)
 
     @invariant()
     def lengths_and_requeues_agree(self) -> None:
