@@ -39,7 +39,7 @@ import aiohttp
 
 from opsync.client import ApiError, Client, GoneError, NotFoundError, WatchEvent
 from opsync.resources import KubeObject, Resource
-from opsync.store import OPAQUE_KEYS, SHARED_VALUE_KEYS, IndexFunc, Keys, Objects, Store, key_of
+from opsync.store import OPAQUE_KEYS, SHARED_VALUE_KEYS, Frozen, IndexFunc, Keys, Objects, Store, key_of
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +327,7 @@ class Informer:
         at_last = scope.relist == "last"
         # As client-go: a relist at a known RV is not paged so the watch cache can serve it.
         rv, match, limit = (scope.resource_version, "NotOlderThan", None) if at_last else ("", None, self.page_size)
-        items: list[KubeObject] = []
+        items: list[Frozen] = []  # held as the store holds them: a listing of thousands is not thousands of dicts
         token: str | None = None
         while True:
             page = await self._client.list(
@@ -341,7 +341,8 @@ class Informer:
                 resource_version=rv if token is None else None,
                 resource_version_match=match if token is None else None,
             )
-            items.extend(kept for kept in map(self._prepare, page.pop("items", None) or ()) if kept is not None)
+            prepared = map(self._prepare, page.pop("items", None) or ())
+            items.extend(self._store.freeze(kept) for kept in prepared if kept is not None)
             meta = page["metadata"]
             del page  # megabytes, decoded: let it go before the next one arrives
             token = meta.get("continue") or None

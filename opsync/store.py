@@ -20,8 +20,7 @@ import logging
 import marshal
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from opsync.resources import KubeObject
 
@@ -39,12 +38,39 @@ def key_of(obj: KubeObject) -> Key:
     return (meta.get("namespace") or "", meta["name"])
 
 
-@dataclass(frozen=True, slots=True)
-class Delta:
-    """One change a store replacement found: ``old`` is None for an add, ``new`` is None for a delete."""
+class Frozen(NamedTuple):
+    """An object as a store keeps it (``Store.freeze``): what ``Store.replace`` takes, so that a listing of
+    thousands of objects is held as bytes while its pages arrive, not as thousands of decoded dicts."""
 
-    old: KubeObject | None
-    new: KubeObject | None
+    key: Key
+    blob: bytes
+
+
+class Delta:
+    """One change a store replacement found: ``old`` is None for an add, ``new`` is None for a delete. Each side
+    is held as the store holds it and decoded when read (a new copy each time), so the thousands of deltas of
+    a first listing cost their bytes, not their dicts."""
+
+    __slots__ = ("_codec", "_new", "_old")
+
+    def __init__(self, codec: _Codec, old: bytes | None, new: bytes | None) -> None:
+        self._codec, self._old, self._new = codec, old, new
+
+    @property
+    def old(self) -> KubeObject | None:
+        return None if self._old is None else self._codec.thaw(self._old)
+
+    @property
+    def new(self) -> KubeObject | None:
+        return None if self._new is None else self._codec.thaw(self._new)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Delta) and (self.old, self.new) == (other.old, other.new)
+
+    __hash__ = None  # type: ignore[assignment]  # equal by content, which a dict can change
+
+    def __repr__(self) -> str:
+        return f"Delta(old={self.old!r}, new={self.new!r})"
 
 
 SHARED_VALUE_KEYS = frozenset({"apiVersion", "kind", "namespace", "type", "status", "reason"})
@@ -152,40 +178,58 @@ class Store:
 
     def put(self, obj: KubeObject) -> KubeObject | None:
         """Store ``obj``; return the object it replaced, if any."""
-        key = key_of(obj)
-        names = self._items.setdefault(key[0], {})
-        old = names.get(key[1])
-        names[key[1]] = self._codec.freeze(obj)
-        for name in self._indexers:
-            self._unindex(name, key)
-            self._index(name, key, obj)
+        old = self._put(self.freeze(obj), obj)
         return None if old is None else self._codec.thaw(old)
+
+    def freeze(self, obj: KubeObject) -> Frozen:
+        """``obj`` as the store would hold it, for :meth:`replace`."""
+        return Frozen(key_of(obj), self._codec.freeze(obj))
 
     def remove(self, key: Key) -> KubeObject | None:
         """Remove the object at ``key``; return it, if there was one."""
+        old = self._remove(key)
+        return None if old is None else self._codec.thaw(old)
+
+    def replace(self, objects: Iterable[Frozen], namespace: str | None = None) -> builtins.list[Delta]:
+        """Make the store's content (within ``namespace``, or all of it) equal ``objects`` (from :meth:`freeze`);
+        return what changed."""
+        deltas: list[Delta] = []
+        scopes = self._items.items() if namespace is None else [(namespace, self._items.get(namespace, {}))]
+        stale = {(ns, name) for ns, names in scopes for name in names}
+        for frozen in objects:
+            stale.discard(frozen.key)
+            old = self._items.get(frozen.key[0], {}).get(frozen.key[1])
+            if old == frozen.blob:
+                continue
+            new = self._codec.thaw(frozen.blob)  # to index it
+            # marshal may spell equal objects differently (it marks the strings others share): compare them.
+            if old is not None and self._codec.thaw(old) == new:
+                continue
+            self._put(frozen, new)
+            deltas.append(Delta(self._codec, old, frozen.blob))
+        for key in sorted(stale):
+            deltas.append(Delta(self._codec, self._remove(key), None))
+        return deltas
+
+    def _put(self, frozen: Frozen, obj: KubeObject) -> bytes | None:
+        """Hold ``frozen`` (``obj``, encoded) and index ``obj``; return the blob it replaced, if any."""
+        key = frozen.key
+        names = self._items.setdefault(key[0], {})
+        old = names.get(key[1])
+        names[key[1]] = frozen.blob
+        for name in self._indexers:
+            self._unindex(name, key)
+            self._index(name, key, obj)
+        return old
+
+    def _remove(self, key: Key) -> bytes | None:
         names = self._items.get(key[0])
         old = names.pop(key[1], None) if names is not None else None
         if names is not None and not names:
             del self._items[key[0]]
         for name in self._indexers:
             self._unindex(name, key)
-        return None if old is None else self._codec.thaw(old)
-
-    def replace(self, objects: Iterable[KubeObject], namespace: str | None = None) -> builtins.list[Delta]:
-        """Make the store's content (within ``namespace``, or all of it) equal ``objects``; return what changed."""
-        deltas: list[Delta] = []
-        scopes = self._items.items() if namespace is None else [(namespace, self._items.get(namespace, {}))]
-        stale = {(ns, name) for ns, names in scopes for name in names}
-        for obj in objects:
-            key = key_of(obj)
-            stale.discard(key)
-            old = self.get(*key)
-            if old != obj:
-                self.put(obj)
-                deltas.append(Delta(old, obj))
-        for key in sorted(stale):
-            deltas.append(Delta(self.remove(key), None))
-        return deltas
+        return old
 
     def _index(self, name: str, key: Key, obj: KubeObject) -> None:
         try:
