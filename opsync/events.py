@@ -7,8 +7,9 @@ controller retrying the same failure does not flood the namespace.
 
 An Event is a record of something already done, so it yields to the work users wait for: given ``idle``
 (the manager's returns once no controller has a key queued or in a reconcile), the writer holds each Event
-until it returns, for at most ``hold_limit`` seconds after the Event was recorded, and not at all while three
-quarters of the queue are taken (holding must never be why an Event is dropped). An Event's timestamps are those of
+until it returns, for at most ``hold_limit`` seconds after the Event was recorded. Holding has room of its
+own: the queue takes twice ``queue_size`` Events, and none is held while ``queue_size`` are waiting, so the
+writer has as much room before it drops one as it would have without holding. An Event's timestamps are those of
 ``event()``, not of the write.
 """
 
@@ -37,7 +38,6 @@ _CORRELATION_ENTRIES = 4096  # as client-go's maxLruCacheEntries
 _META_FIELDS = ("namespace", "name", "uid", "resourceVersion")  # the involvedObject's, with apiVersion and kind
 _NAME_PREFIX = 230  # of the object's name in the Event's name: room for the unique suffix within 253
 HOLD_LIMIT = 10.0  # seconds: the longest an Event waits for the controllers to be idle
-_CROWDED = 0.75  # of the queue taken, counting the Event in hand: Events are written without holding
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +74,8 @@ class EventRecorder:
         hold_limit: float = HOLD_LIMIT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``idle``: what each queued Event waits for, up to ``hold_limit`` seconds (see the module docstring)."""
+        """``queue_size``: the Events that may wait for the writer before new ones are dropped; ``idle``: what
+        each waits for, up to ``hold_limit`` seconds, with room for as many again (see the module docstring)."""
         self.name = f"events-{component}"
         self._client = client
         self.component = component
@@ -82,8 +83,8 @@ class EventRecorder:
         self._clock = clock
         self._idle = idle
         self._hold_limit = hold_limit
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(queue_size)
-        self._crowded_at = max(1, int(queue_size * _CROWDED))
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(queue_size * (2 if idle else 1))
+        self._crowded_at = queue_size  # waiting, counting the one in hand: Events are written without holding
         self._crowded = asyncio.Event()
         self._dropped = 0  # Events dropped since the queue was last full, until it is half empty again
         self._recent: OrderedDict[tuple[object, ...], _Recorded] = OrderedDict()

@@ -32,7 +32,8 @@ class Work:
 
 
 def written(client: FakeClient) -> list[str]:
-    return [obj["reason"] for obj in client.objects(EVENTS, "ns")]
+    """The reasons of the Events written, sorted."""
+    return sorted(obj["reason"] for obj in client.objects(EVENTS, "ns"))
 
 
 async def settle() -> None:
@@ -81,21 +82,34 @@ async def test_an_event_is_held_no_longer_than_the_hold_limit(
     await eventually(lambda: written(client) == ["SyncFailed"], timeout=5)
 
 
-async def test_events_are_not_held_while_three_quarters_of_the_queue_are_taken(
+async def test_events_are_not_held_while_queue_size_are_waiting(
     running: Callable[[EventRecorder], asyncio.Event],
 ) -> None:
     client, work = FakeClient([(CONFIGMAPS, CONFIGMAP)]), Work()
-    recorder = EventRecorder(client, "opsync", queue_size=4, idle=work.idle)
-    for reason in ("First", "Second", "Third", "Fourth"):
+    recorder = EventRecorder(client, "opsync", queue_size=3, idle=work.idle)
+    reasons = ["1st", "2nd", "3rd", "4th", "5th", "6th"]
+    for reason in reasons:  # twice queue_size: room for those held and as many again, none dropped
         recorder.event(CONFIGMAP, "Normal", reason, "")
     running(recorder)
-    # Holding them all would keep the queue full and drop the next ones: while three of its four places are
-    # taken, counting the one in hand, they are written although the work goes on; then they are held again.
-    await eventually(lambda: sorted(written(client)) == ["First", "Second"], timeout=5)
+    # While three are waiting, counting the one in hand, they are written although the work goes on; then
+    # they are held again, with the writer as much room as without holding.
+    await eventually(lambda: written(client) == reasons[:4], timeout=5)
     await settle()
-    assert sorted(written(client)) == ["First", "Second"]
+    assert written(client) == reasons[:4]
     work.finish()
-    await eventually(lambda: sorted(written(client)) == ["First", "Fourth", "Second", "Third"], timeout=5)
+    await eventually(lambda: written(client) == reasons, timeout=5)
+
+
+async def test_without_idle_the_queue_takes_queue_size_events() -> None:
+    client = FakeClient([(CONFIGMAPS, CONFIGMAP)])
+    recorder = EventRecorder(client, "opsync", queue_size=2)
+    for reason in ("First", "Second", "Dropped"):
+        recorder.event(CONFIGMAP, "Normal", reason, "")
+    stopping = asyncio.Event()
+    stopping.set()
+    async with asyncio.timeout(5):
+        await recorder.run(stopping)
+    assert written(client) == ["First", "Second"]
 
 
 async def test_stopping_writes_held_events_at_once() -> None:
@@ -109,4 +123,4 @@ async def test_stopping_writes_held_events_at_once() -> None:
     stopping.set()
     async with asyncio.timeout(5):
         await task
-    assert sorted(written(client)) == ["Synced", "Updated"]
+    assert written(client) == ["Synced", "Updated"]
