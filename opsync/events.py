@@ -9,8 +9,8 @@ An Event is a record of something already done, so it yields to the work users w
 (the manager's returns once no controller has a key queued or in a reconcile), the writer holds each Event
 until it returns, for at most ``hold_limit`` seconds after the Event was recorded. Holding has room of its
 own: the queue takes twice ``queue_size`` Events, and none is held while ``queue_size`` are waiting, so the
-writer has as much room before it drops one as it would have without holding. An Event's timestamps are those of
-``event()``, not of the write.
+writer has as much room before it drops one as it would have without holding. An Event's timestamps are
+those of ``event()``, not of the write.
 """
 
 from __future__ import annotations

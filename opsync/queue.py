@@ -170,6 +170,25 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+def _wake_all(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        _wake(waiter)
+    waiters.clear()
+
+
+async def _wait_in(waiters: list[asyncio.Future[None]], while_: Callable[[], bool]) -> None:
+    """Wait among ``waiters`` (woken by ``_wake_all``) for as long as ``while_()`` holds."""
+    loop = asyncio.get_running_loop()
+    while while_():
+        woken: asyncio.Future[None] = loop.create_future()
+        waiters.append(woken)
+        try:
+            await woken
+        finally:
+            if woken in waiters:
+                waiters.remove(woken)
+
+
 class WorkQueue(Generic[T]):
     """A deduplicating, single-flight, delaying, rate-limited work queue (see the module docstring)."""
 
@@ -276,32 +295,22 @@ class WorkQueue(Generic[T]):
             self._wake_one()
         if not self._processing:
             self._processing = {}
-            self._release_drainers()
+            _wake_all(self._drainers)
             if not self._dirty:
-                for idle in self._idlers:
-                    _wake(idle)
-                self._idlers.clear()
+                _wake_all(self._idlers)
 
     def shut_down(self) -> None:
         """Stop accepting keys and drop the delayed ones; ``get`` hands out what is ready, then raises
         :class:`ShutDown`. Also ends a pending :meth:`shut_down_with_drain`."""
         self._draining = False
         self._stop()
-        self._release_drainers()
+        _wake_all(self._drainers)
 
     async def shut_down_with_drain(self) -> None:
         """:meth:`shut_down`, then wait until every key handed out has been marked ``done``."""
         self._draining = True
         self._stop()
-        loop = asyncio.get_running_loop()
-        while self._processing and self._draining:
-            drained: asyncio.Future[None] = loop.create_future()
-            self._drainers.append(drained)
-            try:
-                await drained
-            finally:
-                if drained in self._drainers:
-                    self._drainers.remove(drained)
+        await _wait_in(self._drainers, lambda: bool(self._processing) and self._draining)
 
     @property
     def busy(self) -> bool:
@@ -311,15 +320,7 @@ class WorkQueue(Generic[T]):
 
     async def wait_idle(self) -> None:
         """Return once no key is ready or being processed (at once if none is)."""
-        loop = asyncio.get_running_loop()
-        while self.busy:
-            idle: asyncio.Future[None] = loop.create_future()
-            self._idlers.append(idle)
-            try:
-                await idle
-            finally:
-                if idle in self._idlers:
-                    self._idlers.remove(idle)
+        await _wait_in(self._idlers, lambda: self.busy)
 
     def __len__(self) -> int:
         """The number of keys ready to be handed out now."""
@@ -390,8 +391,3 @@ class WorkQueue(Generic[T]):
         self._ready_at.clear()
         for waiter in self._getters:
             _wake(waiter)
-
-    def _release_drainers(self) -> None:
-        for drained in self._drainers:
-            _wake(drained)
-        self._drainers.clear()
