@@ -63,6 +63,7 @@ from opsync.controller import Controller
 from opsync.events import EventRecorder
 from opsync.informer import Informer
 from opsync.manager import Manager
+from opsync.predicate import OwnWrites
 from opsync.reconcile import Request, Result
 from opsync.resources import SECRETS, KubeObject
 from opsync.source import Channel
@@ -107,6 +108,7 @@ class ItemReconciler:
         self._refreshed: dict[Request, str] = {}  # refresh value last acted on (also when the CRD drops it)
         self._unrecorded_syncs: dict[Request, str] = {}  # Secret data written then, not yet in lastSyncTime
         self._warned_old_crd = False
+        self.own_writes = OwnWrites()  # the Secrets this reconciler wrote, until their watch events are seen
         self.served = served or ServedStatus()
 
     def keep_namespaces(self, namespaces: Sequence[str]) -> None:
@@ -182,6 +184,7 @@ class ItemReconciler:
             await self._report_failure(request, opi, failure)
             return retry_result(failure)
         if written is not None and written.reason is not None:
+            self.own_writes.record(written.secret)
             verb = _WRITTEN[written.reason]
             log.info("secret %s", verb, extra={"secret": name, "itemVersion": resolved.version})
             self._events.event(
@@ -309,6 +312,7 @@ class ItemReconciler:
         synced_at = self._unrecorded_syncs.get(request)
         patch = status_patch(opi, status, reason, message, synced_at=synced_at, served=self.served, refreshed=refreshed)
         if patch is not None and defer_sync_time and patch.keys() == {"lastSyncTime"}:
+            self.own_writes.forget(request.namespace, request.name)  # the reconcile the Secret's echo queues
             return
         if patch is not None:
             meta = opi["metadata"]
@@ -350,7 +354,9 @@ def setup_items(manager: Manager, reconciler: ItemReconciler, *, changes: Channe
     controller = (
         Builder(manager, ITEM_CONTROLLER)
         .for_(ONEPASSWORDITEMS, predicates=[spec_or_metadata_changed()])
-        .watches(SECRETS, item_of_secret, label_selector=MANAGED_SELECTOR)
+        .watches(
+            SECRETS, item_of_secret, label_selector=MANAGED_SELECTOR, predicates=[reconciler.own_writes.predicate()]
+        )
         .watches_source(*reconciler.access.sources(lambda ns: [Request.of(o) for o in reconciler.items.list(ns)]))
         .watches_source(changes)
         .with_options(workers=workers, rate_limiter=rate_limiter())

@@ -73,6 +73,51 @@ def resource_version_changed() -> Predicate:
     return Predicate(on_update=lambda old, new: _meta(old).get("resourceVersion") != _meta(new).get("resourceVersion"))
 
 
+class OwnWrites:
+    """The objects as this process last wrote them, to drop the watch event each write causes (its echo): a
+    level-triggered reconciler that just wrote an object learns nothing from seeing it come back, and
+    reconciling it again costs as much as the write's own reconcile.
+
+    ``record`` the object a write returned; ``predicate()`` then drops the first create or update event that
+    carries exactly its ``resourceVersion``. Any other event of the object (someone else's change, a delete)
+    passes and clears the record, as ``forget`` does when the echo must be reconciled after all. Records are
+    consumed: give the predicate to one watch, as the only predicate of its handler (``all`` stops at the first
+    that drops an event, which would leave the record behind).
+    """
+
+    def __init__(self) -> None:
+        self._versions: dict[tuple[str, str], str] = {}
+
+    @staticmethod
+    def _key(obj: KubeObject) -> tuple[str, str]:
+        meta = _meta(obj)
+        return meta.get("namespace") or "", meta.get("name") or ""
+
+    def record(self, obj: KubeObject) -> None:
+        """``obj`` as a write of this process returned it."""
+        version = _meta(obj).get("resourceVersion")
+        if version:
+            self._versions[self._key(obj)] = version
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Let the echo of the last write of ``namespace/name`` pass."""
+        self._versions.pop((namespace, name), None)
+
+    def __len__(self) -> int:
+        return len(self._versions)
+
+    def _changed(self, obj: KubeObject) -> bool:
+        return self._versions.pop(self._key(obj), None) != _meta(obj).get("resourceVersion")
+
+    def _gone(self, obj: KubeObject) -> bool:
+        self._versions.pop(self._key(obj), None)
+        return True
+
+    def predicate(self) -> Predicate:
+        """Drops the echo of each recorded write (see the class docstring)."""
+        return Predicate(on_create=self._changed, on_update=lambda _old, new: self._changed(new), on_delete=self._gone)
+
+
 def and_(*predicates: Predicate) -> Predicate:
     """Passes what every one of ``predicates`` passes."""
     return Predicate(

@@ -7,6 +7,7 @@ from typing import Any
 
 from opsync.handler import EnqueueHandler, object_request
 from opsync.predicate import (
+    OwnWrites,
     Predicate,
     and_,
     annotation_changed,
@@ -104,3 +105,41 @@ async def test_subclassed_predicate() -> None:
     handler.on_update(obj("b"), obj("b"))
     handler.on_delete(obj("c"))
     assert await take_ready(queue) == {Request("ns", "c")}
+
+
+def test_own_writes_drop_the_echo_of_each_write_once() -> None:
+    own = OwnWrites()
+    p = own.predicate()
+    own.record(obj("a", resourceVersion="5"))
+    own.record(obj("b", resourceVersion="7"))
+    assert not p.create(obj("a", resourceVersion="5")), "the echo of a create"
+    assert p.update(obj("a", resourceVersion="5"), obj("a", resourceVersion="5")), "seen once: a replay passes"
+    assert p.update(obj("b", resourceVersion="6"), obj("b", resourceVersion="8")), "someone else's later change"
+    assert not len(own), "an event of another version clears the record"
+    own.record(obj("c", namespace="other", resourceVersion="9"))
+    assert p.create(obj("c", resourceVersion="9")), "same name, another namespace"
+    assert not p.update(obj("c", "other", resourceVersion="8"), obj("c", "other", resourceVersion="9"))
+
+
+def test_own_writes_let_deletes_and_forgotten_writes_pass() -> None:
+    own = OwnWrites()
+    p = own.predicate()
+    own.record(obj("a", resourceVersion="5"))
+    assert p.delete(obj("a", resourceVersion="5"))
+    assert not len(own)
+    own.record(obj("a", resourceVersion="6"))
+    own.forget("ns", "a")
+    assert p.update(obj("a", resourceVersion="5"), obj("a", resourceVersion="6"))
+    own.record(obj("a"))  # no resourceVersion (a fake server): nothing to tell an echo by
+    assert not len(own)
+
+
+async def test_own_writes_in_a_handler() -> None:
+    own = OwnWrites()
+    handler, queue = handled(object_request, own.predicate())
+    own.record(obj("a", resourceVersion="2"))
+    handler.on_add(obj("a", resourceVersion="2"), False)
+    handler.on_add(obj("b", resourceVersion="3"), False)
+    assert await take_ready(queue) == {Request("ns", "b")}
+    handler.on_update(obj("a", resourceVersion="2"), obj("a", resourceVersion="4"))
+    assert await take_ready(queue) == {Request("ns", "a")}
