@@ -180,7 +180,14 @@ async def floor_writes(
         async with user:
             created = await client.create(ONEPASSWORDITEMS, item, namespace)
         meta = created["metadata"]
-        owner = {"apiVersion": item["apiVersion"], "kind": item["kind"], "name": meta["name"], "uid": meta["uid"]}
+        owner = {  # the reference opsync writes (controllers.desired.opi_owner_reference)
+            "apiVersion": item["apiVersion"],
+            "kind": item["kind"],
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
         owned = {**secret, "metadata": {**secret["metadata"], "ownerReferences": [owner]}}
         async with operator:
             await client.create(SECRETS, owned, namespace)
