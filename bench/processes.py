@@ -296,9 +296,10 @@ class Operator(Child):
         await until(settled, within=within, what=f"{self.name} idle")
         return time.perf_counter() - self.started
 
-    async def reconciles(self) -> int:
-        """Reconciles finished so far, every controller and result together."""
-        return int(sum(v for _, v in (await self.samples()).get("controller_runtime_reconcile_total", [])))
+    async def reconciles(self, controller: str | None = None) -> int:
+        """Reconciles finished so far, every result together: of ``controller``, or of every controller."""
+        samples = (await self.samples()).get("controller_runtime_reconcile_total", [])
+        return int(sum(value for labels, value in samples if controller in (None, labels.get("controller"))))
 
     def memory(self) -> Memory:
         """This process's resident memory."""

@@ -196,6 +196,7 @@ def markdown(results: dict[str, Any], images: str) -> str:
                 _cpu(s["floor_cpu_seconds"], s["items"]),
                 _counts(s["connect_requests"], s["items"]),
                 _counts(s["api_requests"], s["items"]),
+                f"{s['item_reconciles'] / s['items']:.2f}" if s.get("item_reconciles") else "",
             )
             for s in syncs
         ]
@@ -212,6 +213,7 @@ def markdown(results: dict[str, Any], images: str) -> str:
                     "CPU ms per item: floor",
                     "Connect requests per item",
                     "API-server requests per item",
+                    "item reconciles per item",
                 ),
                 rows,
             ),

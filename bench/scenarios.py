@@ -40,7 +40,7 @@ from bench import cluster
 from bench.cluster import ItemRef, Watch
 from bench.processes import ConnectEmulator, CpuMeter, InCluster, Opsync, control_plane_pids, until, writes
 from controllers.config import DEFAULT_WORKERS
-from controllers.constants import ITEM_VERSION_ANNOTATION, MANAGED_SELECTOR, REFRESH_ANNOTATION
+from controllers.constants import ITEM_CONTROLLER, ITEM_VERSION_ANNOTATION, MANAGED_SELECTOR, REFRESH_ANNOTATION
 from controllers.resources import ONEPASSWORDITEMS
 from opsync.client import Client
 from opsync.envtest import ControlPlane
@@ -105,6 +105,7 @@ class InitialSync:
     peak_rss_mib: float = 0.0
     floor_answered_seconds: float = 0.0  # the floor to its last status write answered (as runs before 2026-12-07)
     ratios: list[float] = field(default_factory=list)  # every repeat's ratio, in the order run (this one's among them)
+    item_reconciles: int = 0  # by the onepassworditem controller, apply to idle (0: a run from before 2026-12-07)
 
     @property
     def ratio(self) -> float:
@@ -291,6 +292,7 @@ async def initial_sync(bench: Bench, size: int, label: str = "") -> tuple[Initia
     async with cluster.watching(bench.kube, ONEPASSWORDITEMS, namespaces) as ready:
         ready.expect({(cluster.namespace_of(namespaces, ref), ref.title): cluster.is_ready for ref in refs})
         api_before, connect_before = await opsync.api_requests(), await bench.emulator.requests()
+        reconciles_before = await opsync.reconciles(ITEM_CONTROLLER)
         meter = bench.cpu_meter(opsync)
         meter.start()
         started = time.perf_counter()
@@ -300,6 +302,7 @@ async def initial_sync(bench: Bench, size: int, label: str = "") -> tuple[Initia
         ready_at = sorted(t - started for t in ready.seen.values())
     await opsync.settle()
     api_after, connect_after = await opsync.api_requests(), await bench.emulator.requests()
+    reconciled = await opsync.reconciles(ITEM_CONTROLLER) - reconciles_before
     cpu = meter.read()
     memory = opsync.memory()
 
@@ -319,11 +322,12 @@ async def initial_sync(bench: Bench, size: int, label: str = "") -> tuple[Initia
         rss_mib=memory.rss_mib,
         peak_rss_mib=memory.peak_mib,
         floor_answered_seconds=floor_answered,
+        item_reconciles=reconciled,
     )
     bench.log(
         f"initial sync N={size} ({label}): ready {result.ready_seconds:.1f} s (apply {result.apply_seconds:.1f} s), "
         f"floor {floor_seconds:.1f} s (last write answered {floor_answered:.1f} s), ratio {result.ratio:.2f}; "
-        f"RSS {memory.rss_mib:.0f} MiB; CPU s {cpu} (floor {floor_cpu})"
+        f"{reconciled} item reconciles; RSS {memory.rss_mib:.0f} MiB; CPU s {cpu} (floor {floor_cpu})"
     )
     return result, opsync, namespaces
 
