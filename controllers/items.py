@@ -184,7 +184,7 @@ class ItemReconciler:
             await self._report_failure(request, opi, failure)
             return retry_result(failure)
         if written is not None and written.reason is not None:
-            self.own_writes.record(written.secret)
+            self.own_writes.record(written.secret, cached=self._writer.secrets.get(namespace, name))
             verb = _WRITTEN[written.reason]
             log.info("secret %s", verb, extra={"secret": name, "itemVersion": resolved.version})
             self._events.event(

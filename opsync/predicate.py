@@ -93,10 +93,12 @@ class OwnWrites:
         meta = _meta(obj)
         return meta.get("namespace") or "", meta.get("name") or ""
 
-    def record(self, obj: KubeObject) -> None:
-        """``obj`` as a write of this process returned it."""
+    def record(self, obj: KubeObject, *, cached: KubeObject | None = None) -> None:
+        """``obj`` as a write of this process returned it; ``cached``, the informer's copy now. When that
+        already is the written version, its echo came before the write's answer and has passed: nothing is
+        kept, so a record lives only until its echo."""
         version = _meta(obj).get("resourceVersion")
-        if version:
+        if version and (cached is None or _meta(cached).get("resourceVersion") != version):
             self._versions[self._key(obj)] = version
 
     def forget(self, namespace: str, name: str) -> None:

@@ -132,6 +132,10 @@ def test_own_writes_let_deletes_and_forgotten_writes_pass() -> None:
     assert p.update(obj("a", resourceVersion="5"), obj("a", resourceVersion="6"))
     own.record(obj("a"))  # no resourceVersion (a fake server): nothing to tell an echo by
     assert not len(own)
+    own.record(obj("a", resourceVersion="7"), cached=obj("a", resourceVersion="7"))  # its echo came first
+    assert not len(own)
+    own.record(obj("a", resourceVersion="8"), cached=obj("a", resourceVersion="7"))
+    assert len(own) == 1
 
 
 async def test_own_writes_in_a_handler() -> None:
