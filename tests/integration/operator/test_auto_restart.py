@@ -85,7 +85,8 @@ async def first_rollouts(kube: Client, namespace: str) -> None:
         async def made(name: str = name) -> bool:
             return await rollouts(kube, "Deployment", namespace, name) >= 0
 
-        await eventually(made, message=f"Deployment/{name} has no ReplicaSet")
+        # kube-controller-manager's, not opsync's, latency: seen over 30 s on a loaded 2-core CI machine
+        await eventually(made, timeout=90, message=f"Deployment/{name} has no ReplicaSet")
 
 
 async def change_item_and_settle(
